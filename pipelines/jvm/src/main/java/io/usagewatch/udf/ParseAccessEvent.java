@@ -1,0 +1,296 @@
+package io.usagewatch.udf;
+
+import java.net.InetAddress;
+import java.net.UnknownHostException;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.regex.Pattern;
+
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonProcessingException;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.StreamReadConstraints;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.ObjectNode;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.functions.ScalarFunction;
+import org.apache.flink.types.Row;
+
+/**
+ * Parses one raw access event (a Kafka message value or a JSONL line) against
+ * schemas/access_event.schema.json and emits exactly one row: the typed fields with a null
+ * {@code error}, or null fields with {@code error} naming the first rule the record breaks.
+ *
+ * <p>One parse per record feeds every output (archive, windows, dead letters); the SQL
+ * {@code json} format cannot do this because it either fails the job or, with
+ * {@code json.ignore-parse-errors}, drops bad records silently.
+ */
+public class ParseAccessEvent extends ScalarFunction {
+
+    // The Kafka coordinates pass through so that every output reads this one result and nothing else
+    // of the source row: the planner then shares a single call between all sinks.
+    private static final String ROW_TYPE =
+            "ROW<error STRING, `raw` STRING, event_id STRING, event_time TIMESTAMP(3),"
+                    + " account_id STRING, api_key_id STRING, org_id STRING, source_ip STRING,"
+                    + " country STRING, latitude DOUBLE, longitude DOUBLE, asn BIGINT,"
+                    + " asn_type STRING, model STRING, endpoint STRING, input_tokens BIGINT,"
+                    + " output_tokens BIGINT, status_code INT, latency_ms BIGINT,"
+                    + " prompt_fingerprint STRING, payment_fingerprint STRING, user_agent STRING,"
+                    + " request_tags ARRAY<STRING>, extras STRING, kafka_partition INT,"
+                    + " kafka_offset BIGINT>";
+
+    private static final int ROW_ARITY = 26;
+    
+    private static final Set<String> ASN_TYPES =
+            Set.of("residential", "business", "hosting", "vpn", "tor", "mobile", "unknown");
+    private static final Pattern COUNTRY = Pattern.compile("[A-Z]{2}");
+    private static final Pattern HEX = Pattern.compile("[0-9a-f]+");
+    private static final Pattern IPV4 =
+            Pattern.compile("(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)(\\.(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)){3}");
+    private static final Pattern IPV6_CHARS = Pattern.compile("[0-9A-Fa-f:.]+");
+    private static final Set<String> KNOWN_FIELDS =
+            Set.of(
+                    "event_id", "event_time", "account_id", "api_key_id", "org_id", "source_ip",
+                    "country", "latitude", "longitude", "asn", "asn_type", "model", "endpoint",
+                    "input_tokens", "output_tokens", "status_code", "latency_ms",
+                    "prompt_fingerprint", "payment_fingerprint", "user_agent", "request_tags");
+
+    // Duplicate keys are ambiguous (which value did the producer mean?), so they are rejected.
+    private static final ObjectMapper MAPPER = new ObjectMapper();
+
+    static {
+        MAPPER.enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
+        // Bound hostile input: deeply nested or huge documents are rejected, not parsed.
+        MAPPER.getFactory()
+                .setStreamReadConstraints(
+                        StreamReadConstraints.builder()
+                                .maxNestingDepth(32)
+                                .maxStringLength(1_000_000)
+                                .build());
+    }
+
+    /** A record that breaks the contract; the message is the dead-letter reason. */
+    static final class InvalidEvent extends Exception {
+        InvalidEvent(String message) {
+            super(message, null, false, false);
+        }
+    }
+
+    public @DataTypeHint(ROW_TYPE) Row eval(String raw, Integer kafkaPartition, Long kafkaOffset) {
+        Row row = new Row(ROW_ARITY);
+        try {
+            fill(row, raw);
+        } catch (InvalidEvent e) {
+            // A rejected record keeps nothing half-parsed: only the reason and the record itself.
+            row = new Row(ROW_ARITY);
+            row.setField(0, e.getMessage());
+            row.setField(1, raw);
+        }
+        row.setField(ROW_ARITY - 2, kafkaPartition);
+        row.setField(ROW_ARITY - 1, kafkaOffset);
+        return row;
+    }
+
+    /**
+     * Declared non-deterministic so that the planner never copies the call into each field access
+     * or each sink branch: the record is parsed once and the result shared.
+     */
+    @Override
+    public boolean isDeterministic() {
+        return false;
+    }
+
+    private static void fill(Row row, String raw) throws InvalidEvent {
+        if (raw == null) {
+            throw new InvalidEvent("invalid JSON: empty record");
+        }
+        JsonNode root;
+        try {
+            root = MAPPER.readTree(raw);
+        } catch (JsonProcessingException e) {
+            throw new InvalidEvent("invalid JSON: " + e.getOriginalMessage());
+        }
+        if (root == null || root.isMissingNode()) {
+            throw new InvalidEvent("invalid JSON: empty record");
+        }
+        if (!root.isObject()) {
+            throw new InvalidEvent("invalid JSON: not an object");
+        }
+        ObjectNode event = (ObjectNode) root;
+        row.setField(2, requiredString(event, "event_id"));
+        row.setField(3, EventTimeOf.parse(requiredString(event, "event_time")));
+        if (row.getField(3) == null) {
+            throw new InvalidEvent(
+                    "invalid event_time: expected RFC 3339 UTC with milliseconds, e.g. 2026-01-31T12:00:00.000Z");
+        }
+        row.setField(4, requiredString(event, "account_id"));
+        row.setField(5, requiredString(event, "api_key_id"));
+        row.setField(6, optionalString(event, "org_id"));
+        row.setField(7, ipAddress(requiredString(event, "source_ip")));
+        row.setField(8, matching(event, "country", COUNTRY, "an ISO-3166 alpha-2 code"));
+        row.setField(9, coordinate(event, "latitude", 90));
+        row.setField(10, coordinate(event, "longitude", 180));
+        row.setField(11, optionalLong(event, "asn", false));
+        String asnType = optionalString(event, "asn_type");
+        if (asnType != null && !ASN_TYPES.contains(asnType)) {
+            throw new InvalidEvent("invalid asn_type: must be one of " + ASN_TYPES);
+        }
+        row.setField(12, asnType);
+        row.setField(13, requiredString(event, "model"));
+        row.setField(14, requiredString(event, "endpoint"));
+        row.setField(15, requiredLong(event, "input_tokens"));
+        row.setField(16, requiredLong(event, "output_tokens"));
+        row.setField(17, statusCode(event));
+        row.setField(18, optionalLong(event, "latency_ms", true));
+        row.setField(19, matching(event, "prompt_fingerprint", HEX, "a lowercase hex string"));
+        row.setField(20, optionalString(event, "payment_fingerprint"));
+        row.setField(21, optionalString(event, "user_agent"));
+        row.setField(22, requestTags(event));
+        row.setField(23, extras(event));
+    }
+
+    private static JsonNode present(ObjectNode event, String field) throws InvalidEvent {
+        JsonNode node = event.get(field);
+        if (node == null || node.isNull()) {
+            throw new InvalidEvent("missing required field: " + field);
+        }
+        return node;
+    }
+
+    private static String requiredString(ObjectNode event, String field) throws InvalidEvent {
+        JsonNode node = present(event, field);
+        if (!node.isTextual()) {
+            throw new InvalidEvent("wrong type: " + field + " must be a string");
+        }
+        return node.textValue();
+    }
+
+    private static String optionalString(ObjectNode event, String field) throws InvalidEvent {
+        JsonNode node = event.get(field);
+        if (node == null || node.isNull()) {
+            return null;
+        }
+        if (!node.isTextual()) {
+            throw new InvalidEvent("wrong type: " + field + " must be a string or null");
+        }
+        return node.textValue();
+    }
+
+    private static String matching(ObjectNode event, String field, Pattern pattern, String what)
+            throws InvalidEvent {
+        String value = optionalString(event, field);
+        if (value != null && !pattern.matcher(value).matches()) {
+            throw new InvalidEvent("invalid " + field + ": must be " + what);
+        }
+        return value;
+    }
+
+    private static long integral(JsonNode node, String field) throws InvalidEvent {
+        // A JSON integer only: 12.0, "12" and true are contract violations, not numbers to coerce.
+        if (!node.isIntegralNumber()) {
+            throw new InvalidEvent("wrong type: " + field + " must be an integer");
+        }
+        if (!node.canConvertToLong()) {
+            throw new InvalidEvent("invalid " + field + ": out of range");
+        }
+        return node.longValue();
+    }
+
+    private static Long requiredLong(ObjectNode event, String field) throws InvalidEvent {
+        long value = integral(present(event, field), field);
+        if (value < 0) {
+            throw new InvalidEvent("invalid " + field + ": must be >= 0");
+        }
+        return value;
+    }
+
+    private static Long optionalLong(ObjectNode event, String field, boolean nonNegative)
+            throws InvalidEvent {
+        JsonNode node = event.get(field);
+        if (node == null || node.isNull()) {
+            return null;
+        }
+        long value = integral(node, field);
+        if (nonNegative && value < 0) {
+            throw new InvalidEvent("invalid " + field + ": must be >= 0");
+        }
+        return value;
+    }
+
+    private static Integer statusCode(ObjectNode event) throws InvalidEvent {
+        long value = integral(present(event, "status_code"), "status_code");
+        if (value < 100 || value > 599) {
+            throw new InvalidEvent("invalid status_code: must be an HTTP status (100-599)");
+        }
+        return (int) value;
+    }
+
+    private static Double coordinate(ObjectNode event, String field, double bound)
+            throws InvalidEvent {
+        JsonNode node = event.get(field);
+        if (node == null || node.isNull()) {
+            return null;
+        }
+        if (!node.isNumber()) {
+            throw new InvalidEvent("wrong type: " + field + " must be a number or null");
+        }
+        double value = node.doubleValue();
+        if (!(value >= -bound && value <= bound)) {
+            throw new InvalidEvent("invalid " + field + ": must be within [-" + (int) bound + ", " + (int) bound + "]");
+        }
+        return value;
+    }
+
+    private static String ipAddress(String value) throws InvalidEvent {
+        if (IPV4.matcher(value).matches()) {
+            return value;
+        }
+        // Only IPv6 literals reach InetAddress: a string with ':' is parsed, never resolved via DNS.
+        if (value.indexOf(':') >= 0 && IPV6_CHARS.matcher(value).matches()) {
+            try {
+                InetAddress.getByName(value);
+                return value;
+            } catch (UnknownHostException e) {
+                // falls through to the error below
+            }
+        }
+        throw new InvalidEvent("invalid source_ip: not an IPv4 or IPv6 address");
+    }
+
+    private static String[] requestTags(ObjectNode event) throws InvalidEvent {
+        JsonNode node = event.get("request_tags");
+        if (node == null || node.isNull()) {
+            return new String[0];
+        }
+        if (!node.isArray()) {
+            throw new InvalidEvent("wrong type: request_tags must be an array of strings");
+        }
+        List<String> tags = new ArrayList<>(node.size());
+        for (JsonNode tag : node) {
+            if (!tag.isTextual()) {
+                throw new InvalidEvent("wrong type: request_tags must be an array of strings");
+            }
+            tags.add(tag.textValue());
+        }
+        return tags.toArray(new String[0]);
+    }
+
+    /** Fields outside the contract are kept verbatim (as a JSON object) for the raw archive. */
+    private static String extras(ObjectNode event) {
+        ObjectNode extras = null;
+        Iterator<Map.Entry<String, JsonNode>> fields = event.fields();
+        while (fields.hasNext()) {
+            Map.Entry<String, JsonNode> field = fields.next();
+            if (!KNOWN_FIELDS.contains(field.getKey())) {
+                if (extras == null) {
+                    extras = MAPPER.createObjectNode();
+                }
+                extras.set(field.getKey(), field.getValue());
+            }
+        }
+        return extras == null ? null : extras.toString();
+    }
+}

@@ -1,0 +1,147 @@
+"""The Parquet lake's layout: one source of truth for the Flink sinks and the DuckDB views.
+
+Every table is hive-partitioned by ``dt`` (YYYY-MM-DD, UTC) and ``hr`` (HH, UTC). Flink's filesystem
+sink names finished files ``part-*`` and keeps in-progress ones hidden (leading dot), so a reader that
+globs ``part-*`` sees committed data only — exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PARTITION_COLUMNS = ("dt", "hr")
+COMMITTED_FILE_GLOB = "part-*"
+
+
+@dataclass(frozen=True)
+class LakeTable:
+    name: str
+    description: str
+    # (column, Flink SQL type); the partition columns dt/hr come last and are STRING.
+    columns: tuple[tuple[str, str], ...]
+
+    def path(self, lake_dir: str | Path) -> Path:
+        return Path(lake_dir) / self.name
+
+    def glob(self, lake_dir: str | Path) -> str:
+        """DuckDB read_parquet glob over committed files of every partition."""
+        return str(self.path(lake_dir) / "dt=*" / "hr=*" / COMMITTED_FILE_GLOB)
+
+
+_WINDOW = (("window_start", "TIMESTAMP(3)"), ("window_end", "TIMESTAMP(3)"))
+_PARTITIONS = (("dt", "STRING"), ("hr", "STRING"))
+
+EVENTS = LakeTable(
+    "events",
+    "Raw archive: every valid access event, all contract fields typed, unknown fields kept in extras.",
+    (
+        ("event_id", "STRING"),
+        ("event_time", "TIMESTAMP(3)"),
+        ("account_id", "STRING"),
+        ("api_key_id", "STRING"),
+        ("org_id", "STRING"),
+        ("source_ip", "STRING"),
+        ("country", "STRING"),
+        ("latitude", "DOUBLE"),
+        ("longitude", "DOUBLE"),
+        ("asn", "BIGINT"),
+        ("asn_type", "STRING"),
+        ("model", "STRING"),
+        ("endpoint", "STRING"),
+        ("input_tokens", "BIGINT"),
+        ("output_tokens", "BIGINT"),
+        ("status_code", "INT"),
+        ("latency_ms", "BIGINT"),
+        ("prompt_fingerprint", "STRING"),
+        ("payment_fingerprint", "STRING"),
+        ("user_agent", "STRING"),
+        ("request_tags", "ARRAY<STRING>"),
+        ("extras", "STRING"),
+        ("kafka_partition", "INT"),
+        ("kafka_offset", "BIGINT"),
+        *_PARTITIONS,
+    ),
+)
+
+ACCOUNT_MINUTE = LakeTable(
+    "account_minute",
+    "1-minute tumbling aggregates per account.",
+    (
+        *_WINDOW,
+        ("account_id", "STRING"),
+        ("requests", "BIGINT"),
+        ("input_tokens", "BIGINT"),
+        ("output_tokens", "BIGINT"),
+        ("distinct_ips", "BIGINT"),
+        ("distinct_countries", "BIGINT"),
+        ("distinct_asns", "BIGINT"),
+        ("distinct_prompt_fingerprints", "BIGINT"),
+        ("reasoning_requests", "BIGINT"),
+        ("error_requests", "BIGINT"),
+        ("first_seen", "TIMESTAMP(3)"),
+        ("last_seen", "TIMESTAMP(3)"),
+        *_PARTITIONS,
+    ),
+)
+
+COUNTRY_MINUTE = LakeTable(
+    "country_minute",
+    "1-minute tumbling aggregates per country (null country = unknown geo).",
+    (
+        *_WINDOW,
+        ("country", "STRING"),
+        ("requests", "BIGINT"),
+        ("distinct_accounts", "BIGINT"),
+        ("input_tokens", "BIGINT"),
+        ("output_tokens", "BIGINT"),
+        *_PARTITIONS,
+    ),
+)
+
+IP_MINUTE = LakeTable(
+    "ip_minute",
+    "1-minute tumbling aggregates per source IP.",
+    (
+        *_WINDOW,
+        ("source_ip", "STRING"),
+        ("asn", "BIGINT"),
+        ("asn_type", "STRING"),
+        ("requests", "BIGINT"),
+        ("distinct_accounts", "BIGINT"),
+        ("distinct_orgs", "BIGINT"),
+        *_PARTITIONS,
+    ),
+)
+
+ASN_MINUTE = LakeTable(
+    "asn_minute",
+    "1-minute tumbling aggregates per ASN.",
+    (
+        *_WINDOW,
+        ("asn", "BIGINT"),
+        ("asn_type", "STRING"),
+        ("requests", "BIGINT"),
+        ("distinct_accounts", "BIGINT"),
+        ("distinct_orgs", "BIGINT"),
+        ("distinct_ips", "BIGINT"),
+        *_PARTITIONS,
+    ),
+)
+
+DEAD_LETTERS = LakeTable(
+    "dead_letters",
+    "Malformed input from a replay (a streaming job sends these to the dead-letter topic instead).",
+    (
+        ("reason", "STRING"),
+        ("raw", "STRING"),
+        ("event_time", "TIMESTAMP(3)"),
+        ("failed_at", "TIMESTAMP(3)"),
+        *_PARTITIONS,
+    ),
+)
+
+# The events table starts with the contract's fields (plus extras) in the parser's output order.
+EVENTS_CONTRACT_FIELDS = 22
+
+TABLES = (EVENTS, ACCOUNT_MINUTE, COUNTRY_MINUTE, IP_MINUTE, ASN_MINUTE, DEAD_LETTERS)

@@ -1,0 +1,152 @@
+"""Every detection under sql/detections, run on its fixture lakes, yields exactly the expected alerts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from lakefixture import read_jsonl, write_events
+
+from pipelines.analyst import open_lake
+from pipelines.contracts import validate_alert, validate_event
+from pipelines.detections import DETECTIONS_DIR, DetectionError, load_detections, run_detections
+
+FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
+NOW = dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC)
+DETECTION_IDS = sorted(path.stem for path in DETECTIONS_DIR.glob("*.yml"))
+
+
+def run_on_fixture(tmp_path: Path, events: list[dict], detection_id: str) -> list[dict]:
+    write_events(tmp_path / "lake", events)
+    con = open_lake(tmp_path / "lake")
+    try:
+        return run_detections(con, only=detection_id, now=NOW)
+    finally:
+        con.close()
+
+
+def expected_alerts(detection_id: str, kind: str) -> list[tuple[str, str]]:
+    expected = yaml.safe_load((FIXTURES_DIR / detection_id / "expected.yml").read_text())
+    return sorted((item["entity_id"], item["severity"]) for item in expected[kind])
+
+
+@pytest.mark.parametrize("kind", ["positive", "negative"])
+@pytest.mark.parametrize("detection_id", DETECTION_IDS)
+def test_detection_fixture(tmp_path, detection_id, kind):
+    events = read_jsonl(FIXTURES_DIR / detection_id / f"{kind}.jsonl")
+    for event in events:
+        validate_event(event)  # fixtures are real contract events, not a private dialect
+
+    alerts = run_on_fixture(tmp_path, events, detection_id)
+
+    for alert in alerts:
+        validate_alert(alert)
+        assert alert["detection_id"] == detection_id
+        assert alert["created_at"] == "2026-03-02T00:00:00.000Z"
+    found = sorted((alert["entity_id"], alert["severity"]) for alert in alerts)
+    assert found == expected_alerts(detection_id, kind)
+    if kind == "positive":
+        assert alerts, "a positive fixture that yields nothing tests nothing"
+    else:
+        # negatives may only carry informational context, never a pageable alert
+        assert all(alert["severity"] == "info" for alert in alerts)
+
+
+def test_alert_ids_are_stable_across_runs(tmp_path):
+    events = read_jsonl(FIXTURES_DIR / "shared_hosting_infrastructure" / "positive.jsonl")
+    first = run_on_fixture(tmp_path / "a", events, "shared_hosting_infrastructure")
+    second = run_on_fixture(tmp_path / "b", events, "shared_hosting_infrastructure")
+    assert [alert["alert_id"] for alert in first] == [alert["alert_id"] for alert in second]
+    assert len({alert["alert_id"] for alert in first}) == len(first)
+
+
+def test_shared_hosting_alert_lists_every_ring_account(tmp_path):
+    events = read_jsonl(FIXTURES_DIR / "shared_hosting_infrastructure" / "positive.jsonl")
+    alerts = run_on_fixture(tmp_path, events, "shared_hosting_infrastructure")
+    ring = next(alert for alert in alerts if alert["entity_id"] == "203.0.113.10")
+    assert ring["account_ids"] == [f"acct-ring-{i:02d}" for i in range(12)]
+    assert ring["evidence"]["distinct_orgs"] == 12  # no org: each account is its own org
+    assert ring["evidence"]["distinct_prompt_fingerprints"] == 1
+    assert ring["dedup_key"] == "shared_hosting_infrastructure:203.0.113.10"
+    assert ring["window_start"] == "2026-03-01T10:00:00.000Z"
+    assert ring["window_end"] == "2026-03-01T11:00:00.000Z"
+    assert ring["runbook"].startswith("Investigate: ") and " Respond: " in ring["runbook"]
+
+
+def test_impossible_travel_evidence(tmp_path):
+    events = read_jsonl(FIXTURES_DIR / "impossible_travel" / "positive.jsonl")
+    alerts = {alert["entity_id"]: alert for alert in run_on_fixture(tmp_path, events, "impossible_travel")}
+    hop = alerts["acct-hopper"]["evidence"]
+    assert 5500 < hop["distance_km"] < 5650  # New York - London great circle is ~5,570 km
+    assert hop["speed_kmh"] == pytest.approx(hop["distance_km"] * 2, rel=1e-3)
+    simultaneous = alerts["acct-simultaneous"]["evidence"]
+    assert simultaneous["simultaneous"] is True
+    assert simultaneous["speed_kmh"] is None
+    assert simultaneous["elapsed_seconds"] == 0
+
+
+def test_restricted_region_evidence(tmp_path):
+    events = read_jsonl(FIXTURES_DIR / "restricted_region_access" / "positive.jsonl")
+    alerts = {
+        alert["entity_id"]: alert for alert in run_on_fixture(tmp_path, events, "restricted_region_access")
+    }
+    plain = alerts["acct-ir-1"]["evidence"]
+    assert plain["restricted_requests"] == 3
+    assert plain["restricted_source_ips"] == ["5.160.1.10", "5.160.1.11"]
+    assert plain["first_seen"] == "2026-03-01T10:05:00.000Z"
+    assert plain["bases"] == ["export-control"]
+    assert plain["evasion_detected"] is False
+    evader = alerts["acct-kp-evader"]["evidence"]
+    assert evader["evasion_detected"] is True
+    assert evader["evasion_exit_ips"] == ["198.51.100.20", "198.51.100.21"]
+    assert alerts["acct-ru-2"]["evidence"]["bases"] == ["provider-policy"]
+
+
+def test_every_detection_runs_on_an_empty_lake(tmp_path):
+    con = open_lake(tmp_path)
+    try:
+        assert run_detections(con, now=NOW) == []
+    finally:
+        con.close()
+
+
+def test_detection_sql_error_names_the_sql_file(tmp_path):
+    (tmp_path / "broken.sql").write_text("select entity_id from no_such_table where 1 = $threshold\n")
+    metadata = (DETECTIONS_DIR / "impossible_travel.yml").read_text()
+    metadata = metadata.replace("id: impossible_travel", "id: broken")
+    parameters_at = metadata.index("parameters:")
+    metadata = metadata[:parameters_at] + "parameters:\n  threshold: {value: 1, description: anything}\n"
+    (tmp_path / "broken.yml").write_text(metadata)
+    detections = load_detections(tmp_path)
+    con = open_lake(tmp_path / "lake")
+    try:
+        with pytest.raises(DetectionError, match=r"broken\.sql: .*no_such_table"):
+            run_detections(con, detections=detections, now=NOW)
+    finally:
+        con.close()
+
+
+def test_detect_command_writes_jsonl_and_summary(tmp_path, capsys):
+    import argparse
+
+    from pipelines import detections
+
+    events = read_jsonl(FIXTURES_DIR / "impossible_travel" / "positive.jsonl")
+    write_events(tmp_path / "lake", events)
+    parser = argparse.ArgumentParser()
+    detections.add_parser(parser.add_subparsers())
+    output = tmp_path / "out" / "alerts.jsonl"
+    args = parser.parse_args(["detect", "--lake", str(tmp_path / "lake"), "--output", str(output)])
+
+    assert args.func(args) == 0
+
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(alert["entity_id"] for alert in lines) == ["acct-hopper", "acct-simultaneous"]
+    for alert in lines:
+        validate_alert(alert)
+    printed = capsys.readouterr().out
+    assert "impossible_travel" in printed and "restricted_region_access" in printed
+    assert "[HIGH] Impossible travel between consecutive requests: account acct-hopper" in printed

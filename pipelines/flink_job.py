@@ -22,6 +22,7 @@ from pipelines.kafka_broker import DLQ_TOPIC, EVENTS_TOPIC, bootstrap_servers
 
 JOB_SCRIPT = paths.REPO_ROOT / "jobs" / "usage_aggregates.py"
 JOB_RUN_DIR = paths.RUN_DIR / "job"
+JOB_LOG = JOB_RUN_DIR / "job.log"
 
 # Lake tables fed by a one-minute tumbling window, keyed as named.
 WINDOWED_TABLES = (lake.ACCOUNT_MINUTE, lake.COUNTRY_MINUTE, lake.IP_MINUTE, lake.ASN_MINUTE)
@@ -384,7 +385,7 @@ def start_detached(job_args: list[str]) -> int:
     if existing:
         raise RuntimeError(f"the aggregation job is already running (pid {existing}); stop it first")
     JOB_RUN_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(JOB_RUN_DIR / "job.log", "ab")  # noqa: SIM115 - handed to the child process
+    log = open(JOB_LOG, "ab")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
         job_command(job_args), cwd=paths.REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True,
@@ -415,12 +416,12 @@ def _cmd_job(args: argparse.Namespace) -> int:
         return 0
     if args.action == "status":
         pid = running_job_pid()
-        print(f"running (pid {pid}), log {JOB_RUN_DIR / 'job.log'}" if pid else "stopped")
+        print(f"running (pid {pid}), log {JOB_LOG}" if pid else "stopped")
         return 0
     job_args = ["--source", "kafka", "--lake", args.lake, *args.job_args]
     if args.detach:
         pid = start_detached(job_args)
-        print(f"aggregation job started (pid {pid}), log {JOB_RUN_DIR / 'job.log'}")
+        print(f"aggregation job started (pid {pid}), log {JOB_LOG}")
         return 0
     return run_job(job_args)
 

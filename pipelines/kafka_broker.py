@@ -57,6 +57,8 @@ LOCK_FILE = KAFKA_RUN_DIR / ".lock"
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+# After SIGKILL only the kernel is involved; exit follows promptly.
+KILL_WAIT_S = 10.0
 POLL_INTERVAL_S = 0.25
 
 # Broker processes this Python process launched: polling them reaps the exit status, so a stopped
@@ -251,7 +253,7 @@ def _ensure_port_free(port: int, variable: str) -> None:
 def _log_tail(lines: int = 40) -> str:
     parts = []
     for log in (CONSOLE_LOG, SERVER_LOG):
-        if log.exists():
+        if log.exists() and log.stat().st_size:
             tail = log.read_text(errors="replace").splitlines()[-lines:]
             parts.append(f"--- last lines of {log} ---\n" + "\n".join(tail))
     return "\n".join(parts) or f"(no log written under {LOG_DIR})"
@@ -339,14 +341,22 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
-def _stop_pid(pid: int, timeout: float) -> None:
-    _signal(pid, signal.SIGTERM)
+def _exited_within(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while _is_alive(pid):
         if time.monotonic() > deadline:
-            _signal(pid, signal.SIGKILL)
-            deadline = time.monotonic() + timeout
+            return False
         time.sleep(POLL_INTERVAL_S)
+    return True
+
+
+def _stop_pid(pid: int, timeout: float) -> None:
+    # SIGTERM lets the broker flush and close its logs cleanly; SIGKILL only if it hangs.
+    _signal(pid, signal.SIGTERM)
+    if not _exited_within(pid, timeout):
+        _signal(pid, signal.SIGKILL)
+        if not _exited_within(pid, KILL_WAIT_S):
+            raise BrokerError(f"broker pid {pid} is still alive after SIGKILL")
     _launched.pop(pid, None)
     PID_FILE.unlink(missing_ok=True)
 

@@ -22,7 +22,7 @@ def kafka_bootstrap() -> Iterator[str]:
         started = kafka_broker.start()
     except kafka_broker.BrokerError as error:
         # Missing jars say "run scripts/bootstrap.sh"; a failed start carries the broker's log tail.
-        pytest.fail(f"local Kafka broker unavailable: {error}", pytrace=False)
+        raise pytest.fail.Exception(f"local Kafka broker unavailable: {error}", pytrace=False) from None
     yield started.bootstrap
     if not started.already_running:
         kafka_broker.stop()

@@ -1,4 +1,9 @@
-"""`usagewatch` command line: each feature module registers its own sub-commands."""
+"""`usagewatch` command line.
+
+Each command lives in its own module, imported only when that command runs: some modules pull in
+heavy libraries (PyFlink, Great Expectations), and `usagewatch sql` should not pay for them.
+A module exposes add_parser(subparsers), registering its command(s) with set_defaults(func=handler).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,53 @@ import argparse
 import importlib
 import sys
 
-# Each module exposes add_parser(subparsers) and sets `func` on its parsers; imported lazily per
-# command would be nicer for start-up, but argparse needs every parser to print --help.
-COMMAND_MODULES = (
-    "pipelines.kafka_broker",  # kafka start|stop|status, topics
-    "pipelines.generator",  # generate
-    "pipelines.flink_job",  # job start, replay
-    "pipelines.analyst",  # sql
-    "pipelines.detections",  # detect
-    "pipelines.demo",  # demo
-)
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("pipelines.demo", "run the whole pipeline locally end to end"),
+    "kafka": ("pipelines.kafka_broker", "run the local single-node Kafka broker (KRaft)"),
+    "generate": ("pipelines.generator", "generate seeded synthetic access events with scenarios"),
+    "job": ("pipelines.flink_job", "run the streaming aggregation job on the local MiniCluster"),
+    "replay": ("pipelines.flink_job", "backfill the lake from a JSONL file of access events"),
+    "sql": ("pipelines.analyst", "run one read-only SQL query over the lake"),
+    "detect": ("pipelines.detections", "run the detections over the lake and route alerts"),
+    "alerts": ("pipelines.alert_state", "list, show and acknowledge alerts"),
+    "audit": ("pipelines.audit", "verify the hash-chained audit log"),
+    "evaluate": ("pipelines.evaluate", "backtest the detections on a labelled event file"),
+    "validate": ("pipelines.quality", "run the data-quality expectation suites over the lake"),
+    "report": ("pipelines.report", "write a compliance summary (HTML, Markdown, JSON)"),
+    "schedule": ("pipelines.schedule", "run detections, validation and reports on cron schedules"),
+    "compact": ("pipelines.compaction", "compact small Parquet files in the lake"),
+    "cluster": ("pipelines.cluster", "run a Flink session cluster and a 3-broker Kafka locally"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _overview_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="usagewatch",
         description="Streaming security analytics for AI model providers.",
+        epilog="commands:\n"
+        + "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items())
+        + "\n\nusagewatch COMMAND --help shows a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND")
+    return parser
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The full parser for one command (its module imported)."""
+    module_name, _ = COMMANDS[command]
+    parser = argparse.ArgumentParser(prog="usagewatch")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).add_parser(subparsers)
+    importlib.import_module(module_name).add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _overview_parser().parse_args(argv[:1] or ["--help"])
+    args = build_parser(argv[0]).parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -59,7 +59,10 @@ def _recreate_topics(bootstrap: str) -> None:
     partitions = kafka_broker.PROJECT_TOPICS
     kafka_broker.ensure_topics(
         bootstrap,
-        {DEMO_EVENTS_TOPIC: partitions[kafka_broker.EVENTS_TOPIC], DEMO_DLQ_TOPIC: partitions[kafka_broker.DLQ_TOPIC]},
+        {
+            DEMO_EVENTS_TOPIC: partitions[kafka_broker.EVENTS_TOPIC],
+            DEMO_DLQ_TOPIC: partitions[kafka_broker.DLQ_TOPIC],
+        },
     )
 
 
@@ -122,10 +125,22 @@ def run_demo(args: argparse.Namespace) -> int:
     if flink_job.running_job_pid():
         flink_job.stop_detached()
     job_args = [
-        "--source", "kafka", "--bootstrap-servers", bootstrap, "--topic", DEMO_EVENTS_TOPIC,
-        "--dlq-topic", DEMO_DLQ_TOPIC, "--group-id", f"usagewatch-demo-{uuid.uuid4().hex[:8]}",
-        "--lake", str(lake_dir), "--checkpoint-dir", (DEMO_DIR / "checkpoints").as_uri(),
-        "--checkpoint-interval-s", "5",
+        "--source",
+        "kafka",
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic",
+        DEMO_EVENTS_TOPIC,
+        "--dlq-topic",
+        DEMO_DLQ_TOPIC,
+        "--group-id",
+        f"usagewatch-demo-{uuid.uuid4().hex[:8]}",
+        "--lake",
+        str(lake_dir),
+        "--checkpoint-dir",
+        (DEMO_DIR / "checkpoints").as_uri(),
+        "--checkpoint-interval-s",
+        "5",
     ]
     pid = flink_job.start_detached(job_args)
     progress.step(f"flink: aggregation job starting on the MiniCluster (pid {pid}, log {flink_job.JOB_LOG})")
@@ -141,8 +156,8 @@ def run_demo(args: argparse.Namespace) -> int:
         kinds = Counter("malformed" if record.malformed else "valid" for record in records)
         sent = produce_to_kafka(records, bootstrap, DEMO_EVENTS_TOPIC)
         progress.step(
-            f"traffic: {sent} messages produced ({kinds['valid']} events over {args.minutes} min of event time,"
-            f" hydra ring, restricted-region, impossible-travel scenarios, {kinds['malformed']} malformed)"
+            f"traffic: {sent} messages produced ({kinds['valid']} events over {args.minutes} min of event"
+            f" time with the injected scenarios, {kinds['malformed']} malformed)"
         )
         _wait_for_lake(lake_dir, kinds["valid"], progress)
         letters = _dead_letters(bootstrap, kinds["malformed"])

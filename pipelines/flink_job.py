@@ -62,7 +62,9 @@ class JobConfig:
 
 def flink_configuration(config: JobConfig) -> dict[str, str]:
     """Flink settings for the job; exactly-once checkpoints are what make the lake commit exactly once."""
-    checkpoint_dir = config.checkpoint_dir or (Path(config.lake_dir).resolve().parent / "checkpoints").as_uri()
+    checkpoint_dir = (
+        config.checkpoint_dir or (Path(config.lake_dir).resolve().parent / "checkpoints").as_uri()
+    )
     settings = {
         "pipeline.name": "usagewatch-aggregates",
         "parallelism.default": str(config.parallelism),
@@ -219,7 +221,8 @@ WINDOW_AGGREGATES = {
   count(distinct asn) as distinct_asns,
   count(distinct prompt_fingerprint) as distinct_prompt_fingerprints,
   -- tags come from the upstream classifier; this one marks prompts that ask for step-by-step reasoning
-  sum(case when array_contains(request_tags, 'reasoning_elicitation') then 1 else 0 end) as reasoning_requests,
+  sum(case when array_contains(request_tags, 'reasoning_elicitation') then 1 else 0 end)
+    as reasoning_requests,
   sum(case when status_code >= 400 then 1 else 0 end) as error_requests,
   min(event_time) as first_seen,
   max(event_time) as last_seen""",
@@ -387,8 +390,12 @@ def start_detached(job_args: list[str]) -> int:
     JOB_RUN_DIR.mkdir(parents=True, exist_ok=True)
     log = open(JOB_LOG, "ab")  # noqa: SIM115 - handed to the child process
     process = subprocess.Popen(
-        job_command(job_args), cwd=paths.REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
+        job_command(job_args),
+        cwd=paths.REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     _pid_file().write_text(str(process.pid))
     return process.pid
@@ -446,7 +453,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     job.add_argument("--lake", default="lake", help="lake root directory (start)")
     job.add_argument("--detach", action="store_true", help="run in the background (start)")
     job.add_argument(
-        "job_args", nargs=argparse.REMAINDER, help="further job options after --, see jobs/usage_aggregates.py"
+        "job_args",
+        nargs=argparse.REMAINDER,
+        help="further job options after --, see jobs/usage_aggregates.py",
     )
     job.set_defaults(func=_cmd_job)
 

@@ -1,0 +1,272 @@
+"""The real chain: Apache Kafka (or a JSONL file) -> the PyFlink job on the MiniCluster -> Parquet -> DuckDB.
+
+Ground truth is computed here, in plain Python, from the very events that were sent; the lake must
+match it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+
+from pipelines.analyst import open_lake
+from pipelines.flink_job import run_job
+from pipelines.generator import GeneratorConfig, generate_records, produce_to_kafka
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def _event_time(event: dict) -> datetime:
+    return datetime.strptime(event["event_time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _minute(event: dict) -> datetime:
+    return _event_time(event).replace(second=0, microsecond=0)
+
+
+def expected_aggregates(events: list[dict]) -> dict[str, dict]:
+    """What each lake table must hold, keyed like its rows, computed without Flink."""
+    per_account: dict[tuple, dict] = defaultdict(
+        lambda: {
+            "requests": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "ips": set(),
+            "countries": set(),
+            "reasoning": 0,
+            "errors": 0,
+        }
+    )
+    per_country: Counter = Counter()
+    per_ip: Counter = Counter()
+    per_asn_accounts: dict[tuple, set] = defaultdict(set)
+    for event in events:
+        account = per_account[(event["account_id"], _minute(event))]
+        account["requests"] += 1
+        account["input_tokens"] += event["input_tokens"]
+        account["output_tokens"] += event["output_tokens"]
+        account["ips"].add(event["source_ip"])
+        if event.get("country") is not None:
+            account["countries"].add(event["country"])
+        account["reasoning"] += "reasoning_elicitation" in (event.get("request_tags") or [])
+        account["errors"] += event["status_code"] >= 400
+        per_country[(event.get("country"), _minute(event))] += 1
+        per_ip[(event["source_ip"], _minute(event))] += 1
+        per_asn_accounts[(event.get("asn"), event.get("asn_type"), _minute(event))].add(event["account_id"])
+    return {
+        "account_minute": {
+            key: (
+                a["requests"],
+                a["input_tokens"],
+                a["output_tokens"],
+                len(a["ips"]),
+                len(a["countries"]),
+                a["reasoning"],
+                a["errors"],
+            )
+            for key, a in per_account.items()
+        },
+        "country_minute": dict(per_country),
+        "ip_minute": dict(per_ip),
+        "asn_minute": {key: len(accounts) for key, accounts in per_asn_accounts.items()},
+    }
+
+
+def lake_aggregates(lake_dir: Path) -> dict[str, dict]:
+    con = open_lake(lake_dir)
+    try:
+
+        def rows(sql: str) -> list[tuple]:
+            return con.execute(sql).fetchall()
+
+        return {
+            "account_minute": {
+                (row[0], row[1]): tuple(row[2:])
+                for row in rows(
+                    "select account_id, window_start, requests, input_tokens, output_tokens, distinct_ips,"
+                    " distinct_countries, reasoning_requests, error_requests from account_minute"
+                )
+            },
+            "country_minute": {
+                (c, s): n for c, s, n in rows("select country, window_start, requests from country_minute")
+            },
+            # One IP may appear under more than one (asn, asn_type) row; the test sums them per IP.
+            "ip_minute": {
+                (ip, s): n
+                for ip, s, n in rows(
+                    "select source_ip, window_start, sum(requests) from ip_minute group by all"
+                )
+            },
+            "asn_minute": {
+                (a, t, s): n
+                for a, t, s, n in rows(
+                    "select asn, asn_type, window_start, distinct_accounts from asn_minute"
+                )
+            },
+        }
+    finally:
+        con.close()
+
+
+def _normalise(aggregates: dict[str, dict]) -> dict[str, dict]:
+    """Tuples of values, so a lake row (tuple) and a computed row compare equal."""
+    return {
+        table: {key: tuple(v) if isinstance(v, list | tuple) else v for key, v in rows.items()}
+        for table, rows in aggregates.items()
+    }
+
+
+def lake_event_ids(lake_dir: Path) -> list[str]:
+    con = open_lake(lake_dir)
+    try:
+        return [row[0] for row in con.execute("select event_id from events").fetchall()]
+    finally:
+        con.close()
+
+
+def inversions(records) -> int:
+    """How many records arrive with an event time earlier than one already sent."""
+    latest, count = 0, 0
+    for record in records:
+        count += record.event_time_ms < latest
+        latest = max(latest, record.event_time_ms)
+    return count
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 60) -> list[dict]:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        isolation_level="read_committed",
+        consumer_timeout_ms=2000,
+    )
+    messages: list[dict] = []
+    deadline = time.monotonic() + deadline_s
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            messages += [json.loads(message.value) for message in consumer]
+    finally:
+        consumer.close()
+    return messages
+
+
+def test_kafka_to_lake_is_exact_with_out_of_order_events_and_dead_letters(
+    kafka_bootstrap, unique_topic, tmp_path
+):
+    config = GeneratorConfig(
+        seed=21, accounts=320, start=START, duration=timedelta(minutes=40), max_disorder_s=5, malformed=40
+    )
+    records = list(generate_records(config))
+    valid = [json.loads(record.value) for record in records if not record.malformed]
+    malformed = [record for record in records if record.malformed]
+    assert len(valid) >= 10_000
+    assert inversions(records) > 1000  # genuinely out of order, within the watermark's 10 s bound
+
+    events_topic, dlq_topic = unique_topic(partitions=4), unique_topic(partitions=1)
+    assert produce_to_kafka(records, kafka_bootstrap, events_topic) == len(records)
+
+    lake_dir = tmp_path / "lake"
+    code = run_job(
+        [
+            "--source",
+            "kafka",
+            "--bounded",
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "--topic",
+            events_topic,
+            "--dlq-topic",
+            dlq_topic,
+            "--group-id",
+            f"{events_topic}-job",
+            "--lake",
+            str(lake_dir),
+            "--checkpoint-dir",
+            (tmp_path / "checkpoints").as_uri(),
+            "--watermark-delay-s",
+            "10",
+        ]
+    )
+    assert code == 0
+
+    archived = lake_event_ids(lake_dir)
+    assert Counter(archived) == Counter(event["event_id"] for event in valid)  # each exactly once
+    assert _normalise(lake_aggregates(lake_dir)) == _normalise(expected_aggregates(valid))
+
+    letters = consume_all(kafka_bootstrap, dlq_topic, expected=len(malformed))
+    assert len(records) == len(archived) + len(letters)
+    assert sorted(letter["raw"] for letter in letters) == sorted(
+        record.value.decode() for record in malformed
+    )
+    for letter in letters:
+        assert letter["reason"] and letter["source_topic"] == events_topic
+        assert letter["source_offset"] >= 0 and letter["source_partition"] in range(4)
+
+
+# One line per rule of the contract; the reason must name what is wrong.
+MALFORMED_CASES = [
+    ("not json at all", "invalid JSON"),
+    ("[1, 2, 3]", "invalid JSON: not an object"),
+    ('{"event_id": "x"', "invalid JSON"),
+    ("{}", "missing required field: event_id"),
+    ('{"event_id": 7}', "wrong type: event_id must be a string"),
+]
+BROKEN_FIELDS = [
+    ({"event_time": "2026-11-02 09:00:00"}, "invalid event_time"),
+    ({"event_time": "2026-13-02T09:00:00.000Z"}, "invalid event_time"),
+    ({"source_ip": "300.1.1.1"}, "invalid source_ip"),
+    ({"source_ip": "example.com"}, "invalid source_ip"),
+    ({"country": "usa"}, "invalid country"),
+    ({"latitude": 95.0}, "invalid latitude"),
+    ({"asn_type": "satellite"}, "invalid asn_type"),
+    ({"input_tokens": "12"}, "wrong type: input_tokens must be an integer"),
+    ({"input_tokens": 1.5}, "wrong type: input_tokens must be an integer"),
+    ({"output_tokens": -1}, "invalid output_tokens: must be >= 0"),
+    ({"status_code": None}, "missing required field: status_code"),
+    ({"prompt_fingerprint": "XYZ"}, "invalid prompt_fingerprint"),
+    ({"request_tags": "reasoning_elicitation"}, "wrong type: request_tags"),
+]
+
+
+def test_replay_archives_valid_events_and_dead_letters_every_contract_violation(tmp_path):
+    config = GeneratorConfig(seed=3, accounts=40, start=START, duration=timedelta(minutes=10), scenarios=())
+    events = [json.loads(record.value) for record in generate_records(config)]
+    template = dict(events[0])
+    lines = [json.dumps(event) for event in events]
+    expected_reasons = [reason for _, reason in MALFORMED_CASES]
+    lines += [text for text, _ in MALFORMED_CASES]
+    for change, reason in BROKEN_FIELDS:
+        lines.append(json.dumps({**template, "event_id": f"broken-{len(lines)}", **change}))
+        expected_reasons.append(reason)
+    # A valid event with fields outside the contract keeps them in the archive.
+    extra = {**template, "event_id": "with-extras", "gateway": {"region": "eu-west"}}
+    lines.append(json.dumps(extra))
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+
+    lake_dir = tmp_path / "lake"
+    assert run_job(["--source", "file", "--input", str(source), "--lake", str(lake_dir)]) == 0
+
+    con = open_lake(lake_dir)
+    try:
+        reasons = [row[0] for row in con.execute("select reason from dead_letters order by raw").fetchall()]
+        extras = con.execute("select extras from events where event_id = 'with-extras'").fetchall()
+        archived = con.execute("select count(*) from events").fetchall()[0][0]
+    finally:
+        con.close()
+    assert len(reasons) == len(expected_reasons)
+    for expected in expected_reasons:
+        assert any(reason.startswith(expected) for reason in reasons), expected
+    assert json.loads(extras[0][0]) == {"gateway": {"region": "eu-west"}}
+    assert archived == len(events) + 1
+    assert _normalise(lake_aggregates(lake_dir)) == _normalise(expected_aggregates(events + [extra]))

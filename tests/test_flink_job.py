@@ -1,0 +1,129 @@
+"""The aggregation job's configuration and SQL, checked without a JVM."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipelines import lake
+from pipelines.flink_job import (
+    JobConfig,
+    build_job_arg_parser,
+    config_from_args,
+    flink_configuration,
+    lake_sink_ddl,
+    source_ddl,
+    statements,
+)
+
+
+def kafka_config(**overrides) -> JobConfig:
+    return JobConfig(lake_dir="/tmp/lake", **overrides)
+
+
+def file_config(**overrides) -> JobConfig:
+    return JobConfig(lake_dir="/tmp/lake", source="file", input_path="/tmp/events.jsonl", **overrides)
+
+
+@pytest.mark.parametrize("config", [kafka_config(), file_config()], ids=["kafka", "file"])
+def test_every_record_is_parsed_exactly_once(config):
+    ddl, inserts = statements(config)
+    calls = sum(statement.count("parse_access_event(") for statement in ddl + inserts)
+    assert calls == 1
+
+
+@pytest.mark.parametrize("config", [kafka_config(), file_config()], ids=["kafka", "file"])
+def test_every_output_reads_the_shared_parse_and_none_reads_the_source(config):
+    _, inserts = statements(config)
+    for insert in inserts:
+        assert "access_events_source" not in insert
+        assert re.search(r"\b(valid_events|parsed_events)\b", insert)
+
+
+def test_valid_and_invalid_records_are_complementary():
+    ddl, inserts = statements(kafka_config())
+    assert "from parsed_events where error is null" in " ".join(ddl)
+    dead_letter = [insert for insert in inserts if "dead_letter" in insert]
+    assert len(dead_letter) == 1 and dead_letter[0].endswith("from parsed_events where error is not null")
+
+
+def test_kafka_dead_letters_go_to_a_transactional_topic_and_file_ones_to_the_lake():
+    kafka_ddl, kafka_inserts = statements(kafka_config(dlq_topic="bad-events"))
+    topic_ddl = next(statement for statement in kafka_ddl if "dead_letter_topic" in statement)
+    assert "'topic' = 'bad-events'" in topic_ddl
+    assert "'sink.delivery-guarantee' = 'exactly-once'" in topic_ddl
+    assert not any("lake_dead_letters" in statement for statement in kafka_ddl + kafka_inserts)
+
+    file_ddl, file_inserts = statements(file_config())
+    assert any("create temporary table lake_dead_letters" in statement for statement in file_ddl)
+    assert not any("dead_letter_topic" in statement for statement in file_ddl + file_inserts)
+
+
+@pytest.mark.parametrize("table", lake.TABLES, ids=lambda table: table.name)
+def test_sink_declares_every_lake_column_and_hive_partitions(table):
+    ddl = lake_sink_ddl(table, "/tmp/lake")
+    for name, flink_type in table.columns:
+        assert f"`{name}` {flink_type}" in ddl
+    assert "partitioned by (dt, hr)" in ddl
+    assert f"'path' = '/tmp/lake/{table.name}'" in ddl
+    assert "'format' = 'parquet'" in ddl
+
+
+def test_every_sink_insert_lists_its_columns_in_lake_order():
+    _, inserts = statements(file_config())
+    events_insert = next(insert for insert in inserts if insert.startswith("insert into lake_events"))
+    contract_columns = [name for name, _ in lake.EVENTS.columns if name not in lake.PARTITION_COLUMNS]
+    assert ", ".join(contract_columns) in events_insert
+
+
+def test_watermark_and_lateness_come_from_the_configuration():
+    ddl = source_ddl(kafka_config(watermark_delay_s=42))
+    assert "watermark for event_ts as event_ts - interval '42' second" in ddl
+    assert "'scan.bounded.mode'" not in ddl
+    assert "'scan.bounded.mode' = 'latest-offset'" in source_ddl(kafka_config(bounded=True))
+
+
+def test_user_values_are_quoted_as_sql_literals():
+    ddl = source_ddl(kafka_config(topic="it's"))
+    assert "'topic' = 'it''s'" in ddl
+
+
+def test_checkpoints_are_exactly_once_and_retained():
+    settings = flink_configuration(kafka_config(checkpoint_interval_s=7, idle_timeout_s=3))
+    assert settings["execution.checkpointing.mode"] == "EXACTLY_ONCE"
+    assert settings["execution.checkpointing.interval"] == "7 s"
+    assert settings["execution.checkpointing.externalized-checkpoint-retention"] == "RETAIN_ON_CANCELLATION"
+    assert settings["table.exec.source.idle-timeout"] == "3 s"
+    assert settings["table.local-time-zone"] == "UTC"
+    assert "pipeline.jars" not in settings
+
+
+def test_pipeline_jars_are_file_uris():
+    settings = flink_configuration(kafka_config(pipeline_jars=("/opt/a.jar", "/opt/b.jar")))
+    assert settings["pipeline.jars"] == "file:///opt/a.jar;file:///opt/b.jar"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"source": "s3"}, "source must be"),
+        ({"source": "file"}, "needs input_path"),
+        ({"checkpoint_interval_s": 0}, "checkpoint_interval_s"),
+        ({"parallelism": 0}, "parallelism"),
+        ({"watermark_delay_s": -1}, "watermark_delay_s"),
+    ],
+)
+def test_bad_configuration_fails_fast(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        JobConfig(lake_dir="/tmp/lake", **overrides)
+
+
+def test_cluster_arguments_need_no_local_jars():
+    args = build_job_arg_parser().parse_args(
+        ["--lake", "/data/lake", "--bootstrap-servers", "kafka:9092", "--pipeline-jars", "none"]
+    )
+    config = config_from_args(args)
+    assert config.pipeline_jars == ()
+    assert config.bootstrap_servers == "kafka:9092"
+    assert config.source == "kafka"

@@ -305,13 +305,8 @@ def statements(config: JobConfig) -> tuple[list[str], list[str]]:
 # --- command line: the job's own arguments (shared by jobs/usage_aggregates.py and `flink run`) --------
 
 
-def build_job_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="usage_aggregates",
-        description="usagewatch aggregation job: Kafka (or a JSONL file) -> Parquet lake + dead letters",
-    )
-    parser.add_argument("--source", choices=("kafka", "file"), default="kafka")
-    parser.add_argument("--input", dest="input_path", help="JSONL file of access events (--source file)")
+def _add_stream_options(parser: argparse.ArgumentParser) -> None:
+    """Options of a streaming run, shared by the job script and `usagewatch job start`."""
     parser.add_argument("--lake", dest="lake_dir", required=True, help="lake root directory")
     parser.add_argument("--bootstrap-servers", default=None, help="Kafka bootstrap servers")
     parser.add_argument("--topic", default=EVENTS_TOPIC)
@@ -323,6 +318,16 @@ def build_job_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--watermark-delay-s", type=int, default=10, help="allowed out-of-orderness")
     parser.add_argument("--idle-timeout-s", type=int, default=30)
     parser.add_argument("--parallelism", type=int, default=1)
+
+
+def build_job_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="usage_aggregates",
+        description="usagewatch aggregation job: Kafka (or a JSONL file) -> Parquet lake + dead letters",
+    )
+    parser.add_argument("--source", choices=("kafka", "file"), default="kafka")
+    parser.add_argument("--input", dest="input_path", help="JSONL file of access events (--source file)")
+    _add_stream_options(parser)
     parser.add_argument(
         "--pipeline-jars",
         choices=("auto", "none"),
@@ -330,6 +335,19 @@ def build_job_arg_parser() -> argparse.ArgumentParser:
         help="auto: ship the locally fetched connector jars; none: the cluster's flink/lib has them",
     )
     return parser
+
+
+def _job_argv(args: argparse.Namespace) -> list[str]:
+    """The job script's arguments for the stream options set on `usagewatch job start`."""
+    template = argparse.ArgumentParser(add_help=False)
+    _add_stream_options(template)
+    argv = []
+    for action in template._actions:
+        value = getattr(args, action.dest)
+        if action.required or value != action.default:
+            flag = action.option_strings[0]
+            argv += [flag] if isinstance(value, bool) else [flag, str(value)]
+    return argv
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -425,7 +443,7 @@ def _cmd_job(args: argparse.Namespace) -> int:
         pid = running_job_pid()
         print(f"running (pid {pid}), log {JOB_LOG}" if pid else "stopped")
         return 0
-    job_args = ["--source", "kafka", "--lake", args.lake, *args.job_args]
+    job_args = ["--source", "kafka", *_job_argv(args)]
     if args.detach:
         pid = start_detached(job_args)
         print(f"aggregation job started (pid {pid}), log {JOB_LOG}")
@@ -449,14 +467,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     job = subparsers.add_parser("job", help="run the streaming aggregation job on the local MiniCluster")
-    job.add_argument("action", choices=("start", "stop", "status"))
-    job.add_argument("--lake", default="lake", help="lake root directory (start)")
-    job.add_argument("--detach", action="store_true", help="run in the background (start)")
-    job.add_argument(
-        "job_args",
-        nargs=argparse.REMAINDER,
-        help="further job options after --, see jobs/usage_aggregates.py",
-    )
+    actions = job.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="start the job (Kafka -> lake)")
+    _add_stream_options(start)
+    start.add_argument("--detach", action="store_true", help="run in the background, log to .run/job")
+    actions.add_parser("stop", help="stop the job started with --detach")
+    actions.add_parser("status", help="is a detached job running")
     job.set_defaults(func=_cmd_job)
 
     replay = subparsers.add_parser("replay", help="backfill the lake from a JSONL file of access events")

@@ -180,6 +180,11 @@ _PARSED_FIELDS = (
     *(name for name, _ in lake.EVENTS.columns if name not in lake.PARTITION_COLUMNS),
 )
 
+_IS_LATE = (
+    "coalesce(floor(event_ts to minute) + interval '1' minute - interval '0.001' second"
+    " <= current_watermark(event_ts), false)"
+)
+
 # One parse per record. parse_access_event is declared non-deterministic, so the planner never copies
 # the call into each field access; and every output reads only (event_ts, parsed), so all sinks share
 # this one projection instead of each branch pruning its own copy of the call.
@@ -191,6 +196,14 @@ from access_events_source""",
     + ",\n  ".join(f"parsed.{name} as {name}" for name in _PARSED_FIELDS)
     + "\nfrom parsed_records",
     "create temporary view valid_events as select * from parsed_events where error is null",
+    # A window drops an event once it has fired, i.e. once the watermark reached window_end - 1 ms
+    # (Flink's rule). Splitting on exactly that rule before the windows means they never drop anything
+    # silently: every valid event is aggregated or lands in late_events, and always in the archive.
+    # Before the first watermark current_watermark() is null: nothing is late yet.
+    f"create temporary view on_time_events as select * from valid_events where not ({_IS_LATE})",
+    "create temporary view late_arrivals as\n"
+    "select *, current_watermark(event_ts) as watermark_at_arrival\n"
+    f"from valid_events where {_IS_LATE}",
 )
 
 # The event time of a dead letter when it had a readable one (the epoch stands for "none").
@@ -206,8 +219,13 @@ def _events_insert() -> str:
     return f"insert into lake_events\nselect {columns}, {_partition_of('event_ts')}\nfrom valid_events"
 
 
+def _late_events_insert() -> str:
+    columns = ", ".join(name for name, _ in lake.LATE_EVENTS.columns if name not in lake.PARTITION_COLUMNS)
+    return f"insert into lake_late_events\nselect {columns}, {_partition_of('event_ts')}\nfrom late_arrivals"
+
+
 def _one_minute_windows() -> str:
-    return "table(tumble(table valid_events, descriptor(event_ts), interval '1' minute))"
+    return "table(tumble(table on_time_events, descriptor(event_ts), interval '1' minute))"
 
 
 WINDOW_AGGREGATES = {
@@ -291,14 +309,19 @@ def _dead_letter_insert(config: JobConfig) -> str:
 
 def statements(config: JobConfig) -> tuple[list[str], list[str]]:
     """(DDL to execute, INSERTs to run together as one statement set)."""
-    sink_tables = [lake.EVENTS, *WINDOWED_TABLES]
+    sink_tables = [lake.EVENTS, *WINDOWED_TABLES, lake.LATE_EVENTS]
     if config.source == "file":
         sink_tables.append(lake.DEAD_LETTERS)
     ddl = [*FUNCTION_DDL, source_ddl(config), *VIEW_DDL]
     ddl += [lake_sink_ddl(table, config.lake_dir) for table in sink_tables]
     if config.source == "kafka":
         ddl.append(dead_letter_topic_ddl(config))
-    inserts = [_events_insert(), *(_window_insert(t) for t in WINDOWED_TABLES), _dead_letter_insert(config)]
+    inserts = [
+        _events_insert(),
+        *(_window_insert(t) for t in WINDOWED_TABLES),
+        _late_events_insert(),
+        _dead_letter_insert(config),
+    ]
     return ddl, inserts
 
 

@@ -129,6 +129,17 @@ ASN_MINUTE = LakeTable(
     ),
 )
 
+LATE_EVENTS = LakeTable(
+    "late_events",
+    "Valid events that arrived after their one-minute window had closed: archived in events like every"
+    " event, left out of the *_minute aggregates, and counted here with the watermark they missed.",
+    (
+        *((name, flink_type) for name, flink_type in EVENTS.columns if name not in PARTITION_COLUMNS),
+        ("watermark_at_arrival", "TIMESTAMP(3)"),
+        *_PARTITIONS,
+    ),
+)
+
 DEAD_LETTERS = LakeTable(
     "dead_letters",
     "Malformed input from a replay (a streaming job sends these to the dead-letter topic instead).",
@@ -144,4 +155,4 @@ DEAD_LETTERS = LakeTable(
 # The events table starts with the contract's fields (plus extras) in the parser's output order.
 EVENTS_CONTRACT_FIELDS = 22
 
-TABLES = (EVENTS, ACCOUNT_MINUTE, COUNTRY_MINUTE, IP_MINUTE, ASN_MINUTE, DEAD_LETTERS)
+TABLES = (EVENTS, ACCOUNT_MINUTE, COUNTRY_MINUTE, IP_MINUTE, ASN_MINUTE, LATE_EVENTS, DEAD_LETTERS)

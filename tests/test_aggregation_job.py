@@ -238,8 +238,8 @@ BROKEN_FIELDS = [
 ]
 
 
-def test_replay_archives_valid_events_and_dead_letters_every_contract_violation(tmp_path):
-    config = GeneratorConfig(seed=3, accounts=40, start=START, duration=timedelta(minutes=10), scenarios=())
+def test_replay_archives_valid_events_dead_letters_violations_and_counts_late_events(tmp_path):
+    config = GeneratorConfig(seed=3, accounts=300, start=START, duration=timedelta(minutes=30), scenarios=())
     events = [json.loads(record.value) for record in generate_records(config)]
     template = dict(events[0])
     lines = [json.dumps(event) for event in events]
@@ -249,8 +249,11 @@ def test_replay_archives_valid_events_and_dead_letters_every_contract_violation(
         lines.append(json.dumps({**template, "event_id": f"broken-{len(lines)}", **change}))
         expected_reasons.append(reason)
     # A valid event with fields outside the contract keeps them in the archive.
-    extra = {**template, "event_id": "with-extras", "gateway": {"region": "eu-west"}}
+    extra = {**events[-1], "event_id": "with-extras", "gateway": {"region": "eu-west"}}
     lines.append(json.dumps(extra))
+    # Events from the first minutes, arriving after ~30 minutes of traffic: far behind the watermark.
+    late = [{**event, "event_id": f"late-{index}"} for index, event in enumerate(events[:5])]
+    lines += [json.dumps(event) for event in late]
     source = tmp_path / "events.jsonl"
     source.write_text("\n".join(lines) + "\n")
 
@@ -262,11 +265,16 @@ def test_replay_archives_valid_events_and_dead_letters_every_contract_violation(
         reasons = [row[0] for row in con.execute("select reason from dead_letters order by raw").fetchall()]
         extras = con.execute("select extras from events where event_id = 'with-extras'").fetchall()
         archived = con.execute("select count(*) from events").fetchall()[0][0]
+        late_ids = [
+            row[0] for row in con.execute("select event_id from late_events order by event_id").fetchall()
+        ]
     finally:
         con.close()
     assert len(reasons) == len(expected_reasons)
     for expected in expected_reasons:
         assert any(reason.startswith(expected) for reason in reasons), expected
     assert json.loads(extras[0][0]) == {"gateway": {"region": "eu-west"}}
-    assert archived == len(events) + 1
+    assert archived == len(events) + 1 + len(late)  # the archive keeps late events too
+    assert late_ids == sorted(event["event_id"] for event in late)
+    # The windows hold exactly the on-time events: nothing late was aggregated, nothing else was dropped.
     assert _normalise(lake_aggregates(lake_dir)) == _normalise(expected_aggregates(events + [extra]))

@@ -38,7 +38,17 @@ def test_every_output_reads_the_shared_parse_and_none_reads_the_source(config):
     _, inserts = statements(config)
     for insert in inserts:
         assert "access_events_source" not in insert
-        assert re.search(r"\b(valid_events|parsed_events)\b", insert)
+        assert re.search(r"\b(valid_events|parsed_events|on_time_events|late_arrivals)\b", insert)
+
+
+def test_windows_read_on_time_events_and_late_ones_go_to_their_own_table():
+    ddl, inserts = statements(kafka_config())
+    views = " ".join(ddl)
+    assert "on_time_events as select * from valid_events where not (" in views
+    assert "late_arrivals as" in views and "current_watermark(event_ts)" in views
+    windowed = [insert for insert in inserts if "tumble(" in insert]
+    assert len(windowed) == 4 and all("tumble(table on_time_events" in insert for insert in windowed)
+    assert any(insert.startswith("insert into lake_late_events") for insert in inserts)
 
 
 def test_valid_and_invalid_records_are_complementary():

@@ -73,5 +73,7 @@ def load_config(explicit: str | None = None) -> Config:
     lines = {key.value: key.start_mark.line + 1 for key, _ in root.value} if root is not None else {}
     for key in data:
         if key not in SECTIONS:
-            raise ConfigError(f"{path}:{lines.get(key, 1)}: unknown section '{key}' (known: {', '.join(SECTIONS)})")
+            raise ConfigError(
+                f"{path}:{lines.get(key, 1)}: unknown section '{key}' (known: {', '.join(SECTIONS)})"
+            )
     return Config(path=path, data=data, lines=lines)

@@ -18,10 +18,8 @@ from pathlib import Path
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import UnknownTopicOrPartitionError
 
-from pipelines import flink_job, kafka_broker, paths
-from pipelines.alerts import headline
+from pipelines import cli, flink_job, kafka_broker, paths
 from pipelines.analyst import open_lake
-from pipelines.detections import load_detections, run_detection, summarize
 from pipelines.generator import GeneratorConfig, generate_records, produce_to_kafka
 
 DEMO_DIR = paths.RUN_DIR / "demo"
@@ -146,9 +144,12 @@ def run_demo(args: argparse.Namespace) -> int:
     progress.step(f"flink: aggregation job starting on the MiniCluster (pid {pid}, log {flink_job.JOB_LOG})")
 
     try:
+        # Traffic that just happened: its event times end at this minute, as live traffic's would.
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
         config = GeneratorConfig(
             seed=args.seed,
             accounts=args.accounts,
+            start=now - timedelta(minutes=args.minutes),
             duration=timedelta(minutes=args.minutes),
             malformed=args.malformed,
         )
@@ -167,23 +168,27 @@ def run_demo(args: argparse.Namespace) -> int:
         flink_job.stop_detached()
         progress.step("flink: aggregation job stopped")
 
-    detections = [detection for detection in load_detections() if detection.enabled]
-    created_at = datetime.now(UTC)
-    con = open_lake(lake_dir)
-    try:
-        alerts = [alert for detection in detections for alert in run_detection(con, detection, created_at)]
-    finally:
-        con.close()
     alerts_path = DEMO_DIR / "alerts.jsonl"
-    with alerts_path.open("w", encoding="utf-8") as sink:
-        for alert in alerts:
-            sink.write(json.dumps(alert, sort_keys=True) + "\n")
-    progress.step(f"detections: {len(detections)} ran, {len(alerts)} alert(s)")
-    print(summarize(detections, alerts))
-    for alert in alerts:
-        print(headline(alert))
+    # The rest is what an operator would run, command by command, against the demo's own state.
+    state = DEMO_DIR / "state.duckdb"
+    steps = [
+        ("validate", ["validate", "--lake", str(lake_dir), "--state", str(state)]),
+        ("detect", ["detect", "--lake", str(lake_dir), "--state", str(state), "--output", str(alerts_path)]),
+        ("report", ["report", "--period", "daily", "--date", "today", "--lake", str(lake_dir),
+                    "--state", str(state), "--out", str(DEMO_DIR / "report")]),
+    ]  # fmt: skip
+    for name, command in steps:
+        progress.step(f"usagewatch {' '.join(command)}")
+        code = cli.main(command)
+        # validate exits 1 when an expectation fails: the detections then say "degraded", and go on.
+        if code not in (0, 1) or (code == 1 and name != "validate"):
+            return code
+    reports = sorted((DEMO_DIR / "report").glob("*.html"))
     print(f"\nalerts: {alerts_path}\nlake:   {lake_dir}")
+    if reports:
+        print(f"report: {reports[-1]}")
     print(f'query:  usagewatch sql --lake {lake_dir} "select * from account_minute limit 10"')
+    progress.step("demo complete")
     return 0
 
 

@@ -10,7 +10,9 @@ import argparse
 import datetime as dt
 import json
 import re
+import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from typing import Any
 import duckdb
 import yaml
 
+from pipelines import quality
+from pipelines.alert_state import AlertStateError, AlertStore, RecordResult, state_path
 from pipelines.alerts import (
     REQUIRED_RESULT_COLUMNS,
     SEVERITIES,
@@ -29,10 +33,16 @@ from pipelines.alerts import (
     headline,
 )
 from pipelines.analyst import ReadOnlyViolation, check_read_only, format_table, open_lake
+from pipelines.audit import AuditLog, open_audit_log
+from pipelines.config import Config, ConfigError, load_config
 from pipelines.contracts import ALERT_SCHEMA, load_schema
+from pipelines.enrichment import install as install_enrichment
+from pipelines.lake import COMMITTED_FILE_GLOB, DEAD_LETTERS, TABLES, LakeTable
 from pipelines.paths import SQL_DIR
+from pipelines.routing import DeliveryReport, Router, RoutingError, load_router
 
 DETECTIONS_DIR = SQL_DIR / "detections"
+SUCCESS_FILE = "_SUCCESS"  # Flink's partition-commit marker (success-file policy, see flink_job.py)
 
 # key -> (expected Python type(s), what to say when it is wrong)
 _METADATA_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
@@ -208,6 +218,8 @@ def run_detection(
     con: duckdb.DuckDBPyConnection, detection: Detection, created_at: dt.datetime
 ) -> list[dict[str, Any]]:
     try:
+        # Detections read events_enriched (geo gaps filled), which needs a Python UDF on this connection.
+        install_enrichment(con)
         cursor = con.execute(detection.sql, detection.parameter_values())
         columns = [column[0] for column in cursor.description]
         rows = cursor.fetchall()
@@ -256,42 +268,337 @@ def summarize(selected: list[Detection], alerts: list[dict[str, Any]]) -> str:
     return format_table(["detection", "severity", "alerts"], rows)
 
 
+# --- time ranges: `detect --since/--until` and the incremental loop's look-back ---------------------
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """'60s', '5m', '24h', '7d' or plain seconds."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 60s, 5m, 24h or 7d")
+    return dt.timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def parse_moment(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """An RFC 3339 time or date (UTC when no offset is given), or a duration meaning that long ago."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        try:
+            return (now or dt.datetime.now(dt.UTC)) - parse_duration(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither a time (2026-03-01, 2026-03-01T10:00Z) nor a duration (24h, 7d)"
+            ) from None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _time_column(table: LakeTable) -> str:
+    return "window_start" if any(name == "window_start" for name, _ in table.columns) else "event_time"
+
+
+def restrict_to_time_range(
+    con: duckdb.DuckDBPyConnection, since: dt.datetime | None, until: dt.datetime | None
+) -> None:
+    """Shadow every lake view with a temp view keeping rows in [since, until) of its time column.
+
+    Detections then see only that range without any change to their SQL. The dt predicate lets DuckDB
+    skip whole hive partitions; dead letters are partitioned by processing time, so they get none.
+    """
+    if since is None and until is None:
+        return
+    database = con.execute("select current_database()").fetchone()[0]
+    for table in TABLES:
+        column = _time_column(table)
+        conditions = []
+        for bound, operator, partition_operator in ((since, ">=", ">="), (until, "<", "<=")):
+            if bound is None:
+                continue
+            naive = bound.astimezone(dt.UTC).replace(tzinfo=None)
+            conditions.append(f"{column} {operator} timestamp '{naive.isoformat(sep=' ')}'")
+            if table is not DEAD_LETTERS:
+                conditions.append(f"dt {partition_operator} '{naive:%Y-%m-%d}'")
+        con.execute(
+            f"create or replace temp view {table.name} as select * from {database}.main.{table.name} "
+            f"where {' and '.join(conditions)}"
+        )
+
+
+# --- detect, record, route ------------------------------------------------------------------------
+
+
+@dataclass
+class DetectRun:
+    selected: list[Detection]
+    alerts: list[dict[str, Any]]  # every alert this run detected (new or not)
+    recorded: RecordResult
+    delivery: DeliveryReport
+    degraded: str | None = None  # why the data under this run is not known to be sound, if it is not
+
+    def describe(self) -> str:
+        recorded = self.recorded
+        described = (
+            f"state: {len(recorded.new)} new, {len(recorded.suppressed)} suppressed, "
+            f"{len(recorded.seen_again)} already known; routing: {self.delivery.describe()}"
+        )
+        return described + (
+            f"\n{self.degraded}" if self.degraded else "\ndata quality: every partition passed"
+        )
+
+
+def detect_and_route(
+    lake_dir: str | Path,
+    config: Config | None = None,
+    *,
+    state: str | Path | None = None,
+    only: str | Iterable[str] | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+    detections: list[Detection] | None = None,
+) -> DetectRun:
+    """Run the detections once, record alerts in the state database, audit and route the new ones.
+
+    Raises ConfigError / RoutingError (bad routing, missing secret) before any detection runs,
+    DetectionError, AlertStateError. `now` is the alerts' created_at and the state's clock.
+    """
+    config = config or load_config()
+    router = load_router(config)
+    now = now or dt.datetime.now(dt.UTC)
+    selected = _select(detections if detections is not None else load_detections(), only)
+    con = open_lake(lake_dir, read_only=True)
+    try:
+        restrict_to_time_range(con, since, until)
+        alerts = [alert for detection in selected for alert in run_detection(con, detection, now)]
+    finally:
+        con.close()
+    # Data quality of the partitions under this run: read before the store is opened for writing.
+    health = quality.partition_health(state_path(config, state), lake_dir, since, until)
+    alerts = quality.mark_degraded(alerts, health)
+    with AlertStore.open(state_path(config, state)) as store:
+        suppression = {d.id: d.suppression_minutes for d in selected}
+        recorded = record_and_queue(store, router, open_audit_log(config), alerts, suppression, now)
+        delivery = router.deliver(store, now)
+    return DetectRun(selected, alerts, recorded, delivery, quality.degraded_note(health))
+
+
+def record_and_queue(
+    store: AlertStore,
+    router: Router,
+    audit_log: AuditLog,
+    alerts: list[dict[str, Any]],
+    suppression_minutes: dict[str, int],
+    now: dt.datetime,
+) -> RecordResult:
+    """Record alerts in the state, audit every new or suppressed one, queue new and escalated ones.
+
+    Every producer of alerts (detections, data-quality gates) goes through here, so they are audited
+    and routed alike.
+    """
+    recorded = store.record_alerts(alerts, suppression_minutes, now)
+    for alert in recorded.new:
+        audit_log.append("alert", {"alert": alert, "suppressed_by": None}, now)
+        store.enqueue(alert["alert_id"], router.trigger_sinks(alert["severity"]), "trigger", now)
+    for alert, suppressed_by in recorded.suppressed:
+        audit_log.append("alert", {"alert": alert, "suppressed_by": suppressed_by}, now)
+    for alert, _ in recorded.escalated:
+        # Sinks already triggered keep their row (no re-notification); newly reached ones get it.
+        store.enqueue(alert["alert_id"], router.trigger_sinks(alert["severity"]), "trigger", now)
+    return recorded
+
+
+# --- incremental: `detect --every` ----------------------------------------------------------------
+
+
+@dataclass
+class LakeScan:
+    new_files: dict[str, int]  # lake-relative path -> size, for part files not processed at that size
+    completed_partitions: list[str]  # lake-relative partition dirs with Flink's _SUCCESS marker
+    earliest_partition: dt.datetime | None  # start hour of the oldest partition with new files
+
+
+def scan_lake(lake_dir: Path, store: AlertStore) -> LakeScan:
+    """New committed part files since the last run; complete partitions are not listed again."""
+    processed, done = store.processed_files(), store.completed_partitions()
+    new_files: dict[str, int] = {}
+    completed: list[str] = []
+    earliest = None
+    # Dead letters alone trigger no detection; they are partitioned by processing time anyway.
+    for table in (table for table in TABLES if table is not DEAD_LETTERS):
+        for partition in sorted(table.path(lake_dir).glob("dt=*/hr=*")):
+            key = str(partition.relative_to(lake_dir))
+            if key in done:
+                continue
+            # Checked before listing: Flink writes _SUCCESS after the partition's last file, so a
+            # listing taken after seeing the marker is complete.
+            committed = (partition / SUCCESS_FILE).exists()
+            files = {
+                str(path.relative_to(lake_dir)): path.stat().st_size
+                for path in partition.glob(COMMITTED_FILE_GLOB)
+            }
+            fresh = {path: size for path, size in files.items() if processed.get(path) != size}
+            if fresh:
+                new_files.update(fresh)
+                start = dt.datetime.strptime(
+                    f"{partition.parent.name[3:]} {partition.name[3:]}", "%Y-%m-%d %H"
+                ).replace(tzinfo=dt.UTC)
+                earliest = start if earliest is None else min(earliest, start)
+            if committed:
+                completed.append(key)
+    return LakeScan(new_files, completed, earliest)
+
+
+def run_incrementally(
+    lake_dir: Path,
+    config: Config,
+    every: dt.timedelta,
+    lookback: dt.timedelta,
+    stop: threading.Event,
+    *,
+    state: str | None = None,
+    only: Iterable[str] | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    output: Path | None = None,
+    log=print,
+) -> int:
+    """Each cycle: find newly committed lake files; if any, detect over their hours (minus `lookback`,
+    so windows reaching back are complete), then mark them processed; otherwise only retry the outbox.
+    Returns the number of cycles run; stops when `stop` is set (checked between cycles).
+    """
+    path = state_path(config, state)
+    router = load_router(config)
+    cycles = 0
+    while not stop.is_set():
+        now = dt.datetime.now(dt.UTC)
+        with AlertStore.open(path) as store:
+            scan = scan_lake(lake_dir, store)
+            if not scan.new_files:
+                store.mark_processed({}, scan.completed_partitions, now)
+                delivery = router.deliver(store, now)  # sinks that were down get their backlog
+                if delivery.delivered or delivery.failed:
+                    log(f"{now:%H:%M:%S} no new lake files; outbox: {delivery.describe()}")
+        if scan.new_files:
+            start = scan.earliest_partition - lookback
+            run = detect_and_route(
+                lake_dir,
+                config,
+                state=path,
+                only=only,
+                since=max(filter(None, (since, start))),
+                until=until,
+                now=now,
+            )
+            with AlertStore.open(path) as store:
+                store.mark_processed(scan.new_files, scan.completed_partitions, now)
+            raised = run.recorded.new + [alert for alert, _ in run.recorded.suppressed]
+            if output is not None and raised:
+                with output.open("a", encoding="utf-8") as sink:
+                    for alert in raised:
+                        sink.write(json.dumps(alert, sort_keys=True) + "\n")
+            log(f"{now:%H:%M:%S} {len(scan.new_files)} new lake file(s); {run.describe()}")
+            for alert in run.recorded.new:
+                log(headline(alert))
+        cycles += 1
+        stop.wait(every.total_seconds())
+    return cycles
+
+
 def run_detect_command(args: argparse.Namespace) -> int:
     if not Path(args.lake).is_dir():
         print(f"error: lake directory {args.lake} does not exist", file=sys.stderr)
         return 2
-    created_at = dt.datetime.now(dt.UTC)
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        selected = _select(load_detections(), args.detection)
-        con = open_lake(args.lake, read_only=True)
-        try:
-            alerts = [alert for detection in selected for alert in run_detection(con, detection, created_at)]
-        finally:
-            con.close()
-    except DetectionError as error:
+        config = load_config(args.config)
+        if args.every:
+            return _detect_every(args, config, output)
+        run = detect_and_route(
+            args.lake, config, state=args.state, only=args.detection, since=args.since, until=args.until
+        )
+    except (DetectionError, ConfigError, RoutingError, AlertStateError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", encoding="utf-8") as sink:
-        for alert in alerts:
-            sink.write(json.dumps(alert, sort_keys=True) + "\n")
-    print(summarize(selected, alerts))
-    for alert in alerts:
+    if output is not None:
+        with output.open("w", encoding="utf-8") as sink:
+            for alert in run.alerts:
+                sink.write(json.dumps(alert, sort_keys=True) + "\n")
+    print(summarize(run.selected, run.alerts))
+    for alert in run.alerts:
         print(headline(alert))
-    print(f"{len(alerts)} alert(s) written to {output}")
+    print(run.describe())
+    if output is not None:
+        print(f"{len(run.alerts)} alert(s) written to {output}")
+    return 0
+
+
+def _detect_every(args: argparse.Namespace, config: Config, output: Path | None) -> int:
+    stop = threading.Event()
+
+    def request_stop(signum, frame) -> None:
+        print(f"\n{signal.Signals(signum).name}: stopping after the current cycle", file=sys.stderr)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cycles = run_incrementally(
+            Path(args.lake),
+            config,
+            args.every,
+            args.lookback,
+            stop,
+            state=args.state,
+            only=args.detection,
+            since=args.since,
+            until=args.until,
+            output=output,
+        )
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print(f"stopped after {cycles} cycle(s)")
     return 0
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "detect",
-        help="run the detections over the lake and write alerts as JSONL",
-        description="Run every enabled detection under sql/detections once (or only --detection NAME).",
+        help="run the detections over the lake, record and route the alerts",
+        description="Run every enabled detection under sql/detections once (or only --detection NAME), "
+        "record the alerts in the state database (re-runs raise nothing new), append new ones to the "
+        "audit log and route them to the sinks of usagewatch.yml. With --every, keep running over newly "
+        "committed lake files until SIGINT/SIGTERM.",
     )
     parser.add_argument("--lake", required=True, help="lake directory")
-    parser.add_argument("--output", required=True, help="JSONL file to write, one alert per line")
+    parser.add_argument(
+        "--output",
+        help="JSONL file, one alert per line: every alert this run detected (with --every: appended, "
+        "alerts new to the state only)",
+    )
     parser.add_argument(
         "--detection", action="append", metavar="NAME", help="run only this detection (repeatable)"
     )
+    parser.add_argument(
+        "--since",
+        type=parse_moment,
+        help="only data at or after this time (2026-03-01T10:00Z) or this long ago (24h)",
+    )
+    parser.add_argument("--until", type=parse_moment, help="only data before this time (or this long ago)")
+    parser.add_argument(
+        "--every", type=parse_duration, metavar="DURATION", help="run incrementally, e.g. 60s"
+    )
+    parser.add_argument(
+        "--lookback",
+        type=parse_duration,
+        default=parse_duration("24h"),
+        metavar="DURATION",
+        help="with --every: how far before the new files' hours the detections look (default 24h)",
+    )
+    parser.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
+    parser.add_argument("--state", help="state database (default: state.path of the configuration)")
     parser.set_defaults(func=run_detect_command)

@@ -46,6 +46,8 @@ class JobConfig:
     parallelism: int = 1
     # Local runs put the fetched connector jars on pipeline.jars; a cluster has them in flink/lib.
     pipeline_jars: tuple[str, ...] = ()
+    # A retained checkpoint or savepoint to restore state and Kafka offsets from.
+    resume_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in ("kafka", "file"):
@@ -60,11 +62,22 @@ class JobConfig:
                 raise ValueError(f"{name} must be >= 0")
 
 
+def default_checkpoint_dir(lake_dir: str | Path) -> str:
+    return (Path(lake_dir).resolve().parent / "checkpoints").as_uri()
+
+
+def latest_checkpoint(checkpoint_dir: str) -> str | None:
+    """The newest complete checkpoint (one with _metadata) under a local checkpoint directory, any job."""
+    root = Path(checkpoint_dir.removeprefix("file://"))
+    complete = [metadata.parent for metadata in root.glob("*/chk-*/_metadata")]
+    if not complete:
+        return None
+    return max(complete, key=lambda chk: chk.stat().st_mtime).as_uri()
+
+
 def flink_configuration(config: JobConfig) -> dict[str, str]:
     """Flink settings for the job; exactly-once checkpoints are what make the lake commit exactly once."""
-    checkpoint_dir = (
-        config.checkpoint_dir or (Path(config.lake_dir).resolve().parent / "checkpoints").as_uri()
-    )
+    checkpoint_dir = config.checkpoint_dir or default_checkpoint_dir(config.lake_dir)
     settings = {
         "pipeline.name": "usagewatch-aggregates",
         "parallelism.default": str(config.parallelism),
@@ -78,6 +91,8 @@ def flink_configuration(config: JobConfig) -> dict[str, str]:
         # A Kafka partition with no traffic must not hold back every window.
         "table.exec.source.idle-timeout": f"{config.idle_timeout_s} s",
     }
+    if config.resume_from:
+        settings["execution.state-recovery.path"] = config.resume_from
     if config.pipeline_jars:
         settings["pipeline.jars"] = ";".join(Path(jar).resolve().as_uri() for jar in config.pipeline_jars)
     return settings
@@ -341,6 +356,9 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watermark-delay-s", type=int, default=10, help="allowed out-of-orderness")
     parser.add_argument("--idle-timeout-s", type=int, default=30)
     parser.add_argument("--parallelism", type=int, default=1)
+    parser.add_argument(
+        "--resume-from", default=None, metavar="URI", help="checkpoint or savepoint to restore from"
+    )
 
 
 def build_job_arg_parser() -> argparse.ArgumentParser:
@@ -392,6 +410,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         idle_timeout_s=args.idle_timeout_s,
         parallelism=args.parallelism,
         pipeline_jars=jars,
+        resume_from=args.resume_from,
     )
 
 
@@ -466,6 +485,13 @@ def _cmd_job(args: argparse.Namespace) -> int:
         pid = running_job_pid()
         print(f"running (pid {pid}), log {JOB_LOG}" if pid else "stopped")
         return 0
+    if args.resume:
+        checkpoints = args.checkpoint_dir or default_checkpoint_dir(args.lake_dir)
+        args.resume_from = args.resume_from or latest_checkpoint(checkpoints)
+        if args.resume_from is None:
+            print(f"job: no complete checkpoint under {checkpoints} to resume from", file=sys.stderr)
+            return 2
+        print(f"resuming from {args.resume_from}")
     job_args = ["--source", "kafka", *_job_argv(args)]
     if args.detach:
         pid = start_detached(job_args)
@@ -494,6 +520,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     start = actions.add_parser("start", help="start the job (Kafka -> lake)")
     _add_stream_options(start)
     start.add_argument("--detach", action="store_true", help="run in the background, log to .run/job")
+    start.add_argument(
+        "--resume",
+        action="store_true",
+        help="restore from --resume-from, else from the newest retained checkpoint (after a crash or stop)",
+    )
     actions.add_parser("stop", help="stop the job started with --detach")
     actions.add_parser("status", help="is a detached job running")
     job.set_defaults(func=_cmd_job)

@@ -5,8 +5,11 @@ The population has three parts:
 * ordinary individuals (diurnal, home IPs, personal prompt templates);
 * benign *traps* that look suspicious to a naive rule and must stay quiet: a corporate NAT, a heavy
   batch user, travellers, a VPN user and a team sharing one prompt template;
-* attack scenarios: a hydra distillation ring, a restricted-region user evading via VPN, and an
-  impossible-travel account.
+* attack scenarios: a hydra distillation ring, a restricted-region user evading via VPN, an
+  impossible-travel account, a country hopper, a lone extraction-profile account, and smaller rings
+  bound by one thing each: a shared card, a shared prompt script, a shared minute-by-minute schedule
+  (every member on its own residential line) and a load balancer keeping each account under the rate
+  limit. Each detection in sql/detections has at least one scenario it must catch.
 
 Everything is drawn from one `random.Random(seed)`, so a seed reproduces the output byte for byte.
 Events come out in event-time order with a bounded shuffle (at most `max_disorder_s` late), the way
@@ -36,7 +39,17 @@ from typing import NamedTuple
 
 from pipelines.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema
 
-SCENARIOS = ("hydra", "restricted", "travel")
+SCENARIOS = (
+    "hydra",
+    "restricted",
+    "travel",
+    "hopper",
+    "extraction",
+    "payment_ring",
+    "template_ring",
+    "sync_ring",
+    "rate_limit_ring",
+)
 LABEL_COLUMNS = ("account_id", "group", "scenario_or_benign")
 BENIGN = "benign"
 MALFORMED_KINDS = ("invalid_json", "missing_field", "wrong_type", "negative_tokens")
@@ -45,6 +58,15 @@ CORPORATE_NAT_ACCOUNTS = 15
 TEMPLATE_TEAM_ACCOUNTS = 5
 # corporate NAT + batch user + 2 travellers + VPN user + template team
 BENIGN_TRAP_ACCOUNTS = CORPORATE_NAT_ACCOUNTS + 1 + 2 + 1 + TEMPLATE_TEAM_ACCOUNTS
+# Sizes of the small single-bond rings (the hydra's size is configurable).
+PAYMENT_RING_ACCOUNTS = 6
+TEMPLATE_RING_ACCOUNTS = 8
+SYNC_RING_ACCOUNTS = 8
+RATE_LIMIT_RING_ACCOUNTS = 6
+# The per-account limit the rate-limit ring stays under (sql/detections/rate_limit_evasion.yml).
+RATE_LIMIT_PER_MINUTE = 20
+# Countries the hopper's residential-proxy exits cycle through, a few minutes each.
+HOPPER_PLACES = ("Chicago", "Sao Paulo", "Madrid", "Seoul", "Stockholm", "Mumbai")
 
 # Events are generated one slice of event time at a time so memory stays flat for long runs.
 _SLICE_MS = 60_000
@@ -576,9 +598,7 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
         exits = tuple(build.network(f"{block}.{base + i}", "Ashburn", asn, "hosting") for i in range(3))
         payments = (build.hex_id("pay_", 64), build.hex_id("pay_", 64))
         templates = ((build.fingerprint(), build.fingerprint(), build.fingerprint()), (0.5, 0.8, 1.0))
-        style = RequestStyle(
-            350, 3600, 0.35, 0.02, 0.0, 0.0, (("reasoning_elicitation", 0.85),), (1.0, 1.0, 1.0)
-        )
+        style = _EXTRACTION_STYLE
         for index in range(config.hydra_accounts):
             accounts.append(
                 build.account(
@@ -633,7 +653,137 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
                 start_ms=start_ms,
             )
         )
+    _add_ring_scenarios(config, build, accounts)
     return accounts
+
+
+# Harvesting traffic: short prompts, long outputs, mostly "show your reasoning", the largest model.
+_EXTRACTION_STYLE = RequestStyle(
+    350, 3600, 0.35, 0.02, 0.0, 0.0, (("reasoning_elicitation", 0.85),), (1.0, 1.0, 1.0)
+)
+# Only pinned requests: a rate this low adds (almost) no Poisson requests of its own.
+_PINNED_ONLY_PER_MINUTE = 1e-6
+
+
+def _random_home(build: _Builder) -> str:
+    cities, _ = build.rng.choices(HOME_REGIONS, cum_weights=tuple(accumulate(w for _, w in HOME_REGIONS)))[0]
+    return build.rng.choice(cities)
+
+
+def _add_ring_scenarios(config: GeneratorConfig, build: _Builder, accounts: list[Account]) -> None:
+    """The scenarios added for the detection catalogue; each ring member has its own org and home line."""
+    rng = build.rng
+    start_ms, end_ms = config.start_ms, config.end_ms
+    minutes = range(start_ms, end_ms, 60_000)
+
+    if "hopper" in config.scenarios:
+        # One key behind a residential-proxy pool: a new country every 3 minutes, no VPN/hosting exits.
+        exits = [build.home_network(place) for place in HOPPER_PLACES]
+        itinerary = [
+            Segment(t_ms, (exits[index % len(exits)],))
+            for index, t_ms in enumerate(range(start_ms, end_ms, 3 * 60_000))
+        ]
+        accounts.append(
+            build.account(
+                "hopper",
+                itinerary,
+                scenario="hopper",
+                org_id=build.hex_id("org_", 40),
+                peak_per_minute=2.0,
+                utc_offset_h=None,
+                pinned_ms=[segment.start_ms for segment in itinerary],
+                start_ms=start_ms,
+            )
+        )
+
+    if "extraction" in config.scenarios:
+        # A lone harvester on its own residential line: no ring, only its traffic shape gives it away.
+        fingerprints = (build.fingerprint(), build.fingerprint())
+        accounts.append(
+            build.account(
+                "extraction",
+                [Segment(start_ms, (build.home_network(_random_home(build)),))],
+                scenario="extraction",
+                org_id=build.hex_id("org_", 40),
+                peak_per_minute=3.0,
+                utc_offset_h=None,
+                style=_EXTRACTION_STYLE,
+                prompts=(fingerprints, (0.6, 1.0)),
+                user_agent=HYDRA_USER_AGENT,
+                start_ms=start_ms,
+            )
+        )
+
+    if "payment_ring" in config.scenarios:
+        # Ordinary-looking accounts of different orgs, all paid with one card.
+        card = build.hex_id("pay_", 64)
+        for _ in range(PAYMENT_RING_ACCOUNTS):
+            accounts.append(
+                build.account(
+                    "payment_ring",
+                    [Segment(start_ms, build.home_networks(_random_home(build)))],
+                    scenario="payment_ring",
+                    org_id=build.hex_id("org_", 40),
+                    payment_fingerprint=card,
+                    peak_per_minute=1.0,
+                    utc_offset_h=None,
+                    start_ms=start_ms,
+                )
+            )
+
+    if "template_ring" in config.scenarios:
+        # Different orgs, own cards and lines, one harvesting script of two prompt templates.
+        script = ((build.fingerprint(), build.fingerprint()), (0.7, 1.0))
+        for _ in range(TEMPLATE_RING_ACCOUNTS):
+            accounts.append(
+                build.account(
+                    "template_ring",
+                    [Segment(start_ms, build.home_networks(_random_home(build)))],
+                    scenario="template_ring",
+                    org_id=build.hex_id("org_", 40),
+                    peak_per_minute=1.0,
+                    utc_offset_h=None,
+                    prompts=script,
+                    start_ms=start_ms,
+                )
+            )
+
+    if "sync_ring" in config.scenarios:
+        # One scheduler fires every member in the same ~30% of minutes, 3 requests each; nothing else
+        # is shared: each member has its own residential line, ASN, org, card and prompts.
+        schedule = [t_ms for t_ms in minutes if rng.random() < 0.3]
+        for _ in range(SYNC_RING_ACCOUNTS):
+            pinned = [t_ms + rng.randrange(60_000) for t_ms in schedule for _ in range(3)]
+            accounts.append(
+                build.account(
+                    "sync_ring",
+                    [Segment(start_ms, (build.home_network(_random_home(build)),))],
+                    scenario="sync_ring",
+                    org_id=build.hex_id("org_", 40),
+                    peak_per_minute=_PINNED_ONLY_PER_MINUTE,
+                    utc_offset_h=None,
+                    pinned_ms=pinned,
+                    start_ms=start_ms,
+                )
+            )
+
+    if "rate_limit_ring" in config.scenarios:
+        # A load balancer keeps every account at 80-90% of the per-account limit, every minute.
+        low, high = int(RATE_LIMIT_PER_MINUTE * 0.8), int(RATE_LIMIT_PER_MINUTE * 0.9)
+        for _ in range(RATE_LIMIT_RING_ACCOUNTS):
+            pinned = [t_ms + rng.randrange(60_000) for t_ms in minutes for _ in range(rng.randint(low, high))]
+            accounts.append(
+                build.account(
+                    "rate_limit_ring",
+                    [Segment(start_ms, (build.home_network(_random_home(build)),))],
+                    scenario="rate_limit_ring",
+                    org_id=build.hex_id("org_", 40),
+                    peak_per_minute=_PINNED_ONLY_PER_MINUTE,
+                    utc_offset_h=None,
+                    pinned_ms=pinned,
+                    start_ms=start_ms,
+                )
+            )
 
 
 # --- events ----------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ mark_current() { printf '%s\n' "$2" >"$1/$STAMP_NAME"; }
 
 setup_venv() {
     local fingerprint_now
-    # The interpreter counts too: a new patch release of python3.11 gets a rebuilt install.
+    # The interpreter counts too: a new python3.11 patch release triggers a fresh pip install.
     fingerprint_now="$({ sha256sum constraints.txt pyproject.toml; python3.11 -VV; } | fingerprint)"
     if [[ -x "$VENV_DIR/bin/python" ]] && is_current "$VENV_DIR" "$fingerprint_now"; then
         say "venv ok"

@@ -7,13 +7,18 @@ match it exactly.
 from __future__ import annotations
 
 import json
-import time
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
+from groundtruth import (
+    consume_all,
+    expected_aggregates,
+    inversions,
+    lake_aggregates,
+    lake_event_ids,
+    normalise,
+)
 
 from pipelines.analyst import open_lake
 from pipelines.flink_job import run_job
@@ -22,142 +27,6 @@ from pipelines.generator import GeneratorConfig, generate_records, produce_to_ka
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-
-
-def _event_time(event: dict) -> datetime:
-    return datetime.strptime(event["event_time"], "%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _minute(event: dict) -> datetime:
-    return _event_time(event).replace(second=0, microsecond=0)
-
-
-def expected_aggregates(events: list[dict]) -> dict[str, dict]:
-    """What each lake table must hold, keyed like its rows, computed without Flink."""
-    per_account: dict[tuple, dict] = defaultdict(
-        lambda: {
-            "requests": 0,
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "ips": set(),
-            "countries": set(),
-            "reasoning": 0,
-            "errors": 0,
-        }
-    )
-    per_country: Counter = Counter()
-    per_ip: Counter = Counter()
-    per_asn_accounts: dict[tuple, set] = defaultdict(set)
-    for event in events:
-        account = per_account[(event["account_id"], _minute(event))]
-        account["requests"] += 1
-        account["input_tokens"] += event["input_tokens"]
-        account["output_tokens"] += event["output_tokens"]
-        account["ips"].add(event["source_ip"])
-        if event.get("country") is not None:
-            account["countries"].add(event["country"])
-        account["reasoning"] += "reasoning_elicitation" in (event.get("request_tags") or [])
-        account["errors"] += event["status_code"] >= 400
-        per_country[(event.get("country"), _minute(event))] += 1
-        per_ip[(event["source_ip"], _minute(event))] += 1
-        per_asn_accounts[(event.get("asn"), event.get("asn_type"), _minute(event))].add(event["account_id"])
-    return {
-        "account_minute": {
-            key: (
-                a["requests"],
-                a["input_tokens"],
-                a["output_tokens"],
-                len(a["ips"]),
-                len(a["countries"]),
-                a["reasoning"],
-                a["errors"],
-            )
-            for key, a in per_account.items()
-        },
-        "country_minute": dict(per_country),
-        "ip_minute": dict(per_ip),
-        "asn_minute": {key: len(accounts) for key, accounts in per_asn_accounts.items()},
-    }
-
-
-def lake_aggregates(lake_dir: Path) -> dict[str, dict]:
-    con = open_lake(lake_dir)
-    try:
-
-        def rows(sql: str) -> list[tuple]:
-            return con.execute(sql).fetchall()
-
-        return {
-            "account_minute": {
-                (row[0], row[1]): tuple(row[2:])
-                for row in rows(
-                    "select account_id, window_start, requests, input_tokens, output_tokens, distinct_ips,"
-                    " distinct_countries, reasoning_requests, error_requests from account_minute"
-                )
-            },
-            "country_minute": {
-                (c, s): n for c, s, n in rows("select country, window_start, requests from country_minute")
-            },
-            # One IP may appear under more than one (asn, asn_type) row; the test sums them per IP.
-            "ip_minute": {
-                (ip, s): n
-                for ip, s, n in rows(
-                    "select source_ip, window_start, sum(requests) from ip_minute group by all"
-                )
-            },
-            "asn_minute": {
-                (a, t, s): n
-                for a, t, s, n in rows(
-                    "select asn, asn_type, window_start, distinct_accounts from asn_minute"
-                )
-            },
-        }
-    finally:
-        con.close()
-
-
-def _normalise(aggregates: dict[str, dict]) -> dict[str, dict]:
-    """Tuples of values, so a lake row (tuple) and a computed row compare equal."""
-    return {
-        table: {key: tuple(v) if isinstance(v, list | tuple) else v for key, v in rows.items()}
-        for table, rows in aggregates.items()
-    }
-
-
-def lake_event_ids(lake_dir: Path) -> list[str]:
-    con = open_lake(lake_dir)
-    try:
-        return [row[0] for row in con.execute("select event_id from events").fetchall()]
-    finally:
-        con.close()
-
-
-def inversions(records) -> int:
-    """How many records arrive with an event time earlier than one already sent."""
-    latest, count = 0, 0
-    for record in records:
-        count += record.event_time_ms < latest
-        latest = max(latest, record.event_time_ms)
-    return count
-
-
-def consume_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 60) -> list[dict]:
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        group_id=None,
-        isolation_level="read_committed",
-        consumer_timeout_ms=2000,
-    )
-    messages: list[dict] = []
-    deadline = time.monotonic() + deadline_s
-    try:
-        while len(messages) < expected and time.monotonic() < deadline:
-            messages += [json.loads(message.value) for message in consumer]
-    finally:
-        consumer.close()
-    return messages
 
 
 def test_kafka_to_lake_is_exact_with_out_of_order_events_and_dead_letters(
@@ -201,7 +70,7 @@ def test_kafka_to_lake_is_exact_with_out_of_order_events_and_dead_letters(
 
     archived = lake_event_ids(lake_dir)
     assert Counter(archived) == Counter(event["event_id"] for event in valid)  # each exactly once
-    assert _normalise(lake_aggregates(lake_dir)) == _normalise(expected_aggregates(valid))
+    assert normalise(lake_aggregates(lake_dir)) == normalise(expected_aggregates(valid))
 
     letters = consume_all(kafka_bootstrap, dlq_topic, expected=len(malformed))
     assert len(records) == len(archived) + len(letters)
@@ -277,4 +146,4 @@ def test_replay_archives_valid_events_dead_letters_violations_and_counts_late_ev
     assert archived == len(events) + 1 + len(late)  # the archive keeps late events too
     assert late_ids == sorted(event["event_id"] for event in late)
     # The windows hold exactly the on-time events: nothing late was aggregated, nothing else was dropped.
-    assert _normalise(lake_aggregates(lake_dir)) == _normalise(expected_aggregates(events + [extra]))
+    assert normalise(lake_aggregates(lake_dir)) == normalise(expected_aggregates(events + [extra]))

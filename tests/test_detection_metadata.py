@@ -29,6 +29,15 @@ def test_there_are_detections():
         "restricted_region_access",
         "impossible_travel",
         "shared_hosting_infrastructure",
+        "country_hopping",
+        "shared_subnet_infrastructure",
+        "shared_asn_infrastructure",
+        "prompt_template_reuse",
+        "shared_payment_fingerprint",
+        "synchronized_traffic",
+        "extraction_profile",
+        "ring_clustering",
+        "rate_limit_evasion",
     }
 
 

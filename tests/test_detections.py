@@ -8,19 +8,44 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lakefixture import read_jsonl, write_events
+from lakefixture import parse_utc, read_jsonl, write_events, write_table
 
 from pipelines.analyst import open_lake
 from pipelines.contracts import validate_alert, validate_event
 from pipelines.detections import DETECTIONS_DIR, DetectionError, load_detections, run_detections
+from pipelines.lake import ACCOUNT_MINUTE
 
 FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
 NOW = dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC)
 DETECTION_IDS = sorted(path.stem for path in DETECTIONS_DIR.glob("*.yml"))
 
 
+def account_minutes(events: list[dict]) -> list[dict]:
+    """The job's account_minute rows for these events (the columns the detections read)."""
+    rows: dict[tuple[str, dt.datetime], dict] = {}
+    for event in events:
+        minute = parse_utc(event["event_time"]).replace(second=0, microsecond=0)
+        row = rows.setdefault(
+            (event["account_id"], minute),
+            {"window_start": minute, "window_end": minute + dt.timedelta(minutes=1),
+             "account_id": event["account_id"], "requests": 0, "input_tokens": 0, "output_tokens": 0,
+             "reasoning_requests": 0, "error_requests": 0},
+        )  # fmt: skip
+        row["requests"] += 1
+        row["input_tokens"] += event["input_tokens"]
+        row["output_tokens"] += event["output_tokens"]
+        row["reasoning_requests"] += "reasoning_elicitation" in (event.get("request_tags") or [])
+        row["error_requests"] += event["status_code"] >= 400
+    return [
+        {**row, "window_start": row["window_start"].replace(tzinfo=dt.UTC),
+         "window_end": row["window_end"].replace(tzinfo=dt.UTC)}
+        for row in rows.values()
+    ]  # fmt: skip
+
+
 def run_on_fixture(tmp_path: Path, events: list[dict], detection_id: str) -> list[dict]:
     write_events(tmp_path / "lake", events)
+    write_table(tmp_path / "lake", ACCOUNT_MINUTE, account_minutes(events), time_column="window_start")
     con = open_lake(tmp_path / "lake")
     try:
         return run_detections(con, only=detection_id, now=NOW)

@@ -99,7 +99,9 @@ def test_disorder_stays_within_the_bound_and_zero_means_sorted(events):
 def test_labels_have_one_row_per_account_covering_every_event(events):
     rows = labels(CONFIG)
     assert all(tuple(row) == LABEL_COLUMNS for row in rows)
-    assert len({row["account_id"] for row in rows}) == len(rows) == 200 + 40 + 1 + 1
+    rings = generator.PAYMENT_RING_ACCOUNTS + generator.TEMPLATE_RING_ACCOUNTS
+    rings += generator.SYNC_RING_ACCOUNTS + generator.RATE_LIMIT_RING_ACCOUNTS
+    assert len({row["account_id"] for row in rows}) == len(rows) == 200 + 40 + 1 + 1 + 1 + 1 + rings
     assert {event["account_id"] for event in events} <= {row["account_id"] for row in rows}
     by_outcome = Counter((row["group"], row["scenario_or_benign"]) for row in rows)
     assert by_outcome[("hydra", "hydra")] == 40
@@ -209,6 +211,32 @@ def test_benign_individuals_look_nothing_like_the_ring(events_by_group):
         ip for account in individuals.values() for ip in {e["source_ip"] for e in account}
     )
     assert max(accounts_per_ip.values()) == 1
+
+
+def test_sync_ring_shares_only_its_minutes(events_by_group):
+    ring = events_by_group["sync_ring"]
+    minutes = [{e["event_time"][:16] for e in account} for account in ring.values()]
+    assert len(ring) == generator.SYNC_RING_ACCOUNTS
+    assert all(m == minutes[0] for m in minutes) and 3 <= len(minutes[0]) < 0.6 * 30
+    assert len({e["asn"] for account in ring.values() for e in account}) > 1
+    assert len({account[0]["payment_fingerprint"] for account in ring.values()}) == len(ring)
+
+
+def test_rate_limit_ring_stays_under_the_limit(events_by_group):
+    for account in events_by_group["rate_limit_ring"].values():
+        per_minute = Counter(e["event_time"][:16] for e in account)
+        assert max(per_minute.values()) <= generator.RATE_LIMIT_PER_MINUTE
+        assert min(per_minute.values()) >= 0.75 * generator.RATE_LIMIT_PER_MINUTE
+
+
+def test_hopper_and_single_bond_rings(events_by_group):
+    (hopper,) = events_by_group["hopper"].values()
+    assert len({e["country"] for e in hopper}) >= 5 and {e["asn_type"] for e in hopper} == {"residential"}
+    payment_ring = events_by_group["payment_ring"].values()
+    assert len({account[0]["payment_fingerprint"] for account in payment_ring}) == 1
+    assert len({account[0]["org_id"] for account in payment_ring}) == generator.PAYMENT_RING_ACCOUNTS
+    (extractor,) = events_by_group["extraction"].values()
+    assert sum(e["output_tokens"] for e in extractor) > 5 * sum(e["input_tokens"] for e in extractor)
 
 
 def test_malformed_records_are_exact_in_number_and_never_valid():

@@ -90,11 +90,9 @@ def test_keyed_messages_come_back_exactly_once_and_in_key_order(kafka_bootstrap,
     producer = KafkaProducer(
         bootstrap_servers=kafka_bootstrap,
         acks="all",
-        key_serializer=str.encode,
-        value_serializer=lambda value: json.dumps(value).encode(),
     )
     for key, value in sent:
-        producer.send(topic, key=key, value=value)
+        producer.send(topic, key=key.encode(), value=json.dumps(value).encode())
     producer.flush()
     producer.close()
 
@@ -102,8 +100,6 @@ def test_keyed_messages_come_back_exactly_once_and_in_key_order(kafka_bootstrap,
         bootstrap_servers=kafka_bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        key_deserializer=bytes.decode,
-        value_deserializer=json.loads,
     )
     partitions = [TopicPartition(topic, partition) for partition in range(4)]
     consumer.assign(partitions)
@@ -115,8 +111,9 @@ def test_keyed_messages_come_back_exactly_once_and_in_key_order(kafka_bootstrap,
         assert time.monotonic() < deadline, f"only {len(received)} of {len(sent)} messages consumed"
         for tp, records in consumer.poll(timeout_ms=500).items():
             for record in records:
-                received.append((record.key, record.value))
-                partitions_by_key[record.key].add(tp.partition)
+                key = record.key.decode()
+                received.append((key, json.loads(record.value)))
+                partitions_by_key[key].add(tp.partition)
     consumer.close()
 
     assert sum(end_offsets.values()) == len(sent)

@@ -11,7 +11,7 @@ with constants as (
 located_events as (
     -- Events without coordinates cannot place the account; they are skipped rather than breaking a hop.
     select event_id, account_id, event_time, source_ip, country, latitude, longitude, asn_type
-    from events
+    from events_enriched
     where latitude is not null and longitude is not null
 ),
 

@@ -15,7 +15,7 @@ with restricted_events as (
         restricted.regime,
         restricted.basis,
         time_bucket(to_minutes($window_minutes), events.event_time) as window_start
-    from events
+    from events_enriched as events
     inner join restricted_countries as restricted
         on events.country = restricted.country_code
         and events.event_time >= restricted.effective_from
@@ -50,7 +50,7 @@ anonymized_elsewhere as (
             as evasion_exit_countries,
         count(*) as evasion_requests
     from account_windows as windows
-    inner join events
+    inner join events_enriched as events
         on events.account_id = windows.account_id
         and events.event_time >= windows.first_seen - to_hours($evasion_lookback_hours)
         and events.event_time <= windows.last_seen + to_hours($evasion_lookback_hours)

@@ -19,7 +19,7 @@ with anonymizer_events as (
         payment_fingerprint,
         event_time,
         time_bucket(to_minutes($window_minutes), event_time) as window_start
-    from events
+    from events_enriched
     where list_contains($asn_types, asn_type)
 ),
 

@@ -12,6 +12,7 @@ import java.util.regex.Pattern;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonProcessingException;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.StreamReadConstraints;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.DeserializationFeature;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.ObjectNode;
@@ -43,7 +44,13 @@ public class ParseAccessEvent extends ScalarFunction {
                     + " kafka_offset BIGINT>";
 
     private static final int ROW_ARITY = 26;
-    
+
+    /**
+     * Longest record accepted, in characters. Kafka's default message limit is about 1 MB, and the bound
+     * also caps every string inside the record, so the parser never buffers more than this.
+     */
+    static final int MAX_RECORD_CHARS = 1_000_000;
+
     private static final Set<String> ASN_TYPES =
             Set.of("residential", "business", "hosting", "vpn", "tor", "mobile", "unknown");
     private static final Pattern COUNTRY = Pattern.compile("[A-Z]{2}");
@@ -63,12 +70,17 @@ public class ParseAccessEvent extends ScalarFunction {
 
     static {
         MAPPER.enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION);
-        // Bound hostile input: deeply nested or huge documents are rejected, not parsed.
+        // A record is exactly one JSON document: `{...} trailing` is truncation or concatenation.
+        MAPPER.enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+        // Bound hostile input: deep nesting is rejected, not parsed. Names and strings are bounded by the
+        // record size; a number literal over 1000 characters (quadratic to convert) is rejected.
         MAPPER.getFactory()
                 .setStreamReadConstraints(
                         StreamReadConstraints.builder()
                                 .maxNestingDepth(32)
-                                .maxStringLength(1_000_000)
+                                .maxNameLength(MAX_RECORD_CHARS)
+                                .maxStringLength(MAX_RECORD_CHARS)
+                                .maxNumberLength(1000)
                                 .build());
     }
 
@@ -80,6 +92,17 @@ public class ParseAccessEvent extends ScalarFunction {
     }
 
     public @DataTypeHint(ROW_TYPE) Row eval(String raw, Integer kafkaPartition, Long kafkaOffset) {
+        Row row = parse(raw);
+        row.setField(ROW_ARITY - 2, kafkaPartition);
+        row.setField(ROW_ARITY - 1, kafkaOffset);
+        return row;
+    }
+
+    /**
+     * The verdict on one raw record, without Kafka coordinates: field 0 is null for a valid event, else
+     * the dead-letter reason. Shared with {@link ParseCli} so tests exercise exactly this code.
+     */
+    static Row parse(String raw) {
         Row row = new Row(ROW_ARITY);
         try {
             fill(row, raw);
@@ -89,8 +112,6 @@ public class ParseAccessEvent extends ScalarFunction {
             row.setField(0, e.getMessage());
             row.setField(1, raw);
         }
-        row.setField(ROW_ARITY - 2, kafkaPartition);
-        row.setField(ROW_ARITY - 1, kafkaOffset);
         return row;
     }
 
@@ -106,6 +127,9 @@ public class ParseAccessEvent extends ScalarFunction {
     private static void fill(Row row, String raw) throws InvalidEvent {
         if (raw == null) {
             throw new InvalidEvent("invalid JSON: empty record");
+        }
+        if (raw.length() > MAX_RECORD_CHARS) {
+            throw new InvalidEvent("record too large: over " + MAX_RECORD_CHARS + " characters");
         }
         JsonNode root;
         try {
@@ -133,7 +157,7 @@ public class ParseAccessEvent extends ScalarFunction {
         row.setField(8, matching(event, "country", COUNTRY, "an ISO-3166 alpha-2 code"));
         row.setField(9, coordinate(event, "latitude", 90));
         row.setField(10, coordinate(event, "longitude", 180));
-        row.setField(11, optionalLong(event, "asn", false));
+        row.setField(11, optionalLong(event, "asn"));
         String asnType = optionalString(event, "asn_type");
         if (asnType != null && !ASN_TYPES.contains(asnType)) {
             throw new InvalidEvent("invalid asn_type: must be one of " + ASN_TYPES);
@@ -144,7 +168,7 @@ public class ParseAccessEvent extends ScalarFunction {
         row.setField(15, requiredLong(event, "input_tokens"));
         row.setField(16, requiredLong(event, "output_tokens"));
         row.setField(17, statusCode(event));
-        row.setField(18, optionalLong(event, "latency_ms", true));
+        row.setField(18, optionalLong(event, "latency_ms"));
         row.setField(19, matching(event, "prompt_fingerprint", HEX, "a lowercase hex string"));
         row.setField(20, optionalString(event, "payment_fingerprint"));
         row.setField(21, optionalString(event, "user_agent"));
@@ -164,6 +188,9 @@ public class ParseAccessEvent extends ScalarFunction {
         JsonNode node = present(event, field);
         if (!node.isTextual()) {
             throw new InvalidEvent("wrong type: " + field + " must be a string");
+        }
+        if (node.textValue().isEmpty()) {
+            throw new InvalidEvent("invalid " + field + ": must not be empty");
         }
         return node.textValue();
     }
@@ -189,7 +216,19 @@ public class ParseAccessEvent extends ScalarFunction {
     }
 
     private static long integral(JsonNode node, String field) throws InvalidEvent {
-        // A JSON integer only: 12.0, "12" and true are contract violations, not numbers to coerce.
+        // JSON Schema's integer is any number with a zero fractional part, so 12.0 and 1e2 count (as
+        // the Python validator agrees); "12", true and 1.5 are contract violations, not numbers to coerce.
+        if (node.isFloatingPointNumber()) {
+            double value = node.doubleValue();
+            if (Double.isInfinite(value) || value != Math.rint(value)) {
+                throw new InvalidEvent("wrong type: " + field + " must be an integer");
+            }
+            // 2^63 is the first double past Long.MAX_VALUE; the schema caps every integer at that bound.
+            if (value >= 0x1p63 || value < -0x1p63) {
+                throw new InvalidEvent("invalid " + field + ": out of range");
+            }
+            return (long) value;
+        }
         if (!node.isIntegralNumber()) {
             throw new InvalidEvent("wrong type: " + field + " must be an integer");
         }
@@ -207,14 +246,13 @@ public class ParseAccessEvent extends ScalarFunction {
         return value;
     }
 
-    private static Long optionalLong(ObjectNode event, String field, boolean nonNegative)
-            throws InvalidEvent {
+    private static Long optionalLong(ObjectNode event, String field) throws InvalidEvent {
         JsonNode node = event.get(field);
         if (node == null || node.isNull()) {
             return null;
         }
         long value = integral(node, field);
-        if (nonNegative && value < 0) {
+        if (value < 0) {
             throw new InvalidEvent("invalid " + field + ": must be >= 0");
         }
         return value;
@@ -272,6 +310,9 @@ public class ParseAccessEvent extends ScalarFunction {
         for (JsonNode tag : node) {
             if (!tag.isTextual()) {
                 throw new InvalidEvent("wrong type: request_tags must be an array of strings");
+            }
+            if (tag.textValue().isEmpty()) {
+                throw new InvalidEvent("invalid request_tags: a tag must not be empty");
             }
             tags.add(tag.textValue());
         }

@@ -1,0 +1,206 @@
+"""Append-only, hash-chained audit log (JSONL): every alert raised, acknowledgement and report.
+
+Each line is one record {seq, ts, kind, payload, prev_hash, hash}; `hash` is the SHA-256 of the
+canonical JSON of the record without `hash`, and `prev_hash` is the previous record's hash (the first
+record chains to GENESIS_HASH). Editing, deleting or reordering any record breaks the chain at that
+record, which `usagewatch audit verify` names. Cutting records off the *end* leaves a valid shorter
+chain; that is caught by comparing with a head hash recorded elsewhere (reports carry head_hash()),
+via `verify(path, expected_head=...)` / `audit verify --expect-head HASH`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import Config, ConfigError, load_config
+from pipelines.contracts import format_event_time
+
+GENESIS_HASH = "0" * 64
+DEFAULT_AUDIT_LOG = ".run/state/audit.jsonl"  # relative to the configuration file, like every path there
+
+
+def canonical_json(value: Any) -> str:
+    """One byte-exact rendering per value, so a hash can be recomputed by anyone."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    unhashed = {key: value for key, value in record.items() if key != "hash"}
+    return hashlib.sha256(canonical_json(unhashed).encode("utf-8")).hexdigest()
+
+
+def audit_log_path(config: Config) -> Path:
+    state = config.section("state")
+    value = state.get("audit_log", DEFAULT_AUDIT_LOG)
+    if not isinstance(value, str) or not value:
+        raise config.error("state", "state.audit_log must be a file path")
+    return config.resolve(value)
+
+
+def _last_line(handle) -> bytes:
+    """The file's last non-empty line, read backwards in blocks (the log only grows)."""
+    handle.seek(0, os.SEEK_END)
+    end = handle.tell()
+    tail = b""
+    position = end
+    while position > 0:
+        step = min(65536, position)
+        position -= step
+        handle.seek(position)
+        tail = handle.read(step) + tail
+        stripped = tail.rstrip(b"\n")
+        if b"\n" in stripped:
+            return stripped.rsplit(b"\n", 1)[1]
+    return tail.rstrip(b"\n")
+
+
+class AuditLog:
+    """One audit log file. Appends from several processes serialize on an exclusive file lock."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @contextmanager
+    def _locked(self) -> Iterator[Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield handle
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _head(handle) -> tuple[int, str]:
+        """(seq of the next record, hash of the last record)."""
+        line = _last_line(handle)
+        if not line:
+            return 0, GENESIS_HASH
+        try:
+            last = json.loads(line)
+            return int(last["seq"]) + 1, str(last["hash"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{handle.name}: last record is unreadable ({error}); run `usagewatch audit verify`"
+            ) from error
+
+    def append(self, kind: str, payload: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
+        """Append one record and return it (with its seq and hash)."""
+        if not kind:
+            raise ValueError("audit record kind must be non-empty")
+        with self._locked() as handle:
+            seq, prev_hash = self._head(handle)
+            record = {
+                "seq": seq,
+                "ts": format_event_time(now or dt.datetime.now(dt.UTC)),
+                "kind": kind,
+                "payload": payload,
+                "prev_hash": prev_hash,
+            }
+            record["hash"] = record_hash(record)
+            handle.seek(0, os.SEEK_END)
+            handle.write((canonical_json(record) + "\n").encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        return record
+
+    def head_hash(self) -> str:
+        """Hash of the newest record (GENESIS_HASH for an empty or missing log)."""
+        if not self.path.exists():
+            return GENESIS_HASH
+        with self._locked() as handle:
+            return self._head(handle)[1]
+
+
+def verify(path: str | Path, expected_head: str | None = None) -> tuple[bool, int | None, str]:
+    """Check the whole chain: (ok, index of the first bad record or None, message)."""
+    path = Path(path)
+    if not path.exists():
+        return False, None, f"{path}: audit log does not exist"
+    prev_hash = GENESIS_HASH
+    count = 0
+    with path.open("rb") as handle:
+        for index, raw in enumerate(handle):
+            count = index + 1
+            where = f"{path}: record {index} (line {index + 1})"
+            try:
+                record = json.loads(raw)
+            except ValueError as error:
+                return False, index, f"{where} is not valid JSON: {error}"
+            if not isinstance(record, dict) or set(record) != {
+                "seq",
+                "ts",
+                "kind",
+                "payload",
+                "prev_hash",
+                "hash",
+            }:
+                return False, index, f"{where} does not have exactly seq, ts, kind, payload, prev_hash, hash"
+            if record["hash"] != record_hash(record):
+                return False, index, f"{where} was modified: its content does not match its hash"
+            if record["seq"] != index:
+                return False, index, f"{where} has seq {record['seq']}: records were deleted or reordered"
+            if record["prev_hash"] != prev_hash:
+                return False, index, f"{where} does not chain to the record before it (deleted or reordered)"
+            prev_hash = record["hash"]
+    if expected_head is not None and prev_hash != expected_head:
+        return (
+            False,
+            count,
+            (
+                f"{path}: head is {prev_hash} after {count} record(s), expected {expected_head}: "
+                "records were cut off the end or the log was replaced"
+            ),
+        )
+    return True, None, f"{path}: {count} record(s), chain intact, head {prev_hash}"
+
+
+def open_audit_log(config: Config | None = None) -> AuditLog:
+    """The audit log named by the configuration (state.audit_log)."""
+    return AuditLog(audit_log_path(config or load_config()))
+
+
+def append(kind: str, payload: dict[str, Any], config: Config | None = None) -> dict[str, Any]:
+    """Append to the configured audit log: `append("report", {...})` from any component."""
+    return open_audit_log(config).append(kind, payload)
+
+
+def head_hash(config: Config | None = None) -> str:
+    """Head hash of the configured audit log, to be quoted in reports."""
+    return open_audit_log(config).head_hash()
+
+
+def run_verify_command(args: argparse.Namespace) -> int:
+    try:
+        path = Path(args.log) if args.log else audit_log_path(load_config(args.config))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    ok, _, message = verify(path, expected_head=args.expect_head)
+    print(("ok: " if ok else "TAMPERED: ") + message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("audit", help="verify the hash-chained audit log")
+    actions = parser.add_subparsers(dest="audit_command", required=True)
+    verify_parser = actions.add_parser(
+        "verify",
+        help="check every record's hash and chain; exit 1 naming the first bad record",
+        description="Detects any edit, deletion or reordering of records. Records cut off the end are "
+        "detected only against a head hash recorded elsewhere (--expect-head).",
+    )
+    verify_parser.add_argument("--config", help="usagewatch.yml to read state.audit_log from")
+    verify_parser.add_argument("--log", help="audit log file (default: state.audit_log of the configuration)")
+    verify_parser.add_argument("--expect-head", metavar="HASH", help="hash the newest record must have")
+    verify_parser.set_defaults(func=run_verify_command)

@@ -1,0 +1,512 @@
+"""Alert routing: the sinks of usagewatch.yml `routing:` and delivery through the state outbox.
+
+Every notification is first written to the outbox (pipelines/alert_state.py), then delivered with
+bounded retries and exponential backoff; what a sink did not accept stays in the outbox and is retried
+on a later run, so an unreachable sink never loses an alert. Secrets (webhook URLs, routing keys) come
+only from environment variables named by `*_env` keys, checked when the configuration is loaded.
+
+Actions: `trigger` (a new alert), `acknowledge` and `resolve` (from `usagewatch alerts ack|resolve`).
+stdout, jsonl and kafka carry alert documents (schemas/alert.schema.json) and so take triggers only;
+Alertmanager's webhook shape has firing and resolved but no acknowledgement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.alerts import SEVERITIES, headline
+from pipelines.config import Config
+
+if TYPE_CHECKING:  # alert_state imports this module for `alerts ack`; only the types are needed here
+    from pipelines.alert_state import AlertStore, Delivery
+
+ACTIONS = ("trigger", "acknowledge", "resolve")
+PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+# PagerDuty Events API v2 knows four severities.
+PAGERDUTY_SEVERITY = {
+    "critical": "critical",
+    "high": "error",
+    "medium": "warning",
+    "low": "info",
+    "info": "info",
+}
+PAGERDUTY_ACTIONS = {"trigger": "trigger", "acknowledge": "acknowledge", "resolve": "resolve"}
+PAGERDUTY_SUMMARY_MAX = 1024
+# Alertmanager marks a still-firing alert with the zero time as its end.
+ALERTMANAGER_OPEN_END = "0001-01-01T00:00:00Z"
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+# Notifications list the first accounts only: a hydra ring has thousands; the full list is in the alert.
+ACCOUNTS_IN_NOTIFICATION = 25
+_USER_AGENT = "usagewatch-routing/1"
+
+
+class RoutingError(ValueError):
+    """The routing configuration is invalid or a secret's environment variable is missing."""
+
+
+class DeliveryError(RuntimeError):
+    """A sink did not accept a notification."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3  # tries per notification within one run
+    backoff_seconds: float = 1.0  # wait after the first failure; doubles after each further one
+    max_backoff_seconds: float = 60.0  # cap, also for the delay until a later run tries again
+
+    def delay(self, failures: int) -> float:
+        return min(self.max_backoff_seconds, self.backoff_seconds * 2 ** max(failures - 1, 0))
+
+
+def _post_json(url: str, body: dict[str, Any], timeout: float) -> None:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json", "User-Agent": _USER_AGENT},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        detail = error.read(300).decode("utf-8", "replace")
+        raise DeliveryError(
+            f"HTTP {error.code} from {urllib.parse.urlsplit(url).netloc}: {detail}"
+        ) from error
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DeliveryError(f"cannot reach {urllib.parse.urlsplit(url).netloc}: {reason}") from error
+
+
+def _window(alert: dict[str, Any]) -> str:
+    return f"{alert['window_start']} .. {alert['window_end']}"
+
+
+def _first_accounts(alert: dict[str, Any]) -> list[str]:
+    return alert["account_ids"][:ACCOUNTS_IN_NOTIFICATION]
+
+
+@dataclass
+class Sink:
+    name: str
+    min_severity: str = "info"
+    actions: frozenset[str] = frozenset({"trigger"})
+    timeout: float = 10.0
+
+    def accepts(self, severity: str) -> bool:
+        return SEVERITIES.index(severity) >= SEVERITIES.index(self.min_severity)
+
+    def send(self, delivery: Delivery) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections opened by send (the Kafka producer)."""
+
+
+@dataclass
+class StdoutSink(Sink):
+    def send(self, delivery: Delivery) -> None:
+        print(json.dumps(delivery.alert, sort_keys=True), flush=True)
+
+
+@dataclass
+class JsonlSink(Sink):
+    path: Path = Path()
+
+    def send(self, delivery: Delivery) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as sink:
+            sink.write(json.dumps(delivery.alert, sort_keys=True) + "\n")
+
+
+@dataclass
+class KafkaSink(Sink):
+    topic: str = ""
+    bootstrap: str = ""
+    _producer: Any = field(default=None, repr=False)
+
+    def send(self, delivery: Delivery) -> None:
+        from kafka import KafkaProducer  # imported on first use: most runs have no Kafka sink
+        from kafka.errors import KafkaError
+
+        timeout_ms = int(self.timeout * 1000)
+        try:
+            if self._producer is None:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    acks="all",
+                    max_block_ms=timeout_ms,
+                    bootstrap_timeout_ms=timeout_ms,
+                    request_timeout_ms=timeout_ms,
+                    # the producer's own retries must end before the wait below gives up on them
+                    delivery_timeout_ms=2 * timeout_ms,
+                )
+            # Keyed by dedup key: one incident's alerts stay in order on one partition.
+            future = self._producer.send(
+                self.topic,
+                key=delivery.alert["dedup_key"].encode("utf-8"),
+                value=json.dumps(delivery.alert, sort_keys=True).encode("utf-8"),
+            )
+            future.get(timeout=3 * self.timeout)
+        except KafkaError as error:
+            self.close()  # a fresh producer next time, rather than one stuck on a dead broker
+            raise DeliveryError(f"kafka {self.bootstrap} topic {self.topic}: {error!r}") from error
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=self.timeout)
+            self._producer = None
+
+
+@dataclass
+class SlackSink(Sink):
+    url: str = ""
+
+    def payload(self, delivery: Delivery) -> dict[str, Any]:
+        alert = delivery.alert
+        prefix = {
+            "trigger": "",
+            "acknowledge": f"Acknowledged by {delivery.by}: ",
+            "resolve": f"Resolved by {delivery.by}: ",
+        }
+        text = prefix[delivery.action] + headline(alert)
+        accounts = ", ".join(_first_accounts(alert))
+        more = len(alert["account_ids"]) - ACCOUNTS_IN_NOTIFICATION
+        fields = [
+            f"*Severity*\n{alert['severity']}",
+            f"*Detection*\n{alert['detection_id']}",
+            f"*{alert['entity_type']}*\n{alert['entity_id']}",
+            f"*Window*\n{_window(alert)}",
+        ]
+        blocks: list[dict[str, Any]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": value[:2000]} for value in fields]},
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f"*Accounts ({len(alert['account_ids'])})*: {accounts or '-'}"
+                    + (f" and {more} more" if more > 0 else ""),
+                },
+            },
+        ]
+        if delivery.note:
+            blocks.append(
+                {"type": "section", "text": {"type": "mrkdwn", "text": f"*Note*: {delivery.note}"[:3000]}}
+            )
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": f"alert `{alert['alert_id']}` | {alert['runbook']}"[:2000]}
+                ],
+            }
+        )
+        return {"text": text, "blocks": blocks}
+
+    def send(self, delivery: Delivery) -> None:
+        _post_json(self.url, self.payload(delivery), self.timeout)
+
+
+@dataclass
+class PagerDutySink(Sink):
+    routing_key: str = ""
+    url: str = PAGERDUTY_URL
+
+    def payload(self, delivery: Delivery) -> dict[str, Any]:
+        alert = delivery.alert
+        event: dict[str, Any] = {
+            "routing_key": self.routing_key,
+            "event_action": PAGERDUTY_ACTIONS[delivery.action],
+            # The alert's dedup key is its incident: acknowledge/resolve address the same incident.
+            "dedup_key": alert["dedup_key"],
+        }
+        if delivery.action == "trigger":
+            event["client"] = "usagewatch"
+            event["payload"] = {
+                "summary": headline(alert)[:PAGERDUTY_SUMMARY_MAX],
+                "source": "usagewatch",
+                "severity": PAGERDUTY_SEVERITY[alert["severity"]],
+                "timestamp": alert["created_at"],
+                "component": alert["entity_type"],
+                "group": alert["detection_id"],
+                "class": alert["detection_id"],
+                "custom_details": {
+                    "alert_id": alert["alert_id"],
+                    "entity_id": alert["entity_id"],
+                    "window": _window(alert),
+                    "account_count": len(alert["account_ids"]),
+                    "accounts": _first_accounts(alert),
+                    "evidence": alert["evidence"],
+                    "runbook": alert["runbook"],
+                },
+            }
+        return event
+
+    def send(self, delivery: Delivery) -> None:
+        _post_json(self.url, self.payload(delivery), self.timeout)
+
+
+@dataclass
+class WebhookSink(Sink):
+    """Generic webhook in Alertmanager's webhook (version 4) shape, so existing receivers work."""
+
+    url: str = ""
+
+    def payload(self, delivery: Delivery) -> dict[str, Any]:
+        alert = delivery.alert
+        resolved = delivery.action == "resolve"
+        labels = {
+            "alertname": alert["detection_id"],
+            "severity": alert["severity"],
+            "entity_type": alert["entity_type"],
+            "entity_id": alert["entity_id"],
+            "dedup_key": alert["dedup_key"],
+            "alert_id": alert["alert_id"],
+        }
+        annotations = {
+            "summary": headline(alert),
+            "description": alert["title"],
+            "runbook": alert["runbook"],
+            "accounts": ", ".join(_first_accounts(alert)),
+            "account_count": str(len(alert["account_ids"])),
+        }
+        status = "resolved" if resolved else "firing"
+        ends_at = ALERTMANAGER_OPEN_END
+        if resolved and delivery.at is not None:
+            ends_at = delivery.at.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
+        return {
+            "version": "4",
+            "groupKey": "{}:{dedup_key=" + json.dumps(alert["dedup_key"]) + "}",
+            "truncatedAlerts": 0,
+            "status": status,
+            "receiver": self.name,
+            "groupLabels": {"dedup_key": alert["dedup_key"]},
+            "commonLabels": labels,
+            "commonAnnotations": annotations,
+            "externalURL": "",
+            "alerts": [
+                {
+                    "status": status,
+                    "labels": labels,
+                    "annotations": annotations,
+                    "startsAt": alert["window_start"],
+                    "endsAt": ends_at,
+                    "generatorURL": "",
+                    "fingerprint": alert["alert_id"][:16],
+                }
+            ],
+        }
+
+    def send(self, delivery: Delivery) -> None:
+        _post_json(self.url, self.payload(delivery), self.timeout)
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+_SINK_KEYS = {
+    "stdout": set(),
+    "jsonl": {"path"},
+    "kafka": {"topic", "bootstrap"},
+    "slack": {"webhook_url_env"},
+    "pagerduty": {"routing_key_env", "url"},
+    "webhook": {"url_env", "url"},
+}
+_COMMON_SINK_KEYS = {"name", "type", "min_severity"}
+_ROUTING_KEYS = {"sinks", "retry", "timeout_seconds"}
+_RETRY_KEYS = {"attempts", "backoff_seconds", "max_backoff_seconds"}
+
+
+def _secret(config: Config, where: str, spec: dict[str, Any], key: str) -> str:
+    variable = spec.get(key)
+    if not isinstance(variable, str) or not variable:
+        raise config.error("routing", f"{where}: '{key}' must name an environment variable")
+    value = os.environ.get(variable)
+    if not value:
+        raise RoutingError(f"{config.path}: {where}: environment variable {variable} ({key}) is not set")
+    return value
+
+
+def _http_url(config: Config, where: str, url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise config.error("routing", f"{where}: {url!r} is not an http(s) URL")
+    return url
+
+
+def _build_sink(config: Config, index: int, spec: Any, timeout: float) -> Sink:
+    if not isinstance(spec, dict):
+        raise config.error("routing", f"routing.sinks[{index}] must be a mapping")
+    kind = spec.get("type")
+    if kind not in _SINK_KEYS:
+        raise config.error("routing", f"routing.sinks[{index}]: type must be one of {', '.join(_SINK_KEYS)}")
+    name = spec.get("name", kind)
+    where = f"routing sink {name!r} (sinks[{index}])"
+    unknown = set(spec) - _COMMON_SINK_KEYS - _SINK_KEYS[kind]
+    if unknown:
+        raise config.error("routing", f"{where}: unknown key(s) {sorted(unknown)} for type {kind}")
+    if not isinstance(name, str) or not name:
+        raise config.error("routing", f"routing.sinks[{index}]: name must be a non-empty string")
+    min_severity = spec.get("min_severity", "info")
+    if min_severity not in SEVERITIES:
+        raise config.error("routing", f"{where}: min_severity must be one of {', '.join(SEVERITIES)}")
+    common = {"name": name, "min_severity": min_severity, "timeout": timeout}
+    if kind == "stdout":
+        return StdoutSink(**common)
+    if kind == "jsonl":
+        if not isinstance(spec.get("path"), str):
+            raise config.error("routing", f"{where}: jsonl needs 'path'")
+        return JsonlSink(**common, path=config.resolve(spec["path"]))
+    if kind == "kafka":
+        from pipelines import kafka_broker  # the broker module pulls in the Kafka admin client
+
+        return KafkaSink(
+            **common,
+            topic=str(spec.get("topic", kafka_broker.ALERTS_TOPIC)),
+            bootstrap=str(spec.get("bootstrap") or kafka_broker.bootstrap_servers()),
+        )
+    if kind == "slack":
+        url = _http_url(config, where, _secret(config, where, spec, "webhook_url_env"))
+        return SlackSink(**common, actions=frozenset(ACTIONS), url=url)
+    if kind == "pagerduty":
+        routing_key = _secret(config, where, spec, "routing_key_env")
+        url = _http_url(config, where, str(spec.get("url", PAGERDUTY_URL)))
+        return PagerDutySink(**common, actions=frozenset(ACTIONS), routing_key=routing_key, url=url)
+    # webhook: a URL may carry a token, so only a local receiver may be written into the file
+    if ("url" in spec) == ("url_env" in spec):
+        raise config.error("routing", f"{where}: webhook needs exactly one of 'url_env' or 'url'")
+    if "url" in spec:
+        url = _http_url(config, where, str(spec["url"]))
+        if urllib.parse.urlsplit(url).hostname not in LOCAL_HOSTS:
+            raise config.error("routing", f"{where}: a literal 'url' must be local; use url_env for {url}")
+    else:
+        url = _http_url(config, where, _secret(config, where, spec, "url_env"))
+    return WebhookSink(**common, actions=frozenset({"trigger", "resolve"}), url=url)
+
+
+def _number(config: Config, where: str, value: Any, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise config.error("routing", f"{where} must be a number >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def load_router(config: Config) -> Router:
+    """Build the sinks of `routing:`; raise ConfigError (file:line) or RoutingError (missing secret)."""
+    section = config.section("routing")
+    unknown = set(section) - _ROUTING_KEYS
+    if unknown:
+        raise config.error(
+            "routing", f"unknown key(s) in routing: {sorted(unknown)} (known: {sorted(_ROUTING_KEYS)})"
+        )
+    timeout = _number(config, "routing.timeout_seconds", section.get("timeout_seconds", 10), 0.01)
+    retry_spec = section.get("retry") or {}
+    if not isinstance(retry_spec, dict) or set(retry_spec) - _RETRY_KEYS:
+        raise config.error("routing", f"routing.retry must be a mapping of {sorted(_RETRY_KEYS)}")
+    defaults = RetryPolicy()
+
+    def retry_number(key: str, minimum: float) -> float:
+        return _number(config, f"routing.retry.{key}", retry_spec.get(key, getattr(defaults, key)), minimum)
+
+    attempts = retry_number("attempts", 1)
+    if attempts != int(attempts):
+        raise config.error("routing", "routing.retry.attempts must be a whole number")
+    retry = RetryPolicy(
+        attempts=int(attempts),
+        backoff_seconds=retry_number("backoff_seconds", 0),
+        max_backoff_seconds=retry_number("max_backoff_seconds", 0),
+    )
+    specs = section.get("sinks") or []
+    if not isinstance(specs, list):
+        raise config.error("routing", "routing.sinks must be a list")
+    sinks = [_build_sink(config, index, spec, timeout) for index, spec in enumerate(specs)]
+    names = [sink.name for sink in sinks]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise config.error("routing", f"routing sink names must be unique; give 'name' to: {duplicates}")
+    return Router(sinks, retry)
+
+
+# --- delivery -------------------------------------------------------------------------------------
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    failed: list[str] = field(default_factory=list)  # "sink: error" per notification that failed this run
+    pending: int = 0  # still in the outbox after this run
+
+    def describe(self) -> str:
+        text = f"{self.delivered} notification(s) delivered, {self.pending} pending in the outbox"
+        return text + "".join(f"\n  failed: {failure}" for failure in self.failed)
+
+
+class Router:
+    def __init__(self, sinks: list[Sink], retry: RetryPolicy):
+        self.sinks = {sink.name: sink for sink in sinks}
+        self.retry = retry
+
+    def trigger_sinks(self, severity: str) -> list[str]:
+        return [name for name, sink in self.sinks.items() if sink.accepts(severity)]
+
+    def follow_up_sinks(self, triggered: list[str], action: str) -> list[str]:
+        """Of the sinks an alert was triggered on, those that understand `action`."""
+        return [name for name in triggered if name in self.sinks and action in self.sinks[name].actions]
+
+    def deliver(
+        self, store: AlertStore, now: dt.datetime, alert_ids: list[str] | None = None, sleep=time.sleep
+    ) -> DeliveryReport:
+        """Deliver every due outbox row; a failure leaves the row for a later run (with backoff)."""
+        report = DeliveryReport()
+        # After one exhausted notification a sink is skipped for the rest of the run: this spares the
+        # retries of every other alert, and keeps an alert's acknowledge from overtaking its trigger.
+        unreachable: set[str] = set()
+        try:
+            for delivery in store.due_deliveries(now, alert_ids):
+                sink = self.sinks.get(delivery.sink)
+                if sink is None:
+                    report.failed.append(f"{delivery.sink}: no longer configured (alert {delivery.alert_id})")
+                    continue
+                if delivery.sink in unreachable:
+                    continue
+                tries, error = self._send_with_retries(sink, delivery, sleep)
+                attempts = delivery.attempts + tries
+                if error is None:
+                    report.delivered += 1
+                    store.mark_delivered(delivery, attempts, now)
+                else:
+                    next_attempt = now + dt.timedelta(seconds=self.retry.delay(attempts))
+                    store.mark_failed(delivery, attempts, error, next_attempt)
+                    report.failed.append(f"{delivery.sink}: {error}")
+                    unreachable.add(delivery.sink)
+        finally:
+            for sink in self.sinks.values():
+                sink.close()
+        report.pending = store.pending_deliveries()
+        return report
+
+    def _send_with_retries(self, sink: Sink, delivery: Delivery, sleep) -> tuple[int, str | None]:
+        """(tries made, None on success or the last error)."""
+        error_text = None
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                sink.send(delivery)
+                return attempt, None
+            except (DeliveryError, OSError) as error:
+                error_text = str(error)
+                print(
+                    f"routing: {sink.name} attempt {attempt}/{self.retry.attempts} failed: {error}",
+                    file=sys.stderr,
+                )
+                if attempt < self.retry.attempts:
+                    sleep(self.retry.delay(attempt))
+        return self.retry.attempts, error_text

@@ -1,0 +1,76 @@
+-- rate_limit_evasion: many accounts each running just under the per-account rate limit in the same
+-- window, or collecting 429s spread thin across them: load balanced across accounts so that no single
+-- one trips the limit. One row per window listing the accounts; a single heavy customer is not a ring.
+
+with account_windows as (
+    select
+        account_id,
+        time_bucket(to_minutes($window_minutes), window_start) as window_start,
+        count(*) filter (where requests > 0) as active_minutes,
+        count(*) filter (
+            where requests >= $near_limit_share * $per_account_limit_per_minute
+                and requests <= $per_account_limit_per_minute
+        ) as near_limit_minutes,
+        max(requests) as max_requests_per_minute,
+        sum(requests) as requests
+    from account_minute
+    group by account_id, time_bucket(to_minutes($window_minutes), window_start)
+),
+
+throttling as (
+    select
+        account_id,
+        time_bucket(to_minutes($window_minutes), event_time) as window_start,
+        count(*) filter (where status_code = 429) as throttled_requests,
+        any_value(coalesce(org_id, 'no-org:' || account_id)) as org_key
+    from events_enriched
+    group by account_id, time_bucket(to_minutes($window_minutes), event_time)
+),
+
+evading_accounts as (
+    select
+        account_windows.*,
+        throttling.throttled_requests,
+        throttling.org_key,
+        account_windows.near_limit_minutes >= $min_near_limit_share * account_windows.active_minutes
+            and account_windows.max_requests_per_minute <= $per_account_limit_per_minute as rides_the_limit,
+        throttling.throttled_requests >= $min_throttled_requests
+            and throttling.throttled_requests >= $min_throttled_share * account_windows.requests as throttled
+    from account_windows
+    inner join throttling using (account_id, window_start)
+    where account_windows.active_minutes >= $min_active_minutes
+),
+
+windows as (
+    select
+        window_start,
+        count(*) as evading_accounts,
+        count(distinct org_key) as distinct_orgs,
+        list_sort(list(account_id)) as account_ids,
+        sum(requests) as requests,
+        sum(throttled_requests) as throttled_requests,
+        count(*) filter (where rides_the_limit) as accounts_riding_the_limit,
+        count(*) filter (where throttled) as accounts_throttled,
+        round(avg(near_limit_minutes / active_minutes), 3) as mean_near_limit_share
+    from evading_accounts
+    where rides_the_limit or throttled
+    group by window_start
+)
+
+select
+    'rate-limit-evasion:' || strftime(window_start, '%Y-%m-%dT%H:%M') as entity_id,
+    account_ids,
+    window_start,
+    window_start + to_minutes($window_minutes) as window_end,
+    evading_accounts,
+    distinct_orgs,
+    requests,
+    throttled_requests,
+    accounts_riding_the_limit,
+    accounts_throttled,
+    mean_near_limit_share,
+    $per_account_limit_per_minute as per_account_limit_per_minute
+from windows
+where evading_accounts >= $min_accounts
+    and distinct_orgs >= $min_distinct_orgs
+order by window_start

@@ -1,0 +1,52 @@
+-- shared_asn_infrastructure: many accounts of many organisations inside one autonomous system within a
+-- window, weighted by the AS's kind: a hosting/VPN/Tor AS is where proxy clusters live, while every
+-- residential ISP legitimately serves thousands of customers, so their accounts count only a fraction.
+-- Groups by asn_key (AS number from the edge, or the AS name from geo enrichment when the edge had none).
+
+with account_networks as (
+    select
+        asn_key,
+        time_bucket(to_minutes($window_minutes), event_time) as window_start,
+        account_id,
+        any_value(coalesce(org_id, 'no-org:' || account_id)) as org_key,
+        -- an account counts fully if any of its requests through this AS came via an anonymizer
+        max(case when list_contains($anonymizer_asn_types, asn_type) then 1.0 else $ordinary_network_weight end)
+            as weight,
+        count(*) as requests,
+        count(distinct source_ip) as distinct_ips,
+        list(distinct asn_type) filter (where asn_type is not null) as asn_types
+    from events_enriched
+    where asn_key is not null
+    group by asn_key, window_start, account_id
+),
+
+asn_windows as (
+    select
+        asn_key,
+        window_start,
+        window_start + to_minutes($window_minutes) as window_end,
+        count(*) as distinct_accounts,
+        count(distinct org_key) as distinct_orgs,
+        sum(weight) as weighted_accounts,
+        sum(requests) as requests,
+        list_sort(list(account_id)) as account_ids,
+        list_sort(list_distinct(flatten(list(asn_types)))) as asn_types
+    from account_networks
+    group by asn_key, window_start
+)
+
+select
+    asn_key as entity_id,
+    account_ids,
+    window_start,
+    window_end,
+    case when weighted_accounts >= $critical_weighted_accounts then 'critical' end as severity,
+    requests,
+    distinct_accounts,
+    distinct_orgs,
+    round(weighted_accounts, 2) as weighted_accounts,
+    asn_types
+from asn_windows
+where weighted_accounts >= $min_weighted_accounts
+    and distinct_orgs >= $min_distinct_orgs
+order by window_start, asn_key

@@ -1,0 +1,112 @@
+-- shared_subnet_infrastructure: many accounts of many organisations inside one network block (IPv4
+-- /24, IPv6 /48) within a window. Proxy pools rotate through neighbouring addresses, so counting per IP
+-- (shared_hosting_infrastructure) misses them. Accounts are weighted by where they come from: a hosting,
+-- VPN or Tor block counts each account fully, an ordinary block (CGNAT, campus) only $ordinary_network_weight,
+-- and one organisation behind its office block (corporate NAT) fails $min_distinct_orgs.
+
+with ipv6_parts as (
+    -- IPv6 text may compress zeros with "::"; split around it so the /48 can be rebuilt in SQL.
+    select
+        *,
+        source_ip like '%:%' as is_ipv6,
+        string_split(lower(split_part(source_ip, '::', 1)), ':') as head_hextets,
+        case
+            when source_ip like '%::%' then string_split(lower(split_part(source_ip, '::', 2)), ':')
+            else []
+        end as tail_hextets
+    from events_enriched
+),
+
+block_events as (
+    select
+        case
+            -- IPv4 /24: the first three octets
+            when not is_ipv6 then regexp_extract(source_ip, '^(\d+\.\d+\.\d+)\.', 1) || '.0/24'
+            -- IPv6 /48: first three hextets of the expanded address (head, zeros for "::", tail),
+            -- leading zeros dropped so that one block always has one spelling
+            else array_to_string(
+                list_transform(
+                    list_concat(
+                        list_filter(head_hextets, lambda hextet: hextet <> ''),
+                        list_transform(
+                            range(8 - len(list_filter(head_hextets, lambda hextet: hextet <> ''))
+                                - len(list_filter(tail_hextets, lambda hextet: hextet <> ''))),
+                            lambda zero: '0'
+                        ),
+                        list_filter(tail_hextets, lambda hextet: hextet <> '')
+                    )[1:3],
+                    lambda hextet: coalesce(nullif(ltrim(hextet, '0'), ''), '0')
+                ),
+                ':'
+            ) || '::/48'
+        end as network_block,
+        account_id,
+        coalesce(org_id, 'no-org:' || account_id) as org_key,
+        asn_key,
+        asn_type,
+        source_ip,
+        event_time,
+        time_bucket(to_minutes($window_minutes), event_time) as window_start
+    from ipv6_parts
+),
+
+account_weights as (
+    -- an account counts fully if any of its requests in the block came through an anonymizer
+    select
+        network_block,
+        window_start,
+        account_id,
+        any_value(org_key) as org_key,
+        max(case when list_contains($anonymizer_asn_types, asn_type) then 1.0 else $ordinary_network_weight end)
+            as weight
+    from block_events
+    group by network_block, window_start, account_id
+),
+
+block_windows as (
+    select
+        network_block,
+        window_start,
+        window_start + to_minutes($window_minutes) as window_end,
+        count(*) as requests,
+        count(distinct source_ip) as distinct_ips,
+        list_sort(list(distinct asn_key) filter (where asn_key is not null)) as asns,
+        list_sort(list(distinct asn_type) filter (where asn_type is not null)) as asn_types,
+        min(event_time) as first_seen,
+        max(event_time) as last_seen
+    from block_events
+    group by network_block, window_start
+),
+
+block_accounts as (
+    select
+        network_block,
+        window_start,
+        count(*) as distinct_accounts,
+        count(distinct org_key) as distinct_orgs,
+        sum(weight) as weighted_accounts,
+        list_sort(list(account_id)) as account_ids
+    from account_weights
+    group by network_block, window_start
+)
+
+select
+    block_windows.network_block as entity_id,
+    block_accounts.account_ids,
+    block_windows.window_start,
+    block_windows.window_end,
+    case when block_accounts.weighted_accounts >= $critical_weighted_accounts then 'critical' end as severity,
+    block_windows.requests,
+    block_windows.distinct_ips,
+    block_accounts.distinct_accounts,
+    block_accounts.distinct_orgs,
+    round(block_accounts.weighted_accounts, 2) as weighted_accounts,
+    block_windows.asns,
+    block_windows.asn_types,
+    block_windows.first_seen,
+    block_windows.last_seen
+from block_windows
+inner join block_accounts using (network_block, window_start)
+where block_accounts.weighted_accounts >= $min_weighted_accounts
+    and block_accounts.distinct_orgs >= $min_distinct_orgs
+order by block_windows.window_start, block_windows.network_block

@@ -1,0 +1,212 @@
+"""Alert state: stable ids raise nothing new on re-runs, suppression per dedup key, the ack lifecycle."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import pytest
+
+from pipelines import cli
+from pipelines.alert_state import AlertStateError, AlertStore
+from pipelines.alerts import alert_id, dedup_key
+from pipelines.contracts import validate_alert
+
+NOW = dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC)
+SUPPRESSION = {"impossible_travel": 60}
+
+
+def make_alert(entity: str, window_start: str, severity: str = "high") -> dict:
+    key = dedup_key("impossible_travel", [entity])
+    start = dt.datetime.fromisoformat(window_start)
+    alert = {
+        "alert_id": alert_id(key, start, SUPPRESSION["impossible_travel"]),
+        "detection_id": "impossible_travel",
+        "title": "Impossible travel between consecutive requests",
+        "severity": severity,
+        "entity_type": "account",
+        "entity_id": entity,
+        "account_ids": [entity],
+        "window_start": window_start,
+        "window_end": window_start.replace(":00.000Z", ":01.000Z"),
+        "evidence": {"speed_kmh": 11000.0},
+        "runbook": "Investigate: look. Respond: act.",
+        "dedup_key": key,
+        "created_at": "2026-03-02T00:00:00.000Z",
+    }
+    validate_alert(alert)
+    return alert
+
+
+@pytest.fixture
+def store(tmp_path):
+    with AlertStore.open(tmp_path / "state" / "state.duckdb") as opened:
+        yield opened
+
+
+def test_rerun_raises_nothing_new_but_refreshes_evidence(store):
+    alert = make_alert("acct-a", "2026-03-01T10:00:00.000Z")
+    first = store.record_alerts([alert], SUPPRESSION, NOW)
+    assert [a["alert_id"] for a in first.new] == [alert["alert_id"]]
+
+    updated = {**alert, "evidence": {"speed_kmh": 12000.0}}
+    second = store.record_alerts([updated], SUPPRESSION, NOW + dt.timedelta(minutes=5))
+
+    assert second.new == [] and second.suppressed == []
+    assert [a["alert_id"] for a in second.seen_again] == [alert["alert_id"]]
+    record = store.get(alert["alert_id"])
+    assert record["alert"]["evidence"] == {"speed_kmh": 12000.0}
+    assert record["first_seen"] == NOW.replace(tzinfo=None)
+    assert record["last_seen"] == (NOW + dt.timedelta(minutes=5)).replace(tzinfo=None)
+    assert record["status"] == "open"
+
+
+def test_same_dedup_key_within_the_window_is_suppressed(store):
+    # 10:50 and 11:10 fall in different hourly id buckets, so they are different alerts...
+    early = make_alert("acct-a", "2026-03-01T10:50:00.000Z")
+    late = make_alert("acct-a", "2026-03-01T11:10:00.000Z")
+    assert early["alert_id"] != late["alert_id"]
+
+    result = store.record_alerts([late, early], SUPPRESSION, NOW)
+
+    # ...but 20 minutes apart under a 60-minute suppression: one notification, the earliest.
+    assert [a["alert_id"] for a in result.new] == [early["alert_id"]]
+    assert result.suppressed == [(late, early["alert_id"])]
+    assert store.get(late["alert_id"])["suppressed_by"] == early["alert_id"]
+
+
+def test_after_the_window_the_same_key_notifies_again(store):
+    store.record_alerts([make_alert("acct-a", "2026-03-01T10:00:00.000Z")], SUPPRESSION, NOW)
+    later = make_alert("acct-a", "2026-03-01T11:00:00.000Z")  # exactly at suppressed_until
+
+    result = store.record_alerts([later], SUPPRESSION, NOW)
+
+    assert [a["alert_id"] for a in result.new] == [later["alert_id"]]
+
+
+def test_other_entities_are_not_suppressed(store):
+    result = store.record_alerts(
+        [make_alert("acct-a", "2026-03-01T10:00:00.000Z"), make_alert("acct-b", "2026-03-01T10:00:00.000Z")],
+        SUPPRESSION,
+        NOW,
+    )
+    assert len(result.new) == 2
+
+
+def test_escalation_is_reported_once(store):
+    info = make_alert("acct-a", "2026-03-01T10:00:00.000Z", severity="info")
+    store.record_alerts([info], SUPPRESSION, NOW)
+
+    result = store.record_alerts([{**info, "severity": "high"}], SUPPRESSION, NOW)
+    assert [(a["alert_id"], previous) for a, previous in result.escalated] == [(info["alert_id"], "info")]
+    assert store.get(info["alert_id"])["severity"] == "high"
+    # a later run finding it less severe again neither downgrades nor re-escalates
+    again = store.record_alerts([info], SUPPRESSION, NOW)
+    assert again.escalated == [] and store.get(info["alert_id"])["severity"] == "high"
+
+
+def test_ack_and_resolve_lifecycle_follows_suppressed_alerts(store):
+    early = make_alert("acct-a", "2026-03-01T10:50:00.000Z")
+    late = make_alert("acct-a", "2026-03-01T11:10:00.000Z")
+    store.record_alerts([early, late], SUPPRESSION, NOW)
+
+    record = store.acknowledge(early["alert_id"][:8], "alice", "looking", NOW)
+
+    assert (record["status"], record["ack_by"], record["ack_note"]) == ("acknowledged", "alice", "looking")
+    assert store.get(late["alert_id"])["status"] == "acknowledged"  # same incident
+    with pytest.raises(AlertStateError, match="is acknowledged; cannot mark it acknowledged"):
+        store.acknowledge(early["alert_id"], "bob", None, NOW)
+    resolved = store.resolve(early["alert_id"], "alice", "key rotated", NOW)
+    assert (resolved["status"], resolved["resolved_note"]) == ("resolved", "key rotated")
+    with pytest.raises(AlertStateError, match="is resolved"):
+        store.acknowledge(early["alert_id"], "bob", None, NOW)
+
+
+def test_unknown_short_or_ambiguous_ids_are_refused(store):
+    with pytest.raises(AlertStateError, match="no alert 'deadbeef'"):
+        store.get("deadbeef")
+    with pytest.raises(AlertStateError, match="too short"):
+        store.get("abc")
+    alert = make_alert("acct-a", "2026-03-01T10:00:00.000Z")
+    store.record_alerts([alert], SUPPRESSION, NOW)
+    with pytest.raises(AlertStateError, match="--by must name"):
+        store.acknowledge(alert["alert_id"], " ", None, NOW)
+
+
+def test_list_filters_by_status_and_minimum_severity(store):
+    alerts = [
+        make_alert("acct-a", "2026-03-01T10:00:00.000Z", "info"),
+        make_alert("acct-b", "2026-03-01T10:00:00.000Z", "high"),
+        make_alert("acct-c", "2026-03-01T10:00:00.000Z", "critical"),
+    ]
+    store.record_alerts(alerts, SUPPRESSION, NOW)
+    store.acknowledge(alerts[2]["alert_id"], "alice", None, NOW)
+
+    assert {r["entity_id"] for r in store.list_alerts(min_severity="high")} == {"acct-b", "acct-c"}
+    assert [r["entity_id"] for r in store.list_alerts(status="open", min_severity="high")] == ["acct-b"]
+    assert len(store.list_alerts()) == 3
+
+
+def test_outbox_keeps_undelivered_rows_in_order(store):
+    alert = make_alert("acct-a", "2026-03-01T10:00:00.000Z")
+    store.record_alerts([alert], SUPPRESSION, NOW)
+    store.enqueue(alert["alert_id"], ["pager", "chat"], "trigger", NOW)
+    store.enqueue(alert["alert_id"], ["pager"], "trigger", NOW)  # idempotent
+    store.acknowledge(alert["alert_id"], "alice", None, NOW)
+    store.enqueue(alert["alert_id"], ["pager"], "acknowledge", NOW)
+
+    due = store.due_deliveries(NOW)
+    assert [(d.sink, d.action) for d in due] == [
+        ("chat", "trigger"),
+        ("pager", "trigger"),
+        ("pager", "acknowledge"),
+    ]
+    assert due[2].by == "alice"
+
+    store.mark_failed(due[0], 3, "HTTP 503", NOW + dt.timedelta(minutes=1))
+    store.mark_delivered(due[1], 1, NOW)
+    assert [(d.sink, d.action) for d in store.due_deliveries(NOW)] == [("pager", "acknowledge")]
+    later = store.due_deliveries(NOW + dt.timedelta(minutes=1))
+    assert [(d.sink, d.attempts) for d in later] == [("chat", 3), ("pager", 0)]
+    assert store.triggered_sinks(alert["alert_id"]) == ["chat", "pager"]
+
+
+def test_a_held_database_is_reported_with_its_path(tmp_path):
+    path = tmp_path / "state.duckdb"
+    # Another process holds the file until its stdin closes.
+    hold = (
+        f"import duckdb, sys; c = duckdb.connect({str(path)!r}); print('held', flush=True); sys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(AlertStateError, match="cannot open the state database"):
+            AlertStore.open(path, wait_seconds=0)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with AlertStore.open(path, wait_seconds=30) as store:  # released: opens
+        assert store.list_alerts() == []
+
+
+def test_list_and_show_commands(tmp_path, capsys):
+    path = tmp_path / "state.duckdb"
+    alert = make_alert("acct-a", "2026-03-01T10:00:00.000Z", "critical")
+    with AlertStore.open(path) as store:
+        store.record_alerts(
+            [alert, make_alert("acct-b", "2026-03-01T10:00:00.000Z", "low")], SUPPRESSION, NOW
+        )
+
+    assert cli.main(["alerts", "list", "--state", str(path), "--severity", "high"]) == 0
+    listed = capsys.readouterr().out
+    assert alert["alert_id"][:12] in listed and "acct-b" not in listed and "(1 row)" in listed
+
+    assert cli.main(["alerts", "show", "--state", str(path), alert["alert_id"][:10]]) == 0
+    shown = capsys.readouterr().out
+    assert "[CRITICAL] Impossible travel" in shown and f"alert_id: {alert['alert_id']}" in shown
+
+    assert cli.main(["alerts", "show", "--state", str(path), "ffffffff"]) == 1
+    assert "no alert 'ffffffff'" in capsys.readouterr().err

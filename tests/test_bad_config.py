@@ -1,0 +1,147 @@
+"""Bad configuration fails fast, naming the file and line (or the endpoint) at fault."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from kafka.errors import KafkaError
+
+from pipelines import kafka_broker
+from pipelines.alert_state import Delivery
+from pipelines.config import ConfigError, load_config
+from pipelines.detections import DETECTIONS_DIR, DetectionError, load_detection, load_detections
+from pipelines.privacy import load_privacy
+from pipelines.routing import DeliveryError, load_router
+
+DETECTION = "restricted_region_access"
+
+
+@pytest.fixture
+def detection_dir(tmp_path: Path) -> Path:
+    """A copy of one shipped detection, to break in each test."""
+    for suffix in (".yml", ".sql"):
+        shutil.copy(DETECTIONS_DIR / f"{DETECTION}{suffix}", tmp_path / f"{DETECTION}{suffix}")
+    return tmp_path
+
+
+def line_of(path: Path, text: str) -> int:
+    return next(number for number, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def write_config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "usagewatch.yml"
+    path.write_text(text)
+    return str(path)
+
+
+# --- detections -----------------------------------------------------------------------------------
+
+
+def test_the_copied_detection_loads(detection_dir):
+    assert load_detection(detection_dir / f"{DETECTION}.yml").id == DETECTION
+
+
+def test_an_unknown_detection_parameter_names_the_yaml_line(detection_dir):
+    yml = detection_dir / f"{DETECTION}.yml"
+    yml.write_text(
+        yml.read_text().replace(
+            "parameters:\n", "parameters:\n  min_requestz:\n    value: 3\n    description: a typo\n", 1
+        )
+    )
+    with pytest.raises(DetectionError, match=rf"{DETECTION}\.yml:{line_of(yml, 'parameters:')}: .*min_requestz"):
+        load_detections(detection_dir)
+
+
+def test_a_parameter_the_sql_uses_but_the_yaml_lacks_names_the_sql_file(detection_dir):
+    sql = detection_dir / f"{DETECTION}.sql"
+    sql.write_text(sql.read_text().replace("$min_requests", "$min_request_count", 1))
+    with pytest.raises(DetectionError, match=rf"{DETECTION}\.sql: .*min_request_count"):
+        load_detections(detection_dir)
+
+
+def test_malformed_detection_yaml_names_the_line(detection_dir):
+    yml = detection_dir / f"{DETECTION}.yml"
+    lines = yml.read_text().splitlines()
+    lines.insert(3, "title: [unclosed")
+    yml.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DetectionError, match=rf"{DETECTION}\.yml:\d+: invalid YAML"):
+        load_detections(detection_dir)
+
+
+def test_detection_sql_that_does_not_parse_names_the_file_and_line(detection_dir):
+    sql = detection_dir / f"{DETECTION}.sql"
+    text = sql.read_text()
+    sql.write_text(text.replace("group by account_id, window_start", "group by by account_id, window_start", 1))
+    broken_line = line_of(sql, "group by by")
+    # DuckDB's parser error carries "LINE n:" counted within the statement, which starts the file.
+    with pytest.raises(DetectionError, match=rf"(?s){DETECTION}\.sql: .*LINE {broken_line}:"):
+        load_detections(detection_dir)
+
+
+# --- usagewatch.yml -------------------------------------------------------------------------------
+
+
+def test_malformed_configuration_yaml_names_the_line(tmp_path):
+    path = write_config(tmp_path, "lake:\n  path: lake\nrouting:\n  sinks: [\n")
+    with pytest.raises(ConfigError, match=r"usagewatch\.yml:5: invalid YAML"):
+        load_config(path)
+
+
+def test_an_unknown_section_names_its_line(tmp_path):
+    path = write_config(tmp_path, "lake:\n  path: lake\nalerting:\n  sinks: []\n")
+    with pytest.raises(ConfigError, match=r"usagewatch\.yml:3: unknown section 'alerting'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("privacy", "message"),
+    [
+        ("  truncate_ip: {ipv4_prefix: 33, ipv6_prefix: 48}", r"ipv4_prefix must be an integer from 0 to 32"),
+        ("  truncate_ip: {ipv4_prefix: 24}", r"truncate_ip must be a mapping of exactly"),
+        ("  pseudonymise_api_key_id: yes please", r"pseudonymise_api_key_id must be true or false"),
+        ("  pseudonymise_api_key_id: true", r"pepper_env must name the environment variable"),
+        ("  hash_everything: true", r"unknown key\(s\) in privacy: \['hash_everything'\]"),
+    ],
+)
+def test_a_bad_privacy_section_names_the_file_and_line(tmp_path, privacy, message):
+    path = write_config(tmp_path, f"lake:\n  path: lake\nprivacy:\n{privacy}\n")
+    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:3: privacy\.?.*{message}"):
+        load_privacy(load_config(path))
+
+
+def test_a_section_that_is_not_a_mapping_names_its_line(tmp_path):
+    path = write_config(tmp_path, "lake:\n  path: lake\nrouting: [slack]\n")
+    with pytest.raises(ConfigError, match=r"usagewatch\.yml:3: section 'routing' must be a mapping"):
+        load_router(load_config(path))
+
+
+# --- unreachable broker ---------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_alert_broker_fails_within_the_routing_timeout_naming_it(tmp_path):
+    endpoint = f"127.0.0.1:{closed_port()}"
+    path = write_config(
+        tmp_path,
+        f"routing:\n  timeout_seconds: 1\n  sinks:\n    - {{name: k, type: kafka, bootstrap: '{endpoint}'}}\n",
+    )
+    sink = load_router(load_config(path)).sinks["k"]
+    alert = {"dedup_key": "d", "alert_id": "a"}
+    with pytest.raises(DeliveryError, match=endpoint):
+        sink.send(Delivery("a", "k", "trigger", 0, alert, "open", by=None, note=None, at=None))
+
+
+@pytest.mark.integration  # kafka-python's admin client waits its fixed 30 s bootstrap timeout
+def test_creating_topics_on_an_unreachable_broker_names_the_endpoint():
+    endpoint = f"127.0.0.1:{closed_port()}"
+    with pytest.raises(KafkaError, match=endpoint):
+        kafka_broker.ensure_topics(endpoint, {"access-events": 1}, timeout=2)

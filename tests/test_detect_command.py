@@ -1,0 +1,197 @@
+"""`usagewatch detect`: JSONL output as before, state across runs, --since/--until, and --every."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from lakefixture import FIXTURE_FILE_NAME, read_jsonl, write_events
+
+from pipelines import cli
+from pipelines.alert_state import AlertStore
+from pipelines.config import load_config
+from pipelines.contracts import validate_alert
+from pipelines.detections import parse_duration, parse_moment, run_incrementally
+from pipelines.paths import REPO_ROOT
+
+FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
+TRAVEL_EVENTS = read_jsonl(FIXTURES_DIR / "impossible_travel" / "positive.jsonl")
+DEADLINE_SECONDS = 60
+
+
+def events_of(account: str) -> list[dict]:
+    return [event for event in TRAVEL_EVENTS if event["account_id"] == account]
+
+
+def write_config(tmp_path: Path) -> Path:
+    path = tmp_path / "usagewatch.yml"
+    path.write_text(
+        "state:\n  path: state/state.duckdb\n  audit_log: state/audit.jsonl\n"
+        "routing:\n  sinks:\n    - {name: file, type: jsonl, path: routed.jsonl}\n"
+    )
+    return path
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def detect(tmp_path: Path, *extra: str) -> int:
+    return cli.main(
+        ["detect", "--lake", str(tmp_path / "lake"), "--config", str(write_config(tmp_path)), *extra]
+    )
+
+
+def test_output_lists_every_detected_alert_on_every_run(tmp_path, capsys):
+    write_events(tmp_path / "lake", TRAVEL_EVENTS)
+    output = tmp_path / "out" / "alerts.jsonl"
+
+    assert detect(tmp_path, "--output", str(output)) == 0
+    first = read_jsonl(output)
+    assert "state: 2 new, 0 suppressed, 0 already known" in capsys.readouterr().out
+
+    assert detect(tmp_path, "--output", str(output)) == 0
+    second = read_jsonl(output)
+    printed = capsys.readouterr().out
+
+    for alert in second:
+        validate_alert(alert)
+    assert sorted(a["entity_id"] for a in second) == ["acct-hopper", "acct-simultaneous"]
+    assert [a["alert_id"] for a in first] == [a["alert_id"] for a in second]
+    assert "state: 0 new, 0 suppressed, 2 already known" in printed
+    assert "2 alert(s) written to" in printed
+    assert len(read_jsonl(tmp_path / "routed.jsonl")) == 2  # routed once, not per run
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "expected"),
+    [
+        ("2026-03-01T09:00Z", "2026-03-01T10:45Z", ["acct-hopper"]),
+        ("2026-03-01T10:45:00+00:00", None, ["acct-simultaneous"]),
+        (None, "2026-03-01", []),
+        ("2026-03-01", "2026-03-02", ["acct-hopper", "acct-simultaneous"]),
+    ],
+)
+def test_since_and_until_restrict_the_data(tmp_path, since, until, expected):
+    write_events(tmp_path / "lake", TRAVEL_EVENTS)
+    output = tmp_path / "alerts.jsonl"
+    bounds = [*(["--since", since] if since else []), *(["--until", until] if until else [])]
+
+    assert detect(tmp_path, "--detection", "impossible_travel", "--output", str(output), *bounds) == 0
+
+    assert sorted(alert["entity_id"] for alert in read_jsonl(output)) == expected
+
+
+def test_unknown_detection_and_missing_lake_are_errors(tmp_path, capsys):
+    write_events(tmp_path / "lake", TRAVEL_EVENTS)
+    assert detect(tmp_path, "--detection", "no_such_rule") == 1
+    assert "unknown detection(s) ['no_such_rule']" in capsys.readouterr().err
+    assert cli.main(["detect", "--lake", str(tmp_path / "missing")]) == 2
+
+
+def test_duration_and_time_arguments():
+    assert parse_duration("60s") == dt.timedelta(seconds=60)
+    assert parse_duration("1.5h") == dt.timedelta(minutes=90)
+    assert parse_duration("7d") == dt.timedelta(days=7)
+    now = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    assert parse_moment("24h", now) == dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    assert parse_moment("2026-03-01T10:00") == dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)
+    assert parse_moment("2026-03-01T11:00+01:00") == dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)
+    with pytest.raises(Exception, match="not a duration"):
+        parse_duration("soon")
+    with pytest.raises(Exception, match="neither a time"):
+        parse_moment("yesterday")
+
+
+def add_lake_file(tmp_path: Path, events: list[dict], name: str) -> Path:
+    """Commit events as a new part file (written aside first, so the loop never sees it half-written)."""
+    (written,) = write_events(tmp_path / "staging", events)
+    target = tmp_path / "lake" / written.relative_to(tmp_path / "staging")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return written.rename(target.with_name(name))
+
+
+def test_every_detects_new_files_and_partitions_incrementally(tmp_path):
+    hopper = events_of("acct-hopper")
+    add_lake_file(tmp_path, hopper[:1], FIXTURE_FILE_NAME)  # one request: nothing to detect yet
+    config = load_config(str(write_config(tmp_path)))
+    output = tmp_path / "loop.jsonl"
+    stop = threading.Event()
+    cycles: list[str] = []
+    loop = threading.Thread(
+        target=run_incrementally,
+        args=(tmp_path / "lake", config, dt.timedelta(seconds=0.05), dt.timedelta(hours=24), stop),
+        kwargs={"only": ["impossible_travel"], "output": output, "log": cycles.append},
+    )
+    loop.start()
+    try:
+
+        def entities() -> list[str]:
+            return sorted(alert["entity_id"] for alert in read_jsonl(output)) if output.exists() else []
+
+        wait_until(lambda: any("1 new lake file(s)" in line for line in cycles), "the first cycle")
+        assert entities() == []
+
+        add_lake_file(tmp_path, hopper[1:], "part-fixture-1")  # a new file in the open partition hr=10
+        wait_until(lambda: entities() == ["acct-hopper"], "the hopper alert")
+
+        add_lake_file(tmp_path, events_of("acct-simultaneous"), FIXTURE_FILE_NAME)  # new partition hr=11
+        wait_until(lambda: entities() == ["acct-hopper", "acct-simultaneous"], "the second alert")
+
+        (tmp_path / "lake" / "events" / "dt=2026-03-01" / "hr=10" / "_SUCCESS").touch()
+
+        def completed() -> set[str]:
+            with AlertStore.open(tmp_path / "state" / "state.duckdb") as store:
+                return store.completed_partitions()
+
+        wait_until(lambda: "events/dt=2026-03-01/hr=10" in completed(), "the committed partition")
+    finally:
+        stop.set()
+        loop.join(timeout=DEADLINE_SECONDS)
+    assert not loop.is_alive()
+    assert len(read_jsonl(output)) == 2  # each alert once, though the hopper was re-run with hr=11
+    assert len(read_jsonl(tmp_path / "routed.jsonl")) == 2
+    assert "events/dt=2026-03-01/hr=11" not in completed()  # no _SUCCESS yet: still open
+
+
+def test_every_stops_cleanly_on_sigterm(tmp_path):
+    write_events(tmp_path / "lake", TRAVEL_EVENTS)
+    command = [
+        sys.executable, "-m", "pipelines.cli", "detect", "--lake", str(tmp_path / "lake"),
+        "--config", str(write_config(tmp_path)), "--every", "0.2s", "--detection", "impossible_travel",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout))
+    reader.start()
+    try:
+        wait_until(lambda: any("new lake file(s)" in line for line in output), "the first cycle")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=DEADLINE_SECONDS) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        reader.join(timeout=DEADLINE_SECONDS)
+    printed = "".join(output)
+    assert "state: 2 new" in printed
+    assert "SIGTERM: stopping after the current cycle" in printed
+    assert re.search(r"stopped after \d+ cycle\(s\)", printed)

@@ -1,0 +1,44 @@
+"""Geo enrichment: the bundled GeoLite2 data fills null country/ASN, and the edge's values win."""
+
+from __future__ import annotations
+
+from lakefixture import write_events
+
+from pipelines import enrichment
+from pipelines.analyst import open_lake
+
+BASE = {
+    "event_time": "2026-03-01T10:00:00.000Z", "api_key_id": "key-1", "model": "nimbus-large",
+    "endpoint": "/v1/messages", "input_tokens": 10, "output_tokens": 10, "status_code": 200,
+}  # fmt: skip
+
+
+def test_lookup_knows_public_addresses_and_refuses_private_ones():
+    google = enrichment.lookup("8.8.8.8")
+    assert google["country"] == "US" and google["asn_name"] == "GOOGLE"
+    assert enrichment.lookup("2a00:1450:4001::1")["country"] == "DE"
+    assert enrichment.lookup("10.1.2.3") is None
+    assert enrichment.lookup("not-an-ip") is None
+    assert enrichment.database_source().startswith("MAXMIND:GeoLite2")
+
+
+def test_enriched_view_fills_only_the_gaps(tmp_path):
+    write_events(tmp_path, [
+        {**BASE, "event_id": "a", "account_id": "unresolved", "source_ip": "8.8.8.8"},
+        {**BASE, "event_id": "b", "account_id": "edge", "source_ip": "8.8.4.4", "country": "FR", "asn": 3215},
+        {**BASE, "event_id": "c", "account_id": "private", "source_ip": "192.168.1.1"},
+    ])  # fmt: skip
+    con = open_lake(tmp_path)
+    try:
+        enrichment.install(con)
+        enrichment.install(con)  # idempotent: every detection run calls it
+        rows = con.execute(
+            "select account_id, country, asn_key, country_source from events_enriched order by account_id"
+        ).fetchall()
+    finally:
+        con.close()
+    assert rows == [
+        ("edge", "FR", "AS3215", "edge"),
+        ("private", None, None, None),
+        ("unresolved", "US", "name:GOOGLE", "geoip"),
+    ]

@@ -1,0 +1,186 @@
+"""Exactly once under crashes: SIGKILL the job mid-stream and resume it, restart the broker under it.
+
+Both compare the lake with ground truth computed here: no event lost, none counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from groundtruth import expected_aggregates, lake_aggregates, lake_event_ids, normalise
+
+from pipelines import kafka_broker, paths
+from pipelines.flink_job import job_command, latest_checkpoint
+from pipelines.generator import GeneratorConfig, generate_records, produce_to_kafka
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+START = datetime(2026, 11, 3, 6, 0, tzinfo=UTC)
+WORKLOAD = GeneratorConfig(seed=31, accounts=200, start=START, duration=timedelta(minutes=20), scenarios=())
+# Later traffic that moves the watermark past the workload, so every workload window closes.
+TAIL = GeneratorConfig(
+    seed=32, accounts=60, start=START + timedelta(minutes=25), duration=timedelta(minutes=3), scenarios=()
+)
+DEADLINE_S = 150.0
+
+
+class RunningJob:
+    """The aggregation job in its own process group, so a test can SIGKILL all of it (JVM included)."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log.open("ab")
+        self.process = subprocess.Popen(
+            job_command(args),
+            cwd=paths.REPO_ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signum)
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+def before(aggregates: dict[str, dict], cutoff: datetime) -> dict[str, dict]:
+    """Rows whose window starts before cutoff (the window start is the last element of each key)."""
+    naive = cutoff.replace(tzinfo=None)
+    return {
+        table: {key: value for key, value in rows.items() if key[-1] < naive}
+        for table, rows in aggregates.items()
+    }
+
+
+def wait_for(condition, what: str, job: RunningJob, deadline_s: float = DEADLINE_S):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        assert job.process.poll() is None, f"the job exited while waiting for {what}; see {job.log.name}"
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
+
+
+def workload_complete(lake_dir: Path, workload_ids: set[str], expected: dict) -> bool:
+    archived = [event_id for event_id in lake_event_ids(lake_dir) if event_id in workload_ids]
+    if len(set(archived)) < len(workload_ids):
+        return False
+    cutoff = START + WORKLOAD.duration
+    return all(
+        before(lake_aggregates(lake_dir), cutoff)[table].keys() >= rows.keys()
+        for table, rows in expected.items()
+    )
+
+
+def assert_exact(lake_dir: Path, workload: list[dict]) -> None:
+    workload_ids = {event["event_id"] for event in workload}
+    archived = Counter(event_id for event_id in lake_event_ids(lake_dir) if event_id in workload_ids)
+    assert archived == Counter(workload_ids)  # every workload event exactly once
+    cutoff = START + WORKLOAD.duration
+    assert normalise(before(lake_aggregates(lake_dir), cutoff)) == normalise(expected_aggregates(workload))
+
+
+@pytest.fixture
+def stream(kafka_bootstrap, unique_topic, tmp_path):
+    events_topic, dlq_topic = unique_topic(partitions=4), unique_topic(partitions=1)
+    lake_dir, checkpoints = tmp_path / "lake", (tmp_path / "checkpoints").as_uri()
+    args = [
+        "--source",
+        "kafka",
+        "--bootstrap-servers",
+        kafka_bootstrap,
+        "--topic",
+        events_topic,
+        "--dlq-topic",
+        dlq_topic,
+        "--group-id",
+        f"{events_topic}-job",
+        "--lake",
+        str(lake_dir),
+        "--checkpoint-dir",
+        checkpoints,
+        "--checkpoint-interval-s",
+        "2",
+    ]
+    return {
+        "topic": events_topic,
+        "lake": lake_dir,
+        "checkpoints": checkpoints,
+        "args": args,
+        "tmp": tmp_path,
+    }
+
+
+def test_sigkill_mid_stream_then_resume_from_checkpoint_is_exact(kafka_bootstrap, stream):
+    records = list(generate_records(WORKLOAD))
+    workload = [json.loads(record.value) for record in records]
+    half = len(records) // 2
+    job = RunningJob(stream["args"], stream["tmp"] / "job-1.log")
+    try:
+        produce_to_kafka(records[:half], kafka_bootstrap, stream["topic"])
+        wait_for(lambda: lake_event_ids(stream["lake"]), "the first committed checkpoint", job)
+        # Kill while the second half is streaming in.
+        producer = threading.Thread(
+            target=produce_to_kafka,
+            args=(records[half:], kafka_bootstrap, stream["topic"]),
+            kwargs={"rate": 4000},
+        )
+        producer.start()
+        time.sleep(1.0)  # let the job take in part of the second half: the crash lands mid-stream
+    finally:
+        job.kill(signal.SIGKILL)
+    committed_at_kill = len(lake_event_ids(stream["lake"]))
+    checkpoint = latest_checkpoint(stream["checkpoints"])
+    assert checkpoint is not None
+    producer.join()
+
+    restarted = time.monotonic()
+    job = RunningJob([*stream["args"], "--resume-from", checkpoint], stream["tmp"] / "job-2.log")
+    try:
+        wait_for(
+            lambda: len(lake_event_ids(stream["lake"])) > committed_at_kill,
+            "the first commit after resume",
+            job,
+        )
+        recovery_s = time.monotonic() - restarted
+        produce_to_kafka(generate_records(TAIL), kafka_bootstrap, stream["topic"])
+        expected = expected_aggregates(workload)
+        ids = {event["event_id"] for event in workload}
+        wait_for(lambda: workload_complete(stream["lake"], ids, expected), "every workload window", job)
+    finally:
+        job.kill(signal.SIGTERM)
+    assert_exact(stream["lake"], workload)
+    print(f"recovery after SIGKILL: first commit {recovery_s:.1f} s after restart")
+
+
+def test_broker_restart_mid_stream_the_job_recovers_by_itself_exactly(kafka_bootstrap, stream):
+    records = list(generate_records(WORKLOAD))
+    workload = [json.loads(record.value) for record in records]
+    half = len(records) // 2
+    job = RunningJob(stream["args"], stream["tmp"] / "job.log")
+    try:
+        produce_to_kafka(records[:half], kafka_bootstrap, stream["topic"])
+        wait_for(lambda: lake_event_ids(stream["lake"]), "the first committed checkpoint", job)
+        kafka_broker.stop()
+        time.sleep(3)  # the broker stays down across a checkpoint interval: that is the scenario
+        kafka_broker.start()
+        produce_to_kafka(records[half:], kafka_bootstrap, stream["topic"])
+        produce_to_kafka(generate_records(TAIL), kafka_bootstrap, stream["topic"])
+        expected = expected_aggregates(workload)
+        ids = {event["event_id"] for event in workload}
+        wait_for(lambda: workload_complete(stream["lake"], ids, expected), "every workload window", job)
+    finally:
+        job.kill(signal.SIGTERM)
+    assert_exact(stream["lake"], workload)

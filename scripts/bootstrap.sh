@@ -116,7 +116,25 @@ build_udf_jar() {
     say "udf jar ok"
 }
 
+# Headless Chromium renders the compliance report to PDF and checks it in the tests. Debian's package;
+# installed only where we may (root, apt-get present), otherwise those steps say what is missing.
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1; then
+        say "chromium ok"
+        return
+    fi
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        say "chromium missing: install Debian's 'chromium' package for PDF reports and the report rendering test"
+        return
+    fi
+    say "installing chromium (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    say "chromium ok"
+}
+
 require_tools
+ensure_chromium
 setup_venv
 fetch_jars kafka
 fetch_jars flink

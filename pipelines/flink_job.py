@@ -469,12 +469,20 @@ def stop_detached(timeout_s: float = 30) -> bool:
         return False
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+    while time.monotonic() < deadline and not _exited(pid):
         time.sleep(0.2)
-    if Path(f"/proc/{pid}").exists():
+    if not _exited(pid):
         os.killpg(pid, signal.SIGKILL)
     _pid_file().unlink(missing_ok=True)
     return True
+
+
+def _exited(pid: int) -> bool:
+    try:
+        # Started by this very process (the demo): reap it, or it lingers as a zombie under /proc.
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return not Path(f"/proc/{pid}").exists()
 
 
 def _cmd_job(args: argparse.Namespace) -> int:

@@ -34,8 +34,12 @@ evading_accounts as (
         throttling.org_key,
         account_windows.near_limit_minutes >= $min_near_limit_share * account_windows.active_minutes
             and account_windows.max_requests_per_minute <= $per_account_limit_per_minute as rides_the_limit,
+        -- 429s count only on an account that pushes the limit itself: a light user throttled now and
+        -- then (token limits, bursts) is ordinary noise, not load spread across a ring.
         throttling.throttled_requests >= $min_throttled_requests
-            and throttling.throttled_requests >= $min_throttled_share * account_windows.requests as throttled
+            and throttling.throttled_requests >= $min_throttled_share * account_windows.requests
+            and account_windows.max_requests_per_minute >= $near_limit_share * $per_account_limit_per_minute
+            as throttled
     from account_windows
     inner join throttling using (account_id, window_start)
     where account_windows.active_minutes >= $min_active_minutes

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from pipelines.analyst import open_lake
 
@@ -148,3 +148,23 @@ def consume_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 6
     finally:
         consumer.close()
     return messages
+
+
+def kafka_job_args(
+    bootstrap: str, topic: str, dlq_topic: str, lake_dir: Path, checkpoint_uri: str
+) -> list[str]:
+    """The aggregation job's arguments for a test's own topics, lake and checkpoints."""
+    return [
+        "--source", "kafka", "--bootstrap-servers", bootstrap, "--topic", topic, "--dlq-topic", dlq_topic,
+        "--group-id", f"{topic}-job", "--lake", str(lake_dir), "--checkpoint-dir", checkpoint_uri,
+    ]  # fmt: skip
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Messages written to the topic so far (sum of its partitions' end offsets)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()

@@ -15,6 +15,7 @@ from groundtruth import (
     consume_all,
     expected_aggregates,
     inversions,
+    kafka_job_args,
     lake_aggregates,
     lake_event_ids,
     normalise,
@@ -45,27 +46,10 @@ def test_kafka_to_lake_is_exact_with_out_of_order_events_and_dead_letters(
     assert produce_to_kafka(records, kafka_bootstrap, events_topic) == len(records)
 
     lake_dir = tmp_path / "lake"
-    code = run_job(
-        [
-            "--source",
-            "kafka",
-            "--bounded",
-            "--bootstrap-servers",
-            kafka_bootstrap,
-            "--topic",
-            events_topic,
-            "--dlq-topic",
-            dlq_topic,
-            "--group-id",
-            f"{events_topic}-job",
-            "--lake",
-            str(lake_dir),
-            "--checkpoint-dir",
-            (tmp_path / "checkpoints").as_uri(),
-            "--watermark-delay-s",
-            "10",
-        ]
+    args = kafka_job_args(
+        kafka_bootstrap, events_topic, dlq_topic, lake_dir, (tmp_path / "checkpoints").as_uri()
     )
+    code = run_job([*args, "--bounded", "--watermark-delay-s", "10"])
     assert code == 0
 
     archived = lake_event_ids(lake_dir)

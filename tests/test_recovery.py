@@ -16,7 +16,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from groundtruth import expected_aggregates, lake_aggregates, lake_event_ids, normalise
+from groundtruth import (
+    expected_aggregates,
+    kafka_job_args,
+    lake_aggregates,
+    lake_event_ids,
+    normalise,
+    topic_size,
+)
 
 from pipelines import kafka_broker, paths
 from pipelines.flink_job import job_command, latest_checkpoint
@@ -96,24 +103,8 @@ def assert_exact(lake_dir: Path, workload: list[dict]) -> None:
 def stream(kafka_bootstrap, unique_topic, tmp_path):
     events_topic, dlq_topic = unique_topic(partitions=4), unique_topic(partitions=1)
     lake_dir, checkpoints = tmp_path / "lake", (tmp_path / "checkpoints").as_uri()
-    args = [
-        "--source",
-        "kafka",
-        "--bootstrap-servers",
-        kafka_bootstrap,
-        "--topic",
-        events_topic,
-        "--dlq-topic",
-        dlq_topic,
-        "--group-id",
-        f"{events_topic}-job",
-        "--lake",
-        str(lake_dir),
-        "--checkpoint-dir",
-        checkpoints,
-        "--checkpoint-interval-s",
-        "2",
-    ]
+    args = kafka_job_args(kafka_bootstrap, events_topic, dlq_topic, lake_dir, checkpoints)
+    args += ["--checkpoint-interval-s", "2"]
     return {
         "topic": events_topic,
         "lake": lake_dir,
@@ -138,7 +129,8 @@ def test_sigkill_mid_stream_then_resume_from_checkpoint_is_exact(kafka_bootstrap
             kwargs={"rate": 4000},
         )
         producer.start()
-        time.sleep(1.0)  # let the job take in part of the second half: the crash lands mid-stream
+        # The crash lands mid-stream: once a good part of the second half is on the topic.
+        wait_for(lambda: topic_size(kafka_bootstrap, stream["topic"]) > half + 500, "the second half", job)
     finally:
         job.kill(signal.SIGKILL)
     committed_at_kill = len(lake_event_ids(stream["lake"]))
@@ -174,7 +166,8 @@ def test_broker_restart_mid_stream_the_job_recovers_by_itself_exactly(kafka_boot
         produce_to_kafka(records[:half], kafka_bootstrap, stream["topic"])
         wait_for(lambda: lake_event_ids(stream["lake"]), "the first committed checkpoint", job)
         kafka_broker.stop()
-        time.sleep(3)  # the broker stays down across a checkpoint interval: that is the scenario
+        # The scenario itself, not a synchronisation: the broker stays down across a checkpoint interval.
+        time.sleep(3)
         kafka_broker.start()
         produce_to_kafka(records[half:], kafka_bootstrap, stream["topic"])
         produce_to_kafka(generate_records(TAIL), kafka_bootstrap, stream["topic"])

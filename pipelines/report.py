@@ -88,6 +88,17 @@ left join restricted_countries as restricted
     and (restricted.effective_to is null or events_in_period.event_time < restricted.effective_to)
 """
 
+# Events that reached the job after their one-minute window had closed: they are in the archive (and so
+# in every figure of this report) but not in the *_minute aggregates, which is what readers must know.
+LATE_EVENTS_SQL = """
+select
+    count(*) as events,
+    count(distinct account_id) as accounts,
+    max(epoch_ms(watermark_at_arrival) - epoch_ms(event_time)) / 1000.0 as max_behind_watermark_s
+from late_events
+where event_time >= $start and event_time < $end
+"""
+
 TOTALS_SQL = """
 select
     count(*) as requests,
@@ -306,6 +317,8 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
         restricted_access = _rows(con, RESTRICTED_ACCESS_SQL)
         step(3, steps, "top accounts")
         top_accounts = _rows(con, TOP_ACCOUNTS_SQL, {"top": TOP_ACCOUNTS})
+        period_bounds = {"start": period.start.replace(tzinfo=None), "end": period.end.replace(tzinfo=None)}
+        late_events = _rows(con, LATE_EVENTS_SQL, period_bounds)[0]
         step(4, steps, "alerts and rings")
         stored = _stored_alerts(state_file, period)
         rings = []
@@ -379,6 +392,7 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
             "problems": [item.to_json() for item in health if item.status != "passed"],
             "degraded_periods": degraded,
             "note": degraded_note(health),
+            "late_events": late_events,
         },
     }
 

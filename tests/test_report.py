@@ -12,13 +12,23 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from test_quality import CLEAN_HOUR, DAY, DEFECT_HOUR, RESTRICTED_ACCOUNT, build_fixture_lake, write_config
+from lakefixture import write_events, write_table
+from test_quality import (
+    CLEAN_HOUR,
+    DAY,
+    DEFECT_HOUR,
+    RESTRICTED_ACCOUNT,
+    build_fixture_lake,
+    fixture_events,
+    write_config,
+)
 
 from pipelines import report
 from pipelines.alert_state import AlertStore
 from pipelines.analyst import open_lake
 from pipelines.cli import main as usagewatch
 from pipelines.detections import load_detections, run_detections
+from pipelines.lake import LATE_EVENTS
 
 ACKNOWLEDGER = "compliance-officer@example.com"
 
@@ -234,3 +244,19 @@ def test_headless_chromium_renders_the_report_without_console_errors(daily, tmp_
     screenshot, console = _render(chromium, daily["html_path"], tmp_path)
     assert console == ""
     assert_not_blank(screenshot.read_bytes())
+
+
+def test_late_events_are_counted_in_the_report(tmp_path):
+    lake = tmp_path / "lake"
+    on_time = fixture_events()[:3]
+    write_events(lake, on_time)
+    late = {**on_time[0], "event_id": "late-1", "watermark_at_arrival": f"{DAY}T{CLEAN_HOUR:02d}:59:00.000Z"}
+    late.pop("request_tags", None)
+    write_table(lake, LATE_EVENTS, [late], time_column="event_time")
+    period = report.report_period("daily", dt.date.fromisoformat(DAY))
+    data = report.gather(lake, tmp_path / "state.duckdb", period, "0" * 64)
+    assert data["data_quality"]["late_events"]["events"] == 1
+    assert data["data_quality"]["late_events"]["accounts"] == 1
+    written = report.write_report(data, report.render_charts(report.chart_specs(data)), tmp_path / "out")
+    for kind in ("html", "markdown"):
+        assert "Late events" in written[kind].read_text() and "1 account(s)" in written[kind].read_text()

@@ -16,6 +16,9 @@ from pipelines.detections import DETECTIONS_DIR, DetectionError, load_detections
 from pipelines.lake import ACCOUNT_MINUTE
 
 FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
+# The benign population with every false-positive trap (corporate NAT, heavy batch user, travellers, VPN
+# users, teams sharing templates): the negative fixture of each detection that has none of its own.
+BENIGN_TRAPS = FIXTURES_DIR / "benign_traps.jsonl"
 NOW = dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC)
 DETECTION_IDS = sorted(path.stem for path in DETECTIONS_DIR.glob("*.yml"))
 
@@ -53,6 +56,11 @@ def run_on_fixture(tmp_path: Path, events: list[dict], detection_id: str) -> lis
         con.close()
 
 
+def fixture_events(detection_id: str, kind: str) -> list[dict]:
+    own = FIXTURES_DIR / detection_id / f"{kind}.jsonl"
+    return read_jsonl(own if own.exists() or kind == "positive" else BENIGN_TRAPS)
+
+
 def expected_alerts(detection_id: str, kind: str) -> list[tuple[str, str]]:
     expected = yaml.safe_load((FIXTURES_DIR / detection_id / "expected.yml").read_text())
     return sorted((item["entity_id"], item["severity"]) for item in expected[kind])
@@ -61,7 +69,7 @@ def expected_alerts(detection_id: str, kind: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("kind", ["positive", "negative"])
 @pytest.mark.parametrize("detection_id", DETECTION_IDS)
 def test_detection_fixture(tmp_path, detection_id, kind):
-    events = read_jsonl(FIXTURES_DIR / detection_id / f"{kind}.jsonl")
+    events = fixture_events(detection_id, kind)
     for event in events:
         validate_event(event)  # fixtures are real contract events, not a private dialect
 

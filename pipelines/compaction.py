@@ -86,7 +86,9 @@ def recover(partition: Path) -> None:
         staged.unlink()  # no manifest refers to it any more (a rolled-forward one was renamed above)
 
 
-def compact_partition(con: duckdb.DuckDBPyConnection, partition: Path, min_files: int) -> PartitionResult | None:
+def compact_partition(
+    con: duckdb.DuckDBPyConnection, partition: Path, min_files: int
+) -> PartitionResult | None:
     recover(partition)
     old_files = sorted(partition.glob(COMMITTED_FILE_GLOB))
     if len(old_files) < min_files:
@@ -97,8 +99,8 @@ def compact_partition(con: duckdb.DuckDBPyConnection, partition: Path, min_files
     # union_by_name: files written before and after a schema change compact into one file with every
     # column; partition columns (dt, hr) live in the path, not the files, so hive partitioning stays off.
     con.execute(
-        f"copy (select * from read_parquet($files, union_by_name = true)) to {sql_string_literal(str(staged))}"
-        f" (format parquet, row_group_size {ROW_GROUP_SIZE})",
+        "copy (select * from read_parquet($files, union_by_name = true))"
+        f" to {sql_string_literal(str(staged))} (format parquet, row_group_size {ROW_GROUP_SIZE})",
         {"files": [str(path) for path in old_files]},
     )
     _fsync(staged)

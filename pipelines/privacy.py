@@ -81,7 +81,9 @@ def load_privacy(config: Config) -> Privacy:
     """The `privacy` section, validated; raise ConfigError (file:line) or PrivacyError (environment)."""
     section = config.section(SECTION)
     if "pepper" in section:
-        raise config.error(SECTION, "privacy.pepper: secrets never go in the file; name the variable in pepper_env")
+        raise config.error(
+            SECTION, "privacy.pepper: secrets never go in the file; name the variable in pepper_env"
+        )
     unknown = set(section) - _KEYS
     if unknown:
         raise config.error(SECTION, f"unknown key(s) in privacy: {sorted(unknown)} (known: {sorted(_KEYS)})")
@@ -92,17 +94,23 @@ def load_privacy(config: Config) -> Privacy:
     if pseudonymise_keys:
         variable = section.get("pepper_env")
         if not isinstance(variable, str) or not variable:
-            raise config.error(SECTION, "privacy.pepper_env must name the environment variable holding the pepper")
+            raise config.error(
+                SECTION, "privacy.pepper_env must name the environment variable holding the pepper"
+            )
         value = os.environ.get(variable, "")
         if len(value.encode("utf-8")) < MIN_PEPPER_BYTES:
             state = "is not set" if not value else f"is shorter than {MIN_PEPPER_BYTES} bytes"
-            raise PrivacyError(f"{config.path}: privacy: environment variable {variable} (pepper_env) {state}")
+            raise PrivacyError(
+                f"{config.path}: privacy: environment variable {variable} (pepper_env) {state}"
+            )
         pepper = value.encode("utf-8")
     prefixes: dict[str, int | None] = dict.fromkeys(_PREFIX_BITS)
     truncation = section.get("truncate_ip")
     if truncation is not None:
         if not isinstance(truncation, dict) or set(truncation) != set(_PREFIX_BITS):
-            raise config.error(SECTION, f"privacy.truncate_ip must be a mapping of exactly {sorted(_PREFIX_BITS)}")
+            raise config.error(
+                SECTION, f"privacy.truncate_ip must be a mapping of exactly {sorted(_PREFIX_BITS)}"
+            )
         for key, bits in _PREFIX_BITS.items():
             value = truncation[key]
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= bits:

@@ -51,7 +51,9 @@ def test_an_unknown_detection_parameter_names_the_yaml_line(detection_dir):
             "parameters:\n", "parameters:\n  min_requestz:\n    value: 3\n    description: a typo\n", 1
         )
     )
-    with pytest.raises(DetectionError, match=rf"{DETECTION}\.yml:{line_of(yml, 'parameters:')}: .*min_requestz"):
+    with pytest.raises(
+        DetectionError, match=rf"{DETECTION}\.yml:{line_of(yml, 'parameters:')}: .*min_requestz"
+    ):
         load_detections(detection_dir)
 
 
@@ -74,7 +76,9 @@ def test_malformed_detection_yaml_names_the_line(detection_dir):
 def test_detection_sql_that_does_not_parse_names_the_file_and_line(detection_dir):
     sql = detection_dir / f"{DETECTION}.sql"
     text = sql.read_text()
-    sql.write_text(text.replace("group by account_id, window_start", "group by by account_id, window_start", 1))
+    sql.write_text(
+        text.replace("group by account_id, window_start", "group by by account_id, window_start", 1)
+    )
     broken_line = line_of(sql, "group by by")
     # DuckDB's parser error carries "LINE n:" counted within the statement, which starts the file.
     with pytest.raises(DetectionError, match=rf"(?s){DETECTION}\.sql: .*LINE {broken_line}:"):
@@ -108,7 +112,7 @@ def test_an_unknown_section_names_its_line(tmp_path):
 )
 def test_a_bad_privacy_section_names_the_file_and_line(tmp_path, privacy, message):
     path = write_config(tmp_path, f"lake:\n  path: lake\nprivacy:\n{privacy}\n")
-    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:3: privacy\.?.*{message}"):
+    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:3: .*{message}"):
         load_privacy(load_config(path))
 
 
@@ -132,7 +136,8 @@ def test_an_unreachable_alert_broker_fails_within_the_routing_timeout_naming_it(
     endpoint = f"127.0.0.1:{closed_port()}"
     path = write_config(
         tmp_path,
-        f"routing:\n  timeout_seconds: 1\n  sinks:\n    - {{name: k, type: kafka, bootstrap: '{endpoint}'}}\n",
+        "routing:\n  timeout_seconds: 1\n  sinks:\n"
+        f"    - {{name: k, type: kafka, bootstrap: '{endpoint}'}}\n",
     )
     sink = load_router(load_config(path)).sinks["k"]
     alert = {"dedup_key": "d", "alert_id": "a"}

@@ -21,7 +21,8 @@ OPEN_HOUR = "09"  # the last hour gets no _SUCCESS marker: Flink may still be wr
 
 QUERIES = [
     "select * exclude (request_tags), list_sort(request_tags) as tags from events order by event_id",
-    "select dt, hr, count(*), sum(input_tokens), count(distinct account_id) from events group by all order by all",
+    "select dt, hr, count(*), sum(input_tokens), count(distinct account_id) from events"
+    " group by all order by all",
     "select country, count(*) from events group by all order by all",
 ]
 
@@ -38,7 +39,9 @@ def write_small_files(lake_dir: Path, events: list[dict], files: int) -> None:
 
 @pytest.fixture
 def lake(tmp_path: Path) -> Path:
-    config = GeneratorConfig(seed=5, accounts=60, hydra_accounts=20, start=START, duration=timedelta(minutes=30))
+    config = GeneratorConfig(
+        seed=5, accounts=60, hydra_accounts=20, start=START, duration=timedelta(minutes=30)
+    )
     events = list(generate_events(config))
     lake_dir = tmp_path / "lake"
     write_small_files(lake_dir, events, SMALL_FILES_PER_PARTITION)

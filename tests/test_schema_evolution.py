@@ -44,8 +44,8 @@ def event(event_id: str, moment: dt.datetime, latency_ms: int, **new_fields) -> 
     return {
         "event_id": event_id, "event_time": moment, "account_id": f"acct-{event_id}", "api_key_id": "key",
         "source_ip": "192.0.2.10", "country": country, "model": "m", "endpoint": "/v1/messages",
-        "input_tokens": 5, "output_tokens": 7, "status_code": 200, "request_tags": [], "latency_ms": latency_ms,
-        **new_fields,
+        "input_tokens": 5, "output_tokens": 7, "status_code": 200, "request_tags": [],
+        "latency_ms": latency_ms, **new_fields,
     }  # fmt: skip
 
 

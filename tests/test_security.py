@@ -41,6 +41,7 @@ def write_config(tmp_path: Path, text: str) -> Path:
 
 # --- analysts read, never write ----------------------------------------------------------------------
 
+
 # test_analyst.py covers CREATE, COPY ... TO, ATTACH, INSTALL through `usagewatch sql`; these are the
 # remaining ways to write or escape, refused before they reach DuckDB.
 @pytest.mark.parametrize(
@@ -101,7 +102,9 @@ def test_a_hostile_lake_path_is_data_not_sql(tmp_path):
     con = analyst.open_lake(lake_dir)
     try:
         assert analyst.execute_read_only(con, "select account_id from events")[1] == [("acct-1",)]
-        assert con.execute("select count(*) from duckdb_databases() where database_name = 'p'").fetchone() == (0,)
+        assert con.execute(
+            "select count(*) from duckdb_databases() where database_name = 'p'"
+        ).fetchone() == (0,)
     finally:
         con.close()
     assert not list(Path.cwd().glob("planted.duckdb")) and not list(tmp_path.rglob("planted.duckdb"))
@@ -171,10 +174,14 @@ def test_a_missing_secret_names_the_variable_and_a_set_one_is_used(tmp_path, mon
 
 def test_the_pepper_comes_only_from_the_environment(tmp_path, monkeypatch):
     literal = write_config(tmp_path, f"privacy:\n  pseudonymise_api_key_id: true\n  pepper: {PEPPER}\n")
-    with pytest.raises(ConfigError, match=r"usagewatch\.yml:1: privacy\.pepper: secrets never go in the file"):
+    with pytest.raises(
+        ConfigError, match=r"usagewatch\.yml:1: privacy\.pepper: secrets never go in the file"
+    ):
         load_privacy(load_config(str(literal)))
 
-    from_env = write_config(tmp_path, "privacy:\n  pseudonymise_api_key_id: true\n  pepper_env: UW_TEST_PEPPER\n")
+    from_env = write_config(
+        tmp_path, "privacy:\n  pseudonymise_api_key_id: true\n  pepper_env: UW_TEST_PEPPER\n"
+    )
     monkeypatch.delenv("UW_TEST_PEPPER", raising=False)
     with pytest.raises(PrivacyError, match="UW_TEST_PEPPER .*is not set"):
         load_privacy(load_config(str(from_env)))

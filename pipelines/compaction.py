@@ -34,9 +34,8 @@ from pathlib import Path
 import duckdb
 
 from pipelines.analyst import sql_string_literal
-from pipelines.lake import COMMITTED_FILE_GLOB, TABLES, LakeTable
+from pipelines.lake import COMMITTED_FILE_GLOB, SUCCESS_FILE, TABLES, LakeTable
 
-SUCCESS_FILE = "_SUCCESS"  # Flink's partition-commit marker (success-file policy, see flink_job.py)
 COMPACTED_PREFIX = "part-compacted-"
 WORK_DIR_PREFIX = ".compaction-"
 MANIFEST = "manifest.json"

@@ -37,12 +37,11 @@ from pipelines.audit import AuditLog, open_audit_log
 from pipelines.config import Config, ConfigError, load_config
 from pipelines.contracts import ALERT_SCHEMA, load_schema
 from pipelines.enrichment import install as install_enrichment
-from pipelines.lake import COMMITTED_FILE_GLOB, DEAD_LETTERS, TABLES, LakeTable
+from pipelines.lake import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
 from pipelines.paths import SQL_DIR
 from pipelines.routing import DeliveryReport, Router, RoutingError, load_router
 
 DETECTIONS_DIR = SQL_DIR / "detections"
-SUCCESS_FILE = "_SUCCESS"  # Flink's partition-commit marker (success-file policy, see flink_job.py)
 
 # key -> (expected Python type(s), what to say when it is wrong)
 _METADATA_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {

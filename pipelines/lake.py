@@ -12,6 +12,8 @@ from pathlib import Path
 
 PARTITION_COLUMNS = ("dt", "hr")
 COMMITTED_FILE_GLOB = "part-*"
+# Flink's partition-commit marker (success-file policy, see flink_job.py): the partition is closed.
+SUCCESS_FILE = "_SUCCESS"
 
 
 @dataclass(frozen=True)

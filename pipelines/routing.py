@@ -337,10 +337,12 @@ def _secret(config: Config, where: str, spec: dict[str, Any], key: str) -> str:
     return value
 
 
-def _http_url(config: Config, where: str, url: str) -> str:
+def _http_url(config: Config, where: str, url: str, secret: bool = False) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise config.error("routing", f"{where}: {url!r} is not an http(s) URL")
+        # A URL read from the environment may carry a token (Slack, webhooks): never echo it.
+        shown = "the URL from the environment" if secret else repr(url)
+        raise config.error("routing", f"{where}: {shown} is not an http(s) URL")
     return url
 
 
@@ -376,7 +378,7 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float) -> Sink:
             bootstrap=str(spec.get("bootstrap") or kafka_broker.bootstrap_servers()),
         )
     if kind == "slack":
-        url = _http_url(config, where, _secret(config, where, spec, "webhook_url_env"))
+        url = _http_url(config, where, _secret(config, where, spec, "webhook_url_env"), secret=True)
         return SlackSink(**common, actions=frozenset(ACTIONS), url=url)
     if kind == "pagerduty":
         routing_key = _secret(config, where, spec, "routing_key_env")
@@ -390,7 +392,7 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float) -> Sink:
         if urllib.parse.urlsplit(url).hostname not in LOCAL_HOSTS:
             raise config.error("routing", f"{where}: a literal 'url' must be local; use url_env for {url}")
     else:
-        url = _http_url(config, where, _secret(config, where, spec, "url_env"))
+        url = _http_url(config, where, _secret(config, where, spec, "url_env"), secret=True)
     return WebhookSink(**common, actions=frozenset({"trigger", "resolve"}), url=url)
 
 

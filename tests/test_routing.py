@@ -294,6 +294,14 @@ def test_bad_routing_config_names_the_file_and_line(tmp_path, sinks, message):
         load_router(config)
 
 
+def test_a_malformed_secret_url_is_reported_without_echoing_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("UW_TEST_SLACK_URL", "hooks.slack.example/T000/B000/secret-token")
+    config = write_config(tmp_path, "    - {type: slack, webhook_url_env: UW_TEST_SLACK_URL}\n")
+    with pytest.raises(ConfigError, match="is not an http") as raised:
+        load_router(config)
+    assert "secret-token" not in str(raised.value)
+
+
 @pytest.mark.integration
 def test_kafka_sink_publishes_the_alert(tmp_path, lake, kafka_bootstrap, unique_topic):
     from kafka import KafkaConsumer

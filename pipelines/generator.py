@@ -37,7 +37,9 @@ from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
+from pipelines.config import load_config
 from pipelines.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema
+from pipelines.privacy import Privacy, load_privacy
 
 SCENARIOS = (
     "hydra",
@@ -1124,7 +1126,22 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--labels", type=Path, help="write ground truth CSV (account_id,group,scenario_or_benign)"
     )
+    parser.add_argument(
+        "--privacy",
+        action="store_true",
+        help="apply the privacy section of the configuration (keyed-hash api_key_id, truncated IPs)",
+    )
+    parser.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
     parser.set_defaults(func=run_generate)
+
+
+def _private(records: Iterable[Record], privacy: Privacy) -> Iterator[Record]:
+    """Pseudonymise valid events as a producer would before they leave for Kafka (see privacy.py)."""
+    for record in records:
+        if record.malformed:
+            yield record
+        else:
+            yield record._replace(value=encode_event(privacy.apply(json.loads(record.value))))
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -1148,9 +1165,17 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.labels is not None:
         rows = write_labels(config, args.labels)
         print(f"wrote {rows} label rows to {args.labels}", file=sys.stderr)
+    records = generate_records(config)
+    if args.privacy:
+        try:
+            privacy = load_privacy(load_config(args.config))
+        except ValueError as error:  # ConfigError (file:line) or PrivacyError (the pepper variable)
+            print(f"usagewatch generate: {error}", file=sys.stderr)
+            return 2
+        records = _private(records, privacy)
     started = time.perf_counter()
     if args.out is not None:
-        valid, malformed = write_jsonl(generate_records(config), args.out)
+        valid, malformed = write_jsonl(records, args.out)
         target = str(args.out)
     else:
         counts = [0, 0]
@@ -1161,7 +1186,7 @@ def run_generate(args: argparse.Namespace) -> int:
                 yield record
 
         acknowledged = produce_to_kafka(
-            counted(generate_records(config)),
+            counted(records),
             args.bootstrap,
             args.topic,
             args.rate,

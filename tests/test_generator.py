@@ -15,6 +15,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from pipelines import generator
+from pipelines.cli import main as usagewatch
 from pipelines.contracts import ContractViolation, validate_event
 from pipelines.generator import (
     LABEL_COLUMNS,
@@ -329,3 +330,31 @@ def test_produce_to_kafka_delivers_every_record_keyed_by_account(kafka_bootstrap
         partitions_per_account[message.key].add(message.partition)
     assert all(len(partitions) == 1 for partitions in partitions_per_account.values())
     assert len({message.partition for message in received}) > 1
+
+
+def test_privacy_flag_pseudonymises_what_leaves_the_producer(tmp_path, monkeypatch):
+    config = tmp_path / "usagewatch.yml"
+    config.write_text(
+        "privacy:\n  pseudonymise_api_key_id: true\n  pepper_env: UW_TEST_PEPPER\n"
+        "  truncate_ip: {ipv4_prefix: 24, ipv6_prefix: 48}\n"
+    )
+    monkeypatch.setenv("UW_TEST_PEPPER", "a-pepper-of-enough-bytes")
+    out = tmp_path / "events.jsonl"
+    common = [
+        "generate",
+        "--seed",
+        "4",
+        "--accounts",
+        "30",
+        "--duration",
+        "5m",
+        "--start",
+        "2026-11-02T09:00Z",
+    ]
+    assert usagewatch([*common, "--out", str(out), "--privacy", "--config", str(config)]) == 0
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    assert events and all(event["api_key_id"].startswith("pk-") for event in events)
+    assert all(event["source_ip"].endswith(".0") for event in events if "." in event["source_ip"])
+
+    monkeypatch.delenv("UW_TEST_PEPPER")
+    assert usagewatch([*common, "--out", str(out), "--privacy", "--config", str(config)]) == 2

@@ -203,3 +203,10 @@ def test_unparsable_schema_fails_naming_file_and_line(tmp_path, monkeypatch):
     monkeypatch.setattr(contracts, "SCHEMAS_DIR", tmp_path)
     with pytest.raises(ValueError, match=r"broken\.schema\.json:3: invalid JSON"):
         load_schema("broken.schema.json")
+
+
+def test_an_impossible_calendar_date_is_rejected_like_the_jvm_parser_does():
+    event = dict(VALID_EVENT)
+    event["event_time"] = "2026-02-30T00:00:00.000Z"
+    with pytest.raises(ContractViolation, match="date-time"):
+        validate_event(event)

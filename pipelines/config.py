@@ -51,6 +51,21 @@ class Config:
         return path if path.is_absolute() else (self.path.parent / path).resolve()
 
 
+def top_level_key_lines(text: str) -> dict[str, int]:
+    """1-based line of each top-level YAML key, so errors can point at the line."""
+    root = yaml.compose(text)
+    if not isinstance(root, yaml.MappingNode):
+        return {}
+    return {key.value: key.start_mark.line + 1 for key, _ in root.value}
+
+
+def yaml_error_message(path: Path, error: yaml.YAMLError) -> str:
+    """'file:line: invalid YAML: problem' for a parse error (the line where the parser gave up)."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    return f"{where}: invalid YAML: {getattr(error, 'problem', None) or error}"
+
+
 def config_path(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
@@ -62,15 +77,12 @@ def load_config(explicit: str | None = None) -> Config:
     except OSError as error:
         raise ConfigError(f"{path}: cannot read configuration: {error.strerror}") from error
     try:
-        root = yaml.compose(text)
         data = yaml.safe_load(text) or {}
+        lines = top_level_key_lines(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}") from error
+        raise ConfigError(yaml_error_message(path, error)) from error
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the configuration must be a mapping of sections")
-    lines = {key.value: key.start_mark.line + 1 for key, _ in root.value} if root is not None else {}
     for key in data:
         if key not in SECTIONS:
             raise ConfigError(

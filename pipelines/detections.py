@@ -34,7 +34,7 @@ from pipelines.alerts import (
 )
 from pipelines.analyst import ReadOnlyViolation, check_read_only, format_table, open_lake
 from pipelines.audit import AuditLog, open_audit_log
-from pipelines.config import Config, ConfigError, load_config
+from pipelines.config import Config, ConfigError, load_config, top_level_key_lines, yaml_error_message
 from pipelines.contracts import ALERT_SCHEMA, load_schema
 from pipelines.enrichment import install as install_enrichment
 from pipelines.lake import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
@@ -88,14 +88,6 @@ class Detection:
 
     def parameter_values(self) -> dict[str, Any]:
         return {name: spec["value"] for name, spec in self.parameters.items()}
-
-
-def _top_level_key_lines(text: str) -> dict[str, int]:
-    """1-based line of each top-level YAML key, so metadata errors can point at the line."""
-    root = yaml.compose(text)
-    if not isinstance(root, yaml.MappingNode):
-        return {}
-    return {key.value: key.start_mark.line + 1 for key, _ in root.value}
 
 
 def sql_parameters(sql: str) -> set[str]:
@@ -157,11 +149,9 @@ def load_detection(yml_path: Path) -> Detection:
     text = yml_path.read_text(encoding="utf-8")
     try:
         meta = yaml.safe_load(text)
-        key_lines = _top_level_key_lines(text)
+        key_lines = top_level_key_lines(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{yml_path}:{mark.line + 1}" if mark else str(yml_path)
-        raise DetectionError(f"{where}: invalid YAML: {getattr(error, 'problem', None) or error}") from error
+        raise DetectionError(yaml_error_message(yml_path, error)) from error
     if not isinstance(meta, dict):
         raise DetectionError(f"{yml_path}:1: a detection must be a YAML mapping")
     problems = _metadata_problems(meta, yml_path.stem)

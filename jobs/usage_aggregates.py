@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     result = statement_set.execute()
     job_client = result.get_job_client()
     print(f"usagewatch-aggregates submitted as job {job_client.get_job_id()}", flush=True)
-    # Bounded sources finish on their own; a streaming job runs until it is stopped.
-    result.wait()
+    # `flink run --detached` hands the job to the cluster: the client must not stay to watch it.
+    if table_env.get_config().get("execution.attached", "true").lower() == "true":
+        # Bounded sources finish on their own; a streaming job runs until it is stopped.
+        result.wait()
 
 
 if __name__ == "__main__":

@@ -62,6 +62,26 @@ class JobConfig:
                 raise ValueError(f"{name} must be >= 0")
 
 
+# Settings that make a checkpoint or savepoint portable: restorable on the MiniCluster or a session
+# cluster, at another parallelism. The job sets them itself; `usagewatch cluster` puts them in the
+# cluster's config.yaml as well.
+PORTABLE_SETTINGS = {
+    # Kept after cancel/kill so a restarted job can resume from the last one.
+    "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+    # Operator ids from the SQL plan, not from the chained graph: chaining differs between
+    # parallelism 1 and 2, and so would hash-derived ids, which makes a savepoint unusable at another
+    # parallelism.
+    "table.exec.uid.generation": "ALWAYS",
+    # The same for state: at parallelism 1 a lake writer (max parallelism 128) would chain with its
+    # partition committer (always 1), and the savepoint would then not map onto the unchained pair.
+    "pipeline.operator-chaining.chain-operators-with-different-max-parallelism": "false",
+    # A failed job restarts from its last checkpoint by itself, backing off while a dependency is down.
+    "restart-strategy.type": "exponential-delay",
+    "restart-strategy.exponential-delay.initial-backoff": "1s",
+    "restart-strategy.exponential-delay.max-backoff": "10s",
+}
+
+
 def default_checkpoint_dir(lake_dir: str | Path) -> str:
     return (Path(lake_dir).resolve().parent / "checkpoints").as_uri()
 
@@ -84,12 +104,11 @@ def flink_configuration(config: JobConfig) -> dict[str, str]:
         "execution.checkpointing.interval": f"{config.checkpoint_interval_s} s",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.dir": checkpoint_dir,
-        # Kept after cancel/kill so a restarted job can resume from the last one.
-        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         # Event times are UTC wall-clock TIMESTAMP(3); the session zone only affects failed_at stamps.
         "table.local-time-zone": "UTC",
         # A Kafka partition with no traffic must not hold back every window.
         "table.exec.source.idle-timeout": f"{config.idle_timeout_s} s",
+        **PORTABLE_SETTINGS,
     }
     if config.resume_from:
         settings["execution.state-recovery.path"] = config.resume_from

@@ -3,6 +3,9 @@
 Runs the official Kafka 4.1 jars fetched into KAFKA_LIBS_DIR by scripts/bootstrap.sh; state (config,
 data, logs, PID file) lives under RUN_DIR/kafka. Only the process recorded in our PID file, and only if
 its command line is our broker with our config, is ever signalled.
+
+A BrokerNode is one such server process; the 3-node cluster of `usagewatch cluster` (pipelines.cluster)
+runs three of them with its own quorum and replication settings, through the same functions.
 """
 
 from __future__ import annotations
@@ -44,13 +47,7 @@ NODE_ID = 1
 MAIN_CLASS = "kafka.Kafka"
 
 KAFKA_RUN_DIR = RUN_DIR / "kafka"
-DATA_DIR = KAFKA_RUN_DIR / "data"
-LOG_DIR = KAFKA_RUN_DIR / "logs"
-SERVER_LOG = LOG_DIR / "server.log"
-# The JVM's own stdout/stderr: catches failures that happen before log4j is configured.
-CONSOLE_LOG = LOG_DIR / "console.log"
 CONFIG_FILE = KAFKA_RUN_DIR / "server.properties"
-LOG4J_CONFIG_FILE = KAFKA_RUN_DIR / "log4j2.properties"
 PID_FILE = KAFKA_RUN_DIR / "kafka.pid"
 # Serialises start/stop between concurrent callers (two pytest sessions, a CLI call during a test).
 LOCK_FILE = KAFKA_RUN_DIR / ".lock"
@@ -61,13 +58,64 @@ STOP_TIMEOUT_S = 30.0
 KILL_WAIT_S = 10.0
 POLL_INTERVAL_S = 0.25
 
-# Broker processes this Python process launched: polling them reaps the exit status, so a stopped
-# broker does not linger as a zombie that still looks alive.
+# Processes this Python process launched (brokers, and the Flink processes of pipelines.cluster):
+# polling them reaps the exit status, so a stopped one does not linger as a zombie that looks alive.
 _launched: dict[int, subprocess.Popen] = {}
 
 
 class BrokerError(RuntimeError):
     """The local broker could not be started, reached or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class BrokerNode:
+    """One KRaft server process (broker and controller) on loopback and the files it owns in run_dir."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    run_dir: Path
+    # How the node finds the controller quorum (controller.quorum.* settings).
+    quorum: Mapping[str, str]
+    # StorageTool options naming the initial controllers; none for a static controller.quorum.voters.
+    format_options: tuple[str, ...] = ()
+    # Replicas of the internal topics (offsets, transactions) and of topics created without a count,
+    # and how many of them must acknowledge an acks=all write.
+    replication: int = 1
+    min_insync_replicas: int = 1
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.run_dir / CONFIG_FILE.name
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / PID_FILE.name
+
+    @property
+    def log4j_config_file(self) -> Path:
+        return self.run_dir / "log4j2.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def server_log(self) -> Path:
+        return self.log_dir / "server.log"
+
+    @property
+    def console_log(self) -> Path:
+        # The JVM's own stdout/stderr: catches failures that happen before log4j is configured.
+        return self.log_dir / "console.log"
 
 
 @dataclass(frozen=True)
@@ -107,41 +155,62 @@ def bootstrap_servers() -> str:
     return f"{HOST}:{broker_port()}"
 
 
-def _server_properties(port: int, cport: int) -> str:
+def _dev_node(port: int, cport: int) -> BrokerNode:
+    """The single-node dev broker of `usagewatch kafka start`."""
+    return BrokerNode(
+        node_id=NODE_ID,
+        port=port,
+        controller_port=cport,
+        run_dir=KAFKA_RUN_DIR,
+        # Dynamic quorum (KIP-853): the single controller is formatted with --standalone.
+        quorum={"controller.quorum.bootstrap.servers": f"{HOST}:{cport}"},
+        format_options=("--standalone",),
+        # One node: internal topics cannot have more replicas than brokers.
+        replication=1,
+        min_insync_replicas=1,
+    )
+
+
+def server_properties(node: BrokerNode) -> str:
+    port, cport = node.port, node.controller_port
     settings = {
         "process.roles": "broker,controller",
-        "node.id": NODE_ID,
-        # Dynamic quorum (KIP-853): the single controller is formatted with --standalone.
-        "controller.quorum.bootstrap.servers": f"{HOST}:{cport}",
+        "node.id": node.node_id,
+        **node.quorum,
         "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}",
         "advertised.listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "log.dirs": DATA_DIR,
+        "log.dirs": node.data_dir,
         "num.partitions": 4,
-        # One node: internal topics cannot have more replicas than brokers.
-        "offsets.topic.replication.factor": 1,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
-        "share.coordinator.state.topic.replication.factor": 1,
-        "share.coordinator.state.topic.min.isr": 1,
+        "default.replication.factor": node.replication,
+        "min.insync.replicas": node.min_insync_replicas,
+        "offsets.topic.replication.factor": node.replication,
+        "transaction.state.log.replication.factor": node.replication,
+        "transaction.state.log.min.isr": node.min_insync_replicas,
+        "share.coordinator.state.topic.replication.factor": node.replication,
+        "share.coordinator.state.topic.min.isr": node.min_insync_replicas,
         # Consumers join immediately instead of waiting 3 s for more group members.
         "group.initial.rebalance.delay.ms": 0,
         # Topics are created on purpose (`usagewatch kafka topics`); a typo must not create one.
         "auto.create.topics.enable": "false",
     }
     lines = [f"{key}={value}" for key, value in settings.items()]
-    return "# Written by `usagewatch kafka start`; regenerated on every start.\n" + "\n".join(lines) + "\n"
+    return "# Written by usagewatch; regenerated on every start.\n" + "\n".join(lines) + "\n"
 
 
-def _log4j_config() -> str:
+def _server_properties(port: int, cport: int) -> str:
+    return server_properties(_dev_node(port, cport))
+
+
+def _log4j_config(server_log: Path) -> str:
     # Size-capped so a long-running dev broker cannot fill the disk.
     return f"""status = warn
 appender.file.type = RollingFile
 appender.file.name = FILE
-appender.file.fileName = {SERVER_LOG}
-appender.file.filePattern = {SERVER_LOG}.%i
+appender.file.fileName = {server_log}
+appender.file.filePattern = {server_log}.%i
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
 appender.file.policies.type = Policies
@@ -175,36 +244,36 @@ def _new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _format_storage_once(java: str, classpath: str) -> None:
-    if (DATA_DIR / "meta.properties").exists():
+def _format_storage_once(node: BrokerNode, java: str, classpath: str, cluster_id: str) -> None:
+    if (node.data_dir / "meta.properties").exists():
         return
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    node.data_dir.mkdir(parents=True, exist_ok=True)
     command = [
         java,
-        f"-Dlog4j2.configurationFile={LOG4J_CONFIG_FILE}",
+        f"-Dlog4j2.configurationFile={node.log4j_config_file}",
         "-cp",
         classpath,
         "kafka.tools.StorageTool",
         "format",
-        "--standalone",
-        "-t",
-        _new_cluster_id(),
+        *node.format_options,
+        # One argument: an id may start with "-" (base64url), which argparse would take for an option.
+        f"--cluster-id={cluster_id}",
         "-c",
-        str(CONFIG_FILE),
+        str(node.config_file),
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise BrokerError(f"formatting {DATA_DIR} failed:\n{result.stdout}{result.stderr}")
+        raise BrokerError(f"formatting {node.data_dir} failed:\n{result.stdout}{result.stderr}")
 
 
-def _read_cmdline(pid: int) -> str | None:
+def read_cmdline(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
 
 
-def _is_alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     launched = _launched.get(pid)
     if launched is not None:
         return launched.poll() is None
@@ -217,27 +286,28 @@ def _is_alive(pid: int) -> bool:
     return True
 
 
-def _is_our_broker(pid: int) -> bool:
+def _is_our_broker(pid: int, config_file: Path) -> bool:
     """True if pid is alive and runs kafka.Kafka with our config (PIDs get reused)."""
-    if not _is_alive(pid):
+    if not is_alive(pid):
         return False
-    cmdline = _read_cmdline(pid)
-    return cmdline is not None and MAIN_CLASS in cmdline and str(CONFIG_FILE) in cmdline
+    cmdline = read_cmdline(pid)
+    return cmdline is not None and MAIN_CLASS in cmdline and str(config_file) in cmdline
 
 
-def _recorded_pid() -> int | None:
+def _recorded_pid(pid_file: Path) -> int | None:
     try:
-        return int(PID_FILE.read_text().strip())
+        return int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
 
 
-def _running_pid() -> int | None:
-    pid = _recorded_pid()
-    return pid if pid is not None and _is_our_broker(pid) else None
+def running_pid(node: BrokerNode) -> int | None:
+    """The node's broker process if it is running (and is ours), else None."""
+    pid = _recorded_pid(node.pid_file)
+    return pid if pid is not None and _is_our_broker(pid, node.config_file) else None
 
 
-def _ensure_port_free(port: int, variable: str) -> None:
+def _ensure_port_free(port: int, pid_file: Path, hint: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # Same option the broker's acceptor uses, so sockets in TIME_WAIT don't count as taken.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -245,18 +315,18 @@ def _ensure_port_free(port: int, variable: str) -> None:
             probe.bind((HOST, port))
         except OSError as error:
             raise BrokerError(
-                f"{HOST}:{port} is already in use by another process (not the broker in {PID_FILE}); "
-                f"stop it or choose another port with {variable}"
+                f"{HOST}:{port} is already in use by another process (not the broker in {pid_file}); "
+                f"stop it or {hint}"
             ) from error
 
 
-def _log_tail(lines: int = 40) -> str:
+def _log_tail(node: BrokerNode, lines: int = 40) -> str:
     parts = []
-    for log in (CONSOLE_LOG, SERVER_LOG):
+    for log in (node.console_log, node.server_log):
         if log.exists() and log.stat().st_size:
             tail = log.read_text(errors="replace").splitlines()[-lines:]
             parts.append(f"--- last lines of {log} ---\n" + "\n".join(tail))
-    return "\n".join(parts) or f"(no log written under {LOG_DIR})"
+    return "\n".join(parts) or f"(no log written under {node.log_dir})"
 
 
 def _broker_answers(port: int) -> bool:
@@ -286,53 +356,77 @@ def _exclusive() -> Iterator[None]:
         yield
 
 
+def launch(node: BrokerNode, cluster_id: str, port_hint: str) -> subprocess.Popen:
+    """Write the node's config, format its storage on first use and start its process (not waiting).
+
+    Nodes of one cluster share cluster_id. port_hint tells the user how to pick other ports.
+    """
+    java, classpath = _java(), _classpath()
+    _ensure_port_free(node.port, node.pid_file, port_hint)
+    _ensure_port_free(node.controller_port, node.pid_file, port_hint)
+    node.log_dir.mkdir(parents=True, exist_ok=True)
+    node.config_file.write_text(server_properties(node))
+    node.log4j_config_file.write_text(_log4j_config(node.server_log))
+    _format_storage_once(node, java, classpath, cluster_id)
+    command = [
+        java,
+        "-Xmx512m",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={node.log4j_config_file}",
+        "-cp",
+        classpath,
+        MAIN_CLASS,
+        str(node.config_file),
+    ]
+    process = spawn(command, node.console_log)
+    node.pid_file.write_text(f"{process.pid}\n")
+    return process
+
+
+def spawn(command: list[str], console_log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start a server process whose stdout/stderr append to console_log."""
+    with console_log.open("ab") as console:
+        # Own session: the server outlives this command and ignores the terminal's Ctrl-C.
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=console,
+            start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
+        )
+    _launched[process.pid] = process
+    return process
+
+
+def wait_until_serving(node: BrokerNode, process: subprocess.Popen, deadline: float) -> None:
+    """Return once the node answers metadata requests; stop it and raise if it exits or times out."""
+    while not _broker_answers(node.port):
+        if process.poll() is not None:
+            node.pid_file.unlink(missing_ok=True)
+            raise BrokerError(
+                f"broker exited with code {process.returncode} while starting\n{_log_tail(node)}"
+            )
+        if time.monotonic() > deadline:
+            stop_process(process.pid, STOP_TIMEOUT_S, node.pid_file)
+            raise BrokerError(f"broker did not answer on {node.bootstrap} in time\n{_log_tail(node)}")
+        time.sleep(POLL_INTERVAL_S)
+
+
 def start(timeout: float = START_TIMEOUT_S) -> StartResult:
     """Start the broker unless ours is already running; returns once it answers metadata requests."""
     began = time.monotonic()
-    port, cport = broker_port(), controller_port()
-    bootstrap = f"{HOST}:{port}"
+    node = _dev_node(broker_port(), controller_port())
     with _exclusive():
-        pid = _running_pid()
+        pid = running_pid(node)
         if pid is not None:
-            return StartResult(pid, bootstrap, already_running=True, seconds=0.0)
-        java, classpath = _java(), _classpath()
-        _ensure_port_free(port, BROKER_PORT_ENV)
-        _ensure_port_free(cport, CONTROLLER_PORT_ENV)
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        CONFIG_FILE.write_text(_server_properties(port, cport))
-        LOG4J_CONFIG_FILE.write_text(_log4j_config())
-        _format_storage_once(java, classpath)
-        command = [
-            java,
-            "-Xmx512m",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={LOG4J_CONFIG_FILE}",
-            "-cp",
-            classpath,
-            MAIN_CLASS,
-            str(CONFIG_FILE),
-        ]
-        with CONSOLE_LOG.open("ab") as console:
-            # Own session: the broker outlives this command and ignores the terminal's Ctrl-C.
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True
-            )
-        _launched[process.pid] = process
-        PID_FILE.write_text(f"{process.pid}\n")
-        deadline = began + timeout
-        while not _broker_answers(port):
-            if process.poll() is not None:
-                PID_FILE.unlink(missing_ok=True)
-                raise BrokerError(
-                    f"broker exited with code {process.returncode} while starting\n{_log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                _stop_pid(process.pid, STOP_TIMEOUT_S)
-                raise BrokerError(
-                    f"broker did not answer on {bootstrap} within {timeout:.0f} s\n{_log_tail()}"
-                )
-            time.sleep(POLL_INTERVAL_S)
-        return StartResult(process.pid, bootstrap, already_running=False, seconds=time.monotonic() - began)
+            return StartResult(pid, node.bootstrap, already_running=True, seconds=0.0)
+        hint = f"choose other ports with {BROKER_PORT_ENV} / {CONTROLLER_PORT_ENV}"
+        process = launch(node, _new_cluster_id(), hint)
+        wait_until_serving(node, process, deadline=began + timeout)
+        return StartResult(
+            process.pid, node.bootstrap, already_running=False, seconds=time.monotonic() - began
+        )
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -343,49 +437,66 @@ def _signal(pid: int, signum: int) -> None:
 
 def _exited_within(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _is_alive(pid):
+    while is_alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(POLL_INTERVAL_S)
     return True
 
 
-def _stop_pid(pid: int, timeout: float) -> None:
-    # SIGTERM lets the broker flush and close its logs cleanly; SIGKILL only if it hangs.
+def stop_process(pid: int, timeout: float, pid_file: Path) -> None:
+    """SIGTERM pid, SIGKILL it if still alive after timeout, then drop its PID file."""
+    # SIGTERM lets the server flush and close its logs cleanly; SIGKILL only if it hangs.
     _signal(pid, signal.SIGTERM)
     if not _exited_within(pid, timeout):
         _signal(pid, signal.SIGKILL)
         if not _exited_within(pid, KILL_WAIT_S):
-            raise BrokerError(f"broker pid {pid} is still alive after SIGKILL")
+            raise BrokerError(f"pid {pid} is still alive after SIGKILL")
     _launched.pop(pid, None)
-    PID_FILE.unlink(missing_ok=True)
+    pid_file.unlink(missing_ok=True)
+
+
+def stop_node(node: BrokerNode, timeout: float = STOP_TIMEOUT_S) -> int | None:
+    """Stop the node's broker (SIGTERM, then SIGKILL after `timeout`); its pid, or None if not running."""
+    pid = running_pid(node)
+    if pid is None:
+        # A PID file naming a dead or foreign process is stale: drop it, signal nothing.
+        node.pid_file.unlink(missing_ok=True)
+        return None
+    stop_process(pid, timeout, node.pid_file)
+    return pid
 
 
 def stop(timeout: float = STOP_TIMEOUT_S) -> int | None:
     """Stop our broker (SIGTERM, then SIGKILL after `timeout`); returns its pid, or None if not running."""
     with _exclusive():
-        pid = _running_pid()
-        if pid is None:
-            # A PID file naming a dead or foreign process is stale: drop it, signal nothing.
-            PID_FILE.unlink(missing_ok=True)
-            return None
-        _stop_pid(pid, timeout)
-        return pid
+        return stop_node(_dev_node(broker_port(), controller_port()), timeout)
 
 
 def status() -> BrokerStatus:
-    pid = _running_pid()
+    pid = running_pid(_dev_node(broker_port(), controller_port()))
     return BrokerStatus(running=pid is not None, pid=pid, bootstrap=bootstrap_servers())
 
 
 def ensure_topics(
-    bootstrap: str, topics: Mapping[str, int], replication: int = 1, timeout: float = 30.0
+    bootstrap: str,
+    topics: Mapping[str, int],
+    replication: int = 1,
+    timeout: float = 30.0,
+    configs: Mapping[str, str] | None = None,
 ) -> None:
-    """Create the topics ({name: partitions}) that do not exist yet and wait until all have leaders."""
+    """Create the topics ({name: partitions}) that do not exist yet and wait until all have leaders.
+
+    configs (e.g. min.insync.replicas) apply to the topics created here, not to existing ones.
+    """
     with KafkaAdminClient(bootstrap_servers=bootstrap, client_id="usagewatch-admin") as admin:
         response = admin.create_topics(
             {
-                name: {"num_partitions": partitions, "replication_factor": replication}
+                name: {
+                    "num_partitions": partitions,
+                    "replication_factor": replication,
+                    "configs": dict(configs or {}),
+                }
                 for name, partitions in topics.items()
             },
             raise_errors=False,

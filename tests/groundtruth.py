@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
 from pipelines.analyst import open_lake
+from pipelines.generator import GeneratorConfig
 
 
 def _event_time(event: dict) -> datetime:
@@ -168,3 +169,41 @@ def topic_size(bootstrap: str, topic: str) -> int:
         return sum(consumer.end_offsets(partitions).values())
     finally:
         consumer.close()
+
+
+# A workload for stream scenarios (crashes, restarts, rescaling), and later traffic that moves the
+# watermark past it so that every workload window closes.
+START = datetime(2026, 11, 3, 6, 0, tzinfo=UTC)
+WORKLOAD = GeneratorConfig(seed=31, accounts=200, start=START, duration=timedelta(minutes=20), scenarios=())
+# Later traffic that moves the watermark past the workload, so every workload window closes.
+TAIL = GeneratorConfig(
+    seed=32, accounts=60, start=START + timedelta(minutes=25), duration=timedelta(minutes=3), scenarios=()
+)
+
+
+def before(aggregates: dict[str, dict], cutoff: datetime) -> dict[str, dict]:
+    """Rows whose window starts before cutoff (the window start is the last element of each key)."""
+    naive = cutoff.replace(tzinfo=None)
+    return {
+        table: {key: value for key, value in rows.items() if key[-1] < naive}
+        for table, rows in aggregates.items()
+    }
+
+
+def workload_complete(lake_dir: Path, workload_ids: set[str], expected: dict) -> bool:
+    archived = [event_id for event_id in lake_event_ids(lake_dir) if event_id in workload_ids]
+    if len(set(archived)) < len(workload_ids):
+        return False
+    cutoff = START + WORKLOAD.duration
+    return all(
+        before(lake_aggregates(lake_dir), cutoff)[table].keys() >= rows.keys()
+        for table, rows in expected.items()
+    )
+
+
+def assert_exact(lake_dir: Path, workload: list[dict]) -> None:
+    workload_ids = {event["event_id"] for event in workload}
+    archived = Counter(event_id for event_id in lake_event_ids(lake_dir) if event_id in workload_ids)
+    assert archived == Counter(workload_ids)  # every workload event exactly once
+    cutoff = START + WORKLOAD.duration
+    assert normalise(before(lake_aggregates(lake_dir), cutoff)) == normalise(expected_aggregates(workload))

@@ -11,32 +11,26 @@ import signal
 import subprocess
 import threading
 import time
-from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from groundtruth import (
+    TAIL,
+    WORKLOAD,
+    assert_exact,
     expected_aggregates,
     kafka_job_args,
-    lake_aggregates,
     lake_event_ids,
-    normalise,
     topic_size,
+    workload_complete,
 )
 
 from pipelines import kafka_broker, paths
 from pipelines.flink_job import job_command, latest_checkpoint
-from pipelines.generator import GeneratorConfig, generate_records, produce_to_kafka
+from pipelines.generator import generate_records, produce_to_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-START = datetime(2026, 11, 3, 6, 0, tzinfo=UTC)
-WORKLOAD = GeneratorConfig(seed=31, accounts=200, start=START, duration=timedelta(minutes=20), scenarios=())
-# Later traffic that moves the watermark past the workload, so every workload window closes.
-TAIL = GeneratorConfig(
-    seed=32, accounts=60, start=START + timedelta(minutes=25), duration=timedelta(minutes=3), scenarios=()
-)
 DEADLINE_S = 150.0
 
 
@@ -60,15 +54,6 @@ class RunningJob:
         self.log.close()
 
 
-def before(aggregates: dict[str, dict], cutoff: datetime) -> dict[str, dict]:
-    """Rows whose window starts before cutoff (the window start is the last element of each key)."""
-    naive = cutoff.replace(tzinfo=None)
-    return {
-        table: {key: value for key, value in rows.items() if key[-1] < naive}
-        for table, rows in aggregates.items()
-    }
-
-
 def wait_for(condition, what: str, job: RunningJob, deadline_s: float = DEADLINE_S):
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -78,25 +63,6 @@ def wait_for(condition, what: str, job: RunningJob, deadline_s: float = DEADLINE
         assert job.process.poll() is None, f"the job exited while waiting for {what}; see {job.log.name}"
         time.sleep(0.5)
     raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
-
-
-def workload_complete(lake_dir: Path, workload_ids: set[str], expected: dict) -> bool:
-    archived = [event_id for event_id in lake_event_ids(lake_dir) if event_id in workload_ids]
-    if len(set(archived)) < len(workload_ids):
-        return False
-    cutoff = START + WORKLOAD.duration
-    return all(
-        before(lake_aggregates(lake_dir), cutoff)[table].keys() >= rows.keys()
-        for table, rows in expected.items()
-    )
-
-
-def assert_exact(lake_dir: Path, workload: list[dict]) -> None:
-    workload_ids = {event["event_id"] for event in workload}
-    archived = Counter(event_id for event_id in lake_event_ids(lake_dir) if event_id in workload_ids)
-    assert archived == Counter(workload_ids)  # every workload event exactly once
-    cutoff = START + WORKLOAD.duration
-    assert normalise(before(lake_aggregates(lake_dir), cutoff)) == normalise(expected_aggregates(workload))
 
 
 @pytest.fixture

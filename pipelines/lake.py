@@ -10,10 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 PARTITION_COLUMNS = ("dt", "hr")
 COMMITTED_FILE_GLOB = "part-*"
 # Flink's partition-commit marker (success-file policy, see flink_job.py): the partition is closed.
 SUCCESS_FILE = "_SUCCESS"
+
+
+# Flink SQL type -> the Arrow type Flink's Parquet writer produces (timestamps: no zone, values UTC).
+ARROW_TYPES = {
+    "STRING": pa.string(),
+    "TIMESTAMP(3)": pa.timestamp("ms"),
+    "BIGINT": pa.int64(),
+    "INT": pa.int32(),
+    "DOUBLE": pa.float64(),
+    "ARRAY<STRING>": pa.list_(pa.string()),
+}
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,12 @@ class LakeTable:
 
     def path(self, lake_dir: str | Path) -> Path:
         return Path(lake_dir) / self.name
+
+    def arrow_schema(self) -> pa.Schema:
+        """The schema of this table's Parquet files (partition columns live in folder names only)."""
+        return pa.schema(
+            [(name, ARROW_TYPES[kind]) for name, kind in self.columns if name not in PARTITION_COLUMNS]
+        )
 
     def glob(self, lake_dir: str | Path) -> str:
         """DuckDB read_parquet glob over committed files of every partition."""

@@ -12,16 +12,6 @@ import pyarrow.parquet as pq
 
 from pipelines.lake import EVENTS, PARTITION_COLUMNS, LakeTable
 
-# Flink SQL type -> the Arrow type Flink's Parquet writer produces (timestamps: no zone, values UTC).
-_ARROW_TYPES = {
-    "STRING": pa.string(),
-    "TIMESTAMP(3)": pa.timestamp("ms"),
-    "BIGINT": pa.int64(),
-    "INT": pa.int32(),
-    "DOUBLE": pa.float64(),
-    "ARRAY<STRING>": pa.list_(pa.string()),
-}
-
 # Matches the sink's committed-file glob `part-*`; Flink's own names carry no extension either.
 FIXTURE_FILE_NAME = "part-fixture-0"
 
@@ -34,18 +24,12 @@ def parse_utc(value: str | dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def _file_schema(table: LakeTable) -> pa.Schema:
-    return pa.schema(
-        [(name, _ARROW_TYPES[kind]) for name, kind in table.columns if name not in PARTITION_COLUMNS]
-    )
-
-
 def write_table(lake_dir: str | Path, table: LakeTable, rows: list[dict], time_column: str) -> list[Path]:
     """Write rows into dt=YYYY-MM-DD/hr=HH folders chosen by `time_column`; returns the files written.
 
     Missing columns become nulls; an unknown column is an error (a typo would silently test nothing).
     """
-    schema = _file_schema(table)
+    schema = table.arrow_schema()
     unknown = {key for row in rows for key in row} - set(schema.names) - set(PARTITION_COLUMNS)
     if unknown:
         raise ValueError(f"columns not in lake table {table.name}: {sorted(unknown)}")

@@ -1,0 +1,243 @@
+"""python -m bench [--smoke] [--sections ...]: run the benchmarks, print the table, write the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import alert_latency, detection, machine, throughput
+from bench.workload import Workload, load_topic
+from pipelines import kafka_broker, paths
+
+SECTIONS = ("throughput", "detection", "latency")
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+@dataclass(frozen=True)
+class Profile:
+    event_sizes: tuple[int, ...]
+    generator_accounts: int
+    # (b) and (c) run only up to this size: at their speed 5M events alone would take most of the budget.
+    alternatives_up_to: int
+    detection_accounts: tuple[int, ...]
+    detection_days: int
+    files_per_partition: int
+    injections: int
+    injection_interval_s: float
+    run_timeout_s: float
+
+
+FULL = Profile((1_000_000, 5_000_000), 10_000, 1_000_000, (1_000, 10_000), 7, 12, 20, 3.0, 900)
+SMOKE = Profile((20_000,), 200, 20_000, (50,), 1, 2, 3, 3.0, 600)
+
+
+def run_throughput(
+    profile: Profile, variants: tuple[str, ...], work_dir: Path, seed: int, bootstrap: str
+) -> dict:
+    loads, runs = [], []
+    for events in profile.event_sizes:
+        workload = Workload(seed=seed, events=events, accounts=profile.generator_accounts)
+        loads.append({"events": events, **load_topic(workload, bootstrap, work_dir / "cache")})
+        for variant in variants:
+            if variant != "flink_java_udf" and events > profile.alternatives_up_to:
+                continue
+            print(f"  throughput: {variant} over {events:,} events ...", file=sys.stderr, flush=True)
+            runs.append(throughput.run_variant(variant, workload, work_dir, bootstrap, profile.run_timeout_s))
+    baseline = {run["events"]: run["events_per_s"] for run in runs if run["variant"] == "flink_java_udf"}
+    for run in runs:
+        if run["events"] in baseline:
+            run["ratio_to_a"] = round(run["events_per_s"] / baseline[run["events"]], 2)
+    return {"topic_loads": loads, "runs": runs}
+
+
+def _row(cells: list, widths: list[int]) -> str:
+    return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+
+def _table(title: str, header: list[str], rows: list[list]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = [title, _row(header, widths), _row(["-" * width for width in widths], widths)]
+    return "\n".join(lines + [_row(row, widths) for row in rows])
+
+
+def format_report(results: dict) -> str:
+    host = results["machine"]
+    parts = [
+        f"machine: {host['nproc']} cores, {host['memory_gib']} GiB, load average at start "
+        f"{' / '.join(map(str, host['load_average_at_start']))} (1/5/15 min)"
+    ]
+    if "throughput" in results:
+        rows = [
+            [
+                run["variant"],
+                f"{run['events']:,}",
+                f"{run['events_per_s']:,}",
+                run.get("ratio_to_a", "-"),
+                run["processing_s"],
+                run["wall_s"],
+                "yes" if run["lake"]["exact"] else "NO",
+                run["lake"]["late_events"],
+                run["peak_rss_mib"]["sum_of_groups_at_peak"],
+            ]
+            for run in results["throughput"]["runs"]
+        ]
+        header = [
+            "variant",
+            "events",
+            "events/s",
+            "ratio to (a)",
+            "processing s",
+            "wall s",
+            "exact",
+            "late",
+            "peak RSS MiB",
+        ]
+        parts.append(_table("1. throughput: Kafka -> job -> committed Parquet", header, rows))
+        memory = [
+            [
+                run["variant"],
+                f"{run['events']:,}",
+                *(run["peak_rss_mib"][group] for group in ("broker", "flink_jvm", "python")),
+            ]
+            for run in results["throughput"]["runs"]
+        ]
+        parts.append(
+            _table(
+                "4. peak RSS (MiB) during 1", ["variant", "events", "broker", "flink JVM", "python"], memory
+            )
+        )
+    if "detection" in results:
+        rows = [
+            [
+                f"{size['lake']['accounts']:,}",
+                size["lake"]["days"],
+                f"{size['lake']['events']:,}",
+                f"{size['lake']['account_minute_rows']:,}",
+                size["lake"]["parquet_files"],
+                size["small_files"]["cold_s"],
+                size["small_files"]["warm_s"],
+                size["compact_s"],
+                size["compacted"]["cold_s"],
+                size["compacted"]["warm_s"],
+                size["compacted"]["peak_rss_mib"],
+            ]
+            for size in results["detection"]
+        ]
+        header = [
+            "accounts",
+            "days",
+            "events",
+            "account_minute",
+            "small files",
+            "cold s",
+            "warm s",
+            "compact s",
+            "compacted cold s",
+            "compacted warm s",
+            "DuckDB RSS MiB",
+        ]
+        parts.append(_table("2. detection suite (all enabled detections)", header, rows))
+        largest = results["detection"][-1]["compacted"]["per_detection_s"]
+        slowest = sorted(largest.items(), key=lambda item: -item[1]["warm"])
+        parts.append(
+            _table(
+                "   per detection, largest lake compacted (s)",
+                ["detection", "cold", "warm"],
+                [[name, t["cold"], t["warm"]] for name, t in slowest],
+            )
+        )
+    if "latency" in results:
+        latency = results["latency"]
+        parts.append(
+            _table(
+                "3. event-to-alert latency (continuous job + detect --every 5s)",
+                ["injections", "alerted", "p50 s", "p99 s", "max s"],
+                [
+                    [
+                        latency["injections"],
+                        latency["alerted"],
+                        latency.get("p50_s", "-"),
+                        latency.get("p99_s", "-"),
+                        latency.get("max_s", "-"),
+                    ]
+                ],
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split(":")[1].strip())
+    parser.add_argument("--smoke", action="store_true", help="small sizes: checks the benchmark still works")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--variants",
+        default=",".join(throughput.VARIANTS),
+        help="throughput variants, comma list of "
+        + ", ".join(throughput.VARIANTS + throughput.WHAT_IF_VARIANTS),
+    )
+    parser.add_argument(
+        "--events", help="comma list of workload sizes instead of the profile's (e.g. 1000000)"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=paths.RUN_DIR / "bench",
+        help="lakes, topics' base files and logs (default .run/bench)",
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="result JSON")
+    args = parser.parse_args(argv)
+    sections = tuple(name.strip() for name in args.sections.split(",") if name.strip())
+    variants = tuple(name.strip() for name in args.variants.split(",") if name.strip())
+    known_variants = set(throughput.VARIANTS) | set(throughput.WHAT_IF_VARIANTS)
+    unknown = sorted(set(sections) - set(SECTIONS)) + sorted(set(variants) - known_variants)
+    if unknown:
+        parser.error(f"unknown section(s)/variant(s): {', '.join(unknown)}")
+    profile = SMOKE if args.smoke else FULL
+    if args.events:
+        sizes = tuple(int(size) for size in args.events.split(","))
+        profile = dataclasses.replace(profile, event_sizes=sizes, alternatives_up_to=max(sizes))
+    started = time.perf_counter()
+    results: dict = {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": "smoke" if args.smoke else "full",
+        "machine": machine.describe(),
+        "profile": profile.__dict__,
+    }
+    work_dir = args.work_dir.resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    needs_broker = "throughput" in sections or "latency" in sections
+    bootstrap = kafka_broker.start().bootstrap if needs_broker else None
+    if "throughput" in sections:
+        results["throughput"] = run_throughput(profile, variants, work_dir, args.seed, bootstrap)
+    if "detection" in sections:
+        print("  detection suite ...", file=sys.stderr, flush=True)
+        results["detection"] = detection.run(
+            work_dir,
+            profile.detection_accounts,
+            profile.detection_days,
+            profile.files_per_partition,
+            args.seed,
+        )
+    if "latency" in sections:
+        print("  event-to-alert latency ...", file=sys.stderr, flush=True)
+        results["latency"] = alert_latency.run(
+            work_dir / "latency", bootstrap, profile.injections, profile.injection_interval_s
+        )
+    results["total_s"] = round(time.perf_counter() - started, 1)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_report(results))
+    print(f"\ntotal {results['total_s']} s; results in {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Measurement 2: detection suite latency over a synthetic lake (7 days in the full run), cold and warm,
+per detection, with the small files a streaming sink leaves behind versus the same lake compacted.
+
+The lake is written directly with pyarrow in the layout of pipelines/lake.py: an events table drawn per
+account (each account is active in ~2% of the minutes, ~2 requests per active minute, a few IPs, one
+ASN per IP, some on hosting/VPN networks, a few in restricted regions), and the four *_minute tables
+aggregated from it with the job's own definitions (DuckDB over the events). "Small files" splits every
+hour partition into `files_per_partition` time-ordered part files, like a sink that commits every
+60/files_per_partition minutes; "compacted" is the same lake after `usagewatch compact`
+(pipelines/compaction.py).
+
+Each timing runs in a fresh child process (python -m bench.detection --lake DIR): "cold" is the first
+run of each detection on a new DuckDB connection (the OS page cache is not dropped: the machine is
+shared), "warm" the second run on the same connection. The child's peak RSS is DuckDB's plus Python's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines import compaction, lake, paths
+from pipelines.analyst import open_lake
+from pipelines.detections import SUCCESS_FILE, load_detections, run_detection
+from pipelines.flink_job import WINDOW_AGGREGATES
+
+LAKE_START = dt.datetime(2026, 1, 5)
+ACTIVE_MINUTE_SHARE = 0.02
+MEAN_REQUESTS_PER_ACTIVE_MINUTE = 2.0
+# (country, latitude, longitude, share of accounts): mostly unrestricted, a few embargoed (IR, KP).
+HOMES = (
+    ("US", 40.7128, -74.0060, 0.40),
+    ("IN", 19.0760, 72.8777, 0.15),
+    ("GB", 51.5072, -0.1276, 0.10),
+    ("DE", 52.5200, 13.4050, 0.10),
+    ("BR", -23.5505, -46.6333, 0.10),
+    ("JP", 35.6762, 139.6503, 0.097),
+    ("SG", 1.3521, 103.8198, 0.05),
+    ("IR", 35.6892, 51.3890, 0.002),
+    ("KP", 39.0392, 125.7625, 0.001),
+)
+ASN_TYPES = ("residential", "mobile", "business", "hosting", "vpn")
+ASN_TYPE_SHARES = (0.70, 0.12, 0.10, 0.05, 0.03)
+IPS_PER_ACCOUNT = 3
+
+
+def _strings(prefix: str, numbers: np.ndarray) -> pa.Array:
+    return pc.binary_join_element_wise(prefix, pc.cast(pa.array(numbers), pa.string()), "")
+
+
+def synthetic_events(accounts: int, days: int, seed: int) -> pa.Table:
+    """Seeded events of the events table's schema, sorted by event_time."""
+    rng = np.random.default_rng(seed)
+    minutes = days * 24 * 60
+    # Per account: home, IP addresses (each with its own ASN and network type), prompt templates.
+    home = rng.choice(len(HOMES), size=accounts, p=[share for *_, share in HOMES])
+    ip_count = rng.integers(1, IPS_PER_ACCOUNT + 1, size=accounts)
+    octets = rng.integers(1, 255, size=(accounts * IPS_PER_ACCOUNT, 4))
+    octets[:, 0] = rng.choice((24, 31, 46, 73, 82, 98, 151, 185, 212), size=len(octets))
+    ips = pc.binary_join_element_wise(*(pc.cast(pa.array(octets[:, i]), pa.string()) for i in range(4)), ".")
+    ip_asn = rng.integers(2_000, 2_000 + max(accounts // 4, 50), size=len(octets))
+    ip_asn_type = rng.choice(len(ASN_TYPES), size=len(octets), p=ASN_TYPE_SHARES)
+
+    # Active minutes per account, then requests per active minute.
+    active = rng.binomial(minutes, rng.gamma(2.0, ACTIVE_MINUTE_SHARE / 2, size=accounts).clip(max=0.5))
+    account_of_minute = np.repeat(np.arange(accounts), active)
+    minute = rng.integers(0, minutes, size=len(account_of_minute))
+    requests = 1 + rng.poisson(MEAN_REQUESTS_PER_ACTIVE_MINUTE - 1, size=len(minute))
+    account = np.repeat(account_of_minute, requests)
+    event_ms = np.repeat(minute, requests).astype(np.int64) * 60_000 + rng.integers(
+        0, 60_000, size=len(account)
+    )
+    order = np.argsort(event_ms, kind="stable")
+    account, event_ms = account[order], event_ms[order]
+    count = len(account)
+
+    ip_index = account * IPS_PER_ACCOUNT + rng.integers(0, 2**31, size=count) % ip_count[account]
+    country_index = home[account]
+    errored = rng.random(count) < 0.03
+    input_tokens = np.where(errored, 0, rng.lognormal(7, 0.8, size=count).astype(np.int64) + 1)
+    output_tokens = np.where(errored, 0, rng.lognormal(6, 0.8, size=count).astype(np.int64) + 1)
+    reasoning = rng.random(count) < 0.02
+    tag_offsets = np.concatenate(([0], np.cumsum(reasoning))).astype(np.int32)
+    start_ms = int(LAKE_START.replace(tzinfo=dt.UTC).timestamp() * 1000)
+    columns = {
+        "event_id": _strings("evt-", np.arange(count)),
+        "event_time": pa.array(event_ms + start_ms, pa.timestamp("ms")),
+        "account_id": _strings("acct_", account),
+        "api_key_id": _strings("key_", account),
+        "org_id": pa.array(
+            np.where(account % 3 == 0, None, (account // 5).astype(str)).tolist(), pa.string()
+        ),
+        "source_ip": ips.take(pa.array(ip_index)),
+        "country": pa.array([HOMES[i][0] for i in range(len(HOMES))]).take(pa.array(country_index)),
+        "latitude": pa.array(np.array([h[1] for h in HOMES])[country_index]),
+        "longitude": pa.array(np.array([h[2] for h in HOMES])[country_index]),
+        "asn": pa.array(ip_asn[ip_index]),
+        "asn_type": pa.array(ASN_TYPES).take(pa.array(ip_asn_type[ip_index])),
+        "model": pa.array(("nimbus-large", "nimbus-medium", "nimbus-small")).take(
+            pa.array(rng.integers(0, 3, size=count))
+        ),
+        "endpoint": pa.array(["/v1/messages"] * count),
+        "input_tokens": pa.array(input_tokens),
+        "output_tokens": pa.array(output_tokens),
+        "status_code": pa.array(np.where(errored, 429, 200).astype(np.int32)),
+        "latency_ms": pa.array(rng.integers(150, 20_000, size=count)),
+        "prompt_fingerprint": _strings("f", account * 4 + rng.integers(0, 4, size=count)),
+        "payment_fingerprint": _strings("card", account),
+        "user_agent": pa.array(["python-sdk/1.54.0 CPython/3.12.7"] * count),
+        "request_tags": pa.ListArray.from_arrays(
+            tag_offsets, pa.array(["reasoning_elicitation"] * int(reasoning.sum()), pa.string())
+        ),
+    }
+    schema = lake.EVENTS.arrow_schema()
+    return pa.Table.from_pydict(
+        {name: columns.get(name, pa.nulls(count, schema.field(name).type)) for name in schema.names}
+    ).cast(schema)
+
+
+def _window_tables(events: pa.Table) -> dict[lake.LakeTable, pa.Table]:
+    """The four *_minute tables from the events, with the job's own aggregate expressions."""
+    con = duckdb.connect()
+    con.register("on_time_events", events)
+    tables = {}
+    for table in (lake.ACCOUNT_MINUTE, lake.COUNTRY_MINUTE, lake.IP_MINUTE, lake.ASN_MINUTE):
+        # Flink SQL's array_contains is DuckDB's list_contains; everything else is the same text.
+        aggregates = WINDOW_AGGREGATES[table.name].replace("array_contains", "list_contains")
+        windowed = con.sql(
+            f"""select time_bucket(interval 1 minute, event_time) as window_start,
+                       time_bucket(interval 1 minute, event_time) + interval 1 minute as window_end,
+                       {aggregates}
+                from on_time_events
+                group by all
+                order by window_start"""
+        ).to_arrow_table()
+        tables[table] = windowed.cast(table.arrow_schema())
+    con.close()
+    return tables
+
+
+def write_partitioned(
+    lake_dir: Path, table: lake.LakeTable, rows: pa.Table, time_column: str, files_per_partition: int
+) -> int:
+    """Hour partitions of time-sorted rows, each split into files_per_partition part files."""
+    hours = pc.cast(rows[time_column], pa.int64()).to_numpy() // 3_600_000
+    bounds = np.flatnonzero(np.diff(hours)) + 1
+    written = 0
+    for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(hours)], strict=True):
+        moment = dt.datetime.fromtimestamp(int(hours[start]) * 3600, dt.UTC)
+        folder = table.path(lake_dir) / f"dt={moment:%Y-%m-%d}" / f"hr={moment:%H}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cuts = np.linspace(start, stop, files_per_partition + 1).astype(int)
+        for index, (first, last) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+            if last > first:
+                pq.write_table(rows.slice(first, last - first), folder / f"part-bench-{index}")
+                written += 1
+        # Closed partitions carry the sink's commit marker, which is what compaction looks for.
+        (folder / SUCCESS_FILE).touch()
+    return written
+
+
+def write_lake(lake_dir: Path, accounts: int, days: int, seed: int, files_per_partition: int) -> dict:
+    started = time.perf_counter()
+    events = synthetic_events(accounts, days, seed)
+    tables = {lake.EVENTS: events, **_window_tables(events)}
+    files = sum(
+        write_partitioned(
+            lake_dir,
+            table,
+            rows,
+            "event_time" if table is lake.EVENTS else "window_start",
+            files_per_partition,
+        )
+        for table, rows in tables.items()
+    )
+    return {
+        "accounts": accounts,
+        "days": days,
+        "events": events.num_rows,
+        "account_minute_rows": tables[lake.ACCOUNT_MINUTE].num_rows,
+        "parquet_files": files,
+        "write_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def compact_lake(lake_dir: Path) -> dict:
+    started = time.perf_counter()
+    results = compaction.compact(lake_dir, list(lake.TABLES), min_files=2)
+    return {"compacted_partitions": len(results), "compact_s": round(time.perf_counter() - started, 1)}
+
+
+def time_detections(lake_dir: Path) -> dict:
+    """Run in a fresh process: cold and warm timings of every enabled detection."""
+    detections = [detection for detection in load_detections() if detection.enabled]
+    now = dt.datetime.now(dt.UTC)
+    started = time.perf_counter()
+    con = open_lake(lake_dir)
+    open_s = time.perf_counter() - started
+    per_detection = {}
+    alerts = 0
+    for attempt in ("cold", "warm"):
+        for detection in detections:
+            began = time.perf_counter()
+            raised = run_detection(con, detection, now)
+            per_detection.setdefault(detection.id, {})[attempt] = round(time.perf_counter() - began, 3)
+            alerts += len(raised) if attempt == "cold" else 0
+    con.close()
+    return {
+        "open_s": round(open_s, 3),
+        "cold_s": round(sum(t["cold"] for t in per_detection.values()), 2),
+        "warm_s": round(sum(t["warm"] for t in per_detection.values()), 2),
+        "alerts": alerts,
+        "per_detection_s": per_detection,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def measure(lake_dir: Path) -> dict:
+    output = subprocess.run(
+        [sys.executable, "-m", "bench.detection", "--lake", str(lake_dir)],
+        cwd=paths.REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(output.stdout.splitlines()[-1])
+
+
+def run(
+    work_dir: Path, account_sizes: tuple[int, ...], days: int, files_per_partition: int, seed: int
+) -> list[dict]:
+    """Per size: the lake with small files, timed; compacted, timed again."""
+    results = []
+    for accounts in account_sizes:
+        lake_dir = work_dir / f"detect-lake-{accounts}"
+        shutil.rmtree(lake_dir, ignore_errors=True)
+        written = write_lake(lake_dir, accounts, days, seed, files_per_partition)
+        small = measure(lake_dir)
+        compacted_by = compact_lake(lake_dir)
+        compacted = measure(lake_dir)
+        results.append({"lake": written, "small_files": small, **compacted_by, "compacted": compacted})
+        shutil.rmtree(lake_dir)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.detection", description="time the detections")
+    parser.add_argument("--lake", required=True, type=Path)
+    print(json.dumps(time_detections(parser.parse_args().lake)))
+
+
+if __name__ == "__main__":
+    main()

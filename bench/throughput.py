@@ -1,0 +1,167 @@
+"""Measurement 1 and 4: events/s from a pre-loaded topic to committed Parquet, and peak RSS meanwhile.
+
+Variants, all reading the same topic from the beginning with a fresh consumer group, bounded at the
+offsets that are latest when they start:
+  flink_java_udf   (a) the project's job (jobs/usage_aggregates.py), checkpointing every 10 s, exactly once
+  flink_python_udf (b) the same job with the parse as a per-event PyFlink Python UDF (bench/pyudf_job.py)
+  python_consumer  (c) kafka-python + dicts + pyarrow, no framework (bench/plain_consumer.py)
+  flink_object_reuse  opt-in what-if: (a) with pipeline.object-reuse on (bench/object_reuse_job.py)
+Each run is checked: the lake must hold every event in `events` and count each one exactly once in
+account_minute (or late_events).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from bench import machine
+from bench.workload import Workload
+from pipelines import flink_job, kafka_broker, paths
+from pipelines.analyst import open_lake
+
+BENCH_DIR = Path(__file__).resolve().parent
+VARIANTS = ("flink_java_udf", "flink_python_udf", "python_consumer")
+# Opt-in what-ifs (--variants), not part of the default run.
+WHAT_IF_VARIANTS = ("flink_object_reuse",)
+JOB_SCRIPTS = {"flink_python_udf": "pyudf_job.py", "flink_object_reuse": "object_reuse_job.py"}
+# Printed by jobs/usage_aggregates.py once the plan is built and submitted: processing starts here.
+SUBMITTED_MARKER = "submitted as job"
+DLQ_TOPIC = "bench-dead-letters"
+
+
+def _command(variant: str, workload: Workload, lake_dir: Path, bootstrap: str) -> list[str]:
+    group = f"bench-{variant}-{uuid.uuid4().hex[:8]}"
+    if variant == "python_consumer":
+        return [
+            sys.executable,
+            "-m",
+            "bench.plain_consumer",
+            "--topic",
+            workload.topic,
+            "--group-id",
+            group,
+            "--bootstrap-servers",
+            bootstrap,
+            "--lake",
+            str(lake_dir),
+        ]
+    job_args = [
+        "--source",
+        "kafka",
+        "--bounded",
+        "--topic",
+        workload.topic,
+        "--group-id",
+        group,
+        "--dlq-topic",
+        DLQ_TOPIC,
+        "--bootstrap-servers",
+        bootstrap,
+        "--lake",
+        str(lake_dir),
+        "--checkpoint-dir",
+        (lake_dir.parent / f"{lake_dir.name}-checkpoints").as_uri(),
+    ]
+    if variant == "flink_java_udf":
+        return flink_job.job_command(job_args)
+    return [sys.executable, str(BENCH_DIR / JOB_SCRIPTS[variant]), *job_args]
+
+
+def verify_lake(lake_dir: Path, expected: int) -> dict:
+    """Counts in the committed lake; `exact` when every event is archived and aggregated once."""
+    con = open_lake(lake_dir)
+    try:
+        archived = con.execute("select count(*) from events").fetchone()[0]
+        windowed = con.execute("select coalesce(sum(requests), 0) from account_minute").fetchone()[0]
+        late = con.execute("select count(*) from late_events").fetchone()[0]
+        files = con.execute(
+            "select count(distinct filename) from read_parquet($glob, filename = true)",
+            {"glob": str(lake_dir / "*" / "dt=*" / "hr=*" / "part-*")},
+        ).fetchone()[0]
+    finally:
+        con.close()
+    return {
+        "archived_events": archived,
+        "windowed_events": int(windowed),
+        "late_events": late,
+        "parquet_files": files,
+        "exact": archived == expected and windowed + late == expected,
+    }
+
+
+def run_variant(variant: str, workload: Workload, work_dir: Path, bootstrap: str, timeout_s: float) -> dict:
+    lake_dir = work_dir / f"lake-{variant}-{workload.events}"
+    for stale in (lake_dir, lake_dir.parent / f"{lake_dir.name}-checkpoints"):
+        shutil.rmtree(stale, ignore_errors=True)
+    kafka_broker.ensure_topics(bootstrap, {DLQ_TOPIC: 1})
+    # The Python workers of (b) and the consumer of (c) import `bench` from the repository root.
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    broker_pid = kafka_broker.status().pid
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        _command(variant, workload, lake_dir, bootstrap),
+        cwd=paths.REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    submitted_at: list[float] = []
+
+    def read_output() -> None:
+        for line in process.stdout:
+            tail.append(line.rstrip())
+            if SUBMITTED_MARKER in line and not submitted_at:
+                submitted_at.append(time.perf_counter())
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
+
+    def processes_of(kind: str):
+        return lambda: [pid for pid in machine.descendants(process.pid) if machine.kind_of(pid) == kind]
+
+    groups = {
+        "broker": lambda: [broker_pid] if broker_pid else [],
+        "flink_jvm": processes_of("jvm"),
+        "python": processes_of("python"),
+    }
+    with machine.PeakRss(groups) as rss:
+        try:
+            code = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # only the group this run started
+            process.wait()
+            code = "timeout"
+    wall_s = time.perf_counter() - started
+    reader.join(timeout=10)
+    if code != 0:
+        raise RuntimeError(f"{variant} on {workload.topic} failed ({code}):\n" + "\n".join(tail))
+    # (c) has no planning phase worth separating: it starts consuming at once.
+    processing_s = wall_s - (submitted_at[0] - started) if submitted_at else wall_s
+    result = {
+        "variant": variant,
+        "events": workload.events,
+        "wall_s": round(wall_s, 1),
+        "processing_s": round(processing_s, 1),
+        "events_per_s": round(workload.events / processing_s),
+        "events_per_s_incl_startup": round(workload.events / wall_s),
+        "peak_rss_mib": rss.mib(),
+        "lake": verify_lake(lake_dir, workload.events),
+    }
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    shutil.rmtree(lake_dir.parent / f"{lake_dir.name}-checkpoints", ignore_errors=True)
+    return result

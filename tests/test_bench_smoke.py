@@ -1,0 +1,94 @@
+"""The benchmark's smoke mode (`python -m bench --smoke`), so bench/ cannot rot. No timing is asserted."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+
+import pytest
+from kafka import KafkaAdminClient
+
+from pipelines.detections import load_detections
+from pipelines.paths import REPO_ROOT
+
+
+@pytest.fixture
+def bench_main(monkeypatch):
+    # bench/ is a top-level package of the repository, not installed; tests see only tests/ on sys.path.
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    return importlib.import_module("bench.__main__").main
+
+
+def _run(main, tmp_path, bootstrap: str, *args: str) -> dict:
+    output = tmp_path / "results.json"
+    # The topic is named by seed and size: a seed of its own keeps concurrent test sessions apart.
+    seed = str(random.randrange(1_000_000))
+    command = [
+        "--smoke",
+        "--seed",
+        seed,
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--output",
+        str(output),
+        *args,
+    ]
+    try:
+        assert main(command) == 0
+        return json.loads(output.read_text())
+    finally:
+        with KafkaAdminClient(bootstrap_servers=bootstrap, client_id="usagewatch-tests") as admin:
+            stale = [topic for topic in admin.list_topics() if topic.startswith(f"bench-s{seed}-")]
+            if stale:
+                admin.delete_topics(stale)
+
+
+@pytest.mark.integration
+def test_plain_consumer_and_detection_suite_smoke(bench_main, tmp_path, kafka_bootstrap):
+    results = _run(
+        bench_main,
+        tmp_path,
+        kafka_bootstrap,
+        "--sections",
+        "throughput,detection",
+        "--variants",
+        "python_consumer",
+    )
+
+    assert results["machine"]["nproc"] >= 1
+    (load,) = results["throughput"]["topic_loads"]
+    (run,) = results["throughput"]["runs"]
+    assert run["variant"] == "python_consumer"
+    assert run["events"] == load["events"] == 20_000
+    # every event archived once and counted once in account_minute (or late_events)
+    assert run["lake"]["exact"], run["lake"]
+    (size,) = results["detection"]
+    assert size["lake"]["events"] > 0
+    assert size["compacted_partitions"] > 0
+    # compaction changes the files, never the answer
+    assert size["compacted"]["alerts"] == size["small_files"]["alerts"]
+    enabled = {detection.id for detection in load_detections() if detection.enabled}
+    assert set(size["compacted"]["per_detection_s"]) == enabled
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_flink_variants_and_event_to_alert_smoke(bench_main, tmp_path, kafka_bootstrap):
+    """Several minutes on a busy 2-core machine: two Flink jobs and the continuous stack."""
+    results = _run(
+        bench_main,
+        tmp_path,
+        "--sections",
+        "throughput,latency",
+        "--variants",
+        "flink_java_udf,flink_python_udf",
+    )
+
+    runs = {run["variant"]: run for run in results["throughput"]["runs"]}
+    assert set(runs) == {"flink_java_udf", "flink_python_udf"}
+    assert all(run["lake"]["exact"] for run in runs.values()), runs
+    assert runs["flink_java_udf"]["ratio_to_a"] == 1.0
+    assert runs["flink_java_udf"]["peak_rss_mib"]["flink_jvm"] > 0
+    latency = results["latency"]
+    assert latency["alerted"] == latency["injections"] == 3, latency

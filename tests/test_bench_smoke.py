@@ -79,6 +79,7 @@ def test_flink_variants_and_event_to_alert_smoke(bench_main, tmp_path, kafka_boo
     results = _run(
         bench_main,
         tmp_path,
+        kafka_bootstrap,
         "--sections",
         "throughput,latency",
         "--variants",

@@ -200,6 +200,11 @@ def gated_tables(suites: Iterable[Suite]) -> list[LakeTable]:
 # --- partitions ------------------------------------------------------------------------------------
 
 
+def partition_start(day: str, hour: str) -> dt.datetime:
+    """Naive UTC start of a dt=/hr= partition's hour (the lake's timestamp convention)."""
+    return dt.datetime.strptime(f"{day} {hour}", "%Y-%m-%d %H")
+
+
 @dataclass(frozen=True)
 class Partition:
     table: LakeTable
@@ -209,8 +214,7 @@ class Partition:
 
     @property
     def start(self) -> dt.datetime:
-        """Naive UTC start of the partition's hour (the lake's timestamp convention)."""
-        return dt.datetime.strptime(f"{self.dt} {self.hr}", "%Y-%m-%d %H")
+        return partition_start(self.dt, self.hr)
 
     @property
     def end(self) -> dt.datetime:
@@ -507,7 +511,7 @@ class PartitionHealth:
 
     @property
     def start(self) -> dt.datetime:
-        return dt.datetime.strptime(f"{self.dt} {self.hr}", "%Y-%m-%d %H")
+        return partition_start(self.dt, self.hr)
 
     @property
     def end(self) -> dt.datetime:

@@ -559,5 +559,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     replay = subparsers.add_parser("replay", help="backfill the lake from a JSONL file of access events")
     replay.add_argument("--input", required=True, help="JSONL file, one access event per line")
     replay.add_argument("--lake", required=True, help="lake root directory")
-    replay.add_argument("--checkpoint-interval-s", type=int, default=10)
+    # A backfill needs no fresh lake every 10 s: rarer checkpoints mean fewer, larger Parquet files and
+    # less snapshot work (the benchmark's profile: ~1.45x throughput at 60 s).
+    replay.add_argument("--checkpoint-interval-s", type=int, default=60)
     replay.set_defaults(func=_cmd_replay)

@@ -200,25 +200,27 @@ def gated_tables(suites: Iterable[Suite]) -> list[LakeTable]:
 # --- partitions ------------------------------------------------------------------------------------
 
 
-def partition_start(day: str, hour: str) -> dt.datetime:
-    """Naive UTC start of a dt=/hr= partition's hour (the lake's timestamp convention)."""
-    return dt.datetime.strptime(f"{day} {hour}", "%Y-%m-%d %H")
+class _HourOfPartition:
+    """The hour a dt=/hr= partition covers, as naive UTC datetimes (the lake's timestamp convention)."""
 
-
-@dataclass(frozen=True)
-class Partition:
-    table: LakeTable
     dt: str
     hr: str
-    folder: Path
 
     @property
     def start(self) -> dt.datetime:
-        return partition_start(self.dt, self.hr)
+        return dt.datetime.strptime(f"{self.dt} {self.hr}", "%Y-%m-%d %H")
 
     @property
     def end(self) -> dt.datetime:
         return self.start + dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Partition(_HourOfPartition):
+    table: LakeTable
+    dt: str
+    hr: str
+    folder: Path
 
     @property
     def label(self) -> str:
@@ -502,20 +504,12 @@ def open_state_read_only(path: Path, wait_seconds: float = 30.0) -> duckdb.DuckD
 
 
 @dataclass(frozen=True)
-class PartitionHealth:
+class PartitionHealth(_HourOfPartition):
     table: str
     dt: str
     hr: str
     status: str  # passed | failed | unvalidated
     failing: tuple[str, ...] = field(default=())  # "suite: expectation(column)" labels, or why unvalidated
-
-    @property
-    def start(self) -> dt.datetime:
-        return partition_start(self.dt, self.hr)
-
-    @property
-    def end(self) -> dt.datetime:
-        return self.start + dt.timedelta(hours=1)
 
     def to_json(self) -> dict[str, Any]:
         return {

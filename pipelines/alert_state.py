@@ -115,13 +115,7 @@ def severity_rank(severity: str) -> int:
 
 
 def state_section(config: Config) -> dict[str, Any]:
-    section = config.section("state")
-    unknown = set(section) - STATE_KEYS
-    if unknown:
-        raise config.error(
-            "state", f"unknown key(s) in state: {sorted(unknown)} (known: {sorted(STATE_KEYS)})"
-        )
-    return section
+    return config.section("state", STATE_KEYS)
 
 
 def state_path(config: Config, override: str | None = None) -> Path:

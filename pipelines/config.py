@@ -32,12 +32,16 @@ class Config:
     # top-level key -> 1-based line, so section validators can point at the right place
     lines: dict[str, int]
 
-    def section(self, name: str) -> dict[str, Any]:
+    def section(self, name: str, known: set[str] | frozenset[str] | None = None) -> dict[str, Any]:
+        """The section as a mapping; with `known`, any other key is an error naming the file and line."""
         if name not in SECTIONS:
             raise KeyError(name)
         value = self.data.get(name) or {}
         if not isinstance(value, dict):
             raise self.error(name, f"section '{name}' must be a mapping")
+        unknown = set(value) - set(known) if known is not None else set()
+        if unknown:
+            raise self.error(name, f"unknown key(s) in {name}: {sorted(unknown)} (known: {sorted(known)})")
         return value
 
     def error(self, section: str, message: str) -> ConfigError:

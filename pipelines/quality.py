@@ -88,12 +88,7 @@ class QualitySettings:
 
 
 def quality_settings(config: Config) -> QualitySettings:
-    section = config.section("quality")
-    unknown = set(section) - QUALITY_KEYS
-    if unknown:
-        raise config.error(
-            "quality", f"unknown key(s) in quality: {sorted(unknown)} (known: {sorted(QUALITY_KEYS)})"
-        )
+    section = config.section("quality", QUALITY_KEYS)
     values = {}
     for key, default in (("results_dir", DEFAULT_RESULTS_DIR), ("reports_dir", DEFAULT_REPORTS_DIR)):
         value = section.get(key, default)

@@ -404,12 +404,7 @@ def _number(config: Config, where: str, value: Any, minimum: float) -> float:
 
 def load_router(config: Config) -> Router:
     """Build the sinks of `routing:`; raise ConfigError (file:line) or RoutingError (missing secret)."""
-    section = config.section("routing")
-    unknown = set(section) - _ROUTING_KEYS
-    if unknown:
-        raise config.error(
-            "routing", f"unknown key(s) in routing: {sorted(unknown)} (known: {sorted(_ROUTING_KEYS)})"
-        )
+    section = config.section("routing", _ROUTING_KEYS)
     timeout = _number(config, "routing.timeout_seconds", section.get("timeout_seconds", 10), 0.01)
     retry_spec = section.get("retry") or {}
     if not isinstance(retry_spec, dict) or set(retry_spec) - _RETRY_KEYS:

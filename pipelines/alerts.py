@@ -14,6 +14,10 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")  # ascending urgency,
 # Columns every detection returns; everything else in a row is evidence.
 REQUIRED_RESULT_COLUMNS = ("entity_id", "account_ids", "window_start", "window_end")
 SEVERITY_OVERRIDE_COLUMN = "severity"
+# Optional columns: a row's own risk (0-100, evidence-weighted; else the YAML's risk.score) and whether
+# it must open an incident at once (e.g. restricted-region access that was served).
+RISK_SCORE_COLUMN = "risk_score"
+IMMEDIATE_COLUMN = "immediate"
 
 DEDUP_KEY_MAX_LENGTH = 255  # PagerDuty's limit, enforced by the alert schema
 
@@ -57,7 +61,8 @@ def build_alert(detection, row: dict[str, Any], created_at: dt.datetime) -> dict
     """One alert from one result row of `detection` (a pipelines.detections.Detection); validated."""
     severity = row.get(SEVERITY_OVERRIDE_COLUMN) or detection.severity
     key = dedup_key(detection.id, [row[column] for column in detection.dedup_keys])
-    reserved = {*REQUIRED_RESULT_COLUMNS, SEVERITY_OVERRIDE_COLUMN}
+    reserved = {*REQUIRED_RESULT_COLUMNS, SEVERITY_OVERRIDE_COLUMN, RISK_SCORE_COLUMN, IMMEDIATE_COLUMN}
+    risk = row.get(RISK_SCORE_COLUMN)
     alert = {
         "alert_id": alert_id(key, row["window_start"], detection.suppression_minutes),
         "detection_id": detection.id,
@@ -72,6 +77,8 @@ def build_alert(detection, row: dict[str, Any], created_at: dt.datetime) -> dict
         "runbook": render_runbook(detection.runbook),
         "dedup_key": key,
         "created_at": format_event_time(_utc(created_at)),
+        "risk_score": int(round(risk)) if risk is not None else detection.risk["score"],
+        "immediate": bool(row.get(IMMEDIATE_COLUMN) or False),
     }
     validate_alert(alert)
     return alert

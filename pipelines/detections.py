@@ -26,6 +26,7 @@ from pipelines import quality
 from pipelines.alert_state import AlertStateError, AlertStore, RecordResult, state_path
 from pipelines.alerts import (
     REQUIRED_RESULT_COLUMNS,
+    RISK_SCORE_COLUMN,
     SEVERITIES,
     SEVERITY_OVERRIDE_COLUMN,
     build_alert,
@@ -57,6 +58,14 @@ _METADATA_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "suppression_minutes": (int, "a positive integer"),
     "enabled": (bool, "true or false"),
     "parameters": (dict, "a mapping of name -> {value, description}"),
+    "risk": (dict, "a mapping of score, max_contribution and links_accounts"),
+}
+
+# risk key -> what it must be. A detection's rows are signals; the incident engine sums their risk.
+_RISK_KEYS = {
+    "score": "an integer 0-100: the risk of one signal when the SQL returns no risk_score column",
+    "max_contribution": "an integer 1-100: the most this detection adds to one incident's risk",
+    "links_accounts": "true when a signal naming several accounts ties them into one campaign",
 }
 
 _SQL_COMMENT = re.compile(r"--[^\n]*")
@@ -82,6 +91,7 @@ class Detection:
     suppression_minutes: int
     enabled: bool
     parameters: dict[str, dict[str, Any]]
+    risk: dict[str, Any]
     sql: str
     yml_path: Path
     sql_path: Path
@@ -132,6 +142,17 @@ def _metadata_problems(meta: dict[str, Any], stem: str) -> list[tuple[str | None
             problems.append((key, f"{key!r} must contain only non-empty strings"))
     if meta["suppression_minutes"] <= 0:
         problems.append(("suppression_minutes", "suppression_minutes must be positive"))
+    risk = meta["risk"]
+    if set(risk) != set(_RISK_KEYS):
+        problems.append(("risk", f"risk must have exactly {', '.join(_RISK_KEYS)}"))
+    else:
+        for key in ("score", "max_contribution"):
+            value, low = risk[key], 0 if key == "score" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 100:
+                problems.append(("risk", f"risk.{key} must be {_RISK_KEYS[key]}, got {value!r}"))
+        if not isinstance(risk["links_accounts"], bool):
+            links = risk["links_accounts"]
+            problems.append(("risk", f"risk.links_accounts must be true or false, got {links!r}"))
     for name, spec in meta["parameters"].items():
         if not (isinstance(spec, dict) and set(spec) == {"value", "description"}):
             problems.append(
@@ -223,6 +244,9 @@ def run_detection(
         override = row.get(SEVERITY_OVERRIDE_COLUMN)
         if override is not None and override not in SEVERITIES:
             raise DetectionError(f"{detection.sql_path}: severity {override!r} is not one of {SEVERITIES}")
+        risk = row.get(RISK_SCORE_COLUMN)
+        if risk is not None and not 0 <= risk <= 100:
+            raise DetectionError(f"{detection.sql_path}: risk_score {risk!r} is outside 0-100")
         alerts.append(build_alert(detection, row, created_at))
     return fold_duplicates(alerts)
 

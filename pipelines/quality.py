@@ -631,6 +631,9 @@ def data_quality_alert(result: SuiteResult, created_at: dt.datetime) -> dict[str
         "runbook": DATA_QUALITY_RUNBOOK,
         "dedup_key": key,
         "created_at": format_event_time(created_at.astimezone(dt.UTC)),
+        # Broken data is the operator's problem at once, whatever else is going on: its own incident.
+        "risk_score": 100,
+        "immediate": True,
     }
     validate_alert(alert)
     return alert

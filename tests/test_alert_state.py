@@ -34,6 +34,8 @@ def make_alert(entity: str, window_start: str, severity: str = "high") -> dict:
         "runbook": "Investigate: look. Respond: act.",
         "dedup_key": key,
         "created_at": "2026-03-02T00:00:00.000Z",
+        "risk_score": 30,
+        "immediate": False,
     }
     validate_alert(alert)
     return alert

@@ -57,6 +57,8 @@ VALID_ALERT = {
     "runbook": "docs/runbooks/hydra.md",
     "dedup_key": "hydra_cluster:ring-203.0.113",
     "created_at": "2026-11-27T08:31:02.5Z",
+    "risk_score": 60,
+    "immediate": False,
 }
 
 

@@ -262,6 +262,8 @@ def test_pagerduty_severity_mapping(severity, expected):
         "runbook": "r",
         "dedup_key": "d:acct",
         "created_at": "2026-03-02T00:00:00.000Z",
+        "risk_score": 30,
+        "immediate": False,
     }
     delivery = Delivery(alert["alert_id"], "pager", "trigger", 0, alert, "open", None, None, None)
     assert PagerDutySink(name="pager", routing_key="k").payload(delivery)["payload"]["severity"] == expected

@@ -29,8 +29,9 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import accumulate
@@ -52,6 +53,8 @@ SCENARIOS = (
     "sync_ring",
     "rate_limit_ring",
 )
+# classic: the scenarios below; field: realistic noise and campaign variants (pipelines/field_traffic).
+PROFILES = ("classic", "field")
 LABEL_COLUMNS = ("account_id", "group", "scenario_or_benign")
 BENIGN = "benign"
 MALFORMED_KINDS = ("invalid_json", "missing_field", "wrong_type", "negative_tokens")
@@ -235,11 +238,12 @@ class Network:
     """Where a request comes from, as geo-IP/ASN enrichment sees it."""
 
     ip: str
-    country: str
-    latitude: float
-    longitude: float
-    asn: int
-    asn_type: str
+    country: str | None
+    latitude: float | None
+    longitude: float | None
+    asn: int | None
+    asn_type: str | None
+    geo_accuracy_km: int | None = None  # GeoIP accuracy radius; emitted only when known
 
 
 @dataclass(frozen=True)
@@ -282,7 +286,7 @@ class Account:
     next_candidate_ms: float = 0.0
 
     def segment_at(self, t_ms: int) -> Segment:
-        return next(s for s in reversed(self.itinerary) if s.start_ms <= t_ms)
+        return self.itinerary[bisect_right(self.itinerary, t_ms, key=lambda s: s.start_ms) - 1]
 
     def request_times(self, until_ms: int, rng: random.Random) -> list[int]:
         """Request times before until_ms: a Poisson process thinned by the local time of day."""
@@ -820,7 +824,7 @@ def _event(account: Account, t_ms: int, rng: random.Random) -> dict:
     else:
         status_code = 200
         latency_ms = int(150 + output_tokens * rng.uniform(8, 20) + input_tokens * 0.02)
-    return {
+    event = {
         "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "event_time": f"{_second_prefix(t_ms // 1000)}.{t_ms % 1000:03d}Z",
         "account_id": account.account_id,
@@ -843,30 +847,53 @@ def _event(account: Account, t_ms: int, rng: random.Random) -> dict:
         "user_agent": account.user_agent,
         "request_tags": [tag for tag, probability in style.tag_probabilities if rng.random() < probability],
     }
+    if network.geo_accuracy_km is not None:
+        event["geo_accuracy_km"] = network.geo_accuracy_km
+    return event
+
+
+class DeliveryQueue:
+    """Events delivered at event time + a random delay below max_disorder_s, emitted in delivery order.
+
+    Emitting in delivery order means no event arrives more than max_disorder_s behind one already
+    emitted, the way a real producer fleet delivers them.
+    """
+
+    def __init__(self, max_disorder_s: float):
+        self._max_delay_ms = int(max_disorder_s * 1000)
+        self._pending: list[tuple[int, int, int, dict]] = []
+        self._sequence = 0
+
+    def delivery_ms(self, t_ms: int, rng: random.Random) -> int:
+        return t_ms + (rng.randrange(self._max_delay_ms) if self._max_delay_ms else 0)
+
+    def push(self, delivered_ms: int, t_ms: int, event: dict) -> None:
+        heapq.heappush(self._pending, (delivered_ms, self._sequence, t_ms, event))
+        self._sequence += 1
+
+    def release(self, before_ms: int | None = None) -> Iterator[tuple[int, dict]]:
+        """(event time, event) of everything delivered before before_ms (None: everything left).
+
+        Callers only push events with event time >= before_ms afterwards, so none can overtake these.
+        """
+        pending = self._pending
+        while pending and (before_ms is None or pending[0][0] < before_ms):
+            _, _, t_ms, event = heapq.heappop(pending)
+            yield t_ms, event
 
 
 def _timed_events(config: GeneratorConfig) -> Iterator[tuple[int, dict]]:
     rng = random.Random(config.seed)
     accounts = _population(config, rng)
-    max_delay_ms = int(config.max_disorder_s * 1000)
-    # Each event is delivered at event time + a random delay below max_delay_ms; emitting in delivery
-    # order means no event arrives more than max_disorder_s behind one already emitted.
-    pending: list[tuple[int, int, int, dict]] = []
-    sequence = 0
+    queue = DeliveryQueue(config.max_disorder_s)
     for slice_start in range(config.start_ms, config.end_ms, _SLICE_MS):
         slice_end = min(slice_start + _SLICE_MS, config.end_ms)
         for account in accounts:
             for t_ms in account.request_times(slice_end, rng):
-                delivered_ms = t_ms + (rng.randrange(max_delay_ms) if max_delay_ms else 0)
-                heapq.heappush(pending, (delivered_ms, sequence, t_ms, _event(account, t_ms, rng)))
-                sequence += 1
-        # Later slices only add events with event time >= slice_end, delivered no earlier.
-        while pending and pending[0][0] < slice_end:
-            _, _, t_ms, event = heapq.heappop(pending)
-            yield t_ms, event
-    while pending:
-        _, _, t_ms, event = heapq.heappop(pending)
-        yield t_ms, event
+                delivered_ms = queue.delivery_ms(t_ms, rng)
+                queue.push(delivered_ms, t_ms, _event(account, t_ms, rng))
+        yield from queue.release(before_ms=slice_end)
+    yield from queue.release()
 
 
 def generate_events(config: GeneratorConfig) -> Iterator[dict]:
@@ -881,7 +908,10 @@ def labels(config: GeneratorConfig) -> list[dict[str, str]]:
 
 
 def write_labels(config: GeneratorConfig, path: Path) -> int:
-    rows = labels(config)
+    return write_label_rows(labels(config), path)
+
+
+def write_label_rows(rows: list[dict[str, str]], path: Path) -> int:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=LABEL_COLUMNS)
         writer.writeheader()
@@ -924,16 +954,25 @@ def _malformed_value(event: dict, kind: str, rng: random.Random) -> bytes:
 
 
 def generate_records(config: GeneratorConfig) -> Iterator[Record]:
-    """Encoded events with config.malformed broken records mixed in at random event times.
+    """Encoded events with config.malformed broken records mixed in at random event times."""
+    return records_with_malformed(
+        _timed_events(config), config.seed, config.start_ms, config.end_ms, config.malformed
+    )
+
+
+def records_with_malformed(
+    timed_events: Iterable[tuple[int, dict]], seed: int, start_ms: int, end_ms: int, malformed: int
+) -> Iterator[Record]:
+    """Encoded (event time, event) pairs with `malformed` broken records mixed in at random times.
 
     The malformed records come from their own random stream, so the valid events are identical with
     or without them.
     """
-    rng = random.Random(f"{config.seed}:malformed")
-    due_ms = sorted(rng.randrange(config.start_ms, config.end_ms) for _ in range(config.malformed))
+    rng = random.Random(f"{seed}:malformed")
+    due_ms = sorted(rng.randrange(start_ms, end_ms) for _ in range(malformed))
     made = 0
     last: tuple[int, dict] | None = None
-    for t_ms, event in _timed_events(config):
+    for t_ms, event in timed_events:
         yield Record(event["account_id"], encode_event(event), t_ms, False)
         last = (t_ms, event)
         while made < len(due_ms) and due_ms[made] <= t_ms:
@@ -1043,11 +1082,7 @@ def parse_start(text: str) -> datetime:
 
 
 def _parse_scenarios(text: str) -> tuple[str, ...]:
-    chosen = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = sorted(set(chosen) - set(SCENARIOS))
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown scenario(s) {unknown}; choose from {','.join(SCENARIOS)}")
-    return chosen
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _non_negative(kind):
@@ -1068,10 +1103,18 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same output (default 1)")
     parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="classic",
+        help="classic: scenarios that mirror the detection catalogue (default); field: realistic benign "
+        "noise classes and campaign variants over six hours (pipelines/field_traffic)",
+    )
+    parser.add_argument(
         "--accounts",
         type=int,
-        default=200,
-        help=f"benign accounts including the {BENIGN_TRAP_ACCOUNTS} trap accounts (default 200)",
+        default=None,
+        help=f"benign accounts; classic: including the {BENIGN_TRAP_ACCOUNTS} trap accounts (default 200); "
+        "field: default 1000",
     )
     parser.add_argument(
         "--start",
@@ -1082,23 +1125,27 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--duration",
         type=parse_duration,
-        default=timedelta(minutes=30),
-        help="length of event time to generate, e.g. 30m, 2h (default 30m)",
+        default=None,
+        help="length of event time to generate, e.g. 30m, 2h (default: classic 30m, field 6h)",
     )
     parser.add_argument(
         "--scenarios",
         type=_parse_scenarios,
-        default=SCENARIOS,
-        help=f"comma list of attack scenarios, empty for none (default {','.join(SCENARIOS)})",
+        default=None,
+        help="comma list of attack scenarios (field: campaign kinds), empty for none (default: all of the "
+        f"profile's; classic: {','.join(SCENARIOS)})",
     )
     parser.add_argument(
-        "--hydra-accounts", type=_non_negative(int), default=40, help="hydra ring size (default 40)"
+        "--hydra-accounts",
+        type=_non_negative(int),
+        default=40,
+        help="classic profile: hydra ring size (default 40)",
     )
     parser.add_argument(
         "--max-disorder-s",
         type=_non_negative(float),
-        default=5.0,
-        help="events arrive at most this many seconds out of event-time order (default 5)",
+        default=None,
+        help="events arrive at most this many seconds out of event-time order (default: classic 5, field 4)",
     )
     parser.add_argument(
         "--malformed",
@@ -1144,28 +1191,56 @@ def _private(records: Iterable[Record], privacy: Privacy) -> Iterator[Record]:
             yield record._replace(value=encode_event(privacy.apply(json.loads(record.value))))
 
 
+def _classic_profile(args: argparse.Namespace) -> tuple[GeneratorConfig, Callable, Callable]:
+    """(config, its labels, its records) of the classic profile; ValueError on bad options."""
+    scenarios = SCENARIOS if args.scenarios is None else args.scenarios
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {unknown}; choose from {','.join(SCENARIOS)}")
+    config = GeneratorConfig(
+        seed=args.seed,
+        accounts=200 if args.accounts is None else args.accounts,
+        start=args.start or _this_minute(),
+        duration=args.duration or timedelta(minutes=30),
+        scenarios=scenarios,
+        hydra_accounts=args.hydra_accounts,
+        max_disorder_s=5.0 if args.max_disorder_s is None else args.max_disorder_s,
+        malformed=args.malformed,
+    )
+    return config, labels, generate_records
+
+
+def _field_profile(args: argparse.Namespace) -> tuple[object, Callable, Callable]:
+    from pipelines.field_traffic import FieldConfig, field_labels, field_records
+
+    defaults = FieldConfig(start=args.start or _this_minute())
+    config = replace(
+        defaults,
+        seed=args.seed,
+        benign_accounts=defaults.benign_accounts if args.accounts is None else args.accounts,
+        duration=args.duration or defaults.duration,
+        max_disorder_s=defaults.max_disorder_s if args.max_disorder_s is None else args.max_disorder_s,
+        malformed=args.malformed,
+    )
+    if args.scenarios is not None:
+        config = config.only(*args.scenarios)
+    return config, field_labels, field_records
+
+
 def run_generate(args: argparse.Namespace) -> int:
     if args.out is not None and (args.rate or args.time_compression):
         print("usagewatch generate: --rate/--time-compression only apply with --bootstrap", file=sys.stderr)
         return 2
     try:
-        config = GeneratorConfig(
-            seed=args.seed,
-            accounts=args.accounts,
-            start=args.start or _this_minute(),
-            duration=args.duration,
-            scenarios=args.scenarios,
-            hydra_accounts=args.hydra_accounts,
-            max_disorder_s=args.max_disorder_s,
-            malformed=args.malformed,
-        )
+        profile = _field_profile if args.profile == "field" else _classic_profile
+        config, label_rows, make_records = profile(args)
     except ValueError as error:
         print(f"usagewatch generate: {error}", file=sys.stderr)
         return 2
     if args.labels is not None:
-        rows = write_labels(config, args.labels)
+        rows = write_label_rows(label_rows(config), args.labels)
         print(f"wrote {rows} label rows to {args.labels}", file=sys.stderr)
-    records = generate_records(config)
+    records = make_records(config)
     if args.privacy:
         try:
             privacy = load_privacy(load_config(args.config))

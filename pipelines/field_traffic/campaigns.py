@@ -233,15 +233,10 @@ def sync_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> 
     actors = []
     for payment in _ring_cards(cast, cast.randint(kind.accounts)):
         place = world.home_city(rng.choice(list(HOME_COUNTRY_WEIGHTS)))
+        # Residential, business, mobile or a small VPS host: never two members on one network.
         kind_of_line = rng.choice(("residential", "business", "mobile", "hosting"))
-        if kind_of_line == "residential":
-            network = world.home_line(place)
-        elif kind_of_line == "business":
-            network = world.business_line(place)
-        elif kind_of_line == "mobile":
-            network = world.placed(world.ipv4(), place, cast.build.asn(), "mobile", None)
-        else:
-            network = world.cloud_ips(1)[0]
+        accuracy = rng.randint(5, 300) if rng.random() < 0.6 else None
+        network = world.placed(world.ipv4(), place, cast.build.asn(), kind_of_line, accuracy)
         actor = _harvester(
             cast,
             kind,
@@ -276,7 +271,9 @@ def rate_limit_riders(cast: Cast, kind: CampaignKind, instance: str, shared: Sha
             payment=payment,
         )
         stint_ms = min(cast.duration_ms, rng.randint(30, 90) * MINUTE_MS)
+        # Whole minutes: the limit is enforced per clock minute.
         begin = cast.start_ms + rng.randrange(max(1, cast.duration_ms - stint_ms))
+        begin += -begin % MINUTE_MS
         per_minute = min(RATE_LIMIT_PER_MINUTE - 1, round(cast.uniform(kind.requests_per_hour) / 60))
         actor.times = sorted(
             t + rng.randrange(MINUTE_MS)

@@ -194,13 +194,15 @@ MOBILE_USER_AGENTS = (
 )
 
 
-def km_between(a: str, b: str) -> float:
-    """Great-circle distance between two places' centroids."""
-    _, lat1, lon1, _ = FIELD_PLACES[a]
-    _, lat2, lon2, _ = FIELD_PLACES[b]
+def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2, dp, dl = map(math.radians, (lat1, lat2, lat2 - lat1, lon2 - lon1))
     h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * 6371 * math.asin(math.sqrt(h))
+
+
+def km_between(a: str, b: str) -> float:
+    """Great-circle distance between two places' centroids."""
+    return great_circle_km(*FIELD_PLACES[a][1:3], *FIELD_PLACES[b][1:3])
 
 
 def cities_of(country: str) -> list[str]:

@@ -58,7 +58,7 @@ def _apportion(total: int, weights: dict[str, float]) -> dict[str, int]:
 
 
 def _shared(config: FieldConfig) -> Shared:
-    cast = Cast(f"{config.seed}:shared", config.start_ms, config.end_ms)
+    cast = Cast("shared", config)
     vpn = config.benign.get("consumer_vpn", BENIGN_CLASSES["consumer_vpn"])
     return Shared(
         public_templates=tuple((cast.build.fingerprint(), tool) for tool in PUBLIC_TOOLS),
@@ -72,11 +72,11 @@ def _population(config: FieldConfig) -> list[Actor]:
     actors: list[Actor] = []
     for kind, params in config.campaigns.items():
         for number in range(1, params.instances + 1):
-            cast = Cast(f"{config.seed}:campaign:{kind}:{number}", config.start_ms, config.end_ms)
+            cast = Cast(f"campaign:{kind}:{number}", config)
             actors += CAMPAIGN_BUILDERS[kind](cast, params, f"{kind}-{number}", shared)
     counts = _apportion(config.benign_accounts, {name: c.weight for name, c in config.benign.items()})
     for name, params in config.benign.items():
-        cast = Cast(f"{config.seed}:benign:{name}", config.start_ms, config.end_ms)
+        cast = Cast(f"benign:{name}", config)
         actors += BENIGN_BUILDERS[name](cast, params, counts[name], shared)
     for actor in actors:
         actor.times = [t for t in actor.times if config.start_ms <= t < config.end_ms]

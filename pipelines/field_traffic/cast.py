@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from itertools import accumulate
 
+from pipelines.field_traffic.config import FieldConfig
 from pipelines.field_traffic.world import FIELD_PLACES, World
 from pipelines.generator import (
     RATE_LIMIT_PER_MINUTE,
@@ -67,11 +68,11 @@ class Cast:
     every other account as it was.
     """
 
-    def __init__(self, seed: str, start_ms: int, end_ms: int):
-        self.rng = random.Random(seed)
-        self.world = World(self.rng)
+    def __init__(self, seed: str, config: FieldConfig):
+        self.rng = random.Random(f"{config.seed}:{seed}")
+        self.world = World(self.rng, config.geo_noise)
         self.build = self.world.build
-        self.start_ms, self.end_ms = start_ms, end_ms
+        self.start_ms, self.end_ms = config.start_ms, config.end_ms
 
     @property
     def duration_ms(self) -> int:

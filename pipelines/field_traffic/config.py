@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from pipelines.field_traffic.world import GeoNoise
 from pipelines.generator import _EPOCH, _this_minute
 
 Range = tuple[float, float]
@@ -97,6 +98,7 @@ class FieldConfig:
     malformed: int = 0
     benign: dict[str, BenignClass] = field(default_factory=lambda: dict(BENIGN_CLASSES))
     campaigns: dict[str, CampaignKind] = field(default_factory=lambda: dict(CAMPAIGN_KINDS))
+    geo_noise: GeoNoise = GeoNoise()
 
     def __post_init__(self) -> None:
         if self.duration <= timedelta(0):

@@ -13,7 +13,9 @@ from pathlib import Path
 import pyarrow as pa
 
 PARTITION_COLUMNS = ("dt", "hr")
-COMMITTED_FILE_GLOB = "part-*"
+# Committed data files start with this; in-progress ones are hidden (leading dot).
+PART_FILE_PREFIX = "part-"
+COMMITTED_FILE_GLOB = f"{PART_FILE_PREFIX}*"
 # Flink's partition-commit marker (success-file policy, see flink_job.py): the partition is closed.
 SUCCESS_FILE = "_SUCCESS"
 

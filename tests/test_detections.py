@@ -106,6 +106,16 @@ def test_extraction_profile_shows_each_contribution(tmp_path):
     assert factors["hosting_networks"] > 0 and factors["flat_24_7"] > 0
 
 
+def test_ring_clustering_finds_a_rotating_residential_ring_whole(tmp_path):
+    events = read_jsonl(FIXTURES_DIR / "ring_clustering" / "positive-rotating-residential.jsonl")
+    (ring,) = run_on_fixture(tmp_path, events, "ring_clustering")
+    members = [f"acct-rotating-{group}-{member}" for group in range(3) for member in range(4)]
+    assert ring["account_ids"] == members
+    assert ring["evidence"]["shared_ips"] == 0 and ring["evidence"]["shared_payments"] == 0
+    assert set(ring["evidence"]["family_concentration"]) == {"client", "template", "timing"}
+    assert ring["risk_score"] >= 80
+
+
 def test_alert_ids_are_stable_across_runs(tmp_path):
     events = read_jsonl(FIXTURES_DIR / "shared_hosting_infrastructure" / "positive.jsonl")
     first = run_on_fixture(tmp_path / "a", events, "shared_hosting_infrastructure")

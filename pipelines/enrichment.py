@@ -45,6 +45,9 @@ select
         when events.asn is not null then 'AS' || events.asn
         when resolved_ips.geo.asn_name is not null then 'name:' || resolved_ips.geo.asn_name
     end as asn_key,
+    -- GeoIP's accuracy radius (km, 67 % confidence) when the edge sends it as the extra field
+    -- geo_accuracy_km; the geography detections widen their tolerance by it. Unparseable means unknown.
+    try_cast(json_extract_string(events.extras, '$.geo_accuracy_km') as double) as geo_accuracy_km,
     resolved_ips.geo.asn_name as geoip_asn_name,
     resolved_ips.geo.asn_prefix as geoip_asn_prefix,
     -- where the country came from: the edge, this lookup, or nobody

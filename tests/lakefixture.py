@@ -55,8 +55,17 @@ def write_table(lake_dir: str | Path, table: LakeTable, rows: list[dict], time_c
 
 
 def write_events(lake_dir: str | Path, events: list[dict]) -> list[Path]:
-    """Write access events (contract form: RFC 3339 event_time) as the lake's events table."""
-    return write_table(lake_dir, EVENTS, events, time_column="event_time")
+    """Write access events (contract form: RFC 3339 event_time) as the lake's events table.
+
+    Fields outside the contract go to `extras` as one JSON object, as the job's parser keeps them.
+    """
+    columns = set(EVENTS.arrow_schema().names)
+    rows = []
+    for event in events:
+        extras = {key: value for key, value in event.items() if key not in columns}
+        row = {key: value for key, value in event.items() if key in columns}
+        rows.append({**row, "extras": json.dumps(extras, separators=(",", ":"))} if extras else row)
+    return write_table(lake_dir, EVENTS, rows, time_column="event_time")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

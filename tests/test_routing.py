@@ -89,7 +89,7 @@ def test_every_sink_gets_its_format_once(tmp_path, lake, receiver, monkeypatch):
     config = write_config(
         tmp_path,
         f"    - {{name: pager, type: pagerduty, routing_key_env: UW_TEST_PD_KEY, url: '{receiver.url}/pd',"
-        " min_severity: high}\n"
+        " min_severity: medium}\n"
         "    - {name: chat, type: slack, webhook_url_env: UW_TEST_SLACK_URL}\n"
         f"    - {{name: am, type: webhook, url: '{receiver.url}/am'}}\n"
         "    - {name: file, type: jsonl, path: out/routed.jsonl}\n",
@@ -106,19 +106,19 @@ def test_every_sink_gets_its_format_once(tmp_path, lake, receiver, monkeypatch):
     assert page["routing_key"] == "pd-routing-key"
     assert page["event_action"] == "trigger"
     assert page["dedup_key"] == hopper["dedup_key"] == "impossible_travel:acct-hopper"
-    assert page["payload"]["severity"] == "error"  # high -> error
-    assert page["payload"]["source"] == "usagewatch" and page["payload"]["summary"].startswith("[HIGH]")
+    assert page["payload"]["severity"] == "warning"  # medium -> warning
+    assert page["payload"]["source"] == "usagewatch" and page["payload"]["summary"].startswith("[MEDIUM]")
     assert page["payload"]["custom_details"]["alert_id"] == hopper["alert_id"]
 
     webhook = next(b for b in receiver.at("/am") if b["commonLabels"]["entity_id"] == "acct-hopper")
     assert webhook["version"] == "4" and webhook["status"] == "firing" and webhook["receiver"] == "am"
     (firing,) = webhook["alerts"]
-    assert firing["labels"]["alertname"] == "impossible_travel" and firing["labels"]["severity"] == "high"
+    assert firing["labels"]["alertname"] == "impossible_travel" and firing["labels"]["severity"] == "medium"
     assert firing["startsAt"] == hopper["window_start"] and firing["endsAt"] == "0001-01-01T00:00:00Z"
     assert firing["fingerprint"] == hopper["alert_id"][:16]
 
     slack = next(b for b in receiver.at("/slack") if "acct-hopper" in b["text"])
-    assert slack["text"].startswith("[HIGH] Impossible travel")
+    assert slack["text"].startswith("[MEDIUM] Impossible travel")
     assert slack["blocks"][0]["text"]["text"] == slack["text"]
 
     routed = read_jsonl(tmp_path / "out" / "routed.jsonl")
@@ -218,7 +218,7 @@ def test_ack_and_resolve_are_routed_and_audited(tmp_path, lake, receiver, monkey
         "dedup_key": hopper["dedup_key"],
     }
     (slack,) = receiver.at("/slack")
-    assert slack["text"].startswith("Acknowledged by alice: [HIGH]") and "on it" in json.dumps(
+    assert slack["text"].startswith("Acknowledged by alice: [MEDIUM]") and "on it" in json.dumps(
         slack["blocks"]
     )
     assert receiver.at("/am") == []  # Alertmanager's shape has no acknowledgement

@@ -1,26 +1,89 @@
--- country_hopping: one account reaching the API from many countries within a short window over
--- ordinary (non-anonymizing) networks: a key shared across a residential-proxy pool, not a traveller.
--- One row per account per $window_minutes window.
+-- country_hopping: one account reaching the API from many far-apart countries within a short window
+-- over ordinary (non-anonymizing) networks: a key shared across a residential-proxy pool, not a
+-- traveller. One signal per account per $window_minutes window, risk rising with every region beyond
+-- the first two. What is not evidence: countries the account or its org used in the last
+-- $known_location_days days (known places), land neighbours of a country already counted (GeoIP near
+-- a border, road trips), and countries seen only through a mobile carrier's or a company's gateway
+-- (roaming gateways, regional corporate egress) count $shared_egress_country_weight.
 
 with located_events as (
     -- VPN/hosting/Tor exits are chosen by the client, so their countries prove nothing about movement;
     -- unknown asn_type counts as ordinary (it is usually a residential line without intelligence data).
     select
         account_id,
+        org_id,
         event_time,
         country,
         source_ip,
+        asn_type,
         time_bucket(to_minutes($window_minutes), event_time) as window_start
     from events_enriched
     where country is not null
         and not list_contains($anonymizer_asn_types, coalesce(asn_type, 'unknown'))
 ),
 
+window_countries as (
+    select
+        account_id,
+        any_value(org_id) as org_id,
+        window_start,
+        country,
+        -- a country reached over any residential/unknown line counts fully; gateway-only counts less
+        max(case when list_contains($shared_egress_asn_types, asn_type) then $shared_egress_country_weight else 1.0 end)
+            as weight
+    from located_events
+    group by account_id, window_start, country
+),
+
+new_countries as (
+    -- known places: the account's own, or its org's, countries of the previous days are not evidence
+    select *
+    from window_countries as current_country
+    where not exists (
+        select 1
+        from located_events as earlier
+        where earlier.country = current_country.country
+            and (
+                earlier.account_id = current_country.account_id
+                or (earlier.org_id = current_country.org_id and earlier.account_id <> current_country.account_id)
+            )
+            and earlier.event_time < current_country.window_start
+            and earlier.event_time >= current_country.window_start - to_days($known_location_days)
+    )
+),
+
+regions as (
+    -- one region per set of bordering countries: a country counts unless a land neighbour with a smaller
+    -- code is also in the window (a cheap stand-in for connected components; chains of 3+ neighbours
+    -- may count once more than they should, which errs towards flagging)
+    select *
+    from new_countries
+    where not exists (
+        select 1
+        from new_countries as neighbour
+        inner join land_borders
+            on land_borders.country_code = new_countries.country
+            and land_borders.border_country_code = neighbour.country
+        where neighbour.account_id = new_countries.account_id
+            and neighbour.window_start = new_countries.window_start
+            and neighbour.country < new_countries.country
+    )
+),
+
 account_windows as (
+    select
+        regions.account_id,
+        regions.window_start,
+        sum(regions.weight) as weighted_regions,
+        list_sort(list(regions.country)) as region_countries
+    from regions
+    group by regions.account_id, regions.window_start
+),
+
+window_activity as (
     select
         account_id,
         window_start,
-        window_start + to_minutes($window_minutes) as window_end,
         count(distinct country) as distinct_countries,
         list_sort(list(distinct country)) as countries,
         count(distinct source_ip) as distinct_ips,
@@ -29,20 +92,32 @@ account_windows as (
         max(event_time) as last_seen
     from located_events
     group by account_id, window_start
+),
+
+scored as (
+    select
+        account_windows.*,
+        window_activity.* exclude (account_id, window_start),
+        least($risk_per_region * (account_windows.weighted_regions - $free_regions), $max_risk) as risk_score
+    from account_windows
+    inner join window_activity using (account_id, window_start)
+    where account_windows.weighted_regions >= $min_regions
 )
 
 select
     account_id as entity_id,
     [account_id] as account_ids,
     window_start,
-    window_end,
-    case when distinct_countries >= $high_countries then 'high' end as severity,
+    window_start + to_minutes($window_minutes) as window_end,
+    risk_severity(risk_score) as severity,
+    round(risk_score) as risk_score,
+    round(weighted_regions, 2) as weighted_regions,
+    region_countries,
     distinct_countries,
     countries,
     distinct_ips,
     requests,
     first_seen,
     last_seen
-from account_windows
-where distinct_countries >= $min_countries
+from scored
 order by window_start, account_id

@@ -1,8 +1,13 @@
--- extraction_profile: an account whose traffic looks like harvesting model outputs: output-heavy volume
--- high in the population, flat around the clock, mostly reasoning-elicitation requests, few templates.
--- Judged against the population (volume percentile of the same window) and the account's own history
--- (severity high when the profile is new for the account). A legitimate batch customer is input-heavy
--- and fails the output-ratio test however large and flat its volume is.
+-- extraction_profile: how much an account's window of traffic looks like harvesting model outputs, as a
+-- weighted sum of evidence rather than an AND of cut-offs (an AND misses the harvester that is a little
+-- off on one feature). Each feature is scaled to 0..1 between a "normal" and a "fully suspicious" value
+-- from the YAML, and every contribution is shown in risk_factors; risk_score is their sum.
+-- Two features are about the content being harvested: output-heavy traffic (output/input ratio) and
+-- reasoning elicitation. The others - volume against the population, flat 24/7 activity, hosting
+-- networks, template repetition, a jump against the account's own history - describe how a heavy
+-- automated customer works too, so they count only in proportion to the content evidence (the gate):
+-- a legitimate batch customer (normal ratio, no reasoning elicitation) stays low however big, flat and
+-- cloud-hosted it is, and reasoning elicitation from a diurnal human team counts half.
 
 with account_windows as (
     select
@@ -12,6 +17,8 @@ with account_windows as (
         sum(input_tokens) as input_tokens,
         sum(output_tokens) as output_tokens,
         count(*) filter (where list_contains(request_tags, 'reasoning_elicitation')) as reasoning_requests,
+        count(*) filter (where list_contains($hosting_asn_types, asn_type)) as hosting_requests,
+        count(prompt_fingerprint) as fingerprinted_requests,
         count(distinct prompt_fingerprint) as distinct_templates,
         count(distinct date_trunc('hour', event_time)) as active_hours,
         min(event_time) as first_seen,
@@ -21,7 +28,7 @@ with account_windows as (
 ),
 
 lake_hours as (
-    -- hours of the window the lake has data for: "24/7" on a 30-minute lake means "every hour seen"
+    -- hours of the window the lake has data for: "24/7" on a 6-hour lake means "every hour seen"
     select
         time_bucket(to_hours($window_hours), event_time) as window_start,
         count(distinct date_trunc('hour', event_time)) as observed_hours
@@ -29,71 +36,130 @@ lake_hours as (
     group by window_start
 ),
 
-population as (
-    select
-        window_start,
-        quantile_cont(output_tokens, $volume_percentile) as output_tokens_threshold
-    from account_windows
-    group by window_start
-),
-
-profiled as (
-    select
-        windows.*,
-        windows.output_tokens / greatest(windows.input_tokens, 1) as output_input_ratio,
-        windows.reasoning_requests / windows.requests as reasoning_share,
-        windows.active_hours / lake_hours.observed_hours as active_hour_share,
-        population.output_tokens_threshold
-    from account_windows as windows
-    inner join lake_hours using (window_start)
-    inner join population using (window_start)
-),
-
 history as (
-    -- the account's own earlier windows: was it already this output-heavy?
+    -- the account's own earlier windows: a sudden jump is new behaviour, a steady heavy user is not
     select
         current_window.account_id,
         current_window.window_start,
         avg(earlier.output_tokens) as historical_output_tokens,
         count(earlier.window_start) as historical_windows
-    from profiled as current_window
+    from account_windows as current_window
     left join account_windows as earlier
         on earlier.account_id = current_window.account_id
         and earlier.window_start < current_window.window_start
         and earlier.window_start >= current_window.window_start - to_days($history_days)
     group by current_window.account_id, current_window.window_start
+),
+
+features as (
+    -- every feature in 0..1; greatest(least(...)) clamps
+    select
+        windows.*,
+        lake_hours.observed_hours,
+        history.historical_windows,
+        history.historical_output_tokens,
+        windows.output_tokens / greatest(windows.input_tokens, 1) as output_input_ratio,
+        windows.reasoning_requests / windows.requests as reasoning_share,
+        windows.active_hours / lake_hours.observed_hours as active_hour_share,
+        windows.hosting_requests / windows.requests as hosting_share,
+        -- output ratio on a log scale: 2x is as far from 1x as 8x from 4x
+        greatest(least(
+            ln(greatest(windows.output_tokens / greatest(windows.input_tokens, 1), 1e-9) / $ratio_normal)
+                / ln($ratio_suspicious / $ratio_normal),
+            1), 0) as ratio_f,
+        least(windows.reasoning_requests / windows.requests / $reasoning_suspicious_share, 1) as reasoning_f,
+        -- population rank of output volume within the same window
+        greatest(least(
+            (percent_rank() over population - $volume_normal_rank) / ($volume_suspicious_rank - $volume_normal_rank),
+            1), 0) as volume_f,
+        -- flatness needs enough observed hours to mean anything
+        case
+            when lake_hours.observed_hours >= $min_observed_hours then greatest(least(
+                (windows.active_hours / lake_hours.observed_hours - $flat_normal_share)
+                    / (1 - $flat_normal_share),
+                1), 0)
+            else 0
+        end as flat_f,
+        windows.hosting_requests / windows.requests as hosting_f,
+        -- template repetition: scripted traffic reuses a bounded set of templates thousands of times
+        case
+            when windows.fingerprinted_requests >= $min_template_requests
+                then (1 - windows.distinct_templates / windows.fingerprinted_requests)
+                    * windows.fingerprinted_requests / windows.requests
+            else 0
+        end as template_f,
+        case
+            when history.historical_windows > 0
+                and windows.output_tokens >= $history_jump * history.historical_output_tokens
+                then 1.0
+            else 0
+        end as jump_f
+    from account_windows as windows
+    inner join lake_hours using (window_start)
+    inner join history using (account_id, window_start)
+    window population as (partition by windows.window_start order by windows.output_tokens)
+),
+
+contributions as (
+    select
+        *,
+        -- automation: running around the clock or from servers; elicited reasoning counts fully only then
+        greatest(flat_f, hosting_f) as automation_f,
+        -- how far the content itself looks harvested: the gate for the operational features
+        greatest(ratio_f, reasoning_f * greatest(flat_f, hosting_f)) as gate
+    from features
+),
+
+scored as (
+    select
+        *,
+        {
+            'output_input_ratio': round($weight_ratio * ratio_f, 1),
+            'reasoning_elicitation': round($weight_reasoning * reasoning_f * (0.5 + 0.5 * automation_f), 1),
+            'output_volume': round($weight_volume * volume_f * gate, 1),
+            'flat_24_7': round($weight_flatness * flat_f * gate, 1),
+            'hosting_networks': round($weight_hosting * hosting_f * gate, 1),
+            'template_repetition': round($weight_templates * template_f * gate, 1),
+            'history_jump': round($weight_history * jump_f * gate, 1)
+        } as risk_factors
+    from contributions
+    where output_tokens >= $min_output_tokens
+),
+
+totals as (
+    select
+        *,
+        least(
+            risk_factors.output_input_ratio + risk_factors.reasoning_elicitation + risk_factors.output_volume
+            + risk_factors.flat_24_7 + risk_factors.hosting_networks + risk_factors.template_repetition
+            + risk_factors.history_jump,
+            100
+        ) as risk_score
+    from scored
 )
 
 select
-    profiled.account_id as entity_id,
-    [profiled.account_id] as account_ids,
-    profiled.window_start,
-    profiled.window_start + to_hours($window_hours) as window_end,
-    -- medium when the account has always looked like this (a known heavy user to review), high when
-    -- the profile is new or jumped well above the account's own history
-    case
-        when history.historical_windows > 0
-            and profiled.output_tokens < $history_jump * history.historical_output_tokens
-            then 'medium'
-    end as severity,
-    profiled.requests,
-    profiled.input_tokens,
-    profiled.output_tokens,
-    round(profiled.output_input_ratio, 2) as output_input_ratio,
-    round(profiled.reasoning_share, 3) as reasoning_share,
-    profiled.distinct_templates,
-    round(profiled.active_hour_share, 3) as active_hour_share,
-    round(profiled.output_tokens_threshold) as population_output_threshold,
-    history.historical_windows,
-    round(history.historical_output_tokens) as historical_output_tokens,
-    profiled.first_seen,
-    profiled.last_seen
-from profiled
-inner join history using (account_id, window_start)
-where profiled.output_tokens >= profiled.output_tokens_threshold
-    and profiled.output_tokens >= $min_output_tokens
-    and profiled.output_input_ratio >= $min_output_input_ratio
-    and profiled.reasoning_share >= $min_reasoning_share
-    and profiled.distinct_templates <= $max_templates
-    and profiled.active_hour_share >= $min_active_hour_share
-order by profiled.window_start, profiled.account_id
+    account_id as entity_id,
+    [account_id] as account_ids,
+    window_start,
+    window_start + to_hours($window_hours) as window_end,
+    risk_severity(risk_score) as severity,
+    risk_score,
+    risk_factors,
+    requests,
+    input_tokens,
+    output_tokens,
+    round(output_input_ratio, 2) as output_input_ratio,
+    round(reasoning_share, 3) as reasoning_share,
+    distinct_templates,
+    round(active_hour_share, 3) as active_hour_share,
+    observed_hours,
+    round(hosting_share, 3) as hosting_share,
+    historical_windows,
+    round(historical_output_tokens) as historical_output_tokens,
+    first_seen,
+    last_seen
+from totals
+-- ordinary accounts (below $min_risk) yield no signal at all
+where risk_score >= $min_risk
+order by window_start, account_id

@@ -1,7 +1,11 @@
--- impossible_travel: two consecutive requests of one account from places too far apart for the time
--- between them. One row per offending hop (the runner folds hops of one account within the
--- suppression window into one alert). Anonymizing exits on either side downgrade the hop to info:
--- a VPN's geo is the exit's, not the user's.
+-- impossible_travel: one account's consecutive requests from places too far apart for the time between
+-- them, once GeoIP's own error is taken out. One signal per account per $window_hours window, scored:
+-- a single move to a place nobody of the account (or its org) used recently is possible travel plus a
+-- VPN the IP data missed (moderate risk); repeated alternation between far-apart places is one key used
+-- in two places at once (key sharing, high risk). What GeoIP noise looks like, and is therefore left
+-- out: hops inside one country or to a neighbouring one (unless very far), hops within the two accuracy
+-- radii, and places the org already uses (corporate egress). VPN/hosting/Tor and mobile/business
+-- egress downgrade a hop: their geo is a gateway's, not the person's.
 
 with constants as (
     -- Mean Earth radius (IUGG), km: the haversine sphere approximation errs < 0.5 %, plenty for GeoIP.
@@ -10,7 +14,17 @@ with constants as (
 
 located_events as (
     -- Events without coordinates cannot place the account; they are skipped rather than breaking a hop.
-    select event_id, account_id, event_time, source_ip, country, latitude, longitude, asn_type
+    select
+        event_id,
+        account_id,
+        org_id,
+        event_time,
+        source_ip,
+        country,
+        latitude,
+        longitude,
+        asn_type,
+        coalesce(geo_accuracy_km, $default_accuracy_km) as accuracy_km
     from events_enriched
     where latitude is not null and longitude is not null
 ),
@@ -19,6 +33,7 @@ hops as (
     -- event_id breaks timestamp ties so equal-time events always pair up the same way.
     select
         account_id,
+        org_id,
         lag(event_time) over account_timeline as from_time,
         event_time as to_time,
         lag(source_ip) over account_timeline as from_ip,
@@ -30,13 +45,16 @@ hops as (
         latitude as to_latitude,
         longitude as to_longitude,
         lag(asn_type) over account_timeline as from_asn_type,
-        asn_type as to_asn_type
+        asn_type as to_asn_type,
+        lag(accuracy_km) over account_timeline as from_accuracy_km,
+        accuracy_km as to_accuracy_km
     from located_events
     window account_timeline as (partition by account_id order by event_time, event_id)
 ),
 
 measured_hops as (
-    -- Haversine great-circle distance.
+    -- Haversine great-circle distance; excess_km is what remains once both accuracy radii are spent
+    -- (the two points may each sit anywhere inside their circle).
     select
         hops.*,
         2 * constants.earth_radius_km * asin(sqrt(
@@ -50,41 +68,133 @@ measured_hops as (
     where from_time is not null
 ),
 
-fast_hops as (
-    -- Zero elapsed time over a real distance is infinitely fast: it alerts, with speed_kmh null
-    -- (JSON has no infinity). Hops under $min_distance_km are GeoIP noise between nearby cities.
+excess_hops as (
     select
         *,
-        case when elapsed_ms > 0 then distance_km / (elapsed_ms / 3600000.0) end as speed_kmh
+        distance_km - from_accuracy_km - to_accuracy_km as excess_km,
+        -- same country or a land neighbour: GeoIP spread and road trips, travel only when very far
+        from_country = to_country
+            or exists (
+                select 1
+                from land_borders
+                where land_borders.country_code = measured_hops.from_country
+                    and land_borders.border_country_code = measured_hops.to_country
+            ) as nearby_countries
     from measured_hops
-    where distance_km >= $min_distance_km
-        and (elapsed_ms = 0 or distance_km / (elapsed_ms / 3600000.0) > $max_speed_kmh)
+),
+
+impossible_hops as (
+    -- Zero elapsed time over a real distance is infinitely fast (speed_kmh null: JSON has no infinity).
+    select
+        *,
+        case when elapsed_ms > 0 then excess_km / (elapsed_ms / 3600000.0) end as speed_kmh,
+        -- how much the networks on either side let this hop count: an anonymizer's geo is the exit's,
+        -- a carrier's or company's is a gateway's
+        case
+            when list_contains($anonymizer_asn_types, from_asn_type)
+                or list_contains($anonymizer_asn_types, to_asn_type)
+                then $anonymizer_factor
+            when list_contains($shared_egress_asn_types, from_asn_type)
+                or list_contains($shared_egress_asn_types, to_asn_type)
+                then $shared_egress_factor
+            else 1.0
+        end as network_factor,
+        time_bucket(to_hours($window_hours), to_time) as window_start
+    from excess_hops
+    where excess_km >= $min_distance_km
+        and (not nearby_countries or excess_km >= $nearby_far_km)
+        and (elapsed_ms = 0 or excess_km / (elapsed_ms / 3600000.0) > $max_speed_kmh)
+),
+
+judged_hops as (
+    -- known places: the account's own recent countries make a move "seen before" (no longer travel, but
+    -- still alternation); another account of the same org there makes it corporate egress (neither)
+    select
+        impossible_hops.*,
+        exists (
+            select 1
+            from located_events as earlier
+            where earlier.account_id = impossible_hops.account_id
+                and earlier.country = impossible_hops.to_country
+                and earlier.event_time < impossible_hops.from_time
+                and earlier.event_time >= impossible_hops.to_time - to_days($known_location_days)
+        ) as known_to_account,
+        exists (
+            select 1
+            from located_events as colleague
+            where colleague.org_id = impossible_hops.org_id
+                and colleague.account_id <> impossible_hops.account_id
+                and colleague.country = impossible_hops.to_country
+                and colleague.event_time <= impossible_hops.to_time
+                and colleague.event_time >= impossible_hops.to_time - to_days($known_location_days)
+        ) as known_to_org
+    from impossible_hops
+),
+
+account_windows as (
+    select
+        account_id,
+        window_start,
+        count(*) as impossible_hops,
+        -- alternation: hops over ordinary networks back to a place the account itself used before
+        count(*) filter (where network_factor = 1.0 and known_to_account and not known_to_org)
+            as alternating_hops,
+        count(*) filter (where known_to_org) as org_known_hops,
+        list_sort(list_distinct(flatten(list([from_country, to_country])))) as countries,
+        -- a single move counts once: the strongest hop to a place new to both account and org
+        max(network_factor) filter (where not known_to_account and not known_to_org) as new_place_factor,
+        max(network_factor) filter (where not known_to_org) as strongest_factor,
+        min(from_time) as first_hop_at,
+        max(to_time) as last_hop_at,
+        arg_max(
+            {
+                'from_ip': from_ip, 'to_ip': to_ip, 'from_country': from_country, 'to_country': to_country,
+                'from_asn_type': from_asn_type, 'to_asn_type': to_asn_type,
+                'distance_km': round(distance_km, 1), 'excess_km': round(excess_km, 1),
+                'elapsed_seconds': elapsed_ms / 1000.0, 'speed_kmh': round(speed_kmh, 1),
+                'simultaneous': speed_kmh is null
+            },
+            -- the hop shown: ordinary networks first, then the longest beyond the error
+            network_factor * 100000 + excess_km
+        ) as strongest_hop
+    from judged_hops
+    group by account_id, window_start
+),
+
+scored as (
+    select
+        *,
+        greatest(
+            coalesce($travel_risk * new_place_factor, 0),
+            case
+                when alternating_hops >= $min_alternating_hops
+                    then least(
+                        $alternation_risk + $alternation_step_risk * (alternating_hops - $min_alternating_hops),
+                        $max_alternation_risk
+                    )
+                else 0
+            end,
+            -- hops only among the org's own places, or only downgraded ones, stay context
+            coalesce($travel_risk * strongest_factor * $known_place_factor, 0)
+        ) as risk_score
+    from account_windows
 )
 
 select
     account_id as entity_id,
     [account_id] as account_ids,
-    from_time as window_start,
-    -- window_end is exclusive in the alert contract; the arriving request must be inside it
-    to_time + interval 1 millisecond as window_end,
-    case
-        when list_contains($anonymizer_asn_types, from_asn_type)
-            or list_contains($anonymizer_asn_types, to_asn_type)
-            then 'info'
-    end as severity,
-    from_ip,
-    to_ip,
-    from_country,
-    to_country,
-    from_latitude,
-    from_longitude,
-    to_latitude,
-    to_longitude,
-    from_asn_type,
-    to_asn_type,
-    round(distance_km, 1) as distance_km,
-    elapsed_ms / 1000.0 as elapsed_seconds,
-    round(speed_kmh, 1) as speed_kmh,
-    speed_kmh is null as simultaneous
-from fast_hops
-order by from_time, account_id
+    first_hop_at as window_start,
+    -- window_end is exclusive in the alert contract; the last arriving request must be inside it
+    last_hop_at + interval 1 millisecond as window_end,
+    risk_severity(risk_score) as severity,
+    round(risk_score) as risk_score,
+    impossible_hops,
+    alternating_hops,
+    alternating_hops >= $min_alternating_hops as key_sharing_suspected,
+    org_known_hops,
+    countries,
+    strongest_hop.*
+from scored
+-- nothing left once known and downgraded hops are weighed: no signal at all
+where risk_score > 0
+order by first_hop_at, account_id

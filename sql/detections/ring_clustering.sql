@@ -1,6 +1,17 @@
--- ring_clustering: connected components of accounts linked by shared suspicious resources - an
--- anonymizing IP, a hosting/Tor AS, a payment method, a prompt template (each shared across different
--- organisations) or a synchronized-traffic group. One alert per ring naming every member: the hydra.
+-- ring_clustering: rings of accounts bound by several independent kinds of shared resource, one signal
+-- per ring naming every member (the hydra as one finding). Kinds of link, each its own family:
+-- anonymizing infrastructure (hosting/VPN/Tor IP, hosting/Tor AS), payment method, prompt template,
+-- synchronized timing and client fingerprint (user agent). A shared value only counts across
+-- organisations (a company card or team template links nothing) and weighs by its rarity, an IDF:
+-- ln(P / n) / ln(P) for a value shared by n of P accounts (P at least $reference_population, so a small
+-- lake does not make every value look common). Mobile, business and campus addresses never link:
+-- carrier-grade and corporate NAT put thousands of strangers behind one IP.
+-- An account is a ring member when its links add up to $min_member_strength: no single kind except a
+-- rare shared card gets there alone, so shared cloud egress, a popular
+-- public template or a common SDK never make a ring. Members are then joined into rings through their
+-- shared infrastructure, cards, templates and timing groups (the client fingerprint adds strength but
+-- never joins rings: one SDK version is shared by unrelated campaigns). A ring is reported only when the
+-- kinds of link specific to it (values used mostly by its members) add up to $min_member_strength too.
 -- The graph is bipartite (account - resource) rather than account pairs, so a resource shared by
 -- 20,000 accounts is 20,000 edges, not 200 million.
 
@@ -12,18 +23,28 @@ with recursive windowed_events as (
     from events_enriched
 ),
 
+population as (
+    select window_start, greatest(count(distinct account_id), $reference_population) as accounts
+    from windowed_events
+    group by window_start
+),
+
 resource_links as (
-    select window_start, account_id, org_key, 'hosting_ip' as edge_type, source_ip as resource
+    select window_start, account_id, org_key, 'infrastructure' as family, 'ip:' || source_ip as resource
     from windowed_events
     where list_contains($anonymizer_asn_types, asn_type)
     union
-    select window_start, account_id, org_key, 'hosting_asn', asn_key
+    select window_start, account_id, org_key, 'infrastructure', 'asn:' || asn_key
     from windowed_events
     where list_contains($hosting_asn_types, asn_type) and asn_key is not null
     union
     select window_start, account_id, org_key, 'payment', payment_fingerprint
     from windowed_events
     where payment_fingerprint is not null
+    union
+    select window_start, account_id, org_key, 'client', user_agent
+    from windowed_events
+    where user_agent is not null
     union
     -- a template needs repeated use by an account to link it (one stray request is noise)
     select window_start, account_id, any_value(org_key), 'template', prompt_fingerprint
@@ -38,7 +59,7 @@ sync_links as (
         members.window_start,
         members.account_id,
         coalesce(orgs.org_id, 'no-org:' || members.account_id) as org_key,
-        'synchronized' as edge_type,
+        'timing' as family,
         members.group_key as resource
     from synchronized_accounts(
         $window_hours, $sync_max_active_share, $sync_min_active_minutes, $sync_min_jaccard, $sync_min_accounts
@@ -55,18 +76,65 @@ all_links as (
 ),
 
 shared_resources as (
-    -- only resources shared across organisations bind accounts: corporate NAT, a company card or a
-    -- team template are one org and link nothing
-    select window_start, edge_type, resource
+    -- only values shared across organisations bind; rarity in 0..1 (1 = shared by two accounts of a
+    -- huge population, 0 = shared by everybody)
+    select
+        all_links.window_start,
+        all_links.family,
+        all_links.resource,
+        count(distinct all_links.account_id) as sharing_accounts,
+        greatest(
+            ln(any_value(population.accounts) / count(distinct all_links.account_id))
+                / ln(any_value(population.accounts)),
+            0
+        ) as rarity
     from all_links
-    group by window_start, edge_type, resource
-    having count(distinct org_key) >= $min_resource_orgs
+    inner join population using (window_start)
+    group by all_links.window_start, all_links.family, all_links.resource
+    having count(distinct all_links.org_key) >= $min_resource_orgs
+),
+
+family_points as (
+    select * from (values
+        ('infrastructure', $infrastructure_points),
+        ('payment', $payment_points),
+        ('template', $template_points),
+        ('timing', $timing_points),
+        ('client', $client_points)
+    ) as points(family, points)
+),
+
+account_families as (
+    -- per account and family: its rarest shared value, scaled so rarity >= $full_rarity scores fully
+    select
+        links.window_start,
+        links.account_id,
+        links.family,
+        least(max(shared.rarity) / $full_rarity, 1) * any_value(family_points.points) as strength
+    from all_links as links
+    inner join shared_resources as shared using (window_start, family, resource)
+    inner join family_points using (family)
+    group by links.window_start, links.account_id, links.family
+),
+
+members as (
+    select
+        window_start,
+        account_id,
+        sum(strength) as member_strength,
+        list_sort(list(family)) as families
+    from account_families
+    group by window_start, account_id
+    having sum(strength) >= $min_member_strength
 ),
 
 edges as (
-    select distinct links.window_start, links.account_id, links.edge_type || ':' || links.resource as node
+    -- members join rings through shared values of the joining families
+    select distinct links.window_start, links.account_id, links.family || ':' || links.resource as node
     from all_links as links
-    semi join shared_resources using (window_start, edge_type, resource)
+    semi join members using (window_start, account_id)
+    semi join shared_resources using (window_start, family, resource)
+    where links.family <> 'client'
 ),
 
 components (window_start, account_id, label) using key (window_start, account_id) as (
@@ -91,22 +159,68 @@ components (window_start, account_id, label) using key (window_start, account_id
 ),
 
 rings as (
-    select window_start, label, count(*) as ring_size, list_sort(list(account_id)) as account_ids
+    select
+        components.window_start,
+        components.label,
+        count(*) as ring_size,
+        list_sort(list(components.account_id)) as account_ids,
+        median(members.member_strength) as median_member_strength
     from components
-    group by window_start, label
+    inner join members using (window_start, account_id)
+    group by components.window_start, components.label
     having count(*) >= $min_ring_accounts
+),
+
+ring_values as (
+    -- how specific each shared value is to the ring: members sharing it / all accounts sharing it. A
+    -- ring's IPs, cards and templates are used (almost) only by the ring; a cloud NAT gateway or a
+    -- popular template that happens to cover some members is shared mostly with outsiders.
+    select
+        rings.window_start,
+        rings.label,
+        links.family,
+        links.resource,
+        count(distinct links.account_id) / any_value(shared.sharing_accounts) as concentration
+    from rings
+    inner join components using (window_start, label)
+    inner join all_links as links using (window_start, account_id)
+    inner join shared_resources as shared using (window_start, family, resource)
+    group by rings.window_start, rings.label, links.family, links.resource
+),
+
+ring_families as (
+    -- per family: the share of members it covers and its most ring-specific value
+    select
+        ring_values.window_start,
+        ring_values.label,
+        ring_values.family,
+        max(ring_values.concentration) as concentration,
+        any_value(family_points.points) as points
+    from ring_values
+    inner join family_points using (family)
+    group by ring_values.window_start, ring_values.label, ring_values.family
+),
+
+ring_evidence as (
+    -- a ring stands on the kinds of link that are specific to it (concentration >= $min_concentration)
+    select
+        window_start,
+        label,
+        sum(points) filter (where concentration >= $min_concentration) as specific_strength,
+        map_from_entries(list({'k': family, 'v': round(concentration, 2)} order by family)) as family_concentration
+    from ring_families
+    group by window_start, label
 ),
 
 ring_edges as (
     select
         rings.window_start,
         rings.label,
-        list_sort(list(distinct split_part(edges.node, ':', 1))) as edge_types,
         count(distinct edges.node) as binding_resources,
-        count(distinct edges.node) filter (where edges.node like 'hosting_ip:%') as shared_ips,
+        count(distinct edges.node) filter (where edges.node like 'infrastructure:ip:%') as shared_ips,
         count(distinct edges.node) filter (where edges.node like 'payment:%') as shared_payments,
         count(distinct edges.node) filter (where edges.node like 'template:%') as shared_templates,
-        count(distinct edges.node) filter (where edges.node like 'synchronized:%') as synchronized_groups
+        count(distinct edges.node) filter (where edges.node like 'timing:%') as synchronized_groups
     from rings
     inner join components using (window_start, label)
     inner join edges using (window_start, account_id)
@@ -126,19 +240,39 @@ ring_volume as (
     inner join components using (window_start, label)
     inner join windowed_events using (window_start, account_id)
     group by rings.window_start, rings.label
+),
+
+scored as (
+    -- the typical member's link strength, no more than the ring-specific links carry, plus a little for
+    -- size (a hydra of hundreds is no accident)
+    select
+        rings.*,
+        ring_evidence.specific_strength,
+        ring_evidence.family_concentration,
+        least(
+            least(rings.median_member_strength, ring_evidence.specific_strength)
+                + $size_points * least(ln(rings.ring_size) / ln($large_ring_accounts), 1),
+            100
+        ) as risk_score
+    from rings
+    inner join ring_evidence using (window_start, label)
+    where ring_evidence.specific_strength >= $min_member_strength
 )
 
 select
-    'ring:' || rings.label as entity_id,
-    rings.account_ids,
-    rings.window_start,
-    rings.window_start + to_hours($window_hours) as window_end,
-    case when rings.ring_size >= $critical_ring_accounts then 'critical' end as severity,
-    rings.ring_size,
+    'ring:' || scored.label as entity_id,
+    scored.account_ids,
+    scored.window_start,
+    scored.window_start + to_hours($window_hours) as window_end,
+    risk_severity(scored.risk_score) as severity,
+    round(scored.risk_score) as risk_score,
+    scored.ring_size,
+    round(scored.median_member_strength, 1) as median_member_strength,
+    scored.specific_strength,
+    scored.family_concentration,
     ring_volume.requests,
     ring_volume.output_tokens,
     ring_volume.distinct_orgs,
-    ring_edges.edge_types,
     ring_edges.binding_resources,
     ring_edges.shared_ips,
     ring_edges.shared_payments,
@@ -146,7 +280,7 @@ select
     ring_edges.synchronized_groups,
     ring_volume.first_seen,
     ring_volume.last_seen
-from rings
+from scored
 inner join ring_edges using (window_start, label)
 inner join ring_volume using (window_start, label)
-order by rings.window_start, rings.ring_size desc, entity_id
+order by scored.window_start, scored.ring_size desc, entity_id

@@ -540,7 +540,7 @@ def _change_status(args: argparse.Namespace, kind: str) -> int:
             record = store.acknowledge(args.alert_id, args.by, args.note, now)
         else:
             record = store.resolve(args.alert_id, args.by, args.note, now)
-        audit.open_audit_log(config).append(
+        audit.open_audit_log(config, args.state).append(
             "ack" if kind == "acknowledge" else "resolve",
             {
                 "alert_id": record["alert_id"],

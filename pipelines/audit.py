@@ -26,7 +26,8 @@ from pipelines.config import Config, ConfigError, load_config
 from pipelines.contracts import format_event_time
 
 GENESIS_HASH = "0" * 64
-DEFAULT_AUDIT_LOG = ".run/state/audit.jsonl"  # relative to the configuration file, like every path there
+# Beside the state database in use, unless state.audit_log names a file: the log moves with --state.
+AUDIT_LOG_NAME = "audit.jsonl"
 
 
 def canonical_json(value: Any) -> str:
@@ -39,9 +40,19 @@ def record_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(unhashed).encode("utf-8")).hexdigest()
 
 
-def audit_log_path(config: Config) -> Path:
-    state = config.section("state")
-    value = state.get("audit_log", DEFAULT_AUDIT_LOG)
+def audit_log_path(config: Config, state_path: str | Path | None = None) -> Path:
+    """state.audit_log if the configuration names it, else audit.jsonl beside the state database.
+
+    `state_path` is the command's --state: a command pointed at another state database keeps its
+    audit records beside that database, never in the configured (checkout's) log.
+    """
+    # alert_state imports this module, so its helpers are imported here, at call time.
+    from pipelines.alert_state import state_path as chosen_state_path
+    from pipelines.alert_state import state_section
+
+    value = state_section(config).get("audit_log")
+    if value is None:
+        return chosen_state_path(config, state_path).parent / AUDIT_LOG_NAME
     if not isinstance(value, str) or not value:
         raise config.error("state", "state.audit_log must be a file path")
     return config.resolve(value)
@@ -165,9 +176,9 @@ def verify(path: str | Path, expected_head: str | None = None) -> tuple[bool, in
     return True, None, f"{path}: {count} record(s), chain intact, head {prev_hash}"
 
 
-def open_audit_log(config: Config | None = None) -> AuditLog:
-    """The audit log named by the configuration (state.audit_log)."""
-    return AuditLog(audit_log_path(config or load_config()))
+def open_audit_log(config: Config | None = None, state_path: str | Path | None = None) -> AuditLog:
+    """The audit log of the state database in use (see audit_log_path)."""
+    return AuditLog(audit_log_path(config or load_config(), state_path))
 
 
 def append(kind: str, payload: dict[str, Any], config: Config | None = None) -> dict[str, Any]:
@@ -182,7 +193,7 @@ def head_hash(config: Config | None = None) -> str:
 
 def run_verify_command(args: argparse.Namespace) -> int:
     try:
-        path = Path(args.log) if args.log else audit_log_path(load_config(args.config))
+        path = Path(args.log) if args.log else audit_log_path(load_config(args.config), args.state)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -201,6 +212,9 @@ def add_parser(subparsers) -> None:
         "detected only against a head hash recorded elsewhere (--expect-head).",
     )
     verify_parser.add_argument("--config", help="usagewatch.yml to read state.audit_log from")
-    verify_parser.add_argument("--log", help="audit log file (default: state.audit_log of the configuration)")
+    verify_parser.add_argument(
+        "--log", help="audit log file (default: state.audit_log, else audit.jsonl beside the state database)"
+    )
+    verify_parser.add_argument("--state", help="state database whose audit log to verify (without --log)")
     verify_parser.add_argument("--expect-head", metavar="HASH", help="hash the newest record must have")
     verify_parser.set_defaults(func=run_verify_command)

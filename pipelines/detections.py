@@ -393,7 +393,7 @@ def detect_and_route(
     alerts = quality.mark_degraded(alerts, health)
     with AlertStore.open(state_path(config, state)) as store:
         suppression = {d.id: d.suppression_minutes for d in selected}
-        recorded = record_and_queue(store, router, open_audit_log(config), alerts, suppression, now)
+        recorded = record_and_queue(store, router, open_audit_log(config, state), alerts, suppression, now)
         delivery = router.deliver(store, now)
     return DetectRun(selected, alerts, recorded, delivery, quality.degraded_note(health))
 

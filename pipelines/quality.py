@@ -657,7 +657,8 @@ def record_and_route(
         if not alerts:
             return []
         suppression = {DATA_QUALITY_DETECTION: DATA_QUALITY_SUPPRESSION_MINUTES}
-        recorded = record_and_queue(store, router, audit.open_audit_log(config), alerts, suppression, now)
+        audit_log = audit.open_audit_log(config, state_path)
+        recorded = record_and_queue(store, router, audit_log, alerts, suppression, now)
         delivery = router.deliver(store, now, alert_ids=[alert["alert_id"] for alert in recorded.new])
     lines = [headline(alert) for alert in recorded.new]
     lines += [f"(already raised) {headline(alert)}" for alert in recorded.seen_again]

@@ -551,7 +551,7 @@ def run_report_command(args: argparse.Namespace) -> int:
         lake_dir = lake_path(config, args.lake)
         state_file = configured_state_path(config, args.state)
         out_dir = Path(args.out) if args.out else quality_settings(config).reports_dir
-        audit_log = audit.open_audit_log(config)
+        audit_log = audit.open_audit_log(config, args.state)
         if not lake_dir.is_dir():
             print(f"error: lake directory {lake_dir} does not exist", file=sys.stderr)
             return 2

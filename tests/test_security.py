@@ -251,3 +251,38 @@ def test_detections_still_fire_on_pseudonymised_events(tmp_path):
     assert private_alerts["shared_subnet_infrastructure"] == raw_alerts["shared_subnet_infrastructure"]
     # and no detection that fired on the raw events goes silent
     assert set(private_alerts) >= set(raw_alerts)
+
+
+# --- the audit log follows the state database (issue 11, finding 10) -------------------------------
+
+
+def test_state_override_carries_the_audit_log_with_it(tmp_path):
+    from lakefixture import read_jsonl
+
+    from pipelines import audit, cli
+
+    fixtures = Path(__file__).parent / "detections" / "fixtures" / "impossible_travel" / "positive.jsonl"
+    write_events(tmp_path / "lake", read_jsonl(fixtures))
+    # Like the shipped configuration: a state path, no explicit audit_log.
+    config = write_config(
+        tmp_path,
+        "state:\n  path: state/state.duckdb\n"
+        "routing:\n  sinks:\n    - {name: f, type: jsonl, path: r.jsonl}\n",
+    )
+    elsewhere = tmp_path / "elsewhere" / "state.duckdb"
+    elsewhere.parent.mkdir()
+
+    code = cli.main(
+        ["detect", "--lake", str(tmp_path / "lake"), "--config", str(config), "--state", str(elsewhere)]
+    )
+
+    assert code == 0
+    records = read_jsonl(elsewhere.parent / "audit.jsonl")
+    assert [record["kind"] for record in records] == ["alert", "alert"]
+    assert not (tmp_path / "state").exists() and not (tmp_path / ".run").exists()
+    assert cli.main(["audit", "verify", "--config", str(config), "--state", str(elsewhere)]) == 0
+    # Without --state the log sits beside the configured state database; an explicit audit_log wins.
+    assert audit.audit_log_path(load_config(str(config))) == tmp_path / "state" / "audit.jsonl"
+    assert audit.audit_log_path(load_config(), elsewhere) == elsewhere.parent / "audit.jsonl"
+    explicit = write_config(tmp_path, "state:\n  path: s.duckdb\n  audit_log: logs/a.jsonl\n")
+    assert audit.audit_log_path(load_config(str(explicit)), elsewhere) == tmp_path / "logs" / "a.jsonl"

@@ -35,7 +35,7 @@ from pipelines.alerts import (
 )
 from pipelines.analyst import ReadOnlyViolation, check_read_only, format_table, open_lake
 from pipelines.audit import AuditLog, open_audit_log
-from pipelines.config import Config, ConfigError, load_config, top_level_key_lines, yaml_error_message
+from pipelines.config import Config, ConfigError, load_config, load_yaml, yaml_error_message
 from pipelines.contracts import ALERT_SCHEMA, load_schema
 from pipelines.enrichment import install as install_enrichment
 from pipelines.lake import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
@@ -169,8 +169,8 @@ def load_detection(yml_path: Path) -> Detection:
     """Parse and lint one detection; raise DetectionError naming the file (and line) on any problem."""
     text = yml_path.read_text(encoding="utf-8")
     try:
-        meta = yaml.safe_load(text)
-        key_lines = top_level_key_lines(text)
+        meta, all_key_lines = load_yaml(text)  # a key given twice is an error, not "last one wins"
+        key_lines = {key[0]: line for key, line in all_key_lines.items() if len(key) == 1}
     except yaml.YAMLError as error:
         raise DetectionError(yaml_error_message(yml_path, error)) from error
     if not isinstance(meta, dict):

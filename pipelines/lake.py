@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 PARTITION_COLUMNS = ("dt", "hr")
 # Committed data files start with this; in-progress ones are hidden (leading dot).
@@ -50,6 +51,51 @@ class LakeTable:
     def glob(self, lake_dir: str | Path) -> str:
         """DuckDB read_parquet glob over committed files of every partition."""
         return str(self.path(lake_dir) / "dt=*" / "hr=*" / COMMITTED_FILE_GLOB)
+
+    def committed_files(self, lake_dir: str | Path) -> TableFiles:
+        """The table's committed files, split into readable Parquet and the files readers must skip."""
+        return scan_files(
+            self.path(lake_dir), sorted(self.path(lake_dir).glob(f"dt=*/hr=*/{COMMITTED_FILE_GLOB}"))
+        )
+
+
+@dataclass(frozen=True)
+class UnreadableFile:
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class TableFiles:
+    readable: list[Path]
+    unreadable: list[UnreadableFile]
+
+
+def scan_files(table_dir: Path, files: list[Path]) -> TableFiles:
+    """Split committed files into Parquet files inside `table_dir` and the rest, each with its reason.
+
+    A foreign, truncated or corrupt file (no Parquet footer, or one that does not parse) would make
+    every query over its table fail, and a symlink out of the table would be refused by the analyst
+    sandbox, so readers skip these and report them by name. Reading the footer costs ~25 us a file.
+    """
+    root = table_dir.resolve()
+    readable, unreadable = [], []
+    for path in files:
+        target = path.resolve()
+        if not target.is_relative_to(root):
+            unreadable.append(UnreadableFile(path, "links outside the lake table"))
+        elif not target.is_file():
+            unreadable.append(UnreadableFile(path, "not a regular file"))
+        else:
+            try:
+                pq.read_metadata(target)
+                readable.append(path)
+            except (OSError, ValueError) as error:  # pyarrow raises ArrowInvalid (a ValueError) or OSError
+                unreadable.append(UnreadableFile(path, f"not a readable Parquet file ({error})"))
+    return TableFiles(readable, unreadable)
 
 
 _WINDOW = (("window_start", "TIMESTAMP(3)"), ("window_end", "TIMESTAMP(3)"))
@@ -179,3 +225,13 @@ DEAD_LETTERS = LakeTable(
 EVENTS_CONTRACT_FIELDS = 22
 
 TABLES = (EVENTS, ACCOUNT_MINUTE, COUNTRY_MINUTE, IP_MINUTE, ASN_MINUTE, LATE_EVENTS, DEAD_LETTERS)
+
+
+def is_lake(lake_dir: str | Path) -> bool:
+    """A lake has at least one of the tables' folders; anything else (/, /proc, a home) is not one."""
+    return any(table.path(lake_dir).is_dir() for table in TABLES)
+
+
+def unreadable_files(lake_dir: str | Path, tables=TABLES) -> list[UnreadableFile]:
+    """Every committed file that readers skip: corrupt, truncated, not Parquet, or linking elsewhere."""
+    return [bad for table in tables for bad in table.committed_files(lake_dir).unreadable]

@@ -37,6 +37,7 @@ from pipelines.paths import SCHEMAS_DIR
 
 SUITES_DIR = SCHEMAS_DIR / "expectations"
 QUALITY_KEYS = {"results_dir", "reports_dir"}
+LAKE_KEYS = {"path"}
 DEFAULT_RESULTS_DIR = ".run/quality"  # relative to the configuration file
 DEFAULT_REPORTS_DIR = ".run/reports"
 
@@ -102,7 +103,7 @@ def lake_path(config: Config, override: str | None = None) -> Path:
     """The lake directory: --lake if given, else lake.path of the configuration."""
     if override:
         return Path(override)
-    value = config.section("lake").get("path")
+    value = config.section("lake", LAKE_KEYS).get("path")
     if not isinstance(value, str) or not value:
         raise config.error("lake", "lake.path must be a directory path")
     return config.resolve(value)

@@ -396,10 +396,18 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float) -> Sink:
     return WebhookSink(**common, actions=frozenset({"trigger", "resolve"}), url=url)
 
 
+# Beyond these a setting is a typo or an attack (`attempts: 1e9` retries for ever), not a choice.
+_NUMBER_MAXIMUMS = {
+    "routing.timeout_seconds": 300,
+    "routing.retry.attempts": 100,
+    "routing.retry.backoff_seconds": 3600,
+    "routing.retry.max_backoff_seconds": 86400,
+}
+
+
 def _number(config: Config, where: str, value: Any, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise config.error("routing", f"{where} must be a number >= {minimum}, got {value!r}")
-    return float(value)
+    """A finite number in range, or a ConfigError at the key's own line."""
+    return float(config.check_number(value, minimum, _NUMBER_MAXIMUMS[where], *where.split(".")))
 
 
 def load_router(config: Config) -> Router:
@@ -408,7 +416,7 @@ def load_router(config: Config) -> Router:
     timeout = _number(config, "routing.timeout_seconds", section.get("timeout_seconds", 10), 0.01)
     retry_spec = section.get("retry") or {}
     if not isinstance(retry_spec, dict) or set(retry_spec) - _RETRY_KEYS:
-        raise config.error("routing", f"routing.retry must be a mapping of {sorted(_RETRY_KEYS)}")
+        raise config.error("routing", f"routing.retry must be a mapping of {sorted(_RETRY_KEYS)}", "retry")
     defaults = RetryPolicy()
 
     def retry_number(key: str, minimum: float) -> float:
@@ -416,7 +424,7 @@ def load_router(config: Config) -> Router:
 
     attempts = retry_number("attempts", 1)
     if attempts != int(attempts):
-        raise config.error("routing", "routing.retry.attempts must be a whole number")
+        raise config.error("routing", "routing.retry.attempts must be a whole number", "retry", "attempts")
     retry = RetryPolicy(
         attempts=int(attempts),
         backoff_seconds=retry_number("backoff_seconds", 0),

@@ -105,21 +105,29 @@ def load_jobs(config: Config) -> list[ScheduledJob]:
     for index, spec in enumerate(specs):
         where = f"schedule.jobs[{index}]"
         if not isinstance(spec, dict) or set(spec) != JOB_KEYS:
-            raise config.error("schedule", f"{where} must have exactly name, cron and command")
+            raise config.error("schedule", f"{where} must have exactly name, cron and command", "jobs", index)
         name, cron, command = spec["name"], spec["cron"], spec["command"]
         if not isinstance(name, str) or not _JOB_NAME.match(name):
             raise config.error(
-                "schedule", f"{where}.name must be lowercase letters, digits, - or _, got {name!r}"
+                "schedule",
+                f"{where}.name must be lowercase letters, digits, - or _, got {name!r}",
+                "jobs",
+                index,
             )
         try:
             cron_trigger(str(cron))
         except ValueError as error:
-            raise config.error("schedule", f"{where} ({name}): invalid cron: {error}") from None
+            raise config.error(
+                "schedule", f"{where} ({name}): invalid cron: {error}", "jobs", index
+            ) from None
         argv = shlex.split(command) if isinstance(command, str) else []
         if not argv or argv[0] not in COMMANDS or argv[0] == "schedule":
             allowed = ", ".join(known for known in COMMANDS if known != "schedule")
             raise config.error(
-                "schedule", f"{where} ({name}): command must start with one of {allowed}; got {command!r}"
+                "schedule",
+                f"{where} ({name}): command must start with one of {allowed}; got {command!r}",
+                "jobs",
+                index,
             )
         jobs.append(ScheduledJob(name, str(cron), argv))
     names = [job.name for job in jobs]
@@ -130,7 +138,7 @@ def load_jobs(config: Config) -> list[ScheduledJob]:
 
 
 def log_dir(config: Config) -> Path:
-    value = config.section("schedule").get("log_dir", DEFAULT_LOG_DIR)
+    value = config.section("schedule", SCHEDULE_KEYS).get("log_dir", DEFAULT_LOG_DIR)
     if not isinstance(value, str) or not value:
         raise config.error("schedule", "schedule.log_dir must be a directory path")
     return config.resolve(value)

@@ -6,6 +6,9 @@ import argparse
 import csv
 import io
 import json
+import time
+import unicodedata
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -204,3 +207,173 @@ def test_restricted_countries_reference_is_dated_and_sourced(tmp_path):
     for row in by_code.values():
         assert row["basis"] in {"export-control", "provider-policy"}
         assert row["effective_from"] is not None and row["source"] and row["regime"]
+
+
+# --- the sandbox: the lake's tables and the reference data, nothing else (issue 11, finding 2) -------
+
+
+@pytest.mark.parametrize("directory", ["/proc", "/", "~", "an empty folder"])
+def test_sql_refuses_a_directory_that_is_not_a_lake(capsys, tmp_path, directory):
+    lake = tmp_path if directory == "an empty folder" else Path(directory).expanduser()
+    code, out, err = run_sql(
+        capsys, "--lake", str(lake), "select content from read_blob('/proc/self/environ')"
+    )
+    assert code == 2
+    assert f"{lake} is not a lake" in err
+    assert out == ""
+
+
+@pytest.fixture
+def planted(lake, tmp_path):
+    """Files an analyst must not read: outside the lake, in the lake's root, and behind symlinks."""
+    (tmp_path / "secret.txt").write_text("s3cr3t outside\n")
+    (lake / "notes.txt").write_text("s3cr3t in the lake root\n")
+    partition = next(EVENTS.path(lake).glob("dt=*/hr=*"))
+    (partition / "part-link").symlink_to(tmp_path / "secret.txt")
+    (EVENTS.path(lake) / "dt=2026-03-02").symlink_to(tmp_path)
+    return partition
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "select content from read_blob('/proc/self/environ')",
+        "select content from read_text('/etc/passwd')",
+        "select content from read_text('{tmp}/secret.txt')",
+        "select content from read_text('{lake}/notes.txt')",
+        "select content from read_text('{lake}/events/../notes.txt')",
+        "select content from read_text('{lake}/events/dt=2026-03-01/../../../secret.txt')",
+        "select content from read_text('{partition}/part-link')",
+        "select content from read_text('{lake}/events/dt=2026-03-02/secret.txt')",
+        "select content from read_text('{lake}/*.txt')",
+        "select content from read_text('{lake}/events/*/*.txt')",
+        "select content from read_text('{lake}/events/**')",
+        "select file from glob('{lake}/*')",
+        "select file from glob('{tmp}/*')",
+        "select * from read_csv('{tmp}/secret.txt')",
+    ],
+)
+def test_the_locked_connection_reads_nothing_outside_the_lake_tables(lake, planted, tmp_path, query):
+    con = analyst.open_lake(lake)
+    try:
+        try:
+            result = repr(
+                analyst.execute_read_only(con, query.format(lake=lake, tmp=tmp_path, partition=planted))
+            )
+        except duckdb.Error:
+            result = ""  # refused (the refusal names the path, never the content)
+        assert "s3cr3t" not in result and "notes.txt" not in result and "PATH=" not in result
+        # ...and the lake's own tables still read (the symlinked file is not part of them)
+        assert analyst.execute_read_only(con, "select count(*) from events")[1] == [(2,)]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "set enable_external_access = true",
+        "reset enable_external_access",
+        "reset allowed_directories",
+        "set allowed_directories = ['/']",
+        "set allowed_paths = ['/proc/self/environ']",
+        "set allowed_configs = ['enable_external_access']",
+        "reset lock_configuration",
+        "set temp_directory = '/'",
+        "set memory_limit = '100GB'",
+        "set threads = 64",
+        "set autoload_known_extensions = true",
+        "pragma enable_profiling",
+        "pragma threads = 64",
+    ],
+)
+def test_no_statement_widens_the_locked_connection(lake, statement):
+    con = analyst.open_lake(lake, limits=analyst.AnalystLimits())
+    settings = "select name, value from duckdb_settings() order by name"
+    before = con.execute(settings).fetchall()
+    try:
+        with pytest.raises(duckdb.Error):
+            con.execute(statement)  # without the statement filter: the lock alone must hold
+        assert con.execute(settings).fetchall() == before
+    finally:
+        con.close()
+
+
+# --- per-query limits and the terminal row limit (issue 11, finding 8) --------------------------------
+
+
+def write_analyst_config(tmp_path, text: str) -> str:
+    path = tmp_path / "usagewatch.yml"
+    path.write_text("analyst:\n" + text)
+    return str(path)
+
+
+def test_sql_runs_under_the_configured_limits(lake, tmp_path, capsys):
+    config = write_analyst_config(
+        tmp_path,
+        "  memory_limit: 256MiB\n  threads: 1\n  max_temp_directory_size: 1GiB\n  timeout_seconds: 30\n",
+    )
+    query = (
+        "select current_setting('memory_limit') as memory, current_setting('threads') as threads, "
+        "current_setting('max_temp_directory_size') as temp"
+    )
+    code, out, err = run_sql(capsys, "--lake", str(lake), "--config", config, "--format", "json", query)
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"memory": "256.0 MiB", "threads": 1, "temp": "1.0 GiB"}
+
+
+def test_the_default_limits_are_bounded(lake, capsys):
+    query = "select current_setting('threads') as threads, current_setting('max_temp_directory_size') as temp"
+    code, out, _ = run_sql(capsys, "--lake", str(lake), "--format", "json", query)
+    assert code == 0
+    settings = json.loads(out)
+    assert settings["threads"] == analyst.AnalystLimits().threads
+    assert "%" not in settings["temp"]  # not "90% of available disk space"
+
+
+def test_a_runaway_query_is_interrupted_at_the_timeout(lake, tmp_path, capsys):
+    config = write_analyst_config(tmp_path, "  timeout_seconds: 1\n")
+    started = time.monotonic()
+    code, out, err = run_sql(
+        capsys, "--lake", str(lake), "--config", config, "select count(*) from range(1000000000000000)"
+    )
+    assert code == 1
+    assert "timed out after 1 s" in err and "analyst.timeout_seconds" in err
+    assert out == ""
+    assert time.monotonic() - started < 30  # a full scan would take days
+
+
+def test_terminal_output_stops_at_the_row_limit_and_says_so(lake, capsys):
+    query = "select range as n from range(1500)"
+    code, out, _ = run_sql(capsys, "--lake", str(lake), query)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 + 1000 + 1
+    assert lines[-1] == "(first 1000 rows; more were cut: --limit N to change, --limit 0 for all)"
+
+    code, out, err = run_sql(capsys, "--lake", str(lake), "--limit", "10", "--format", "csv", query)
+    assert len(out.splitlines()) == 1 + 10
+    assert "first 10 rows" in err  # the note stays off stdout, so the CSV stays clean
+
+    code, out, err = run_sql(capsys, "--lake", str(lake), "--limit", "0", "--format", "json", query)
+    assert len(out.splitlines()) == 1500 and err == ""
+
+    code, out, _ = run_sql(capsys, "--lake", str(lake), "--limit", "1500", query)
+    assert out.splitlines()[-1] == "(1500 rows)"
+
+
+# --- hostile bytes never reach the terminal raw (issue 11, finding 9) ---------------------------------
+
+
+def test_control_characters_are_escaped_in_table_output(lake, capsys):
+    query = (
+        "select 'a' || chr(27) || '[2J' || chr(0) || chr(155) || chr(8238) || chr(8297) || 'b' as v, "
+        "'tab' || chr(9) || 'new' || chr(10) || 'line' as w, 'ünïcödé 東京' as ok"
+    )
+    code, out, _ = run_sql(capsys, "--lake", str(lake), query)
+    assert code == 0
+    assert r"a\x1b[2J\x00\x9b\u202e\u2069b" in out
+    assert r"tab\x09new\x0aline" in out
+    assert "ünïcödé 東京" in out
+    raw = [char for char in out if char != "\n" and (unicodedata.category(char) in {"Cc", "Cf"})]
+    assert raw == []

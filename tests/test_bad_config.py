@@ -107,12 +107,13 @@ def test_an_unknown_section_names_its_line(tmp_path):
         ("  truncate_ip: {ipv4_prefix: 24}", r"truncate_ip must be a mapping of exactly"),
         ("  pseudonymise_api_key_id: yes please", r"pseudonymise_api_key_id must be true or false"),
         ("  pseudonymise_api_key_id: true", r"pepper_env must name the environment variable"),
-        ("  hash_everything: true", r"unknown key\(s\) in privacy: \['hash_everything'\]"),
+        # an unknown key is named at its own line, not the section's
+        ("  hash_everything: true", r"4: unknown key\(s\) in privacy: \['hash_everything'\]"),
     ],
 )
 def test_a_bad_privacy_section_names_the_file_and_line(tmp_path, privacy, message):
     path = write_config(tmp_path, f"lake:\n  path: lake\nprivacy:\n{privacy}\n")
-    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:3: .*{message}"):
+    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:(3: .*)?{message}"):
         load_privacy(load_config(path))
 
 
@@ -150,3 +151,144 @@ def test_creating_topics_on_an_unreachable_broker_names_the_endpoint():
     endpoint = f"127.0.0.1:{closed_port()}"
     with pytest.raises(KafkaError, match=endpoint):
         kafka_broker.ensure_topics(endpoint, {"access-events": 1}, timeout=2)
+
+
+# --- strict configuration (issue 11, finding 7) ---------------------------------------------------
+
+SINKS = "  sinks:\n    - {name: a, type: jsonl, path: a.jsonl}\n"
+
+
+def test_a_duplicated_section_is_refused_naming_both_lines(tmp_path):
+    # Last-one-wins would silently drop sink a.
+    path = write_config(
+        tmp_path,
+        "routing:\n" + SINKS + "lake:\n  path: lake\nrouting:\n  sinks:\n    - {name: b, type: stdout}\n",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"usagewatch\.yml:6: invalid YAML: duplicate key 'routing' \(first on line 1, again on line 6",
+    ):
+        load_config(path)
+
+
+def test_a_duplicated_key_inside_a_section_is_refused(tmp_path):
+    path = write_config(tmp_path, "routing:\n  timeout_seconds: 5\n" + SINKS + "  timeout_seconds: 50\n")
+    with pytest.raises(
+        ConfigError, match=r"usagewatch\.yml:5: .*duplicate key 'timeout_seconds' \(first on line 2"
+    ):
+        load_config(path)
+
+
+def _readers():
+    from pipelines.alert_state import state_path
+    from pipelines.analyst import analyst_limits
+    from pipelines.quality import lake_path, quality_settings
+    from pipelines.schedule import load_jobs
+
+    return {
+        "lake": lake_path,
+        "state": state_path,
+        "routing": load_router,
+        "schedule": load_jobs,
+        "quality": quality_settings,
+        "privacy": load_privacy,
+        "analyst": analyst_limits,
+    }
+
+
+@pytest.mark.parametrize("section", ["lake", "state", "routing", "schedule", "quality", "privacy", "analyst"])
+def test_an_unknown_key_is_refused_in_every_section_at_its_own_line(tmp_path, section):
+    path = write_config(tmp_path, f"# a comment\n{section}:\n  pathh: typo\n")
+    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:3: unknown key\(s\) in {section}: \['pathh'\]"):
+        _readers()[section](load_config(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "key_line", "message"),
+    [
+        (
+            "routing:\n  timeout_seconds: .nan\n",
+            2,
+            r"routing\.timeout_seconds must be a finite number, not nan",
+        ),
+        (
+            "routing:\n  retry:\n    backoff_seconds: .inf\n",
+            3,
+            r"routing\.retry\.backoff_seconds must be a finite",
+        ),
+        (
+            "analyst:\n  timeout_seconds: -.inf\n",
+            2,
+            r"analyst\.timeout_seconds must be a finite number, not -inf",
+        ),
+    ],
+)
+def test_non_finite_numbers_are_refused_at_load_naming_the_key_line(tmp_path, text, key_line, message):
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:{key_line}: {message}"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "key_line", "message"),
+    [
+        (
+            "routing:\n  retry:\n    attempts: 1.0e+9\n",
+            3,
+            r"routing\.retry\.attempts must be a number from 1 to 100",
+        ),
+        (
+            "routing:\n  retry:\n    attempts: 1000000000\n",
+            3,
+            r"routing\.retry\.attempts must be a number from",
+        ),
+        (
+            "routing:\n  retry:\n    attempts: 1e9\n",
+            3,
+            r"routing\.retry\.attempts must be a number from 1 to 100, got '1e9'",
+        ),
+        (
+            "routing:\n" + SINKS + "  timeout_seconds: -1\n",
+            4,
+            r"routing\.timeout_seconds must be a number from 0\.01",
+        ),
+        (
+            "routing:\n  retry:\n    max_backoff_seconds: 1.0e+12\n",
+            3,
+            r"routing\.retry\.max_backoff_seconds must be a number from 0 to",
+        ),
+        (
+            "analyst:\n  threads: 4\n  timeout_seconds: -5\n",
+            3,
+            r"analyst\.timeout_seconds must be a number from 0\.1",
+        ),
+        ("analyst:\n  threads: 0\n", 2, r"analyst\.threads must be a whole number from 1 to 256"),
+        ("analyst:\n  threads: 1.5\n", 2, r"analyst\.threads must be a whole number"),
+        ("analyst:\n  memory_limit: lots\n", 2, r"analyst\.memory_limit must be a size such as 2GiB"),
+    ],
+)
+def test_absurd_numbers_are_refused_naming_the_key_line(tmp_path, text, key_line, message):
+    from pipelines.analyst import analyst_limits
+
+    config = load_config(write_config(tmp_path, text))
+    reader = analyst_limits if text.startswith("analyst") else load_router
+    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:{key_line}: {message}"):
+        reader(config)
+
+
+def test_a_configuration_that_is_not_utf8_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "usagewatch.yml"
+    path.write_bytes("lake:\n  path: lake\nstate:\n  path: caf\u00e9.duckdb\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"usagewatch\.yml:4: not UTF-8 text \(byte 0xe9\)"):
+        load_config(str(path))
+
+
+def test_a_duplicated_key_in_a_detection_is_refused_naming_both_lines(detection_dir):
+    yml = detection_dir / f"{DETECTION}.yml"
+    text = yml.read_text()
+    yml.write_text(text + "severity: info\n")
+    first, again = line_of(yml, "severity:"), len(yml.read_text().splitlines())
+    with pytest.raises(
+        DetectionError, match=rf"{DETECTION}\.yml:{again}: .*duplicate key 'severity' \(first on line {first}"
+    ):
+        load_detections(detection_dir)

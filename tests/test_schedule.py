@@ -68,12 +68,13 @@ def test_the_shipped_configuration_and_crontab_schedule_the_same_jobs():
 )
 def test_a_bad_job_fails_fast_naming_the_file_and_line(tmp_path, jobs, message):
     config = load_config(str(_config(tmp_path, jobs)))
-    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:3: .*{message}"):
+    line = 3 if message == "unique" else 6  # a bad job is named at its own line, not the section's
+    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:{line}: .*{message}"):
         schedule.load_jobs(config)
 
 
 def test_the_scheduler_runs_a_job_as_a_usagewatch_command(tmp_path):
-    (tmp_path / "lake").mkdir()
+    (tmp_path / "lake" / "events").mkdir(parents=True)  # a young lake: `usagewatch sql` refuses a non-lake
     # Every second, so the test waits about one second; the relative --lake resolves beside the config.
     config = load_config(
         str(

@@ -32,7 +32,7 @@ from pipelines.alerts import alert_id, dedup_key
 from pipelines.analyst import format_table, open_lake, sql_string_literal
 from pipelines.config import Config, ConfigError, load_config
 from pipelines.contracts import format_event_time, validate_alert
-from pipelines.lake import COMMITTED_FILE_GLOB, TABLES, LakeTable
+from pipelines.lake import COMMITTED_FILE_GLOB, TABLES, LakeTable, TableFiles, scan_files
 from pipelines.paths import SCHEMAS_DIR
 
 SUITES_DIR = SCHEMAS_DIR / "expectations"
@@ -52,6 +52,14 @@ DATA_QUALITY_RUNBOOK = (
 )
 
 STATUSES = ("passed", "failed", "unvalidated")
+
+# Not a GX suite: validate's own check that every committed file of a partition is readable Parquet
+# inside the lake. Readers skip such files (lake.scan_files), so without this finding they would vanish.
+READABLE_FILES_SUITE = "parquet_files_readable"
+READABLE_FILES_WHY = (
+    "a corrupt, truncated, foreign or symlinked file is skipped by every reader: its rows are missing "
+    "from detections and reports until it is replaced or removed"
+)
 
 # `{{ partition <table> }}` or `{{ partition_files <table> }}` inside a suite's batch SQL.
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s+([\w.-]+)\s*\}\}")
@@ -225,11 +233,15 @@ class Partition(_HourOfPartition):
     def files(self) -> list[Path]:
         return sorted(self.folder.glob(COMMITTED_FILE_GLOB))
 
+    def scan(self) -> TableFiles:
+        """The partition's committed files: readable Parquet, and the ones readers skip."""
+        return scan_files(self.folder.parent.parent, self.files())  # folder: <table>/dt=../hr=..
+
     def fingerprint(self) -> str:
         """Changes whenever a committed file is added, removed or rewritten."""
         digest = hashlib.sha256()
         for path in self.files():
-            stat = path.stat()
+            stat = path.lstat()  # a symlink planted as a part file may dangle
             digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
@@ -256,7 +268,7 @@ def committed_partitions(
 
 
 def render_batch_sql(suite: Suite, partition: Partition, lake_dir: Path) -> str:
-    """The suite's batch SQL with its placeholders bound to `partition`'s hour."""
+    """The suite's batch SQL with its placeholders bound to `partition`'s hour (readable files only)."""
 
     def expand(match: re.Match[str]) -> str:
         kind, table_name = match.groups()
@@ -267,9 +279,11 @@ def render_batch_sql(suite: Suite, partition: Partition, lake_dir: Path) -> str:
                 f"(select * from {table.name} where dt = {sql_string_literal(partition.dt)} "
                 f"and hr = {sql_string_literal(partition.hr)})"
             )
-        folder = table.path(lake_dir) / f"dt={partition.dt}" / f"hr={partition.hr}" / COMMITTED_FILE_GLOB
+        folder = table.path(lake_dir) / f"dt={partition.dt}" / f"hr={partition.hr}"
+        readable = scan_files(table.path(lake_dir), sorted(folder.glob(COMMITTED_FILE_GLOB))).readable
+        files = "[" + ", ".join(sql_string_literal(str(path)) for path in readable) + "]"
         options = "union_by_name = true, hive_partitioning = false"
-        return f"read_parquet({sql_string_literal(str(folder))}, {options})"
+        return f"read_parquet({files}, {options})"
 
     return _PLACEHOLDER.sub(expand, suite.batch_sql)
 
@@ -375,6 +389,38 @@ def result_file(results_dir: Path, suite: Suite, partition: Partition) -> Path:
     )
 
 
+def _readable_files_suite(table: LakeTable) -> Suite:
+    return Suite(
+        name=READABLE_FILES_SUITE,
+        table=table,
+        batch_sql="",
+        alert_severity="high",
+        description="Every committed file of the partition is readable Parquet inside the lake.",
+        definition={"name": READABLE_FILES_SUITE, "expectations": []},
+        path=Path(__file__),
+    )
+
+
+def _readable_files_result(
+    partition: Partition, files: TableFiles, results_dir: Path, fingerprint: str, validated_at: dt.datetime
+) -> SuiteResult:
+    """A failed finding naming each unreadable file, with a result JSON like a GX suite's."""
+    suite = _readable_files_suite(partition.table)
+    failing = [
+        FailedExpectation("expect_file_to_be_readable_parquet", bad.path.name, READABLE_FILES_WHY, str(bad))
+        for bad in files.unreadable
+    ]
+    path = result_file(results_dir, suite, partition)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    outcome = {
+        "success": False,
+        "results": [item.to_json() for item in failing],
+        "readable": len(files.readable),
+    }
+    path.write_text(json.dumps(outcome, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return SuiteResult(suite, partition, False, len(failing), failing, fingerprint, path, validated_at)
+
+
 def validate_partitions(
     lake_dir: str | Path,
     results_dir: Path,
@@ -392,7 +438,14 @@ def validate_partitions(
     try:
         for index, partition in enumerate(partitions, start=1):
             fingerprint = partition.fingerprint()
-            for suite in (suite for suite in suites if suite.table == partition.table):
+            files = partition.scan()
+            if files.unreadable:
+                results.append(
+                    _readable_files_result(partition, files, results_dir, fingerprint, validated_at)
+                )
+            # With no readable file left there is nothing for the suites to check.
+            table_suites = [suite for suite in suites if suite.table == partition.table and files.readable]
+            for suite in table_suites:
                 sql = render_batch_sql(suite, partition, lake_dir)
                 try:
                     frame = con.execute(sql, _batch_parameters(sql, partition, validated_at)).df()
@@ -552,6 +605,10 @@ def partition_health(
                     else f"{suite.name}: {item['expectation']}"
                     for item in result[2]
                 ]  # fmt: skip
+        # validate's unreadable-file finding counts for as long as the files it judged are unchanged
+        files_result = latest.get((partition.table.name, partition.dt, partition.hr, READABLE_FILES_SUITE))
+        if files_result and files_result[1] == fingerprint and not files_result[0]:
+            failing += [f"{READABLE_FILES_SUITE}: {item['column']}" for item in files_result[2]]
         if failing:
             status, details = "failed", failing
         elif missing or stale:

@@ -4,6 +4,7 @@ the environment, and pseudonymisation that leaves the detections working."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 
@@ -286,3 +287,71 @@ def test_state_override_carries_the_audit_log_with_it(tmp_path):
     assert audit.audit_log_path(load_config(), elsewhere) == elsewhere.parent / "audit.jsonl"
     explicit = write_config(tmp_path, "state:\n  path: s.duckdb\n  audit_log: logs/a.jsonl\n")
     assert audit.audit_log_path(load_config(str(explicit)), elsewhere) == tmp_path / "logs" / "a.jsonl"
+
+
+# --- one bad file does not blind the lake (issue 11, finding 9) --------------------------------------
+
+
+def _break(path: Path, fault: str) -> None:
+    good = path.read_bytes()
+    if fault == "foreign":
+        path.write_bytes(b'{"not": "parquet"}\n')
+    elif fault == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    else:  # a corrupt footer: its length field points before the start of the file
+        path.write_bytes(good[:-8] + (2**31 - 1).to_bytes(4, "little") + b"PAR1")
+
+
+@pytest.mark.parametrize("fault", ["foreign", "truncated", "corrupt"])
+def test_a_bad_lake_file_is_named_and_skipped_and_the_rest_stays_queryable(tmp_path, capsys, fault):
+    from lakefixture import FIXTURE_FILE_NAME, read_jsonl
+
+    from pipelines import cli, lake
+
+    events = read_jsonl(
+        Path(__file__).parent / "detections" / "fixtures" / "impossible_travel" / "positive.jsonl"
+    )
+    lake_dir = tmp_path / "lake"
+    [first, *_] = write_events(lake_dir, events)
+    bad = first.parent / "part-bad-0"
+    bad.write_bytes(first.read_bytes())
+    _break(bad, fault)
+    config = write_config(
+        tmp_path,
+        f"lake:\n  path: {lake_dir}\nstate:\n  path: state/state.duckdb\n"
+        f"quality:\n  results_dir: {tmp_path / 'quality'}\n"
+        "routing:\n  sinks:\n    - {name: f, type: jsonl, path: routed.jsonl}\n",
+    )
+
+    [unreadable] = lake.unreadable_files(lake_dir)
+    assert unreadable.path == bad and "not a readable Parquet file" in unreadable.reason
+
+    assert (
+        cli.main(["sql", "--lake", str(lake_dir), "--format", "json", "select count(*) as n from events"])
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"n": len(events)}
+    assert f"warning: skipped {bad}: not a readable Parquet file" in err
+
+    assert cli.main(["detect", "--lake", str(lake_dir), "--config", str(config)]) == 0
+    assert "state: 2 new" in capsys.readouterr().out
+
+    # validate records a data-quality finding naming the file, routed like every failed suite
+    assert cli.main(["validate", "--config", str(config), "--table", "events"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "part-bad-0" in out
+    routed = read_jsonl(tmp_path / "routed.jsonl")
+    [routed] = [alert for alert in routed if alert["evidence"].get("suite") == "parquet_files_readable"]
+    assert routed["evidence"]["suite"] == "parquet_files_readable"
+    assert str(bad) in json.dumps(routed["evidence"])
+    assert routed["entity_id"] == f"events/{first.parent.parent.name}/{first.parent.name}"
+    assert FIXTURE_FILE_NAME not in json.dumps(routed["evidence"]["failing_expectations"])
+    # ...and until the file is fixed or removed, detections over that hour are marked degraded
+    from pipelines.quality import partition_health
+
+    health = {
+        (item.dt, item.hr): item for item in partition_health(tmp_path / "state" / "state.duckdb", lake_dir)
+    }
+    faulty = health[(first.parent.parent.name[3:], first.parent.name[3:])]
+    assert faulty.status == "failed" and "parquet_files_readable: part-bad-0" in faulty.failing

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from pipelines.analyst import to_json_value
+from pipelines.analyst import terminal_safe, to_json_value
 from pipelines.contracts import format_event_time, validate_alert
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # ascending urgency, as in the alert schema
@@ -95,8 +95,9 @@ def fold_duplicates(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def headline(alert: dict[str, Any]) -> str:
+    """One line per alert for terminals and chat; the entity comes from event data, so it is escaped."""
     accounts = len(alert["account_ids"])
-    return (
+    return terminal_safe(
         f"[{alert['severity'].upper()}] {alert['title']}: {alert['entity_type']} {alert['entity_id']} "
         f"({accounts} account{'s' if accounts != 1 else ''}) "
         f"{alert['window_start']} .. {alert['window_end']}"

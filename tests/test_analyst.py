@@ -377,3 +377,14 @@ def test_control_characters_are_escaped_in_table_output(lake, capsys):
     assert "ünïcödé 東京" in out
     raw = [char for char in out if char != "\n" and (unicodedata.category(char) in {"Cc", "Cf"})]
     assert raw == []
+
+
+def test_alert_headlines_escape_hostile_entities():
+    from pipelines.alerts import headline
+
+    alert = {
+        "severity": "high", "title": "Impossible travel", "entity_type": "account",
+        "entity_id": "acct\x1b]0;pwned\x07\u202e", "account_ids": ["acct"],
+        "window_start": "2026-03-01T10:00:00.000Z", "window_end": "2026-03-01T10:01:00.000Z",
+    }  # fmt: skip
+    assert r"account acct\x1b]0;pwned\x07\u202e (1 account)" in headline(alert)

@@ -340,16 +340,22 @@ def add_parser(subparsers) -> None:
         "sql",
         help="run one read-only SQL query over the lake",
         description="Run one SELECT/WITH query over the lake views "
-        f"({', '.join(table.name for table in TABLES)}, restricted_countries).",
+        f"({', '.join(table.name for table in TABLES)}, restricted_countries). Only the lake's table "
+        "folders and the reference data are readable; the query runs under the analyst: limits and is "
+        "interrupted at analyst.timeout_seconds.",
     )
     parser.add_argument("--lake", required=True, help="lake directory (only its table folders are readable)")
     parser.add_argument(
-        "--config", help="usagewatch.yml for the analyst: limits (default: repo root, or $USAGEWATCH_CONFIG)"
+        "--config",
+        metavar="FILE",
+        help="usagewatch.yml whose analyst: section sets the query limits (default: repo root, or "
+        "$USAGEWATCH_CONFIG)",
     )
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument(
         "--limit",
         type=int,
+        metavar="N",
         default=DEFAULT_ROW_LIMIT,
         help=f"print at most N rows, with a note when more were cut (default {DEFAULT_ROW_LIMIT}; 0: all)",
     )

@@ -54,7 +54,7 @@ def audit_log_path(config: Config, state_path: str | Path | None = None) -> Path
     if value is None:
         return chosen_state_path(config, state_path).parent / AUDIT_LOG_NAME
     if not isinstance(value, str) or not value:
-        raise config.error("state", "state.audit_log must be a file path")
+        raise config.error("state", "state.audit_log must be a file path", "audit_log")
     return config.resolve(value)
 
 

@@ -82,18 +82,22 @@ def load_privacy(config: Config) -> Privacy:
     # A pepper written into the file gets its own message before the generic unknown-key check.
     if "pepper" in config.section(SECTION):
         raise config.error(
-            SECTION, "privacy.pepper: secrets never go in the file; name the variable in pepper_env"
+            SECTION, "privacy.pepper: secrets never go in the file; name the variable in pepper_env", "pepper"
         )
     section = config.section(SECTION, _KEYS)
     pseudonymise_keys = section.get("pseudonymise_api_key_id", False)
     if not isinstance(pseudonymise_keys, bool):
-        raise config.error(SECTION, "privacy.pseudonymise_api_key_id must be true or false")
+        raise config.error(
+            SECTION, "privacy.pseudonymise_api_key_id must be true or false", "pseudonymise_api_key_id"
+        )
     pepper = None
     if pseudonymise_keys:
         variable = section.get("pepper_env")
         if not isinstance(variable, str) or not variable:
             raise config.error(
-                SECTION, "privacy.pepper_env must name the environment variable holding the pepper"
+                SECTION,
+                "privacy.pepper_env must name the environment variable holding the pepper",
+                "pepper_env",
             )
         value = os.environ.get(variable, "")
         if len(value.encode("utf-8")) < MIN_PEPPER_BYTES:
@@ -107,11 +111,18 @@ def load_privacy(config: Config) -> Privacy:
     if truncation is not None:
         if not isinstance(truncation, dict) or set(truncation) != set(_PREFIX_BITS):
             raise config.error(
-                SECTION, f"privacy.truncate_ip must be a mapping of exactly {sorted(_PREFIX_BITS)}"
+                SECTION,
+                f"privacy.truncate_ip must be a mapping of exactly {sorted(_PREFIX_BITS)}",
+                "truncate_ip",
             )
         for key, bits in _PREFIX_BITS.items():
             value = truncation[key]
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= bits:
-                raise config.error(SECTION, f"privacy.truncate_ip.{key} must be an integer from 0 to {bits}")
+                raise config.error(
+                    SECTION,
+                    f"privacy.truncate_ip.{key} must be an integer from 0 to {bits}",
+                    "truncate_ip",
+                    key,
+                )
             prefixes[key] = value
     return Privacy(pepper=pepper, **prefixes)

@@ -102,7 +102,7 @@ def quality_settings(config: Config) -> QualitySettings:
     for key, default in (("results_dir", DEFAULT_RESULTS_DIR), ("reports_dir", DEFAULT_REPORTS_DIR)):
         value = section.get(key, default)
         if not isinstance(value, str) or not value:
-            raise config.error("quality", f"quality.{key} must be a directory path")
+            raise config.error("quality", f"quality.{key} must be a directory path", key)
         values[key] = config.resolve(value)
     return QualitySettings(**values)
 
@@ -113,7 +113,7 @@ def lake_path(config: Config, override: str | None = None) -> Path:
         return Path(override)
     value = config.section("lake", LAKE_KEYS).get("path")
     if not isinstance(value, str) or not value:
-        raise config.error("lake", "lake.path must be a directory path")
+        raise config.error("lake", "lake.path must be a directory path", "path")
     return config.resolve(value)
 
 

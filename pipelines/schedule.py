@@ -100,7 +100,9 @@ def load_jobs(config: Config) -> list[ScheduledJob]:
     section = config.section("schedule", SCHEDULE_KEYS)
     specs = section.get("jobs") or []
     if not isinstance(specs, list) or not specs:
-        raise config.error("schedule", "schedule.jobs must be a non-empty list of {name, cron, command}")
+        raise config.error(
+            "schedule", "schedule.jobs must be a non-empty list of {name, cron, command}", "jobs"
+        )
     jobs = []
     for index, spec in enumerate(specs):
         where = f"schedule.jobs[{index}]"
@@ -140,7 +142,7 @@ def load_jobs(config: Config) -> list[ScheduledJob]:
 def log_dir(config: Config) -> Path:
     value = config.section("schedule", SCHEDULE_KEYS).get("log_dir", DEFAULT_LOG_DIR)
     if not isinstance(value, str) or not value:
-        raise config.error("schedule", "schedule.log_dir must be a directory path")
+        raise config.error("schedule", "schedule.log_dir must be a directory path", "log_dir")
     return config.resolve(value)
 
 

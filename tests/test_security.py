@@ -176,7 +176,7 @@ def test_a_missing_secret_names_the_variable_and_a_set_one_is_used(tmp_path, mon
 def test_the_pepper_comes_only_from_the_environment(tmp_path, monkeypatch):
     literal = write_config(tmp_path, f"privacy:\n  pseudonymise_api_key_id: true\n  pepper: {PEPPER}\n")
     with pytest.raises(
-        ConfigError, match=r"usagewatch\.yml:1: privacy\.pepper: secrets never go in the file"
+        ConfigError, match=r"usagewatch\.yml:3: privacy\.pepper: secrets never go in the file"
     ):
         load_privacy(load_config(str(literal)))
 

@@ -154,7 +154,7 @@ def open_lake(
     lake_dir = Path(lake_dir).resolve()
     files = {table.name: table.committed_files(lake_dir) for table in TABLES}
     for bad in (bad for table_files in files.values() for bad in table_files.unreadable):
-        print(f"warning: skipped {bad} (usagewatch validate records it)", file=sys.stderr)
+        print(f"warning: skipped {bad}", file=sys.stderr)
     con = duckdb.connect()
     for view_file in sorted(VIEWS_DIR.glob("*.sql")):
         try:

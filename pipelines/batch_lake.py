@@ -43,7 +43,6 @@ the job would archive it.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -59,8 +58,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from pipelines import lake
 from pipelines.analyst import sql_string_literal
@@ -79,8 +76,7 @@ LONG_MAX = 2**63 - 1
 # Input is handed to DuckDB in slices of about this many bytes (whole lines), so memory stays bounded
 # by the slice, not the file.
 READ_CHUNK_BYTES = 64 << 20
-# Rows per Arrow batch handed to the Parquet writer, and its largest row group.
-ROWS_PER_BATCH = 128 * 1024
+RECORD_SCHEMA = pa.schema([("line_no", pa.int64()), ("raw", pa.large_string())])
 
 
 class BatchLakeError(RuntimeError):
@@ -97,6 +93,7 @@ class BatchLakeReport:
     rows: dict[str, int] = field(default_factory=dict)  # rows written per lake table
     partitions: int = 0  # partitions written (each marked _SUCCESS)
     seconds: float = 0.0
+    stage_seconds: dict[str, tuple[float, float]] = field(default_factory=dict)  # (wall, CPU) per stage
 
     @property
     def records_per_s(self) -> float:
@@ -135,22 +132,21 @@ def _record_slices(path: Path) -> Iterator[pa.RecordBatch]:
 
 
 def _batch(data: bytes, first_line_no: int) -> pa.RecordBatch:
-    """Records of `data` (whole lines, each ending in \\n): zero-copy Arrow strings, newline stripped."""
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(buffer == ord("\n"))
+    """Records of `data` (whole lines, each ending in \\n) as Arrow strings over the same bytes.
+
+    Each record keeps its line end (no copy here); the parse strips it as Flink's line reader does.
+    """
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
     offsets = np.concatenate(([0], ends + 1)).astype(np.int64)
+    raw = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        # Java decodes malformed UTF-8 to U+FFFD; newlines are ASCII, so each line is repaired alone.
+        raw.validate(full=True)  # UTF-8
+    except pa.ArrowInvalid:
+        # Java decodes malformed UTF-8 to U+FFFD; line ends are ASCII, so each line is repaired alone.
         lines = [line.decode("utf-8", errors="replace") + "\n" for line in data.split(b"\n")[:-1]]
         raw = pa.array(lines, pa.large_string())
-    else:
-        raw = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
-    # Flink's line reader drops the \n and one \r before it.
-    raw = pc.replace_substring_regex(raw, pattern="\r?\n$", replacement="")
     line_no = pa.array(np.arange(first_line_no + 1, first_line_no + 1 + len(ends), dtype=np.int64))
-    return pa.RecordBatch.from_arrays([line_no, raw], names=["line_no", "raw"])
+    return pa.RecordBatch.from_arrays([line_no, raw], schema=RECORD_SCHEMA)
 
 
 # --- the parse: DuckDB for records it can vouch for, the contract check for the rest -------------------
@@ -161,6 +157,17 @@ EVENT_TIME_PATTERN = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0
 EVENT_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%gZ"  # DuckDB strptime: %g is milliseconds
 IPV4_PATTERN = (
     r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+)
+# IPv6 in its hexadecimal forms (full, and compressed with ::); forms with an IPv4 tail are left to the
+# contract check.
+_H16 = "[0-9A-Fa-f]{1,4}"
+IPV6_PATTERN = "|".join(
+    [
+        f"({_H16}:){{7}}{_H16}",
+        f"({_H16}:){{1,7}}:",
+        *(f"({_H16}:){{1,{head}}}(:{_H16}){{1,{7 - head}}}" for head in range(1, 7)),
+        f":((:{_H16}){{1,7}}|:)",
+    ]
 )
 ASN_TYPES = tuple(
     value for value in load_schema(ACCESS_EVENT_SCHEMA)["properties"]["asn_type"]["enum"] if value
@@ -190,10 +197,9 @@ def _string(name: str, condition: str | None = None, required: bool = False) -> 
 
 
 def _long(name: str) -> str:
-    # A plain non-negative integer literal that fits a long; 12.0 or 1e2 are left to the contract check.
-    return (
-        f"(regexp_full_match(doc.{name}, '[0-9]+') and try_cast(doc.{name}::varchar as bigint) is not null)"
-    )
+    # A non-negative integer that fits a long. DuckDB writes a JSON number with a fraction or exponent
+    # with a '.', so 12.0 and 1e2 are left to the contract check; a string fails the cast on its quotes.
+    return f"(not contains(doc.{name}, '.') and try_cast(doc.{name}::varchar as ubigint) <= {LONG_MAX})"
 
 
 def _count(name: str, required: bool = False) -> str:
@@ -201,11 +207,9 @@ def _count(name: str, required: bool = False) -> str:
 
 
 def _coordinate(name: str, bound: int) -> str:
-    # NaN and infinities (which DuckDB's reader accepts, Jackson does not) fail the range check.
-    return (
-        f"(doc.{name} is null or (regexp_matches(doc.{name}, '^-?[0-9]')"
-        f" and try_cast(doc.{name}::varchar as double) between -{bound} and {bound}))"
-    )
+    # A string fails the cast on its quotes; NaN and infinities (DuckDB's reader accepts them, Jackson
+    # does not) fail the range check.
+    return f"(doc.{name} is null or try_cast(doc.{name}::varchar as double) between -{bound} and {bound})"
 
 
 def _number(name: str, sql_type: str) -> str:
@@ -223,20 +227,28 @@ _TAGS_PATTERN = r'\[("([^"\\]|\\.)+"(,"([^"\\]|\\.)+")*)?\]'
 # Typed values use try_cast so that no record can fail the query; broken records are filtered out.
 FIELD_SQL: dict[str, tuple[str, str]] = {
     "event_id": (_text("event_id"), _string("event_id", required=True)),
+    # Exactly RFC 3339 UTC with milliseconds: the text is what the parsed time formats back to.
     "event_time": (
         f"try_strptime({_text('event_time')}, '{EVENT_TIME_FORMAT}')",
         _string(
             "event_time",
-            f"regexp_full_match({_text('event_time')}, '{EVENT_TIME_PATTERN}')"
-            f" and try_strptime({_text('event_time')}, '{EVENT_TIME_FORMAT}') is not null",
+            f"strftime(try_strptime({_text('event_time')}, '{EVENT_TIME_FORMAT}'), '{EVENT_TIME_FORMAT}')"
+            f" = {_text('event_time')}",
             required=True,
         ),
     ),
     "account_id": (_text("account_id"), _string("account_id", required=True)),
     "api_key_id": (_text("api_key_id"), _string("api_key_id", required=True)),
     "org_id": (_text("org_id"), _string("org_id")),
-    # IPv6 addresses are checked once per distinct address, in Python (see _valid_ipv6).
-    "source_ip": (_text("source_ip"), _string("source_ip", required=True)),
+    "source_ip": (
+        _text("source_ip"),
+        _string(
+            "source_ip",
+            f"(regexp_full_match({_text('source_ip')}, '{IPV4_PATTERN}')"
+            f" or regexp_full_match({_text('source_ip')}, '{IPV6_PATTERN}'))",
+            required=True,
+        ),
+    ),
     "country": (_text("country"), _string("country", f"regexp_full_match({_text('country')}, '[A-Z]{{2}}')")),
     "latitude": (_number("latitude", "double"), _coordinate("latitude", 90)),
     "longitude": (_number("longitude", "double"), _coordinate("longitude", 180)),
@@ -266,39 +278,58 @@ FIELD_SQL: dict[str, tuple[str, str]] = {
 }
 
 
+def _canonical_text() -> str:
+    """The record as DuckDB would write these fields back: compact, in the contract's order, nulls kept."""
+    pieces = ", ',', ".join(
+        f"'{json.dumps(name)}:', coalesce(doc.{name}, 'null')" for name in CONTRACT_FIELDS
+    )
+    return f"concat('{{', {pieces}, '}}')"
+
+
 def _parse_sql() -> str:
+    """One slice of `records` (line_no, raw with its line end) -> typed contract fields, `plain`, and the
+    record's text where the contract check will need it."""
     structure = "{" + ", ".join(f'"{name}": "JSON"' for name in CONTRACT_FIELDS) + "}"
     typed = ",\n    ".join(f"{FIELD_SQL[name][0]} as {name}" for name in CONTRACT_FIELDS)
     rules = "\n      and ".join(FIELD_SQL[name][1] for name in CONTRACT_FIELDS)
+    # Flink's line reader drops the \n and one \r before it; JSON does not mind either, so the text is
+    # only cut where it is compared or kept.
+    text = "case when ends_with(line, e'\\r\\n') then line[:-3] else line[:-2] end"
     return f"""
 with objects as (
   -- json_valid first: the JSON functions raise on text that is not JSON
-  select line_no, raw, case when json_valid(raw) then json_type(raw) = 'OBJECT' else false end as is_object
+  select line_no, raw as line,
+    case when not json_valid(raw) then false when starts_with(raw, '{{') then true
+      else json_type(raw) = 'OBJECT' end as is_object
   from records
 ),
+-- materialized: otherwise DuckDB repeats the parse in every expression that reads doc
 documents as materialized (
   -- one parse per record into the contract's fields, each kept as JSON so its type can be checked
-  select line_no, raw, is_object,
-    case when is_object then json_transform(raw, {sql_string_literal(structure)}) end as doc,
-    case when is_object then json_keys(raw) end as keys
+  select line_no, line, is_object,
+    case when is_object then json_transform(line, {sql_string_literal(structure)}) end as doc
   from objects
 ),
 checked as (
-  select line_no, raw, is_object,
+  select line_no, line, is_object,
     {typed},
-    coalesce(is_object
-      -- DuckDB's reader tolerates trailing commas, Jackson does not
-      and not regexp_matches(raw, ',[ \\t\\n\\r]*[\\]}}]')
-      and strlen(raw) <= {MAX_RECORD_CHARS}
-      -- no duplicate keys, and no field outside the contract (extras are the contract check's job)
-      and len(keys) = len(list_distinct(keys))
-      and list_has_all({_quoted_list(CONTRACT_FIELDS)}, keys)
-      and {rules}, false) as plain,
-    regexp_full_match(coalesce({_text("source_ip")}, ''), '{IPV4_PATTERN}') as ipv4
+    -- No duplicate keys and no field outside the contract (extras are the contract check's job).
+    case
+      -- A record that reads back exactly as DuckDB writes these fields has neither (nor a trailing
+      -- comma), without listing its keys.
+      when line = concat({_canonical_text()}, e'\\n') then true
+      -- (a case, so that json_keys only ever sees objects)
+      when is_object then len(json_keys(line)) = len(list_distinct(json_keys(line)))
+        and list_has_all({_quoted_list(CONTRACT_FIELDS)}, json_keys(line))
+        -- DuckDB's reader tolerates trailing commas, Jackson does not
+        and not regexp_matches(line, ',[ \\t\\n\\r]*[\\]}}]')
+        and strlen({text}) <= {MAX_RECORD_CHARS}
+      else false
+    end
+      and coalesce({rules}, false) as plain
   from documents
 )
--- The raw text is kept only where Python may need it: records not vouched for, and IPv6 sources.
-select * exclude (raw), case when not (plain and ipv4) then raw end as raw
+select * exclude (line), case when not plain then {text} end as raw
 from checked
 """
 
@@ -308,7 +339,6 @@ from checked
 CONTRACT_PROPERTIES = frozenset(load_schema(ACCESS_EVENT_SCHEMA)["properties"])
 _JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
 _EVENT_TIME = re.compile(EVENT_TIME_PATTERN)
-_IPV6_CHARACTERS = re.compile(r"[0-9A-Fa-f:.]+")
 _DECODER = json.JSONDecoder()
 
 
@@ -407,17 +437,6 @@ def leading_event_time(raw: str) -> datetime | None:
         return None
 
 
-def _valid_ipv6(address: str) -> bool:
-    """The parser's IPv6 rule: only hex digits, colons and dots, and a valid address."""
-    if ":" not in address or not _IPV6_CHARACTERS.fullmatch(address):
-        return False
-    try:
-        ipaddress.IPv6Address(address)
-    except ValueError:
-        return False
-    return True
-
-
 # --- the build -------------------------------------------------------------------------------------------
 
 # What a record DuckDB cannot read gets, when the contract check has nothing against it.
@@ -436,6 +455,19 @@ def _partition_of(time_column: str) -> str:
     return f"strftime({time_column}, '%Y-%m-%d') as dt, strftime({time_column}, '%H') as hr"
 
 
+def _stopwatch(timings: dict[str, tuple[float, float]]):
+    """stage(name) records (wall, CPU) seconds since the previous call under name."""
+    last = time.perf_counter(), time.process_time()
+
+    def stage(name: str) -> None:
+        nonlocal last
+        now = time.perf_counter(), time.process_time()
+        timings[name] = (round(now[0] - last[0], 3), round(now[1] - last[1], 3))
+        last = now
+
+    return stage
+
+
 def _check_input(path: Path) -> None:
     if not path.exists():
         raise BatchLakeError(f"input file not found: {path}")
@@ -448,22 +480,10 @@ def _check_input(path: Path) -> None:
         raise BatchLakeError(f"cannot read input {path}: {error.strerror}") from error
 
 
-def _record_reader(path: Path) -> pa.RecordBatchReader:
-    schema = pa.schema([("line_no", pa.int64()), ("raw", pa.large_string())])
-    return pa.RecordBatchReader.from_batches(schema, _record_slices(path))
-
-
 def _judge_suspects(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]:
     """(extras of valid suspects, dead letters): the contract check over records DuckDB did not vouch for."""
-    addresses = con.execute(
-        "select distinct source_ip from parsed where plain and not ipv4 and source_ip is not null"
-    ).fetchall()
-    valid_ipv6 = pa.table({"source_ip": pa.array([a for (a,) in addresses if _valid_ipv6(a)], pa.string())})
-    con.register("valid_ipv6", valid_ipv6)
     suspects = con.execute(
-        "select line_no, raw, is_object from parsed"
-        " where not (plain and (ipv4 or source_ip in (select source_ip from valid_ipv6)))"
-        " order by line_no"
+        "select line_no, raw, is_object from parsed where not plain order by line_no"
     ).fetchall()
     accepted: dict[str, list] = {"line_no": [], "extras": []}
     letters: dict[str, list] = {name: [] for name in _DEAD_LETTER_SCHEMA.names}
@@ -491,9 +511,8 @@ select {fields}, accepted.extras,
   cast(null as integer) as kafka_partition, cast(null as bigint) as kafka_offset,
   {_partition_of("parsed.event_time")}
 from parsed left join accepted on parsed.line_no = accepted.line_no
--- a record is valid when DuckDB vouched for it (not judged again) or the contract check accepted it
-where accepted.line_no is not null
-  or (parsed.plain and (parsed.ipv4 or parsed.source_ip in (select source_ip from valid_ipv6)))
+-- valid: DuckDB vouched for it, or the contract check accepted it
+where parsed.plain or accepted.line_no is not null
 """
 
 
@@ -512,31 +531,34 @@ group by window_start, window_end, {WINDOW_KEYS[table.name]}
 """
 
 
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    """The DuckDB type whose Parquet encoding reads back as arrow_type."""
+    if pa.types.is_list(arrow_type):
+        return _duckdb_type(arrow_type.value_type) + "[]"
+    if pa.types.is_timestamp(arrow_type):
+        return {"s": "timestamp_s", "ms": "timestamp_ms", "us": "timestamp", "ns": "timestamp_ns"}[
+            arrow_type.unit
+        ]
+    return {pa.string(): "varchar", pa.int64(): "bigint", pa.int32(): "integer", pa.float64(): "double"}[
+        arrow_type
+    ]
+
+
 def _write(con: duckdb.DuckDBPyConnection, table: lake.LakeTable, query: str, staging: Path, tag: str) -> int:
-    """Write the query's rows as `table`'s hive partitions under staging; returns the row count."""
-    schema = table.arrow_schema()
-    partition_schema = pa.schema([(name, pa.string()) for name in lake.PARTITION_COLUMNS])
-    full_schema = pa.schema([*schema, *partition_schema])
-    columns = ", ".join(full_schema.names)
-    result = con.sql(f"select {columns} from ({query}) order by dt, hr").to_arrow_reader(ROWS_PER_BATCH)
-    rows = 0
+    """Write the query's rows as `table`'s hive partitions under staging; returns the row count.
 
-    def cast_batches() -> Iterator[pa.RecordBatch]:
-        nonlocal rows
-        for batch in result:
-            rows += batch.num_rows
-            yield batch.cast(full_schema)
-
-    ds.write_dataset(
-        pa.RecordBatchReader.from_batches(full_schema, cast_batches()),
-        staging / table.name,
-        format="parquet",
-        partitioning=ds.partitioning(partition_schema, flavor="hive"),
-        basename_template=f"{lake.PART_FILE_PREFIX}batch-{tag}-{{i}}",
-        file_options=ds.ParquetFileFormat().make_write_options(compression="snappy"),
-        existing_data_behavior="overwrite_or_ignore",
-        max_rows_per_group=ROWS_PER_BATCH,
+    Each column is cast to the type whose Parquet encoding reads back as LakeTable.arrow_schema().
+    """
+    columns = ", ".join(
+        f"cast({field.name} as {_duckdb_type(field.type)}) as {field.name}" for field in table.arrow_schema()
     )
+    target = sql_string_literal(str(staging / table.name))
+    options = (
+        f"format parquet, compression snappy, partition_by ({', '.join(lake.PARTITION_COLUMNS)}),"
+        f" filename_pattern '{lake.PART_FILE_PREFIX}batch-{tag}-{{i}}', file_extension 'parquet'"
+    )
+    copied = con.execute(f"copy (select {columns}, dt, hr from ({query})) to {target} ({options})")
+    ((rows,),) = copied.fetchall()
     return rows
 
 
@@ -570,16 +592,29 @@ def build_lake(events_jsonl: Path, lake_dir: Path) -> BatchLakeReport:
     try:
         # Spill to the lake's own disk if the input outgrows memory.
         con.execute(f"set temp_directory = {sql_string_literal(str(staging / '.spill'))}")
-        con.register("records", _record_reader(events_jsonl))
+        con.execute("set enable_progress_bar = false")
+        # Rows carry their line number; nothing needs DuckDB to keep them in order, which frees its threads.
+        con.execute("set preserve_insertion_order = false")
+        stage = _stopwatch(timings := {})
+        con.register("records", RECORD_SCHEMA.empty_table())
         con.execute(f"create temp table parsed as {_parse_sql()}")
+        # Slice by slice: memory holds one slice of raw text, not the file.
+        for records in _record_slices(events_jsonl):
+            con.register("records", records)
+            con.execute(f"insert into parsed {_parse_sql()}")
+        stage("parse")
         accepted, dead_letters = _judge_suspects(con)
         con.register("accepted", accepted)
         con.register("dead_letter_records", dead_letters)
+        stage("contract check")
         con.execute(f"create temp table valid_events as {_valid_events_sql()}")
         (records,) = con.execute("select count(*) from parsed").fetchall()[0]
+        stage("valid events")
         rows = {lake.EVENTS.name: _write(con, lake.EVENTS, "select * from valid_events", staging, tag)}
+        stage("write events")
         for table in WINDOWED_TABLES:
             rows[table.name] = _write(con, table, _window_sql(table), staging, tag)
+        stage("aggregate and write windows")
         failed_at_sql = f"cast({sql_string_literal(failed_at.isoformat(sep=' '))} as timestamp)"
         rows[lake.DEAD_LETTERS.name] = _write(
             con,
@@ -593,6 +628,7 @@ def build_lake(events_jsonl: Path, lake_dir: Path) -> BatchLakeReport:
         rows[lake.LATE_EVENTS.name] = 0
         lake.LATE_EVENTS.path(lake_dir).mkdir(parents=True, exist_ok=True)
         partitions = _publish(staging, lake_dir)
+        stage("dead letters and publish")
     except duckdb.Error as error:
         raise BatchLakeError(f"building the lake from {events_jsonl} failed: {error}") from error
     finally:
@@ -607,4 +643,5 @@ def build_lake(events_jsonl: Path, lake_dir: Path) -> BatchLakeReport:
         rows=rows,
         partitions=partitions,
         seconds=time.perf_counter() - started,
+        stage_seconds=timings,
     )

@@ -5,6 +5,8 @@ offsets that are latest when they start:
   flink_java_udf   (a) the project's job (jobs/usage_aggregates.py), checkpointing every 10 s, exactly once
   flink_python_udf (b) the same job with the parse as a per-event PyFlink Python UDF (bench/pyudf_job.py)
   python_consumer  (c) kafka-python + dicts + pyarrow, no framework (bench/plain_consumer.py)
+  duckdb_batch     (d) the reference: the same events from a JSONL file, built into the same lake by one
+                   DuckDB process (bench/batch_reference.py); no Kafka, no checkpoints, not streaming
   flink_object_reuse  opt-in what-if: (a) with pipeline.object-reuse on (bench/object_reuse_job.py)
 Each run is checked: the lake must hold every event in `events` and count each one exactly once in
 account_minute (or late_events).
@@ -23,13 +25,13 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import machine
+from bench import batch_reference, machine
 from bench.workload import Workload
 from pipelines import flink_job, kafka_broker, paths
 from pipelines.analyst import open_lake
 
 BENCH_DIR = Path(__file__).resolve().parent
-VARIANTS = ("flink_java_udf", "flink_python_udf", "python_consumer")
+VARIANTS = ("flink_java_udf", "flink_python_udf", "python_consumer", "duckdb_batch")
 # Opt-in what-ifs (--variants), not part of the default run.
 WHAT_IF_VARIANTS = ("flink_object_reuse",)
 JOB_SCRIPTS = {"flink_python_udf": "pyudf_job.py", "flink_object_reuse": "object_reuse_job.py"}
@@ -40,6 +42,8 @@ DLQ_TOPIC = "bench-dead-letters"
 
 def _command(variant: str, workload: Workload, lake_dir: Path, bootstrap: str) -> list[str]:
     group = f"bench-{variant}-{uuid.uuid4().hex[:8]}"
+    if variant == "duckdb_batch":
+        return batch_reference.command(workload, lake_dir.parent / "cache", lake_dir)
     if variant == "python_consumer":
         return [
             sys.executable,
@@ -109,9 +113,10 @@ def run_variant(variant: str, workload: Workload, work_dir: Path, bootstrap: str
         "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     broker_pid = kafka_broker.status().pid
+    command = _command(variant, workload, lake_dir, bootstrap)  # (d) writes its input file here, untimed
     started = time.perf_counter()
     process = subprocess.Popen(
-        _command(variant, workload, lake_dir, bootstrap),
+        command,
         cwd=paths.REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -150,7 +155,7 @@ def run_variant(variant: str, workload: Workload, work_dir: Path, bootstrap: str
     reader.join(timeout=10)
     if code != 0:
         raise RuntimeError(f"{variant} on {workload.topic} failed ({code}):\n" + "\n".join(tail))
-    # (c) has no planning phase worth separating: it starts consuming at once.
+    # (c) and (d) have no planning phase worth separating: they start reading at once.
     processing_s = wall_s - (submitted_at[0] - started) if submitted_at else wall_s
     result = {
         "variant": variant,

@@ -36,9 +36,11 @@ partial file and a failed build leaves nothing behind. Building into a lake that
 appends, as a second replay would.
 
 Not reproduced, for hostile input only: the Java parser's exact dead-letter wording; `extras` spelling
-of numbers Jackson writes differently from Python (`1.0E20` vs `1e+20`); a record the contract accepts
-but DuckDB's JSON reader cannot read (a lone UTF-16 surrogate escape) goes to the dead letters, where
-the job would archive it.
+of numbers Jackson writes differently from Python (`1.0E20` vs `1e+20`); where the Python contract check
+and the Java parser disagree (a country `"US\\n"` or a fingerprint `"ab\\n"` passes the contract check,
+whose patterns are Python's `re.search`; see tests/test_hostile_input.py) the batch follows the contract
+check; a record the contract accepts but DuckDB's JSON reader cannot read (a lone UTF-16 surrogate
+escape) goes to the dead letters with that reason, where the job would archive it.
 """
 
 from __future__ import annotations

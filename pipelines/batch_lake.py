@@ -609,7 +609,7 @@ def build_lake(events_jsonl: Path, lake_dir: Path) -> BatchLakeReport:
         con.register("accepted", accepted)
         con.register("dead_letter_records", dead_letters)
         stage("contract check")
-        con.execute(f"create temp table valid_events as {_valid_events_sql()}")
+        con.execute(f"create temp view valid_events as {_valid_events_sql()}")
         (records,) = con.execute("select count(*) from parsed").fetchall()[0]
         stage("valid events")
         rows = {lake.EVENTS.name: _write(con, lake.EVENTS, "select * from valid_events", staging, tag)}

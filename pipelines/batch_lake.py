@@ -288,15 +288,25 @@ def _canonical_text() -> str:
     return f"concat('{{', {pieces}, '}}')"
 
 
+# Extras DuckDB writes exactly as the job's parser (Jackson) does: keys that need no escaping, values that
+# are short integers, booleans, null or strings without escapes. Anything else goes to the contract check.
+_PLAIN_EXTRA_KEY = "[A-Za-z0-9_-]+"
+_PLAIN_EXTRA_VALUE = '-?[0-9]{1,18}|true|false|null|"[^"\\\\]*"'
+
+
 def _parse_sql() -> str:
-    """One slice of `records` (line_no, raw with its line end) -> typed contract fields, `plain`, and the
-    record's text where the contract check will need it."""
+    """One slice of `records` (line_no, raw with its line end) -> typed contract fields, `plain`, extras,
+    and the record's text where the contract check will need it."""
     structure = "{" + ", ".join(f'"{name}": "JSON"' for name in CONTRACT_FIELDS) + "}"
     typed = ",\n    ".join(f"{FIELD_SQL[name][0]} as {name}" for name in CONTRACT_FIELDS)
     rules = "\n      and ".join(FIELD_SQL[name][1] for name in CONTRACT_FIELDS)
     # Flink's line reader drops the \n and one \r before it; JSON does not mind either, so the text is
     # only cut where it is compared or kept.
     text = "case when ends_with(line, e'\\r\\n') then line[:-3] else line[:-2] end"
+    canonical = f"line = concat({_canonical_text()}, e'\\n')"
+    keys = "json_keys(line)"
+    extra_keys = f"list_filter({keys}, lambda key: not list_contains({_quoted_list(CONTRACT_FIELDS)}, key))"
+    extra_json = f"list_transform({extra_keys}, lambda key: json_extract(line, '$.\"' || key || '\"'))"
     return f"""
 with objects as (
   -- json_valid first: the JSON functions raise on text that is not JSON
@@ -315,20 +325,25 @@ documents as materialized (
 checked as (
   select line_no, line, is_object,
     {typed},
-    -- No duplicate keys and no field outside the contract (extras are the contract check's job).
-    case
-      -- A record that reads back exactly as DuckDB writes these fields has neither (nor a trailing
-      -- comma), without listing its keys.
-      when line = concat({_canonical_text()}, e'\\n') then true
-      -- (a case, so that json_keys only ever sees objects)
-      when is_object then len(json_keys(line)) = len(list_distinct(json_keys(line)))
-        and list_has_all({_quoted_list(CONTRACT_FIELDS)}, json_keys(line))
+    case when is_object and not {canonical} and len({extra_keys}) > 0 then concat('{{', array_to_string(
+      list_transform(list_zip({extra_keys}, {extra_json}), lambda pair: '"' || pair[1] || '":' || pair[2]),
+      ','), '}}') end as extras,
+    -- plain is never null: a null would leave the record neither vouched for nor judged
+    coalesce(case
+      when not is_object then false
+      -- A record that reads back exactly as DuckDB writes these fields has no duplicate key, no field
+      -- outside the contract and no trailing comma: only the others need their keys listed.
+      when {canonical} then true
+      else len({keys}) = len(list_distinct({keys}))
+        -- (list_bool_and of an empty list is null: no extras is plain)
+        and coalesce(list_bool_and(list_transform({extra_keys},
+          lambda key: regexp_full_match(key, '{_PLAIN_EXTRA_KEY}'))), true)
+        and coalesce(list_bool_and(list_transform({extra_json}, lambda value:
+          regexp_full_match(value, {sql_string_literal(_PLAIN_EXTRA_VALUE)}))), true)
         -- DuckDB's reader tolerates trailing commas, Jackson does not
         and not regexp_matches(line, ',[ \\t\\n\\r]*[\\]}}]')
         and strlen({text}) <= {MAX_RECORD_CHARS}
-      else false
-    end
-      and coalesce({rules}, false) as plain
+    end and {rules}, false) as plain
   from documents
 )
 select * exclude (line), case when not plain then {text} end as raw
@@ -508,7 +523,7 @@ def _judge_suspects(con: duckdb.DuckDBPyConnection) -> tuple[pa.Table, pa.Table]
 def _valid_events_sql() -> str:
     fields = ", ".join(f"parsed.{name}" for name in CONTRACT_FIELDS)
     return f"""
-select {fields}, accepted.extras,
+select {fields}, coalesce(accepted.extras, parsed.extras) as extras,
   -- a file has no Kafka coordinates: null, as in the job's file replay
   cast(null as integer) as kafka_partition, cast(null as bigint) as kafka_offset,
   {_partition_of("parsed.event_time")}
@@ -626,6 +641,12 @@ def build_lake(events_jsonl: Path, lake_dir: Path) -> BatchLakeReport:
             staging,
             tag,
         )
+        # Every record is archived or a dead letter; checked before anything reaches the lake.
+        if rows[lake.EVENTS.name] + rows[lake.DEAD_LETTERS.name] != records:
+            raise BatchLakeError(
+                f"{events_jsonl}: {records} records but {rows[lake.EVENTS.name]} events and"
+                f" {rows[lake.DEAD_LETTERS.name]} dead letters; nothing was written to {lake_dir}"
+            )
         # Nothing is late in a batch; the table exists, empty, like the job's with no late arrivals.
         rows[lake.LATE_EVENTS.name] = 0
         lake.LATE_EVENTS.path(lake_dir).mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,8 @@ def edge_lines(template: dict) -> tuple[list[str], list[dict]]:
 
     twelve = event("integral-float")
     extras = event("extras", gateway={"region": "eu-west", "hops": [1, 2]}, trace="abc")
+    # the field profile's kind of extra: scalars, which DuckDB writes back itself
+    scalar_extras = event("scalar-extras", geo_accuracy_km=25, region="eu-west", flag=True, note=None)
     no_tags = {key: value for key, value in event("no-tags").items() if key != "request_tags"}
     ipv6 = event("ipv6", source_ip="2001:db8::1")
     unicode = event("unicode", user_agent="agent/1.0 (café; 東京)")
@@ -61,6 +63,7 @@ def edge_lines(template: dict) -> tuple[list[str], list[dict]]:
     lines = [
         json.dumps(twelve).replace(f'"input_tokens": {tokens},', f'"input_tokens": {tokens}.0,'),
         json.dumps(extras),
+        json.dumps(scalar_extras, separators=(",", ":")),
         json.dumps(no_tags),
         json.dumps(ipv6),
         json.dumps(unicode, ensure_ascii=False),
@@ -74,7 +77,7 @@ def edge_lines(template: dict) -> tuple[list[str], list[dict]]:
         json.dumps(event("fraction", input_tokens=1.5)),
         json.dumps(event("tag-null", request_tags=["a", None])),
     ]
-    return lines, [twelve, extras, {**no_tags, "request_tags": []}, ipv6, unicode, crlf]
+    return lines, [twelve, extras, scalar_extras, {**no_tags, "request_tags": []}, ipv6, unicode, crlf]
 
 
 def table_rows(lake_dir: Path, table: lake.LakeTable, ignore: tuple[str, ...] = ()) -> Counter:
@@ -154,6 +157,9 @@ def test_archive_and_aggregates_equal_ground_truth(built):
         "gateway": {"region": "eu-west", "hops": [1, 2]},
         "trace": "abc",
     }
+    assert (
+        stored["edge-scalar-extras"][2] == '{"geo_accuracy_km":25,"region":"eu-west","flag":true,"note":null}'
+    )
     assert stored["edge-no-tags"][2] is None
 
 

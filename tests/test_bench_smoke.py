@@ -53,16 +53,17 @@ def test_plain_consumer_and_detection_suite_smoke(bench_main, tmp_path, kafka_bo
         "--sections",
         "throughput,detection",
         "--variants",
-        "python_consumer",
+        "python_consumer,duckdb_batch",
     )
 
     assert results["machine"]["nproc"] >= 1
     (load,) = results["throughput"]["topic_loads"]
-    (run,) = results["throughput"]["runs"]
-    assert run["variant"] == "python_consumer"
-    assert run["events"] == load["events"] == 20_000
-    # every event archived once and counted once in account_minute (or late_events)
-    assert run["lake"]["exact"], run["lake"]
+    runs = results["throughput"]["runs"]
+    assert [run["variant"] for run in runs] == ["python_consumer", "duckdb_batch"]
+    for run in runs:
+        assert run["events"] == load["events"] == 20_000
+        # every event archived once and counted once in account_minute (or late_events)
+        assert run["lake"]["exact"], run["lake"]
     (size,) = results["detection"]
     assert size["lake"]["events"] > 0
     assert size["compacted_partitions"] > 0

@@ -78,6 +78,7 @@ LONG_MAX = 2**63 - 1
 # Input is handed to DuckDB in slices of about this many bytes (whole lines), so memory stays bounded
 # by the slice, not the file.
 READ_CHUNK_BYTES = 64 << 20
+SCAN_BATCH_ROWS = 16_384
 RECORD_SCHEMA = pa.schema([("line_no", pa.int64()), ("raw", pa.large_string())])
 
 
@@ -617,7 +618,11 @@ def build_lake(events_jsonl: Path, lake_dir: Path) -> BatchLakeReport:
         con.execute(f"create temp table parsed as {_parse_sql()}")
         # Slice by slice: memory holds one slice of raw text, not the file.
         for records in _record_slices(events_jsonl):
-            con.register("records", records)
+            # Many small Arrow batches: DuckDB scans them in parallel, one large batch on one thread.
+            chunks = [
+                records.slice(start, SCAN_BATCH_ROWS) for start in range(0, records.num_rows, SCAN_BATCH_ROWS)
+            ]
+            con.register("records", pa.Table.from_batches(chunks, schema=RECORD_SCHEMA))
             con.execute(f"insert into parsed {_parse_sql()}")
         stage("parse")
         accepted, dead_letters = _judge_suspects(con)

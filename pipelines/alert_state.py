@@ -1,20 +1,30 @@
-"""Alert lifecycle state in one DuckDB file, and `usagewatch alerts list|show|ack|resolve`.
+"""The state database (one DuckDB file): signals, incidents, the delivery outbox, lake progress.
 
 Tables:
-- alerts: one row per alert_id ever raised (the alert JSON is the latest re-detection of it), with its
-  lifecycle: open -> acknowledged -> resolved. An alert raised while another alert with the same
-  dedup_key is within its suppression window is kept (so `alerts show` finds every id a detect run
-  printed) but marks `suppressed_by` the alert that notified, and is never routed itself.
-- suppressions: per dedup_key, the alert that last notified and the event time until which later
-  alerts of that key are suppressed (window_start + the detection's suppression_minutes). Event time,
-  not wall-clock time, so a replay of history suppresses exactly as the live run would have.
-- outbox: one row per (alert, sink, action) to deliver; delivered_at stays null until a sink accepted
-  it, so an unreachable sink gets it on a later run.
+- signals: one row per signal (a detection's alert document, schemas/alert.schema.json) ever raised,
+  with its lifecycle, which follows its incident's: open -> acknowledged -> resolved. A signal raised
+  while another with the same dedup_key is within its suppression window is kept but marks
+  `suppressed_by` the signal that came first. Signals are never routed; incidents are.
+- suppressions: per dedup_key, the signal that came first and the event time until which later signals
+  of that key are duplicates (window_start + the detection's suppression_minutes). Event time, so a
+  replay of history suppresses exactly as the live run would have.
+- detection_risk: per detection, how much it may add to one incident and whether its signals link
+  accounts, as the producer (detections, data quality) last declared it: correlation reads the window's
+  signals of every producer, so the caps live with them.
+- incidents / incident_members: one row per incident (the incident document of
+  schemas/incident.schema.json and its lifecycle), and which accounts and entities belong to which open
+  or acknowledged incident: a later signal touching a member updates that incident instead of opening one.
+- outbox: one row per (incident change, sink), carrying the routed copy; delivered_at stays null until
+  the sink accepted it, so an unreachable sink gets it on a later run.
 - lake_files / lake_partitions: which committed lake files `detect --every` has already seen, and which
   partitions are complete (Flink's _SUCCESS marker) so they are not listed again.
 
 DuckDB lets one process hold the file at a time; every command opens it briefly and waits (bounded)
-for another holder to finish, so `alerts ack` works while `detect --every` is running.
+for another holder to finish, so `incidents ack` works while `detect --every` is running. Writes come
+in batches (one statement per table per run over an Arrow table), never one statement per signal.
+
+`usagewatch signals list|show` (alias `alerts`, deprecated) reads the signals; `usagewatch incidents`
+(pipelines/incidents.py) is what on-call works with.
 """
 
 from __future__ import annotations
@@ -30,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
-from pipelines import audit, routing
 from pipelines.alerts import SEVERITIES, headline
 from pipelines.analyst import format_table
 from pipelines.config import Config, ConfigError, load_config
@@ -41,9 +51,10 @@ STATE_KEYS = {"path", "audit_log"}
 STATUSES = ("open", "acknowledged", "resolved")
 LOCK_WAIT_SECONDS = 30.0
 _LOCK_POLL_SECONDS = 0.2
+_STATUS_CHECK = "check (status in ({}))".format(", ".join(f"'{status}'" for status in STATUSES))
 
 _SCHEMA = f"""
-create table if not exists alerts (
+create table if not exists signals (
     alert_id varchar primary key,
     detection_id varchar not null,
     dedup_key varchar not null,
@@ -51,10 +62,12 @@ create table if not exists alerts (
     entity_type varchar not null,
     entity_id varchar not null,
     window_start timestamp not null,
+    window_end timestamp not null,
     first_seen timestamp not null,   -- processing time of the first detect run that raised it
     last_seen timestamp not null,    -- processing time of the latest detect run that found it again
-    status varchar not null check (status in ({", ".join(f"'{status}'" for status in STATUSES)})),
+    status varchar not null {_STATUS_CHECK},
     suppressed_by varchar,
+    incident_id varchar,
     ack_by varchar,
     ack_note varchar,
     ack_at timestamp,
@@ -68,16 +81,49 @@ create table if not exists suppressions (
     alert_id varchar not null,
     suppressed_until timestamp not null
 );
+create table if not exists detection_risk (
+    detection_id varchar primary key,
+    max_contribution integer not null,
+    links_accounts boolean not null
+);
+create table if not exists incidents (
+    incident_id varchar primary key,
+    status varchar not null {_STATUS_CHECK},
+    severity varchar not null,
+    risk_score integer not null,
+    title varchar not null,
+    account_count integer not null,
+    first_seen timestamp not null,   -- event time of its earliest signal
+    last_seen timestamp not null,    -- event time of its latest signal
+    created_at timestamp not null,
+    updated_at timestamp not null,
+    merged_into varchar,
+    ack_by varchar,
+    ack_note varchar,
+    ack_at timestamp,
+    resolved_by varchar,
+    resolved_note varchar,
+    resolved_at timestamp,
+    incident json not null
+);
+create table if not exists incident_members (
+    member varchar not null,         -- 'account:<id>' or '<entity type>:<id>'
+    incident_id varchar not null,
+    primary key (member, incident_id)
+);
+create sequence if not exists outbox_seq;
 create table if not exists outbox (
-    alert_id varchar not null,
+    outbox_id bigint primary key default nextval('outbox_seq'),
+    incident_id varchar not null,
     sink varchar not null,
-    action varchar not null,
+    change varchar not null,
+    action varchar not null,         -- trigger | acknowledge | resolve
+    document json not null,          -- the routed copy: the incident document with `change`
     enqueued_at timestamp not null,
     attempts integer not null default 0,
     next_attempt_at timestamp not null,
     last_error varchar,
-    delivered_at timestamp,
-    primary key (alert_id, sink, action)
+    delivered_at timestamp
 );
 create table if not exists lake_files (
     path varchar primary key,
@@ -90,24 +136,41 @@ create table if not exists lake_partitions (
 );
 """
 
-_ALERT_COLUMNS = (
-    "alert_id, detection_id, dedup_key, severity, entity_type, entity_id, window_start, first_seen, "
-    "last_seen, status, suppressed_by, ack_by, ack_note, ack_at, resolved_by, resolved_note, resolved_at, "
-    "alert"
+# A state database written before signals and incidents: its alerts become signals; its alert outbox
+# is kept aside (alerts are no longer routed on their own) rather than dropped.
+_MIGRATIONS = (
+    (
+        "alerts",
+        "alter table alerts rename to signals; "
+        "alter table signals add column window_end timestamp; "
+        "update signals set window_end = cast(alert->>'window_end' as timestamptz) at time zone 'UTC'; "
+        "alter table signals add column incident_id varchar",
+    ),
+    ("outbox", "alter table outbox rename to legacy_alert_outbox"),
+)
+
+_SIGNAL_COLUMNS = (
+    "alert_id, detection_id, dedup_key, severity, entity_type, entity_id, window_start, window_end, "
+    "first_seen, last_seen, status, suppressed_by, incident_id, ack_by, ack_note, ack_at, resolved_by, "
+    "resolved_note, resolved_at, alert"
+)
+_INCIDENT_COLUMNS = (
+    "incident_id, status, severity, risk_score, title, account_count, first_seen, last_seen, created_at, "
+    "updated_at, merged_into, ack_by, ack_note, ack_at, resolved_by, resolved_note, resolved_at, incident"
 )
 
 
 class AlertStateError(ValueError):
-    """An unknown alert, an invalid transition, or a state database that cannot be opened."""
+    """An unknown signal or incident, an invalid transition, or a state database that cannot be opened."""
 
 
-def _naive_utc(moment: dt.datetime) -> dt.datetime:
+def naive_utc(moment: dt.datetime) -> dt.datetime:
     """The state tables store naive UTC timestamps (the lake's convention)."""
     return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-def _parse_time(text: str) -> dt.datetime:
-    return _naive_utc(dt.datetime.fromisoformat(text))
+def parse_time(text: str) -> dt.datetime:
+    return naive_utc(dt.datetime.fromisoformat(text))
 
 
 def severity_rank(severity: str) -> int:
@@ -118,7 +181,7 @@ def state_section(config: Config) -> dict[str, Any]:
     return config.section("state", STATE_KEYS)
 
 
-def state_path(config: Config, override: str | None = None) -> Path:
+def state_path(config: Config, override: str | Path | None = None) -> Path:
     if override:
         return Path(override)
     value = state_section(config).get("path", DEFAULT_STATE_PATH)
@@ -129,28 +192,71 @@ def state_path(config: Config, override: str | None = None) -> Path:
 
 @dataclass
 class RecordResult:
-    """What one detect run changed: which alerts notify, which were suppressed or seen again."""
+    """What recording one run's signals changes: which are new, which duplicates, which seen again."""
 
     new: list[dict[str, Any]] = field(default_factory=list)
-    suppressed: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (alert, suppressed_by)
+    suppressed: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (signal, suppressed_by)
     seen_again: list[dict[str, Any]] = field(default_factory=list)
-    # (alert, previous severity): a notifying alert re-detected more severe may reach more sinks
-    escalated: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    # dedup_key -> (first signal, suppressed until): the suppression rows this run writes
+    suppressions: dict[str, tuple[str, dt.datetime]] = field(default_factory=dict)
+    # alert_id -> severity kept for a signal seen again (never lowered)
+    severities: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One outbox row due for delivery, with the alert's current lifecycle."""
+    """One outbox row due for delivery: the routed copy of an incident change for one sink."""
 
-    alert_id: str
+    outbox_id: int
+    incident_id: str
     sink: str
+    change: str
     action: str
     attempts: int
-    alert: dict[str, Any]
-    status: str
-    by: str | None  # who acknowledged / resolved, for those actions
-    note: str | None
-    at: dt.datetime | None
+    incident: dict[str, Any]  # the incident document with `change`
+
+    @property
+    def by(self) -> str | None:
+        """Who acknowledged / resolved, for those changes."""
+        return (self._lifecycle() or {}).get("by")
+
+    @property
+    def note(self) -> str | None:
+        return (self._lifecycle() or {}).get("note")
+
+    def _lifecycle(self) -> dict[str, Any] | None:
+        return self.incident.get(
+            {"acknowledged": "acknowledged", "resolved": "resolved"}.get(self.change, "")
+        )
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    incident_id: str
+    sink: str
+    change: str
+    action: str
+    document: dict[str, Any]
+
+
+def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+_SIGNAL_ARROW = pa.schema(
+    [
+        ("alert_id", pa.string()),
+        ("detection_id", pa.string()),
+        ("dedup_key", pa.string()),
+        ("severity", pa.string()),
+        ("entity_type", pa.string()),
+        ("entity_id", pa.string()),
+        ("window_start", pa.timestamp("us")),
+        ("window_end", pa.timestamp("us")),
+        ("suppressed_by", pa.string()),
+        ("alert", pa.string()),
+    ]
+)
 
 
 class AlertStore:
@@ -172,6 +278,19 @@ class AlertStore:
                 if "lock" not in str(error).lower() or time.monotonic() >= deadline:
                     raise AlertStateError(f"{path}: cannot open the state database: {error}") from error
                 time.sleep(_LOCK_POLL_SECONDS)
+        tables = {
+            row[0] for row in con.execute("select table_name from information_schema.tables").fetchall()
+        }
+        outbox_columns = {
+            row[0]
+            for row in con.execute(
+                "select column_name from information_schema.columns where table_name = 'outbox'"
+            ).fetchall()
+        }
+        for table, migration in _MIGRATIONS:
+            legacy = table == "alerts" or "alert_id" in outbox_columns
+            if table in tables and legacy:
+                con.execute(migration)
         con.execute(_SCHEMA)
         return cls(con, path)
 
@@ -184,119 +303,189 @@ class AlertStore:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    # --- alerts -------------------------------------------------------------------------------------
-
-    def record_alerts(
-        self, alerts: Iterable[dict[str, Any]], suppression_minutes: dict[str, int], now: dt.datetime
-    ) -> RecordResult:
-        """Store one detect run's alerts; decide which are new notifications and which are suppressed.
-
-        `suppression_minutes` maps detection_id -> the detection's suppression window.
-        """
-        now = _naive_utc(now)
-        result = RecordResult()
-        # Earliest first, so within one run the first alert of a key notifies and later ones are suppressed.
-        ordered = sorted(alerts, key=lambda alert: (alert["window_start"], alert["alert_id"]))
+    def _transaction(self, work, tables: dict[str, pa.Table] | None = None) -> None:
+        """Run `work` in one transaction, with `tables` (Arrow) readable by name in its SQL."""
+        for name, table in (tables or {}).items():
+            self.con.register(name, table)
         self.con.execute("begin transaction")
         try:
-            for alert in ordered:
-                self._record_one(alert, suppression_minutes[alert["detection_id"]], now, result)
+            work()
             self.con.execute("commit")
         except BaseException:
             self.con.execute("rollback")
             raise
+        finally:
+            for name in tables or {}:
+                self.con.unregister(name)
+
+    # --- signals ------------------------------------------------------------------------------------
+
+    def plan_signals(
+        self, signals: Iterable[dict[str, Any]], suppression_minutes: dict[str, int]
+    ) -> RecordResult:
+        """Decide, reading only, which signals are new, duplicates (suppressed) or seen again.
+
+        Nothing is written, so the caller can audit what it is about to record first (write-ahead).
+        `suppression_minutes` maps detection_id -> the detection's suppression window.
+        """
+        result = RecordResult()
+        # Earliest first, so within one run the first signal of a key counts and later ones are duplicates.
+        ordered = sorted(signals, key=lambda signal: (signal["window_start"], signal["alert_id"]))
+        if not ordered:
+            return result
+        known = {
+            alert_id: severity
+            for alert_id, severity in self.con.execute(
+                "select alert_id, severity from signals where list_contains(?, alert_id)",
+                [[signal["alert_id"] for signal in ordered]],
+            ).fetchall()
+        }
+        suppressions = {
+            key: (alert_id, until)
+            for key, alert_id, until in self.con.execute(
+                "select dedup_key, alert_id, suppressed_until from suppressions "
+                "where list_contains(?, dedup_key)",
+                [sorted({signal["dedup_key"] for signal in ordered})],
+            ).fetchall()
+        }
+        for signal in ordered:
+            if signal["alert_id"] in known:
+                previous = known[signal["alert_id"]]
+                result.severities[signal["alert_id"]] = max(previous, signal["severity"], key=severity_rank)
+                result.seen_again.append(signal)
+                continue
+            window_start = parse_time(signal["window_start"])
+            window = dt.timedelta(minutes=suppression_minutes[signal["detection_id"]])
+            suppression = suppressions.get(signal["dedup_key"])
+            known[signal["alert_id"]] = signal["severity"]  # the same id twice in one run is seen again
+            if suppression and suppression[1] - window <= window_start < suppression[1]:
+                result.suppressed.append((signal, suppression[0]))
+                continue
+            # A backfilled older signal must not shorten the window a newer one opened.
+            if suppression is None or window_start + window > suppression[1]:
+                suppressions[signal["dedup_key"]] = (signal["alert_id"], window_start + window)
+                result.suppressions[signal["dedup_key"]] = suppressions[signal["dedup_key"]]
+            result.new.append(signal)
         return result
 
-    def _record_one(
-        self, alert: dict[str, Any], minutes: int, now: dt.datetime, result: RecordResult
-    ) -> None:
-        existing = self.con.execute(
-            "select severity, suppressed_by from alerts where alert_id = ?", [alert["alert_id"]]
-        ).fetchone()
-        if existing:
-            previous_severity, suppressed_by = existing
-            severity = max(previous_severity, alert["severity"], key=severity_rank)
-            self.con.execute(
-                "update alerts set last_seen = ?, severity = ?, alert = ? where alert_id = ?",
-                [now, severity, json.dumps(alert, sort_keys=True), alert["alert_id"]],
-            )
-            result.seen_again.append(alert)
-            if suppressed_by is None and severity_rank(severity) > severity_rank(previous_severity):
-                result.escalated.append((alert, previous_severity))
-            return
-        window_start = _parse_time(alert["window_start"])
-        window = dt.timedelta(minutes=minutes)
-        suppression = self.con.execute(
-            "select alert_id, suppressed_until from suppressions where dedup_key = ?", [alert["dedup_key"]]
-        ).fetchone()
-        suppressed_by = None
-        if suppression and suppression[1] - window <= window_start < suppression[1]:
-            suppressed_by = suppression[0]
-        self.con.execute(
-            f"insert into alerts ({_ALERT_COLUMNS}) values "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, null, null, null, null, null, null, ?)",
+    def apply_signals(self, result: RecordResult, now: dt.datetime) -> None:
+        """Write what plan_signals decided, in one transaction and a few batched statements."""
+        now = naive_utc(now)
+        inserted = [(signal, None) for signal in result.new] + result.suppressed
+        rows = [
+            {
+                **{key: signal[key] for key in ("alert_id", "detection_id", "dedup_key", "severity")},
+                "entity_type": signal["entity_type"],
+                "entity_id": signal["entity_id"],
+                "window_start": parse_time(signal["window_start"]),
+                "window_end": parse_time(signal["window_end"]),
+                "suppressed_by": suppressed_by,
+                "alert": json.dumps(signal, sort_keys=True),
+            }
+            for signal, suppressed_by in inserted
+        ]
+        again = [
+            {
+                **{key: None for key in _SIGNAL_ARROW.names},
+                "alert_id": signal["alert_id"],
+                "severity": result.severities[signal["alert_id"]],
+                "alert": json.dumps(signal, sort_keys=True),
+            }
+            for signal in result.seen_again
+        ]
+        suppression_rows = pa.Table.from_pylist(
             [
-                alert["alert_id"],
-                alert["detection_id"],
-                alert["dedup_key"],
-                alert["severity"],
-                alert["entity_type"],
-                alert["entity_id"],
-                window_start,
-                now,
-                now,
-                suppressed_by,
-                json.dumps(alert, sort_keys=True),
+                {"dedup_key": key, "alert_id": alert_id, "suppressed_until": until}
+                for key, (alert_id, until) in result.suppressions.items()
             ],
+            schema=pa.schema(
+                [
+                    ("dedup_key", pa.string()),
+                    ("alert_id", pa.string()),
+                    ("suppressed_until", pa.timestamp("us")),
+                ]
+            ),
         )
-        if suppressed_by:
-            result.suppressed.append((alert, suppressed_by))
-            return
-        # A backfilled older alert must not shorten the window a newer one opened.
-        if suppression is None or window_start + window > suppression[1]:
-            self.con.execute(
-                "insert or replace into suppressions values (?, ?, ?)",
-                [alert["dedup_key"], alert["alert_id"], window_start + window],
-            )
-        result.new.append(alert)
 
-    def resolve_id(self, alert_id: str) -> str:
-        """Full alert_id from an id or a unique prefix of at least 6 characters (as `alerts list` shows)."""
+        def work() -> None:
+            self.con.execute(
+                f"insert into signals ({_SIGNAL_COLUMNS}) "
+                "select alert_id, detection_id, dedup_key, severity, "
+                "entity_type, entity_id, window_start, window_end, $now, $now, 'open', suppressed_by, null, "
+                "null, null, null, null, null, null, alert from fresh",
+                {"now": now},
+            )
+            self.con.execute(
+                "update signals set last_seen = $now, severity = refreshed.severity, alert = refreshed.alert "
+                "from refreshed where signals.alert_id = refreshed.alert_id",
+                {"now": now},
+            )
+            self.con.execute("insert or replace into suppressions select * from suppression_rows")
+
+        tables = {
+            "fresh": _arrow(rows, _SIGNAL_ARROW),
+            "refreshed": _arrow(again, _SIGNAL_ARROW),
+            "suppression_rows": suppression_rows,
+        }
+        self._transaction(work, tables)
+
+    def record_alerts(
+        self, signals: Iterable[dict[str, Any]], suppression_minutes: dict[str, int], now: dt.datetime
+    ) -> RecordResult:
+        """plan_signals + apply_signals, for callers that audit nothing (tests, fixtures)."""
+        result = self.plan_signals(signals, suppression_minutes)
+        self.apply_signals(result, now)
+        return result
+
+    def register_risk(self, policies: dict[str, tuple[int, bool]]) -> None:
+        """detection_id -> (max_contribution, links_accounts), as the producer declares them now."""
+        for detection_id, (max_contribution, links_accounts) in policies.items():
+            self.con.execute(
+                "insert or replace into detection_risk values (?, ?, ?)",
+                [detection_id, max_contribution, links_accounts],
+            )
+
+    def risk_policies(self) -> dict[str, tuple[int, bool]]:
+        rows = self.con.execute("select detection_id, max_contribution, links_accounts from detection_risk")
+        return {detection_id: (cap, links) for detection_id, cap, links in rows.fetchall()}
+
+    def window_signals(self, window: dt.timedelta) -> list[dict[str, Any]]:
+        """Unresolved signals whose window ends within `window` of the newest one's end (event time).
+
+        Each is the signal document plus `incident_id` (the incident it already belongs to, or None).
+        """
+        rows = self.con.execute(
+            "select alert, incident_id from signals "
+            "where status <> 'resolved' "
+            "and window_end >= (select max(window_end) from signals where status <> 'resolved') - ?",
+            [window],
+        ).fetchall()
+        return [{**json.loads(alert), "incident_id": incident_id} for alert, incident_id in rows]
+
+    def resolve_id(self, alert_id: str, table: str = "signals", column: str = "alert_id") -> str:
+        """Full id from an id or a unique prefix of at least 6 characters (as the lists show)."""
+        noun = "signal" if table == "signals" else "incident"
         if len(alert_id) < 6:
-            raise AlertStateError(f"alert id {alert_id!r} is too short: give at least 6 characters")
+            raise AlertStateError(f"{noun} id {alert_id!r} is too short: give at least 6 characters")
         matches = [
             row[0]
             for row in self.con.execute(
-                "select alert_id from alerts where starts_with(alert_id, ?) order by alert_id limit 2",
+                f"select {column} from {table} where starts_with({column}, ?) order by {column} limit 2",
                 [alert_id],
             ).fetchall()
         ]
         if not matches:
-            raise AlertStateError(f"no alert {alert_id!r} in {self.path}")
+            raise AlertStateError(f"no {noun} {alert_id!r} in {self.path}")
         if len(matches) > 1:
-            raise AlertStateError(f"alert id prefix {alert_id!r} is ambiguous: give more characters")
+            raise AlertStateError(f"{noun} id prefix {alert_id!r} is ambiguous: give more characters")
         return matches[0]
 
     def get(self, alert_id: str) -> dict[str, Any]:
         full_id = self.resolve_id(alert_id)
-        cursor = self.con.execute(f"select {_ALERT_COLUMNS} from alerts where alert_id = ?", [full_id])
+        cursor = self.con.execute(f"select {_SIGNAL_COLUMNS} from signals where alert_id = ?", [full_id])
         columns = [column[0] for column in cursor.description]
         row = dict(zip(columns, cursor.fetchone(), strict=True))
         row["alert"] = json.loads(row["alert"])
-        row["deliveries"] = [
-            dict(
-                zip(
-                    ("sink", "action", "attempts", "last_error", "delivered_at", "next_attempt_at"),
-                    values,
-                    strict=True,
-                )
-            )
-            for values in self.con.execute(
-                "select sink, action, attempts, last_error, delivered_at, next_attempt_at from outbox "
-                "where alert_id = ? order by enqueued_at, sink, action",
-                [full_id],
-            ).fetchall()
-        ]
         return row
 
     def list_alerts(
@@ -306,7 +495,7 @@ class AlertStore:
         detection_id: str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Alerts, most recent first; min_severity keeps that severity and the more urgent ones."""
+        """Signals, most recent first; min_severity keeps that severity and the more urgent ones."""
         conditions, parameters = [], []
         if status:
             conditions.append("status = ?")
@@ -319,99 +508,326 @@ class AlertStore:
             parameters.append(detection_id)
         where = f"where {' and '.join(conditions)}" if conditions else ""
         cursor = self.con.execute(
-            f"select {_ALERT_COLUMNS} from alerts {where} order by window_start desc, alert_id"
+            f"select {_SIGNAL_COLUMNS} from signals {where} order by window_start desc, alert_id"
             + (f" limit {int(limit)}" if limit else ""),
             parameters,
         )
         columns = [column[0] for column in cursor.description]
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
-    def _transition(
+    # --- incidents ----------------------------------------------------------------------------------
+
+    def incidents_touching(self, members: Iterable[str]) -> dict[str, str]:
+        """member -> the open or acknowledged incident it belongs to."""
+        rows = self.con.execute(
+            "select m.member, m.incident_id from incident_members m join incidents i using (incident_id) "
+            "where i.status <> 'resolved' and list_contains(?, m.member)",
+            [sorted(set(members))],
+        ).fetchall()
+        return dict(rows)
+
+    def incident_records(self, incident_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """incident_id -> its row (the document parsed under 'incident'), for the ids that exist."""
+        cursor = self.con.execute(
+            f"select {_INCIDENT_COLUMNS} from incidents where list_contains(?, incident_id)",
+            [sorted(set(incident_ids))],
+        )
+        columns = [column[0] for column in cursor.description]
+        records = {}
+        for values in cursor.fetchall():
+            row = dict(zip(columns, values, strict=True))
+            row["incident"] = json.loads(row["incident"])
+            records[row["incident_id"]] = row
+        return records
+
+    def incident_member_sets(self, incident_ids: Iterable[str]) -> dict[str, set[str]]:
+        grouped: dict[str, set[str]] = {}
+        for member, incident_id in self.con.execute(
+            "select member, incident_id from incident_members where list_contains(?, incident_id)",
+            [sorted(set(incident_ids))],
+        ).fetchall():
+            grouped.setdefault(incident_id, set()).add(member)
+        return grouped
+
+    def known_incident_ids(self, incident_ids: Iterable[str]) -> set[str]:
+        rows = self.con.execute(
+            "select incident_id from incidents where list_contains(?, incident_id)",
+            [sorted(set(incident_ids))],
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    def incident_signal_ids(self, incident_ids: Iterable[str]) -> dict[str, set[str]]:
+        grouped: dict[str, set[str]] = {}
+        for incident_id, alert_id in self.con.execute(
+            "select incident_id, alert_id from signals where list_contains(?, incident_id)",
+            [sorted(set(incident_ids))],
+        ).fetchall():
+            grouped.setdefault(incident_id, set()).add(alert_id)
+        return grouped
+
+    def save_incidents(
         self,
-        alert_id: str,
+        documents: list[dict[str, Any]],
+        members: dict[str, set[str]],
+        signal_ids: dict[str, set[str]],
+        outbox: list[OutboxRow],
+        now: dt.datetime,
+    ) -> None:
+        """Write incidents (their documents as they now stand), membership, signal links and the outbox
+        rows that route their changes, in one transaction."""
+        now = naive_utc(now)
+        incident_rows = [
+            {
+                "incident_id": doc["incident_id"],
+                "status": doc["status"],
+                "severity": doc["severity"],
+                "risk_score": doc["risk_score"],
+                "title": doc["title"],
+                "account_count": len(doc["account_ids"]),
+                "first_seen": parse_time(doc["first_seen"]),
+                "last_seen": parse_time(doc["last_seen"]),
+                "created_at": parse_time(doc["created_at"]),
+                "updated_at": parse_time(doc["updated_at"]),
+                "merged_into": doc.get("merged_into"),
+                "resolved_by": (doc.get("resolved") or {}).get("by"),
+                "resolved_note": (doc.get("resolved") or {}).get("note"),
+                "resolved_at": parse_time(doc["resolved"]["at"]) if doc.get("resolved") else None,
+                "incident": json.dumps(doc, sort_keys=True),
+            }
+            for doc in documents
+        ]
+        timestamp = pa.timestamp("us")
+        changed = pa.Table.from_pylist(
+            incident_rows,
+            schema=pa.schema(
+                [
+                    ("incident_id", pa.string()),
+                    ("status", pa.string()),
+                    ("severity", pa.string()),
+                    ("risk_score", pa.int64()),
+                    ("title", pa.string()),
+                    ("account_count", pa.int64()),
+                    ("first_seen", timestamp),
+                    ("last_seen", timestamp),
+                    ("created_at", timestamp),
+                    ("updated_at", timestamp),
+                    ("merged_into", pa.string()),
+                    ("resolved_by", pa.string()),
+                    ("resolved_note", pa.string()),
+                    ("resolved_at", timestamp),
+                    ("incident", pa.string()),
+                ]
+            ),
+        )
+        member_rows = pa.Table.from_pylist(
+            [{"member": m, "incident_id": i} for i, items in members.items() for m in sorted(items)],
+            schema=pa.schema([("member", pa.string()), ("incident_id", pa.string())]),
+        )
+        links = pa.Table.from_pylist(
+            [{"alert_id": a, "incident_id": i} for i, ids in signal_ids.items() for a in sorted(ids)],
+            schema=pa.schema([("alert_id", pa.string()), ("incident_id", pa.string())]),
+        )
+        outbox_rows = pa.Table.from_pylist(
+            [
+                {
+                    "incident_id": row.incident_id,
+                    "sink": row.sink,
+                    "change": row.change,
+                    "action": row.action,
+                    "document": json.dumps(row.document, sort_keys=True),
+                }
+                for row in outbox
+            ],
+            schema=pa.schema(
+                [
+                    ("incident_id", pa.string()),
+                    ("sink", pa.string()),
+                    ("change", pa.string()),
+                    ("action", pa.string()),
+                    ("document", pa.string()),
+                ]
+            ),
+        )
+
+        def work() -> None:
+            # ack columns are kept from the stored row: only `incidents ack` sets them.
+            self.con.execute(
+                "insert or replace into incidents "
+                "select c.incident_id, c.status, c.severity, c.risk_score, c.title, c.account_count, "
+                "c.first_seen, c.last_seen, c.created_at, c.updated_at, c.merged_into, i.ack_by, i.ack_note, "
+                "i.ack_at, coalesce(c.resolved_by, i.resolved_by), "
+                "coalesce(c.resolved_note, i.resolved_note), "
+                "coalesce(c.resolved_at, i.resolved_at), c.incident "
+                "from changed c left join incidents i using (incident_id)"
+            )
+            self.con.execute(
+                "delete from incident_members where list_contains(?, incident_id)",
+                [[row["incident_id"] for row in incident_rows]],
+            )
+            self.con.execute(
+                "insert into incident_members select distinct member, incident_id from member_rows"
+            )
+            self.con.execute(
+                "update signals set incident_id = links.incident_id from links "
+                "where signals.alert_id = links.alert_id"
+            )
+            # Signals of a resolved (or merged-away) incident are resolved with it.
+            self.con.execute(
+                "update signals set status = 'resolved', resolved_by = c.resolved_by, "
+                "resolved_note = c.resolved_note, resolved_at = c.resolved_at "
+                "from changed c where signals.incident_id = c.incident_id and c.status = 'resolved' "
+                "and signals.status <> 'resolved'"
+            )
+            self.con.execute(
+                "insert into outbox "
+                "(incident_id, sink, change, action, document, enqueued_at, next_attempt_at) "
+                "select incident_id, sink, change, action, document, $now, $now from outbox_rows",
+                {"now": now},
+            )
+
+        tables = {"changed": changed, "member_rows": member_rows, "links": links, "outbox_rows": outbox_rows}
+        self._transaction(work, tables)
+
+    def get_incident(self, incident_id: str) -> dict[str, Any]:
+        full_id = self.resolve_id(incident_id, "incidents", "incident_id")
+        record = self.incident_records([full_id])[full_id]
+        record["deliveries"] = [
+            dict(
+                zip(
+                    ("sink", "change", "attempts", "last_error", "delivered_at", "next_attempt_at"),
+                    values,
+                    strict=True,
+                )
+            )
+            for values in self.con.execute(
+                "select sink, change, attempts, last_error, delivered_at, next_attempt_at from outbox "
+                "where incident_id = ? order by outbox_id",
+                [full_id],
+            ).fetchall()
+        ]
+        return record
+
+    def list_incidents(
+        self, status: str | None = None, min_severity: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Incidents, most recently updated first; merged ones only when asking for resolved ones."""
+        conditions, parameters = [], []
+        if status:
+            conditions.append("status = ?")
+            parameters.append(status)
+        if min_severity:
+            conditions.append("list_contains(?, severity)")
+            parameters.append(list(SEVERITIES[severity_rank(min_severity) :]))
+        where = f"where {' and '.join(conditions)}" if conditions else ""
+        cursor = self.con.execute(
+            f"select {_INCIDENT_COLUMNS} from incidents {where} order by updated_at desc, incident_id"
+            + (f" limit {int(limit)}" if limit else ""),
+            parameters,
+        )
+        columns = [column[0] for column in cursor.description]
+        records = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        for record in records:
+            record["incident"] = json.loads(record["incident"])
+        return records
+
+    def transition_incident(
+        self,
+        incident_id: str,
         allowed_from: tuple[str, ...],
         target: str,
         by: str,
         note: str | None,
         now: dt.datetime,
-    ) -> dict[str, Any]:
-        if not by.strip():
-            raise AlertStateError("--by must name who is acting")
-        record = self.get(alert_id)
-        if record["status"] not in allowed_from:
-            raise AlertStateError(
-                f"alert {record['alert_id']} is {record['status']}; cannot mark it {target}"
-            )
+        document: dict[str, Any],
+        outbox: list[OutboxRow],
+    ) -> None:
+        """Set an incident's status (its document already updated by the caller) and every signal in it,
+        and queue the routed change, in one transaction."""
+        now = naive_utc(now)
         prefix = "ack" if target == "acknowledged" else "resolved"
-        # Alerts it suppressed are the same incident: they follow it.
-        self.con.execute(
-            f"update alerts set status = ?, {prefix}_by = ?, {prefix}_note = ?, {prefix}_at = ? "
-            "where (alert_id = ? or suppressed_by = ?) and list_contains(?, status)",
-            [target, by, note, _naive_utc(now), record["alert_id"], record["alert_id"], list(allowed_from)],
-        )
-        return self.get(record["alert_id"])
 
-    def acknowledge(self, alert_id: str, by: str, note: str | None, now: dt.datetime) -> dict[str, Any]:
-        return self._transition(alert_id, ("open",), "acknowledged", by, note, now)
+        def work() -> None:
+            updated = self.con.execute(
+                f"update incidents set status = ?, {prefix}_by = ?, {prefix}_note = ?, {prefix}_at = ?, "
+                "updated_at = ?, incident = ? where incident_id = ? and list_contains(?, status) "
+                "returning incident_id",
+                [
+                    target,
+                    by,
+                    note,
+                    now,
+                    now,
+                    json.dumps(document, sort_keys=True),
+                    incident_id,
+                    list(allowed_from),
+                ],
+            ).fetchall()
+            if not updated:
+                raise AlertStateError(f"incident {incident_id} changed meanwhile; cannot mark it {target}")
+            self.con.execute(
+                f"update signals set status = ?, {prefix}_by = ?, {prefix}_note = ?, {prefix}_at = ? "
+                "where incident_id = ? and list_contains(?, status)",
+                [target, by, note, now, incident_id, list(allowed_from)],
+            )
+            for row in outbox:
+                self.con.execute(
+                    "insert into outbox (incident_id, sink, change, action, document, enqueued_at, "
+                    "next_attempt_at) values (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        row.incident_id,
+                        row.sink,
+                        row.change,
+                        row.action,
+                        json.dumps(row.document, sort_keys=True),
+                        now,
+                        now,
+                    ],
+                )
 
-    def resolve(self, alert_id: str, by: str, note: str | None, now: dt.datetime) -> dict[str, Any]:
-        return self._transition(alert_id, ("open", "acknowledged"), "resolved", by, note, now)
+        self._transaction(work)
 
     # --- outbox -------------------------------------------------------------------------------------
 
-    def enqueue(self, alert_id: str, sinks: Iterable[str], action: str, now: dt.datetime) -> None:
-        now = _naive_utc(now)
-        for sink in sinks:
-            self.con.execute(
-                "insert into outbox (alert_id, sink, action, enqueued_at, next_attempt_at) "
-                "values (?, ?, ?, ?, ?) on conflict do nothing",
-                [alert_id, sink, action, now, now],
-            )
+    def triggered_sinks(self, incident_ids: Iterable[str]) -> dict[str, list[str]]:
+        """incident_id -> sinks it paged (opened or escalated): follow-ups go to the same ones."""
+        grouped: dict[str, list[str]] = {}
+        for incident_id, sink in self.con.execute(
+            "select distinct incident_id, sink from outbox where change in ('opened', 'escalated') "
+            "and list_contains(?, incident_id) order by sink",
+            [sorted(set(incident_ids))],
+        ).fetchall():
+            grouped.setdefault(incident_id, []).append(sink)
+        return grouped
 
-    def triggered_sinks(self, alert_id: str) -> list[str]:
-        """Sinks the alert was (or is being) sent to: follow-up actions go to the same ones."""
-        rows = self.con.execute(
-            "select sink from outbox where alert_id = ? and action = 'trigger' order by sink", [alert_id]
-        ).fetchall()
-        return [row[0] for row in rows]
-
-    def due_deliveries(self, now: dt.datetime, alert_ids: Iterable[str] | None = None) -> list[Delivery]:
-        """Undelivered outbox rows whose next attempt is due, oldest first, trigger before its follow-ups."""
-        parameters: list[Any] = [_naive_utc(now)]
+    def due_deliveries(self, now: dt.datetime, incident_ids: Iterable[str] | None = None) -> list[Delivery]:
+        """Undelivered outbox rows whose next attempt is due, in the order they were queued."""
+        parameters: list[Any] = [naive_utc(now)]
         only = ""
-        if alert_ids is not None:
-            only = "and list_contains(?, o.alert_id)"
-            parameters.append(list(alert_ids))
+        if incident_ids is not None:
+            only = "and list_contains(?, incident_id)"
+            parameters.append(list(incident_ids))
         rows = self.con.execute(
-            "select o.alert_id, o.sink, o.action, o.attempts, a.alert, a.status, "
-            "  case o.action when 'acknowledge' then a.ack_by when 'resolve' then a.resolved_by end, "
-            "  case o.action when 'acknowledge' then a.ack_note when 'resolve' then a.resolved_note end, "
-            "  case o.action when 'acknowledge' then a.ack_at when 'resolve' then a.resolved_at end "
-            "from outbox o join alerts a using (alert_id) "
-            f"where o.delivered_at is null and o.next_attempt_at <= ? {only} "
-            "order by o.enqueued_at, o.alert_id, "
-            "  case o.action when 'trigger' then 0 when 'acknowledge' then 1 else 2 end, o.sink",
+            "select outbox_id, incident_id, sink, change, action, attempts, document from outbox "
+            f"where delivered_at is null and next_attempt_at <= ? {only} order by outbox_id",
             parameters,
         ).fetchall()
         return [
-            Delivery(alert_id, sink, action, attempts, json.loads(alert), status, by, note, at)
-            for alert_id, sink, action, attempts, alert, status, by, note, at in rows
+            Delivery(outbox_id, incident_id, sink, change, action, attempts, json.loads(document))
+            for outbox_id, incident_id, sink, change, action, attempts, document in rows
         ]
 
     def mark_delivered(self, delivery: Delivery, attempts: int, now: dt.datetime) -> None:
         self.con.execute(
-            "update outbox set attempts = ?, delivered_at = ?, last_error = null "
-            "where alert_id = ? and sink = ? and action = ?",
-            [attempts, _naive_utc(now), delivery.alert_id, delivery.sink, delivery.action],
+            "update outbox set attempts = ?, delivered_at = ?, last_error = null where outbox_id = ?",
+            [attempts, naive_utc(now), delivery.outbox_id],
         )
 
     def mark_failed(
         self, delivery: Delivery, attempts: int, error: str, next_attempt_at: dt.datetime
     ) -> None:
         self.con.execute(
-            "update outbox set attempts = ?, last_error = ?, next_attempt_at = ? "
-            "where alert_id = ? and sink = ? and action = ?",
-            [attempts, error, _naive_utc(next_attempt_at), delivery.alert_id, delivery.sink, delivery.action],
+            "update outbox set attempts = ?, last_error = ?, next_attempt_at = ? where outbox_id = ?",
+            [attempts, error, naive_utc(next_attempt_at), delivery.outbox_id],
         )
 
     def pending_deliveries(self) -> int:
@@ -428,55 +844,41 @@ class AlertStore:
     def mark_processed(
         self, files: dict[str, int], completed_partitions: Iterable[str], now: dt.datetime
     ) -> None:
-        now = _naive_utc(now)
+        now = naive_utc(now)
         for path, size in files.items():
             self.con.execute("insert or replace into lake_files values (?, ?, ?)", [path, size, now])
         for partition in completed_partitions:
             self.con.execute("insert or replace into lake_partitions values (?, ?)", [partition, now])
 
 
-# --- command line ---------------------------------------------------------------------------------
+# --- command line: `usagewatch signals list|show` (alias `alerts`) ---------------------------------
 
 
-def _short(alert_id: str | None) -> str:
-    return alert_id[:12] if alert_id else "-"
+def short_id(identifier: str | None) -> str:
+    return identifier[:12] if identifier else "-"
 
 
 def _print_record(record: dict[str, Any]) -> None:
     alert = record["alert"]
     print(headline(alert))
-
-    def action_text(at_key: str, by_key: str, note_key: str) -> str | None:
-        if record[at_key] is None:
-            return None
-        return f"{record[at_key]} by {record[by_key]}" + (f": {record[note_key]}" if record[note_key] else "")
-
     lifecycle = [
         ("alert_id", record["alert_id"]),
         ("status", record["status"]),
         ("severity", record["severity"]),
         ("dedup_key", record["dedup_key"]),
+        ("incident_id", record["incident_id"]),
         ("first_seen", record["first_seen"]),
         ("last_seen", record["last_seen"]),
         ("suppressed_by", record["suppressed_by"]),
-        ("acknowledged", action_text("ack_at", "ack_by", "ack_note")),
-        ("resolved", action_text("resolved_at", "resolved_by", "resolved_note")),
+        ("acknowledged", f"{record['ack_at']} by {record['ack_by']}" if record["ack_at"] else None),
+        (
+            "resolved",
+            f"{record['resolved_at']} by {record['resolved_by']}" if record["resolved_at"] else None,
+        ),
     ]
     for name, value in lifecycle:
         if value is not None:
             print(f"{name:>14}: {value}")
-    for delivery in record["deliveries"]:
-        state = (
-            f"delivered {delivery['delivered_at']}"
-            if delivery["delivered_at"]
-            else (
-                f"pending, next attempt {delivery['next_attempt_at']}, last error: {delivery['last_error']}"
-            )
-        )
-        print(
-            f"{'delivery':>14}: {delivery['action']} -> {delivery['sink']}: {state} "
-            f"({delivery['attempts']} attempt(s))"
-        )
     print(json.dumps(alert, indent=2, sort_keys=True))
 
 
@@ -484,25 +886,38 @@ def _run(args: argparse.Namespace, action) -> int:
     try:
         config = load_config(args.config)
         with AlertStore.open(state_path(config, args.state)) as store:
-            return action(config, store)
-    except (ConfigError, AlertStateError, routing.RoutingError) as error:
+            return action(store)
+    except (ConfigError, AlertStateError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
 
 def run_list_command(args: argparse.Namespace) -> int:
-    def action(config: Config, store: AlertStore) -> int:
+    def action(store: AlertStore) -> int:
         records = store.list_alerts(args.status, args.severity, args.detection, args.limit)
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        json.loads(r["alert"]) | {"status": r["status"], "incident_id": r["incident_id"]}
+                        for r in records
+                    ],
+                    indent=2,
+                    sort_keys=True,
+                )
+            )
+            return 0
         rows = [
             (
-                _short(r["alert_id"]),
+                short_id(r["alert_id"]),
                 r["status"],
                 r["severity"],
                 r["detection_id"],
                 r["entity_id"],
                 len(json.loads(r["alert"])["account_ids"]),
                 r["window_start"],
-                _short(r["suppressed_by"]),
+                short_id(r["incident_id"]),
+                short_id(r["suppressed_by"]),
             )
             for r in records
         ]
@@ -514,6 +929,7 @@ def run_list_command(args: argparse.Namespace) -> int:
             "entity",
             "accounts",
             "window_start",
+            "incident",
             "suppressed_by",
         ]
         print(format_table(columns, rows))
@@ -523,71 +939,49 @@ def run_list_command(args: argparse.Namespace) -> int:
 
 
 def run_show_command(args: argparse.Namespace) -> int:
-    def action(config: Config, store: AlertStore) -> int:
-        _print_record(store.get(args.alert_id))
-        return 0
-
-    return _run(args, action)
-
-
-def _change_status(args: argparse.Namespace, kind: str) -> int:
-    """ack / resolve: update state, write the audit record, route the follow-up to the same sinks."""
-
-    def action(config: Config, store: AlertStore) -> int:
-        router = routing.load_router(config)  # fails fast on a missing secret before anything changes
-        now = dt.datetime.now(dt.UTC)
-        if kind == "acknowledge":
-            record = store.acknowledge(args.alert_id, args.by, args.note, now)
+    def action(store: AlertStore) -> int:
+        record = store.get(args.alert_id)
+        if args.json:
+            print(
+                json.dumps(
+                    record["alert"] | {"status": record["status"], "incident_id": record["incident_id"]},
+                    indent=2,
+                    sort_keys=True,
+                )
+            )
         else:
-            record = store.resolve(args.alert_id, args.by, args.note, now)
-        audit.open_audit_log(config, args.state).append(
-            "ack" if kind == "acknowledge" else "resolve",
-            {
-                "alert_id": record["alert_id"],
-                "dedup_key": record["dedup_key"],
-                "by": args.by,
-                "note": args.note,
-            },
-            now,
-        )
-        sinks = router.follow_up_sinks(store.triggered_sinks(record["alert_id"]), kind)
-        store.enqueue(record["alert_id"], sinks, kind, now)
-        report = router.deliver(store, now, alert_ids=[record["alert_id"]])
-        print(f"{record['alert_id']} {record['status']} by {args.by}; {report.describe()}")
+            _print_record(record)
         return 0
 
     return _run(args, action)
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("alerts", help="list, show, acknowledge and resolve alerts")
+    parser = subparsers.add_parser(
+        "signals",
+        aliases=["alerts"],
+        help="list and show signals (what detections found; `alerts` is the deprecated name)",
+        description="Signals are what the detections found. They are never routed on their own: the "
+        "incident engine correlates them into incidents (`usagewatch incidents`), which on-call "
+        "acknowledges and resolves, and with them every signal they hold.",
+    )
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
-    actions = parser.add_subparsers(dest="alerts_command", required=True)
+    actions = parser.add_subparsers(dest="signals_command", required=True)
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
         sub.add_argument("--state", help="state database (default: state.path of the configuration)")
+        sub.add_argument("--json", action="store_true", help="JSON output")
 
-    listing = actions.add_parser("list", help="alerts, most recent window first")
+    listing = actions.add_parser("list", help="signals, most recent window first")
     common(listing)
     listing.add_argument("--status", choices=STATUSES)
     listing.add_argument("--severity", choices=SEVERITIES, help="this severity and more urgent ones")
-    listing.add_argument("--detection", help="only this detection's alerts")
+    listing.add_argument("--detection", help="only this detection's signals")
     listing.add_argument("--limit", type=int, help="at most this many rows")
     listing.set_defaults(func=run_list_command)
 
-    show = actions.add_parser("show", help="one alert with its lifecycle, deliveries and full JSON")
+    show = actions.add_parser("show", help="one signal with its lifecycle and full JSON")
     common(show)
-    show.add_argument("alert_id", help="alert id, or a unique prefix of at least 6 characters")
+    show.add_argument("alert_id", help="signal id, or a unique prefix of at least 6 characters")
     show.set_defaults(func=run_show_command)
-
-    for name, kind, text in (
-        ("ack", "acknowledge", "acknowledge an open alert (routed, e.g. PagerDuty acknowledge; audited)"),
-        ("resolve", "resolve", "resolve an alert (routed, e.g. PagerDuty resolve; audited)"),
-    ):
-        sub = actions.add_parser(name, help=text)
-        common(sub)
-        sub.add_argument("alert_id", help="alert id, or a unique prefix of at least 6 characters")
-        sub.add_argument("--by", required=True, help="who is acting (recorded and audited)")
-        sub.add_argument("--note", help="free text kept with the alert")
-        sub.set_defaults(func=lambda args, kind=kind: _change_status(args, kind))

@@ -1,4 +1,4 @@
-"""Append-only, hash-chained audit log (JSONL): every alert raised, acknowledgement and report.
+"""Append-only, hash-chained audit log (JSONL): every signal, incident change, acknowledgement and report.
 
 Each line is one record {seq, ts, kind, payload, prev_hash, hash}; `hash` is the SHA-256 of the
 canonical JSON of the record without `hash`, and `prev_hash` is the previous record's hash (the first
@@ -107,23 +107,31 @@ class AuditLog:
 
     def append(self, kind: str, payload: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any]:
         """Append one record and return it (with its seq and hash)."""
-        if not kind:
+        return self.append_many([(kind, payload)], now)[0]
+
+    def append_many(
+        self, entries: list[tuple[str, dict[str, Any]]], now: dt.datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Append (kind, payload) records under one lock and one fsync; return them with seq and hash."""
+        if any(not kind for kind, _ in entries):
             raise ValueError("audit record kind must be non-empty")
+        if not entries:
+            return []
+        ts = format_event_time(now or dt.datetime.now(dt.UTC))
         with self._locked() as handle:
             seq, prev_hash = self._head(handle)
-            record = {
-                "seq": seq,
-                "ts": format_event_time(now or dt.datetime.now(dt.UTC)),
-                "kind": kind,
-                "payload": payload,
-                "prev_hash": prev_hash,
-            }
-            record["hash"] = record_hash(record)
+            records, lines = [], []
+            for kind, payload in entries:
+                record = {"seq": seq, "ts": ts, "kind": kind, "payload": payload, "prev_hash": prev_hash}
+                record["hash"] = record_hash(record)
+                records.append(record)
+                lines.append(canonical_json(record) + "\n")
+                seq, prev_hash = seq + 1, record["hash"]
             handle.seek(0, os.SEEK_END)
-            handle.write((canonical_json(record) + "\n").encode("utf-8"))
+            handle.write("".join(lines).encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
-        return record
+        return records
 
     def head_hash(self) -> str:
         """Hash of the newest record (GENESIS_HASH for an empty or missing log)."""

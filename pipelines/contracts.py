@@ -1,4 +1,4 @@
-"""The data contracts: JSON Schemas for access events and alerts, and their validators."""
+"""The data contracts: JSON Schemas for access events, signals (alerts) and incidents; their validators."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pipelines.paths import SCHEMAS_DIR
 
 ACCESS_EVENT_SCHEMA = "access_event.schema.json"
 ALERT_SCHEMA = "alert.schema.json"
+INCIDENT_SCHEMA = "incident.schema.json"
 
 
 class ContractViolation(ValueError):
@@ -64,6 +65,13 @@ def validate_alert(obj: Any) -> None:
     violations = _violations(ALERT_SCHEMA, obj)
     if violations:
         raise ContractViolation(ALERT_SCHEMA, violations)
+
+
+def validate_incident(obj: Any) -> None:
+    """Raise ContractViolation unless obj is a valid incident document (routed copies included)."""
+    violations = _violations(INCIDENT_SCHEMA, obj)
+    if violations:
+        raise ContractViolation(INCIDENT_SCHEMA, violations)
 
 
 def format_event_time(moment: datetime) -> str:

@@ -1,7 +1,9 @@
 """Detections as code: sql/detections/<name>.sql + <name>.yml, linted on load and run over the lake.
 
-The YAML holds the metadata (severity, runbook, dedup keys, suppression) and every threshold as a
-named parameter; the SQL binds them as DuckDB named parameters ($name) and returns one row per alert.
+The YAML holds the metadata (severity, runbook, dedup keys, suppression, risk) and every threshold as a
+named parameter; the SQL binds them as DuckDB named parameters ($name) and returns one row per signal.
+`usagewatch detect` hands the signals to the incident engine (pipelines/incidents.py), which records,
+correlates, audits and routes; this module never routes by itself.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Any
 import duckdb
 import yaml
 
-from pipelines import quality
-from pipelines.alert_state import AlertStateError, AlertStore, RecordResult, state_path
+from pipelines import incidents, quality
+from pipelines.alert_state import AlertStateError, AlertStore, state_path
 from pipelines.alerts import (
     REQUIRED_RESULT_COLUMNS,
     RISK_SCORE_COLUMN,
@@ -31,16 +33,15 @@ from pipelines.alerts import (
     SEVERITY_OVERRIDE_COLUMN,
     build_alert,
     fold_duplicates,
-    headline,
 )
 from pipelines.analyst import ReadOnlyViolation, check_read_only, format_table, open_lake
-from pipelines.audit import AuditLog, open_audit_log
-from pipelines.config import Config, ConfigError, load_config, load_yaml, yaml_error_message
+from pipelines.audit import open_audit_log
+from pipelines.config import Config, ConfigError, load_config, load_yaml, parse_duration, yaml_error_message
 from pipelines.contracts import ALERT_SCHEMA, load_schema
 from pipelines.enrichment import install as install_enrichment
 from pipelines.lake import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
 from pipelines.paths import SQL_DIR
-from pipelines.routing import DeliveryReport, Router, RoutingError, load_router
+from pipelines.routing import RoutingError, load_router
 
 DETECTIONS_DIR = SQL_DIR / "detections"
 
@@ -98,6 +99,11 @@ class Detection:
 
     def parameter_values(self) -> dict[str, Any]:
         return {name: spec["value"] for name, spec in self.parameters.items()}
+
+    def signal_policy(self) -> incidents.SignalPolicy:
+        return incidents.SignalPolicy(
+            self.suppression_minutes, self.risk["max_contribution"], self.risk["links_accounts"]
+        )
 
 
 def sql_parameters(sql: str) -> set[str]:
@@ -278,21 +284,10 @@ def summarize(selected: list[Detection], alerts: list[dict[str, Any]]) -> str:
         rows += [(detection.id, severity, counts[(detection.id, severity)]) for severity in severities]
         if not severities:
             rows.append((detection.id, "-", 0))
-    return format_table(["detection", "severity", "alerts"], rows)
+    return format_table(["detection", "severity", "signals"], rows)
 
 
 # --- time ranges: `detect --since/--until` and the incremental loop's look-back ---------------------
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """'60s', '5m', '24h', '7d' or plain seconds."""
-    match = _DURATION.match(text.strip().lower())
-    if not match or float(match.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 60s, 5m, 24h or 7d")
-    return dt.timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
 def parse_moment(text: str, now: dt.datetime | None = None) -> dt.datetime:
@@ -340,24 +335,23 @@ def restrict_to_time_range(
         )
 
 
-# --- detect, record, route ------------------------------------------------------------------------
+# --- detect, then hand the signals to the incident engine -----------------------------------------
 
 
 @dataclass
 class DetectRun:
     selected: list[Detection]
-    alerts: list[dict[str, Any]]  # every alert this run detected (new or not)
-    recorded: RecordResult
-    delivery: DeliveryReport
+    signals: list[dict[str, Any]]  # every signal this run detected (new or not)
+    engine: incidents.EngineRun  # what the state, incidents and routing made of them
     degraded: str | None = None  # why the data under this run is not known to be sound, if it is not
 
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        """Incidents opened or changed by this run, as routed (documents with `change`)."""
+        return self.engine.changes
+
     def describe(self) -> str:
-        recorded = self.recorded
-        described = (
-            f"state: {len(recorded.new)} new, {len(recorded.suppressed)} suppressed, "
-            f"{len(recorded.seen_again)} already known; routing: {self.delivery.describe()}"
-        )
-        return described + (
+        return self.engine.describe() + (
             f"\n{self.degraded}" if self.degraded else "\ndata quality: every partition passed"
         )
 
@@ -373,54 +367,38 @@ def detect_and_route(
     now: dt.datetime | None = None,
     detections: list[Detection] | None = None,
 ) -> DetectRun:
-    """Run the detections once, record alerts in the state database, audit and route the new ones.
+    """Run the detections once and hand their signals to the incident engine, then deliver the outbox.
 
     Raises ConfigError / RoutingError (bad routing, missing secret) before any detection runs,
-    DetectionError, AlertStateError. `now` is the alerts' created_at and the state's clock.
+    DetectionError, AlertStateError. `now` is the signals' created_at and the state's clock.
     """
     config = config or load_config()
     router = load_router(config)
+    settings = incidents.incident_settings(config)
     now = now or dt.datetime.now(dt.UTC)
     selected = _select(detections if detections is not None else load_detections(), only)
     con = open_lake(lake_dir, read_only=True)
     try:
         restrict_to_time_range(con, since, until)
-        alerts = [alert for detection in selected for alert in run_detection(con, detection, now)]
+        signals = [signal for detection in selected for signal in run_detection(con, detection, now)]
+        # Data quality of the partitions under this run: read before the store is opened for writing.
+        health = quality.partition_health(state_path(config, state), lake_dir, since, until)
+        signals = quality.mark_degraded(signals, health)
+        with AlertStore.open(state_path(config, state)) as store:
+            engine = incidents.raise_signals(
+                store,
+                router,
+                open_audit_log(config, state),
+                signals,
+                {detection.id: detection.signal_policy() for detection in selected},
+                settings,
+                now,
+                incidents.lake_output_tokens(con),
+            )
+            engine.delivery = router.deliver(store, now)
     finally:
         con.close()
-    # Data quality of the partitions under this run: read before the store is opened for writing.
-    health = quality.partition_health(state_path(config, state), lake_dir, since, until)
-    alerts = quality.mark_degraded(alerts, health)
-    with AlertStore.open(state_path(config, state)) as store:
-        suppression = {d.id: d.suppression_minutes for d in selected}
-        recorded = record_and_queue(store, router, open_audit_log(config, state), alerts, suppression, now)
-        delivery = router.deliver(store, now)
-    return DetectRun(selected, alerts, recorded, delivery, quality.degraded_note(health))
-
-
-def record_and_queue(
-    store: AlertStore,
-    router: Router,
-    audit_log: AuditLog,
-    alerts: list[dict[str, Any]],
-    suppression_minutes: dict[str, int],
-    now: dt.datetime,
-) -> RecordResult:
-    """Record alerts in the state, audit every new or suppressed one, queue new and escalated ones.
-
-    Every producer of alerts (detections, data-quality gates) goes through here, so they are audited
-    and routed alike.
-    """
-    recorded = store.record_alerts(alerts, suppression_minutes, now)
-    for alert in recorded.new:
-        audit_log.append("alert", {"alert": alert, "suppressed_by": None}, now)
-        store.enqueue(alert["alert_id"], router.trigger_sinks(alert["severity"]), "trigger", now)
-    for alert, suppressed_by in recorded.suppressed:
-        audit_log.append("alert", {"alert": alert, "suppressed_by": suppressed_by}, now)
-    for alert, _ in recorded.escalated:
-        # Sinks already triggered keep their row (no re-notification); newly reached ones get it.
-        store.enqueue(alert["alert_id"], router.trigger_sinks(alert["severity"]), "trigger", now)
-    return recorded
+    return DetectRun(selected, signals, engine, quality.degraded_note(health))
 
 
 # --- incremental: `detect --every` ----------------------------------------------------------------
@@ -476,6 +454,7 @@ def run_incrementally(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     output: Path | None = None,
+    signals_output: Path | None = None,
     log=print,
 ) -> int:
     """Each cycle: find newly committed lake files; if any, detect over their hours (minus `lookback`,
@@ -507,14 +486,17 @@ def run_incrementally(
             )
             with AlertStore.open(path) as store:
                 store.mark_processed(scan.new_files, scan.completed_partitions, now)
-            raised = run.recorded.new + [alert for alert, _ in run.recorded.suppressed]
-            if output is not None and raised:
+            if signals_output is not None:
+                with signals_output.open("a", encoding="utf-8") as sink:
+                    for signal in run.engine.recorded.new + [s for s, _ in run.engine.recorded.suppressed]:
+                        sink.write(json.dumps(signal, sort_keys=True) + "\n")
+            if output is not None and run.changes:
                 with output.open("a", encoding="utf-8") as sink:
-                    for alert in raised:
-                        sink.write(json.dumps(alert, sort_keys=True) + "\n")
+                    for change in run.changes:
+                        sink.write(json.dumps(change, sort_keys=True) + "\n")
             log(f"{now:%H:%M:%S} {len(scan.new_files)} new lake file(s); {run.describe()}")
-            for alert in run.recorded.new:
-                log(headline(alert))
+            for page in run.engine.pages:
+                log(incidents.page_line(page))
         cycles += 1
         stop.wait(every.total_seconds())
     return cycles
@@ -525,32 +507,39 @@ def run_detect_command(args: argparse.Namespace) -> int:
         print(f"error: lake directory {args.lake} does not exist", file=sys.stderr)
         return 2
     output = Path(args.output) if args.output else None
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
+    signals_output = Path(args.signals) if args.signals else None
+    for path in (output, signals_output):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
     try:
         config = load_config(args.config)
         if args.every:
-            return _detect_every(args, config, output)
+            return _detect_every(args, config, output, signals_output)
         run = detect_and_route(
             args.lake, config, state=args.state, only=args.detection, since=args.since, until=args.until
         )
     except (DetectionError, ConfigError, RoutingError, AlertStateError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if output is not None:
-        with output.open("w", encoding="utf-8") as sink:
-            for alert in run.alerts:
-                sink.write(json.dumps(alert, sort_keys=True) + "\n")
-    print(summarize(run.selected, run.alerts))
-    for alert in run.alerts:
-        print(headline(alert))
+    for path, documents in ((output, run.changes), (signals_output, run.signals)):
+        if path is not None:
+            with path.open("w", encoding="utf-8") as sink:
+                for document in documents:
+                    sink.write(json.dumps(document, sort_keys=True) + "\n")
+    print(summarize(run.selected, run.signals))
+    for page in run.engine.pages:
+        print(incidents.page_line(page))
     print(run.describe())
     if output is not None:
-        print(f"{len(run.alerts)} alert(s) written to {output}")
+        print(f"{len(run.changes)} new or changed incident(s) written to {output}")
+    if signals_output is not None:
+        print(f"{len(run.signals)} signal(s) written to {signals_output}")
     return 0
 
 
-def _detect_every(args: argparse.Namespace, config: Config, output: Path | None) -> int:
+def _detect_every(
+    args: argparse.Namespace, config: Config, output: Path | None, signals_output: Path | None
+) -> int:
     stop = threading.Event()
 
     def request_stop(signum, frame) -> None:
@@ -570,6 +559,7 @@ def _detect_every(args: argparse.Namespace, config: Config, output: Path | None)
             since=args.since,
             until=args.until,
             output=output,
+            signals_output=signals_output,
         )
     finally:
         for signum, handler in previous.items():
@@ -581,17 +571,23 @@ def _detect_every(args: argparse.Namespace, config: Config, output: Path | None)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "detect",
-        help="run the detections over the lake, record and route the alerts",
+        help="run the detections over the lake; correlate their signals into incidents and route those",
         description="Run every enabled detection under sql/detections once (or only --detection NAME), "
-        "record the alerts in the state database (re-runs raise nothing new), append new ones to the "
-        "audit log and route them to the sinks of usagewatch.yml. With --every, keep running over newly "
-        "committed lake files until SIGINT/SIGTERM.",
+        "record their signals in the state database (re-runs raise nothing new), correlate them into "
+        "incidents, audit both and route the incidents opened or changed to the sinks of usagewatch.yml; "
+        "prints one line per page. With --every, keep running over newly committed lake files until "
+        "SIGINT/SIGTERM.",
     )
     parser.add_argument("--lake", required=True, help="lake directory")
     parser.add_argument(
         "--output",
-        help="JSONL file, one alert per line: every alert this run detected (with --every: appended, "
-        "alerts new to the state only)",
+        help="JSONL file, one incident per line: every incident this run opened or changed, as routed "
+        "(with `change`; with --every: appended)",
+    )
+    parser.add_argument(
+        "--signals",
+        help="JSONL file, one signal per line: every signal this run detected (with --every: appended, "
+        "signals new to the state only)",
     )
     parser.add_argument(
         "--detection", action="append", metavar="NAME", help="run only this detection (repeatable)"

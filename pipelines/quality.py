@@ -8,7 +8,8 @@ skew, per-minute reconciliation), GX evaluates the expectations and writes its o
 Every result is stored in the state database (table quality_results) with a fingerprint of the
 partition's files, so later readers can tell a partition that passed from one that failed, was never
 validated, or gained files since it was validated (both "unvalidated"). Detections and reports ask
-`partition_health`; a failed suite also raises a data-quality alert through the normal routing.
+`partition_health`; a failed suite also raises a data-quality signal, which the incident engine
+(pipelines/incidents.py) turns into an incident at once.
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ from typing import Any
 
 import duckdb
 
-from pipelines.alerts import alert_id, dedup_key
+from pipelines import incidents
+from pipelines.alert_state import AlertStore
+from pipelines.alert_state import state_path as configured_state_path
+from pipelines.alerts import SEVERITIES, alert_id, dedup_key
 from pipelines.analyst import format_table, open_lake, sql_string_literal
+from pipelines.audit import open_audit_log
 from pipelines.config import Config, ConfigError, load_config
 from pipelines.contracts import format_event_time, validate_alert
 from pipelines.lake import COMMITTED_FILE_GLOB, TABLES, LakeTable, TableFiles, scan_files
 from pipelines.paths import SCHEMAS_DIR
+from pipelines.routing import load_router
 
 SUITES_DIR = SCHEMAS_DIR / "expectations"
 QUALITY_KEYS = {"results_dir", "reports_dir"}
@@ -149,8 +155,6 @@ def _column_of(kwargs: dict[str, Any]) -> str | None:
 
 
 def load_suite(path: Path) -> Suite:
-    from pipelines.alerts import SEVERITIES
-
     try:
         definition = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -700,28 +704,34 @@ def data_quality_alert(result: SuiteResult, created_at: dt.datetime) -> dict[str
 def record_and_route(
     config: Config, state_path: Path, results: list[SuiteResult], now: dt.datetime, raise_alerts: bool = True
 ) -> list[str]:
-    """Store the results, raise one alert per failed suite and partition and route it like a detection's.
+    """Store the results and hand one signal per failed suite and partition to the incident engine.
 
-    Returns one line per alert (new, already known or suppressed) plus the delivery summary.
+    A data-quality signal is immediate: its incident opens (and pages) at once, like a detection's would.
+    Returns one line per page plus the engine's summary.
     """
-    from pipelines import alert_state, audit, routing
-    from pipelines.alerts import headline
-    from pipelines.detections import record_and_queue
-
-    alerts = [data_quality_alert(result, now) for result in results if not result.success and raise_alerts]
-    router = routing.load_router(config)  # a missing sink secret fails before anything is written
-    with alert_state.AlertStore.open(state_path) as store:
+    signals = [data_quality_alert(result, now) for result in results if not result.success and raise_alerts]
+    router = load_router(config)  # a missing sink secret fails before anything is written
+    settings = incidents.incident_settings(config)
+    with AlertStore.open(state_path) as store:
         store_results(store.con, results)
-        if not alerts:
+        if not signals:
             return []
-        suppression = {DATA_QUALITY_DETECTION: DATA_QUALITY_SUPPRESSION_MINUTES}
-        audit_log = audit.open_audit_log(config, state_path)
-        recorded = record_and_queue(store, router, audit_log, alerts, suppression, now)
-        delivery = router.deliver(store, now, alert_ids=[alert["alert_id"] for alert in recorded.new])
-    lines = [headline(alert) for alert in recorded.new]
-    lines += [f"(already raised) {headline(alert)}" for alert in recorded.seen_again]
-    lines += [f"(suppressed by {by[:12]}) {headline(alert)}" for alert, by in recorded.suppressed]
-    return [*lines, f"routing: {delivery.describe()}"]
+        policy = incidents.SignalPolicy(
+            DATA_QUALITY_SUPPRESSION_MINUTES, max_contribution=100, links_accounts=False
+        )
+        engine = incidents.raise_signals(
+            store,
+            router,
+            open_audit_log(config, state_path),
+            signals,
+            {DATA_QUALITY_DETECTION: policy},
+            settings,
+            now,
+        )
+        engine.delivery = router.deliver(
+            store, now, incident_ids=[change["incident_id"] for change in engine.changes]
+        )
+    return [*(incidents.page_line(page) for page in engine.pages), engine.describe()]
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -768,8 +778,6 @@ def _summary_rows(results: list[SuiteResult]) -> list[tuple]:
 
 
 def run_validate_command(args: argparse.Namespace) -> int:
-    from pipelines.alert_state import state_path as configured_state_path
-
     try:
         config = load_config(args.config)
         lake_dir = lake_path(config, args.lake)

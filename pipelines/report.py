@@ -1,9 +1,10 @@
 """`usagewatch report`: the compliance summary of one day or week, as HTML, Markdown and JSON.
 
-Figures come from the lake (read-only DuckDB), alert lifecycle from the state database, data-quality
-health from pipelines/quality.py, and the audit log's head hash ties the report to the log. Charts are
-Altair specs rendered to PNG by vl-convert: embedded as data URIs in the HTML (one self-contained file
-that opens offline) and written beside the Markdown. The JSON twin holds every figure the others show.
+Figures come from the lake (read-only DuckDB), incidents, rings and signals from the state database,
+data-quality health from pipelines/quality.py, and the audit log's head hash ties the report to the log.
+Charts are Altair specs rendered to PNG by vl-convert: embedded as data URIs in the HTML (one
+self-contained file that opens offline) and written beside the Markdown. The JSON twin holds every
+figure the others show.
 After writing, the report itself is appended to the audit log (kind "report", with file hashes).
 """
 
@@ -31,7 +32,6 @@ from pipelines.alerts import SEVERITIES
 from pipelines.analyst import open_lake, to_json_value
 from pipelines.config import ConfigError, load_config
 from pipelines.quality import (
-    DATA_QUALITY_DETECTION,
     QualityError,
     degraded_note,
     lake_path,
@@ -220,33 +220,55 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict[str, Any] |
     ]
 
 
-def _stored_alerts(state_file: Path, period: Period) -> list[dict[str, Any]]:
-    """Alerts whose window starts in the period, with lifecycle; [] when there is no state yet."""
+def _state_rows(state_file: Path, table: str, sql: str, period: Period) -> list[dict[str, Any]]:
+    """Rows of one state table for the period; [] when there is no state (or no such table) yet."""
     if not state_file.exists():
         return []
     con = open_state_read_only(state_file)
     try:
-        has_alerts = con.execute(
-            "select count(*) from information_schema.tables where table_name = 'alerts'"
+        exists = con.execute(
+            "select count(*) from information_schema.tables where table_name = ?", [table]
         ).fetchone()[0]
-        if not has_alerts:
-            return []
-        rows = _rows(
-            con,
-            "select alert_id, detection_id, severity, status, suppressed_by, ack_by, ack_at, resolved_by, "
-            "resolved_at, alert from alerts where window_start >= $start and window_start < $end "
-            "order by window_start, alert_id",
-            {"start": period.start, "end": period.end},
-        )
+        return _rows(con, sql, {"start": period.start, "end": period.end}) if exists else []
     finally:
         con.close()
+
+
+def _stored_signals(state_file: Path, period: Period) -> list[dict[str, Any]]:
+    """Signals whose window starts in the period, with lifecycle."""
+    return _state_rows(
+        state_file,
+        "signals",
+        "select detection_id, severity, status, suppressed_by from signals "
+        "where window_start >= $start and window_start < $end",
+        period,
+    )
+
+
+def _stored_incidents(state_file: Path, period: Period) -> list[dict[str, Any]]:
+    """Incidents active in the period (event time), most severe first; merged ones are counted once,
+    in the incident they were merged into."""
+    rows = _state_rows(
+        state_file,
+        "incidents",
+        "select incident_id, ack_by, ack_at, resolved_by, resolved_at, incident from incidents "
+        "where merged_into is null and first_seen < $end and last_seen >= $start",
+        period,
+    )
     for row in rows:
-        row["alert"] = json.loads(row["alert"])
-    return rows
+        row["incident"] = json.loads(row["incident"])
+    return sorted(
+        rows,
+        key=lambda r: (
+            -SEVERITIES.index(r["incident"]["severity"]),
+            -r["incident"]["risk_score"],
+            r["incident_id"],
+        ),
+    )
 
 
-def _alert_summary(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per detection and severity: how many, and where they stand (suppressed ones counted apart)."""
+def _signal_summary(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per detection and severity: how many signals, and where they stand (duplicates counted apart)."""
     counts: Counter = Counter()
     for row in stored:
         key = (row["detection_id"], row["severity"])
@@ -257,7 +279,7 @@ def _alert_summary(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             "detection_id": detection,
             "severity": severity,
-            "alerts": counts[(detection, severity, "total")],
+            "signals": counts[(detection, severity, "total")],
             **{
                 status: counts[(detection, severity, status)]
                 for status in ("open", "acknowledged", "resolved")
@@ -268,8 +290,9 @@ def _alert_summary(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _overlaps(alert: dict[str, Any], periods: list[dict[str, Any]]) -> bool:
-    return any(p["start"] < alert["window_end"] and alert["window_start"] < p["end"] for p in periods)
+def _overlaps(start: str, end: str, periods: list[dict[str, Any]]) -> bool:
+    """Whether [start, end] (RFC 3339 text, as the periods) meets any of the periods."""
+    return any(p["start"] <= end and start < p["end"] for p in periods)
 
 
 def _degraded_periods(health) -> list[dict[str, Any]]:
@@ -319,53 +342,53 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
         top_accounts = _rows(con, TOP_ACCOUNTS_SQL, {"top": TOP_ACCOUNTS})
         period_bounds = {"start": period.start.replace(tzinfo=None), "end": period.end.replace(tzinfo=None)}
         late_events = _rows(con, LATE_EVENTS_SQL, period_bounds)[0]
-        step(4, steps, "alerts and rings")
-        stored = _stored_alerts(state_file, period)
+        step(4, steps, "incidents and rings")
+        stored = _stored_incidents(state_file, period)
         rings = []
         for row in stored:
-            alert = row["alert"]
-            implicated = alert["account_ids"]
-            is_ring = alert["entity_type"] == "ring" or len(implicated) >= 2
-            if row["suppressed_by"] or row["detection_id"] == DATA_QUALITY_DETECTION or not is_ring:
+            incident = row["incident"]
+            if len(incident["account_ids"]) < 2:
                 continue
-            volume = _rows(con, RING_VOLUME_SQL, {"accounts": implicated})[0]
+            volume = _rows(con, RING_VOLUME_SQL, {"accounts": incident["account_ids"]})[0]
             rings.append(
                 {
-                    "alert_id": row["alert_id"],
-                    "detection_id": row["detection_id"],
-                    "entity": f"{alert['entity_type']} {alert['entity_id']}",
-                    "severity": row["severity"],
-                    "status": row["status"],
-                    "accounts": len(implicated),
+                    "incident_id": row["incident_id"],
+                    "title": incident["title"],
+                    "detections": ", ".join(incident["detection_ids"]),
+                    "severity": incident["severity"],
+                    "status": incident["status"],
+                    "accounts": len(incident["account_ids"]),
                     "requests": volume["requests"],
                     "output_tokens": volume["output_tokens"],
-                    "window_start": alert["window_start"],
+                    "first_seen": incident["first_seen"],
                 }
             )
-        rings.sort(key=lambda ring: (-ring["accounts"], -ring["output_tokens"], ring["alert_id"]))
+        rings.sort(key=lambda ring: (-ring["accounts"], -ring["output_tokens"], ring["incident_id"]))
     finally:
         con.close()
     step(5, steps, "data quality")
     health = partition_health(state_file, lake_dir, period.start, period.end)
     degraded = _degraded_periods(health)
     status_counts = Counter(item.status for item in health)
-    alerts = [
+    incidents = [
         {
-            "alert_id": row["alert_id"],
-            "detection_id": row["detection_id"],
-            "severity": row["severity"],
-            "entity": f"{row['alert']['entity_type']} {row['alert']['entity_id']}",
-            "accounts": len(row["alert"]["account_ids"]),
-            "window_start": row["alert"]["window_start"],
-            "window_end": row["alert"]["window_end"],
-            "status": "suppressed" if row["suppressed_by"] else row["status"],
+            "incident_id": row["incident_id"],
+            "title": row["incident"]["title"],
+            "severity": row["incident"]["severity"],
+            "risk_score": row["incident"]["risk_score"],
+            "detections": ", ".join(row["incident"]["detection_ids"]),
+            "accounts": len(row["incident"]["account_ids"]),
+            "signals": row["incident"]["signal_count"],
+            "first_seen": row["incident"]["first_seen"],
+            "last_seen": row["incident"]["last_seen"],
+            "status": row["incident"]["status"],
             "acknowledged_by": row["ack_by"],
             "acknowledged_at": row["ack_at"],
-            "degraded": _overlaps(row["alert"], degraded),
+            "resolved_by": row["resolved_by"],
+            "degraded": "data_quality" in row["incident"]["evidence"]
+            or _overlaps(row["incident"]["first_seen"], row["incident"]["last_seen"], degraded),
         }
-        for row in sorted(
-            stored, key=lambda r: (-SEVERITIES.index(r["severity"]), r["alert"]["window_start"])
-        )
+        for row in stored
     ]
     step(6, steps, "assembling")
     return {
@@ -383,9 +406,9 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
         "traffic_by_country": traffic_by_country,
         "hourly_traffic": hourly_traffic,
         "restricted_access": restricted_access,
-        "alerts_by_detection": _alert_summary(stored),
-        "alerts": alerts,
+        "incidents": incidents,
         "rings": rings,
+        "signals_by_detection": _signal_summary(_stored_signals(state_file, period)),
         "top_accounts": top_accounts,
         "data_quality": {
             "partitions": {status: status_counts[status] for status in ("passed", "failed", "unvalidated")},
@@ -438,13 +461,13 @@ def chart_specs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             .properties(width=520, height=180)
             .to_dict()
         )
-    if data["alerts_by_detection"]:
-        frame = pd.DataFrame(data["alerts_by_detection"])
-        specs["alerts_by_detection"] = (
-            alt.Chart(frame, title="Alerts by detection and severity")
+    if data["signals_by_detection"]:
+        frame = pd.DataFrame(data["signals_by_detection"])
+        specs["signals_by_detection"] = (
+            alt.Chart(frame, title="Signals by detection and severity")
             .mark_bar()
             .encode(
-                x=alt.X("sum(alerts):Q", title="alerts", axis=alt.Axis(format="d", tickMinStep=1)),
+                x=alt.X("sum(signals):Q", title="signals", axis=alt.Axis(format="d", tickMinStep=1)),
                 y=alt.Y("detection_id:N", title=None),
                 color=alt.Color(
                     "severity:N",
@@ -595,7 +618,8 @@ def add_parser(subparsers) -> None:
         "report",
         help="write a compliance summary (HTML, Markdown, JSON)",
         description="Summarise one day or ISO week: traffic by country, restricted-region access by account, "
-        "alerts and their acknowledgements, rings, top accounts, data quality, and the audit head hash.",
+        "incidents and their acknowledgements, rings, signals by detection, top accounts, data quality, and "
+        "the audit head hash.",
     )
     parser.add_argument("--period", choices=PERIODS, required=True)
     parser.add_argument(

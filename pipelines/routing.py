@@ -1,13 +1,16 @@
-"""Alert routing: the sinks of usagewatch.yml `routing:` and delivery through the state outbox.
+"""Incident routing: the sinks of usagewatch.yml `routing:` and delivery through the state outbox.
 
-Every notification is first written to the outbox (pipelines/alert_state.py), then delivered with
+Only incidents (schemas/incident.schema.json, made by pipelines/incidents.py) are routed; signals never
+are. Every notification is first written to the outbox (pipelines/alert_state.py), then delivered with
 bounded retries and exponential backoff; what a sink did not accept stays in the outbox and is retried
-on a later run, so an unreachable sink never loses an alert. Secrets (webhook URLs, routing keys) come
-only from environment variables named by `*_env` keys, checked when the configuration is loaded.
+on a later run, so an unreachable sink never loses a notification. Secrets (webhook URLs, routing keys)
+come only from environment variables named by `*_env` keys, checked when the configuration is loaded.
 
-Actions: `trigger` (a new alert), `acknowledge` and `resolve` (from `usagewatch alerts ack|resolve`).
-stdout, jsonl and kafka carry alert documents (schemas/alert.schema.json) and so take triggers only;
-Alertmanager's webhook shape has firing and resolved but no acknowledgement.
+Changes: `opened` and `escalated` page (PagerDuty trigger, Slack message, Alertmanager alert);
+`updated` (the incident grew) goes quietly to the sinks it already paged: PagerDuty gets a trigger with
+the same dedup_key, which it folds into the open incident; Slack one short line; Alertmanager the same
+labels again. `acknowledged` / `resolved` (from `usagewatch incidents ack|resolve`, or a merge) follow to
+the sinks that understand them. stdout, jsonl and kafka carry the incident document with `change`.
 """
 
 from __future__ import annotations
@@ -24,13 +27,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.alerts import SEVERITIES, headline
+from pipelines.alerts import SEVERITIES
 from pipelines.config import Config
 
-if TYPE_CHECKING:  # alert_state imports this module for `alerts ack`; only the types are needed here
+if TYPE_CHECKING:  # the store is handed in by the caller; only the types are needed here
     from pipelines.alert_state import AlertStore, Delivery
 
-ACTIONS = ("trigger", "acknowledge", "resolve")
+CHANGES = ("opened", "updated", "escalated", "acknowledged", "resolved")
+# What each change asks of a sink that has the three PagerDuty-like actions.
+ACTION_OF_CHANGE = {
+    "opened": "trigger",
+    "updated": "trigger",
+    "escalated": "trigger",
+    "acknowledged": "acknowledge",
+    "resolved": "resolve",
+}
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 # PagerDuty Events API v2 knows four severities.
 PAGERDUTY_SEVERITY = {
@@ -40,12 +51,13 @@ PAGERDUTY_SEVERITY = {
     "low": "info",
     "info": "info",
 }
-PAGERDUTY_ACTIONS = {"trigger": "trigger", "acknowledge": "acknowledge", "resolve": "resolve"}
 PAGERDUTY_SUMMARY_MAX = 1024
-# Alertmanager marks a still-firing alert with the zero time as its end.
-ALERTMANAGER_OPEN_END = "0001-01-01T00:00:00Z"
+ALERTMANAGER_ALERTNAME = "UsagewatchIncident"
+# Alertmanager resolves an alert by itself at endsAt unless it is posted again: an open incident is
+# posted on every change and resolved explicitly, so a firing one is held this long.
+ALERTMANAGER_FIRING_HOLD = dt.timedelta(hours=24)
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-# Notifications list the first accounts only: a hydra ring has thousands; the full list is in the alert.
+# Notifications list the first accounts only: a hydra ring has thousands; the full list is in the incident.
 ACCOUNTS_IN_NOTIFICATION = 25
 _USER_AGENT = "usagewatch-routing/1"
 
@@ -68,7 +80,7 @@ class RetryPolicy:
         return min(self.max_backoff_seconds, self.backoff_seconds * 2 ** max(failures - 1, 0))
 
 
-def _post_json(url: str, body: dict[str, Any], timeout: float) -> None:
+def _post_json(url: str, body: Any, timeout: float) -> None:
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode("utf-8"),
@@ -88,19 +100,29 @@ def _post_json(url: str, body: dict[str, Any], timeout: float) -> None:
         raise DeliveryError(f"cannot reach {urllib.parse.urlsplit(url).netloc}: {reason}") from error
 
 
-def _window(alert: dict[str, Any]) -> str:
-    return f"{alert['window_start']} .. {alert['window_end']}"
+def headline(incident: dict[str, Any]) -> str:
+    accounts = len(incident["account_ids"])
+    return (
+        f"[{incident['severity'].upper()}] {incident['title']} "
+        f"(incident {incident['incident_id'][:12]}, risk {incident['risk_score']}, "
+        f"{accounts} account{'s' if accounts != 1 else ''}) "
+        f"{incident['first_seen']} .. {incident['last_seen']}"
+    )
 
 
-def _first_accounts(alert: dict[str, Any]) -> list[str]:
-    return alert["account_ids"][:ACCOUNTS_IN_NOTIFICATION]
+def _first_accounts(incident: dict[str, Any]) -> list[str]:
+    return incident["account_ids"][:ACCOUNTS_IN_NOTIFICATION]
+
+
+def _zulu(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass
 class Sink:
     name: str
     min_severity: str = "info"
-    actions: frozenset[str] = frozenset({"trigger"})
+    changes: frozenset[str] = frozenset(CHANGES)
     timeout: float = 10.0
 
     def accepts(self, severity: str) -> bool:
@@ -116,7 +138,7 @@ class Sink:
 @dataclass
 class StdoutSink(Sink):
     def send(self, delivery: Delivery) -> None:
-        print(json.dumps(delivery.alert, sort_keys=True), flush=True)
+        print(json.dumps(delivery.incident, sort_keys=True), flush=True)
 
 
 @dataclass
@@ -126,7 +148,7 @@ class JsonlSink(Sink):
     def send(self, delivery: Delivery) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as sink:
-            sink.write(json.dumps(delivery.alert, sort_keys=True) + "\n")
+            sink.write(json.dumps(delivery.incident, sort_keys=True) + "\n")
 
 
 @dataclass
@@ -151,11 +173,11 @@ class KafkaSink(Sink):
                     # the producer's own retries must end before the wait below gives up on them
                     delivery_timeout_ms=2 * timeout_ms,
                 )
-            # Keyed by dedup key: one incident's alerts stay in order on one partition.
+            # Keyed by incident id: one incident's changes stay in order on one partition.
             future = self._producer.send(
                 self.topic,
-                key=delivery.alert["dedup_key"].encode("utf-8"),
-                value=json.dumps(delivery.alert, sort_keys=True).encode("utf-8"),
+                key=delivery.incident["incident_id"].encode("utf-8"),
+                value=json.dumps(delivery.incident, sort_keys=True).encode("utf-8"),
             )
             future.get(timeout=3 * self.timeout)
         except KafkaError as error:
@@ -173,29 +195,40 @@ class SlackSink(Sink):
     url: str = ""
 
     def payload(self, delivery: Delivery) -> dict[str, Any]:
-        alert = delivery.alert
+        incident = delivery.incident
+        short = incident["incident_id"][:12]
+        if delivery.change == "updated":
+            growth = incident.get("growth", {})
+            grew = ", ".join(f"+{count} {name}" for name, count in growth.items() if count) or "new evidence"
+            return {
+                "text": f"incident {short} grew: {grew} ({len(incident['account_ids'])} accounts, "
+                f"risk {incident['risk_score']})"
+            }
         prefix = {
-            "trigger": "",
-            "acknowledge": f"Acknowledged by {delivery.by}: ",
-            "resolve": f"Resolved by {delivery.by}: ",
+            "opened": "",
+            "escalated": f"Escalated from {incident.get('previous_severity')}: ",
+            "acknowledged": f"Acknowledged by {delivery.by}: ",
+            "resolved": f"Resolved by {delivery.by}: ",
         }
-        text = prefix[delivery.action] + headline(alert)
-        accounts = ", ".join(_first_accounts(alert))
-        more = len(alert["account_ids"]) - ACCOUNTS_IN_NOTIFICATION
+        text = prefix[delivery.change] + headline(incident)
+        accounts = ", ".join(_first_accounts(incident))
+        more = len(incident["account_ids"]) - ACCOUNTS_IN_NOTIFICATION
+        entities = ", ".join(f"{e['type']} {e['id']}" for e in incident["entities"][:10])
         fields = [
-            f"*Severity*\n{alert['severity']}",
-            f"*Detection*\n{alert['detection_id']}",
-            f"*{alert['entity_type']}*\n{alert['entity_id']}",
-            f"*Window*\n{_window(alert)}",
+            f"*Severity*\n{incident['severity']}",
+            f"*Risk*\n{incident['risk_score']}",
+            f"*Detections*\n{', '.join(incident['detection_ids'])}",
+            f"*Infrastructure*\n{entities or '-'}",
         ]
         blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": incident["summary"][:3000]}},
             {"type": "section", "fields": [{"type": "mrkdwn", "text": value[:2000]} for value in fields]},
             {
                 "type": "section",
                 "text": {
                     "type": "mrkdwn",
-                    "text": f"*Accounts ({len(alert['account_ids'])})*: {accounts or '-'}"
+                    "text": f"*Accounts ({len(incident['account_ids'])})*: {accounts or '-'}"
                     + (f" and {more} more" if more > 0 else ""),
                 },
             },
@@ -208,7 +241,10 @@ class SlackSink(Sink):
             {
                 "type": "context",
                 "elements": [
-                    {"type": "mrkdwn", "text": f"alert `{alert['alert_id']}` | {alert['runbook']}"[:2000]}
+                    {
+                        "type": "mrkdwn",
+                        "text": f"incident `{incident['incident_id']}` | {incident['runbook']}"[:2000],
+                    }
                 ],
             }
         )
@@ -224,31 +260,33 @@ class PagerDutySink(Sink):
     url: str = PAGERDUTY_URL
 
     def payload(self, delivery: Delivery) -> dict[str, Any]:
-        alert = delivery.alert
+        incident = delivery.incident
         event: dict[str, Any] = {
             "routing_key": self.routing_key,
-            "event_action": PAGERDUTY_ACTIONS[delivery.action],
-            # The alert's dedup key is its incident: acknowledge/resolve address the same incident.
-            "dedup_key": alert["dedup_key"],
+            "event_action": ACTION_OF_CHANGE[delivery.change],
+            # One dedup_key per incident: updates fold into it, acknowledge/resolve address it.
+            "dedup_key": incident["dedup_key"],
         }
-        if delivery.action == "trigger":
+        if event["event_action"] == "trigger":
             event["client"] = "usagewatch"
             event["payload"] = {
-                "summary": headline(alert)[:PAGERDUTY_SUMMARY_MAX],
+                "summary": headline(incident)[:PAGERDUTY_SUMMARY_MAX],
                 "source": "usagewatch",
-                "severity": PAGERDUTY_SEVERITY[alert["severity"]],
-                "timestamp": alert["created_at"],
-                "component": alert["entity_type"],
-                "group": alert["detection_id"],
-                "class": alert["detection_id"],
+                "severity": PAGERDUTY_SEVERITY[incident["severity"]],
+                "timestamp": incident["updated_at"],
+                "component": "incident",
+                "group": ",".join(incident["detection_ids"]),
+                "class": incident["change"],
                 "custom_details": {
-                    "alert_id": alert["alert_id"],
-                    "entity_id": alert["entity_id"],
-                    "window": _window(alert),
-                    "account_count": len(alert["account_ids"]),
-                    "accounts": _first_accounts(alert),
-                    "evidence": alert["evidence"],
-                    "runbook": alert["runbook"],
+                    "incident_id": incident["incident_id"],
+                    "change": incident["change"],
+                    "summary": incident["summary"],
+                    "risk_score": incident["risk_score"],
+                    "account_count": len(incident["account_ids"]),
+                    "accounts": _first_accounts(incident),
+                    "entities": incident["entities"],
+                    "evidence": incident["evidence"],
+                    "runbook": incident["runbook"],
                 },
             }
         return event
@@ -258,55 +296,49 @@ class PagerDutySink(Sink):
 
 
 @dataclass
-class WebhookSink(Sink):
-    """Generic webhook in Alertmanager's webhook (version 4) shape, so existing receivers work."""
+class AlertmanagerSink(Sink):
+    """Alertmanager's receiving API: POST /api/v2/alerts with an array of alerts.
+
+    Labels identify the alert, so they are the same on every post of one incident (alertname,
+    incident_id, severity) and Alertmanager groups them; an escalation posts the old severity resolved
+    and the new one firing. Resolve = endsAt now.
+    """
 
     url: str = ""
+    generator_url: str = ""
 
-    def payload(self, delivery: Delivery) -> dict[str, Any]:
-        alert = delivery.alert
-        resolved = delivery.action == "resolve"
-        labels = {
-            "alertname": alert["detection_id"],
-            "severity": alert["severity"],
-            "entity_type": alert["entity_type"],
-            "entity_id": alert["entity_id"],
-            "dedup_key": alert["dedup_key"],
-            "alert_id": alert["alert_id"],
-        }
-        annotations = {
-            "summary": headline(alert),
-            "description": alert["title"],
-            "runbook": alert["runbook"],
-            "accounts": ", ".join(_first_accounts(alert)),
-            "account_count": str(len(alert["account_ids"])),
-        }
-        status = "resolved" if resolved else "firing"
-        ends_at = ALERTMANAGER_OPEN_END
-        if resolved and delivery.at is not None:
-            ends_at = delivery.at.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
-        return {
-            "version": "4",
-            "groupKey": "{}:{dedup_key=" + json.dumps(alert["dedup_key"]) + "}",
-            "truncatedAlerts": 0,
-            "status": status,
-            "receiver": self.name,
-            "groupLabels": {"dedup_key": alert["dedup_key"]},
-            "commonLabels": labels,
-            "commonAnnotations": annotations,
-            "externalURL": "",
-            "alerts": [
-                {
-                    "status": status,
-                    "labels": labels,
-                    "annotations": annotations,
-                    "startsAt": alert["window_start"],
-                    "endsAt": ends_at,
-                    "generatorURL": "",
-                    "fingerprint": alert["alert_id"][:16],
-                }
-            ],
-        }
+    def payload(self, delivery: Delivery) -> list[dict[str, Any]]:
+        incident = delivery.incident
+        now = dt.datetime.now(dt.UTC)
+
+        def alert(severity: str, ends_at: dt.datetime) -> dict[str, Any]:
+            body = {
+                "labels": {
+                    "alertname": ALERTMANAGER_ALERTNAME,
+                    "incident_id": incident["incident_id"],
+                    "severity": severity,
+                },
+                "annotations": {
+                    "summary": headline(incident),
+                    "description": incident["summary"],
+                    "runbook": incident["runbook"],
+                    "accounts": ", ".join(_first_accounts(incident)),
+                    "account_count": str(len(incident["account_ids"])),
+                    "risk_score": str(incident["risk_score"]),
+                },
+                "startsAt": incident["first_seen"],
+                "endsAt": _zulu(ends_at),
+            }
+            if self.generator_url:
+                body["generatorURL"] = self.generator_url + incident["incident_id"]
+            return body
+
+        if delivery.change == "resolved":
+            return [alert(incident["severity"], now)]
+        alerts = [alert(incident["severity"], now + ALERTMANAGER_FIRING_HOLD)]
+        if delivery.change == "escalated" and incident.get("previous_severity"):
+            alerts.insert(0, alert(incident["previous_severity"], now))
+        return alerts
 
     def send(self, delivery: Delivery) -> None:
         _post_json(self.url, self.payload(delivery), self.timeout)
@@ -320,7 +352,7 @@ _SINK_KEYS = {
     "kafka": {"topic", "bootstrap"},
     "slack": {"webhook_url_env"},
     "pagerduty": {"routing_key_env", "url"},
-    "webhook": {"url_env", "url"},
+    "alertmanager": {"url_env", "url", "generator_url"},
 }
 _COMMON_SINK_KEYS = {"name", "type", "min_severity"}
 _ROUTING_KEYS = {"sinks", "retry", "timeout_seconds"}
@@ -379,21 +411,28 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float) -> Sink:
         )
     if kind == "slack":
         url = _http_url(config, where, _secret(config, where, spec, "webhook_url_env"), secret=True)
-        return SlackSink(**common, actions=frozenset(ACTIONS), url=url)
+        return SlackSink(**common, url=url)
     if kind == "pagerduty":
         routing_key = _secret(config, where, spec, "routing_key_env")
         url = _http_url(config, where, str(spec.get("url", PAGERDUTY_URL)))
-        return PagerDutySink(**common, actions=frozenset(ACTIONS), routing_key=routing_key, url=url)
-    # webhook: a URL may carry a token, so only a local receiver may be written into the file
+        return PagerDutySink(**common, routing_key=routing_key, url=url)
+    # alertmanager: a URL may carry a token, so only a local receiver may be written into the file
     if ("url" in spec) == ("url_env" in spec):
-        raise config.error("routing", f"{where}: webhook needs exactly one of 'url_env' or 'url'")
+        raise config.error("routing", f"{where}: alertmanager needs exactly one of 'url_env' or 'url'")
     if "url" in spec:
         url = _http_url(config, where, str(spec["url"]))
         if urllib.parse.urlsplit(url).hostname not in LOCAL_HOSTS:
             raise config.error("routing", f"{where}: a literal 'url' must be local; use url_env for {url}")
     else:
         url = _http_url(config, where, _secret(config, where, spec, "url_env"), secret=True)
-    return WebhookSink(**common, actions=frozenset({"trigger", "resolve"}), url=url)
+    generator_url = spec.get("generator_url", "")
+    if not isinstance(generator_url, str):
+        raise config.error(
+            "routing", f"{where}: generator_url must be a URL prefix (the incident id is appended)"
+        )
+    # Alertmanager's alert model has no acknowledgement.
+    changes = frozenset(CHANGES) - {"acknowledged"}
+    return AlertmanagerSink(**common, changes=changes, url=url, generator_url=generator_url)
 
 
 # Beyond these a setting is a typo or an attack (`attempts: 1e9` retries for ever), not a choice.
@@ -461,25 +500,32 @@ class Router:
         self.retry = retry
 
     def trigger_sinks(self, severity: str) -> list[str]:
+        """Sinks a page (an incident opened or escalated) of this severity goes to."""
         return [name for name, sink in self.sinks.items() if sink.accepts(severity)]
 
-    def follow_up_sinks(self, triggered: list[str], action: str) -> list[str]:
-        """Of the sinks an alert was triggered on, those that understand `action`."""
-        return [name for name in triggered if name in self.sinks and action in self.sinks[name].actions]
+    def follow_up_sinks(self, paged: list[str], change: str) -> list[str]:
+        """Of the sinks an incident paged, those that understand `change`."""
+        return [name for name in paged if name in self.sinks and change in self.sinks[name].changes]
+
+    @staticmethod
+    def action_of(change: str) -> str:
+        return ACTION_OF_CHANGE[change]
 
     def deliver(
-        self, store: AlertStore, now: dt.datetime, alert_ids: list[str] | None = None, sleep=time.sleep
+        self, store: AlertStore, now: dt.datetime, incident_ids: list[str] | None = None, sleep=time.sleep
     ) -> DeliveryReport:
         """Deliver every due outbox row; a failure leaves the row for a later run (with backoff)."""
         report = DeliveryReport()
         # After one exhausted notification a sink is skipped for the rest of the run: this spares the
-        # retries of every other alert, and keeps an alert's acknowledge from overtaking its trigger.
+        # retries of every other one, and keeps an incident's acknowledge from overtaking its trigger.
         unreachable: set[str] = set()
         try:
-            for delivery in store.due_deliveries(now, alert_ids):
+            for delivery in store.due_deliveries(now, incident_ids):
                 sink = self.sinks.get(delivery.sink)
                 if sink is None:
-                    report.failed.append(f"{delivery.sink}: no longer configured (alert {delivery.alert_id})")
+                    report.failed.append(
+                        f"{delivery.sink}: no longer configured (incident {delivery.incident_id})"
+                    )
                     continue
                 if delivery.sink in unreachable:
                     continue

@@ -1,8 +1,11 @@
-"""Alert state: stable ids raise nothing new on re-runs, suppression per dedup key, the ack lifecycle."""
+"""Signal state: stable ids raise nothing new on re-runs, suppression per dedup key, the signals commands.
+
+Incidents, their lifecycle and the outbox: tests/test_incidents.py."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 
@@ -96,82 +99,38 @@ def test_other_entities_are_not_suppressed(store):
     assert len(result.new) == 2
 
 
-def test_escalation_is_reported_once(store):
+def test_a_signal_found_more_severe_keeps_the_higher_severity(store):
     info = make_alert("acct-a", "2026-03-01T10:00:00.000Z", severity="info")
     store.record_alerts([info], SUPPRESSION, NOW)
 
-    result = store.record_alerts([{**info, "severity": "high"}], SUPPRESSION, NOW)
-    assert [(a["alert_id"], previous) for a, previous in result.escalated] == [(info["alert_id"], "info")]
+    store.record_alerts([{**info, "severity": "high"}], SUPPRESSION, NOW)
     assert store.get(info["alert_id"])["severity"] == "high"
-    # a later run finding it less severe again neither downgrades nor re-escalates
-    again = store.record_alerts([info], SUPPRESSION, NOW)
-    assert again.escalated == [] and store.get(info["alert_id"])["severity"] == "high"
-
-
-def test_ack_and_resolve_lifecycle_follows_suppressed_alerts(store):
-    early = make_alert("acct-a", "2026-03-01T10:50:00.000Z")
-    late = make_alert("acct-a", "2026-03-01T11:10:00.000Z")
-    store.record_alerts([early, late], SUPPRESSION, NOW)
-
-    record = store.acknowledge(early["alert_id"][:8], "alice", "looking", NOW)
-
-    assert (record["status"], record["ack_by"], record["ack_note"]) == ("acknowledged", "alice", "looking")
-    assert store.get(late["alert_id"])["status"] == "acknowledged"  # same incident
-    with pytest.raises(AlertStateError, match="is acknowledged; cannot mark it acknowledged"):
-        store.acknowledge(early["alert_id"], "bob", None, NOW)
-    resolved = store.resolve(early["alert_id"], "alice", "key rotated", NOW)
-    assert (resolved["status"], resolved["resolved_note"]) == ("resolved", "key rotated")
-    with pytest.raises(AlertStateError, match="is resolved"):
-        store.acknowledge(early["alert_id"], "bob", None, NOW)
+    # a later run finding it less severe again does not downgrade it
+    store.record_alerts([info], SUPPRESSION, NOW)
+    assert store.get(info["alert_id"])["severity"] == "high"
 
 
 def test_unknown_short_or_ambiguous_ids_are_refused(store):
-    with pytest.raises(AlertStateError, match="no alert 'deadbeef'"):
+    with pytest.raises(AlertStateError, match="no signal 'deadbeef'"):
         store.get("deadbeef")
     with pytest.raises(AlertStateError, match="too short"):
         store.get("abc")
-    alert = make_alert("acct-a", "2026-03-01T10:00:00.000Z")
-    store.record_alerts([alert], SUPPRESSION, NOW)
-    with pytest.raises(AlertStateError, match="--by must name"):
-        store.acknowledge(alert["alert_id"], " ", None, NOW)
+    with pytest.raises(AlertStateError, match="no incident 'deadbeef'"):
+        store.get_incident("deadbeef")
 
 
-def test_list_filters_by_status_and_minimum_severity(store):
+def test_list_filters_by_status_detection_and_minimum_severity(store):
     alerts = [
         make_alert("acct-a", "2026-03-01T10:00:00.000Z", "info"),
         make_alert("acct-b", "2026-03-01T10:00:00.000Z", "high"),
         make_alert("acct-c", "2026-03-01T10:00:00.000Z", "critical"),
     ]
     store.record_alerts(alerts, SUPPRESSION, NOW)
-    store.acknowledge(alerts[2]["alert_id"], "alice", None, NOW)
 
     assert {r["entity_id"] for r in store.list_alerts(min_severity="high")} == {"acct-b", "acct-c"}
-    assert [r["entity_id"] for r in store.list_alerts(status="open", min_severity="high")] == ["acct-b"]
-    assert len(store.list_alerts()) == 3
-
-
-def test_outbox_keeps_undelivered_rows_in_order(store):
-    alert = make_alert("acct-a", "2026-03-01T10:00:00.000Z")
-    store.record_alerts([alert], SUPPRESSION, NOW)
-    store.enqueue(alert["alert_id"], ["pager", "chat"], "trigger", NOW)
-    store.enqueue(alert["alert_id"], ["pager"], "trigger", NOW)  # idempotent
-    store.acknowledge(alert["alert_id"], "alice", None, NOW)
-    store.enqueue(alert["alert_id"], ["pager"], "acknowledge", NOW)
-
-    due = store.due_deliveries(NOW)
-    assert [(d.sink, d.action) for d in due] == [
-        ("chat", "trigger"),
-        ("pager", "trigger"),
-        ("pager", "acknowledge"),
-    ]
-    assert due[2].by == "alice"
-
-    store.mark_failed(due[0], 3, "HTTP 503", NOW + dt.timedelta(minutes=1))
-    store.mark_delivered(due[1], 1, NOW)
-    assert [(d.sink, d.action) for d in store.due_deliveries(NOW)] == [("pager", "acknowledge")]
-    later = store.due_deliveries(NOW + dt.timedelta(minutes=1))
-    assert [(d.sink, d.attempts) for d in later] == [("chat", 3), ("pager", 0)]
-    assert store.triggered_sinks(alert["alert_id"]) == ["chat", "pager"]
+    assert store.list_alerts(status="resolved") == []
+    assert len(store.list_alerts(status="open", detection_id="impossible_travel")) == 3
+    assert store.list_alerts(detection_id="other") == []
 
 
 def test_a_held_database_is_reported_with_its_path(tmp_path):
@@ -202,13 +161,17 @@ def test_list_and_show_commands(tmp_path, capsys):
             [alert, make_alert("acct-b", "2026-03-01T10:00:00.000Z", "low")], SUPPRESSION, NOW
         )
 
-    assert cli.main(["alerts", "list", "--state", str(path), "--severity", "high"]) == 0
+    assert cli.main(["signals", "list", "--state", str(path), "--severity", "high"]) == 0
     listed = capsys.readouterr().out
     assert alert["alert_id"][:12] in listed and "acct-b" not in listed and "(1 row)" in listed
 
-    assert cli.main(["alerts", "show", "--state", str(path), alert["alert_id"][:10]]) == 0
+    assert cli.main(["signals", "show", "--state", str(path), alert["alert_id"][:10]]) == 0
     shown = capsys.readouterr().out
     assert "[CRITICAL] Impossible travel" in shown and f"alert_id: {alert['alert_id']}" in shown
 
-    assert cli.main(["alerts", "show", "--state", str(path), "ffffffff"]) == 1
-    assert "no alert 'ffffffff'" in capsys.readouterr().err
+    # `alerts` is the deprecated name of the same command
+    assert cli.main(["alerts", "show", "--state", str(path), "--json", alert["alert_id"]]) == 0
+    assert json.loads(capsys.readouterr().out)["alert_id"] == alert["alert_id"]
+
+    assert cli.main(["signals", "show", "--state", str(path), "ffffffff"]) == 1
+    assert "no signal 'ffffffff'" in capsys.readouterr().err

@@ -143,9 +143,9 @@ def test_an_unreachable_alert_broker_fails_within_the_routing_timeout_naming_it(
         f"    - {{name: k, type: kafka, bootstrap: '{endpoint}'}}\n",
     )
     sink = load_router(load_config(path)).sinks["k"]
-    alert = {"dedup_key": "d", "alert_id": "a"}
+    incident = {"incident_id": "i", "dedup_key": "i", "change": "opened"}
     with pytest.raises(DeliveryError, match=endpoint):
-        sink.send(Delivery("a", "k", "trigger", 0, alert, "open", by=None, note=None, at=None))
+        sink.send(Delivery(1, "i", "k", "opened", "trigger", 0, incident))
 
 
 @pytest.mark.integration  # kafka-python's admin client waits its fixed 30 s bootstrap timeout

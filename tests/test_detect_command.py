@@ -1,4 +1,4 @@
-"""`usagewatch detect`: JSONL output as before, state across runs, --since/--until, and --every."""
+"""`usagewatch detect`: incidents and signals as JSONL, state across runs, --since/--until, and --every."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from lakefixture import FIXTURE_FILE_NAME, read_jsonl, write_events
 from pipelines import cli
 from pipelines.alert_state import AlertStore
 from pipelines.config import load_config
-from pipelines.contracts import validate_alert
+from pipelines.contracts import validate_alert, validate_incident
 from pipelines.detections import parse_duration, parse_moment, run_incrementally
 from pipelines.paths import REPO_ROOT
 
@@ -36,6 +36,8 @@ def write_config(tmp_path: Path) -> Path:
     path.write_text(
         "state:\n  path: state/state.duckdb\n  audit_log: state/audit.jsonl\n"
         "routing:\n  sinks:\n    - {name: file, type: jsonl, path: routed.jsonl}\n"
+        # every travel signal its own incident, whatever the detection's risk is tuned to
+        "incidents:\n  open_threshold: 1\n"
     )
     return path
 
@@ -54,24 +56,31 @@ def detect(tmp_path: Path, *extra: str) -> int:
     )
 
 
-def test_output_lists_every_detected_alert_on_every_run(tmp_path, capsys):
+def test_output_lists_new_or_changed_incidents_and_signals_lists_every_signal(tmp_path, capsys):
     write_events(tmp_path / "lake", TRAVEL_EVENTS)
-    output = tmp_path / "out" / "alerts.jsonl"
+    output, signals = tmp_path / "out" / "incidents.jsonl", tmp_path / "out" / "signals.jsonl"
 
-    assert detect(tmp_path, "--output", str(output)) == 0
-    first = read_jsonl(output)
-    assert "state: 2 new, 0 suppressed, 0 already known" in capsys.readouterr().out
+    assert detect(tmp_path, "--output", str(output), "--signals", str(signals)) == 0
+    opened, first_signals = read_jsonl(output), read_jsonl(signals)
+    printed = capsys.readouterr().out
+    assert "signals: 2 new, 0 suppressed, 0 already known; incidents: 2 opened" in printed
+    assert printed.count("PAGE [") == 2  # one line per page
 
-    assert detect(tmp_path, "--output", str(output)) == 0
-    second = read_jsonl(output)
+    assert detect(tmp_path, "--output", str(output), "--signals", str(signals)) == 0
     printed = capsys.readouterr().out
 
-    for alert in second:
-        validate_alert(alert)
-    assert sorted(a["entity_id"] for a in second) == ["acct-hopper", "acct-simultaneous"]
-    assert [a["alert_id"] for a in first] == [a["alert_id"] for a in second]
-    assert "state: 0 new, 0 suppressed, 2 already known" in printed
-    assert "2 alert(s) written to" in printed
+    for incident in opened:
+        validate_incident(incident)
+        assert incident["change"] == "opened"
+    assert sorted(i["account_ids"][0] for i in opened) == ["acct-hopper", "acct-simultaneous"]
+    assert read_jsonl(output) == []  # nothing new or changed on the second run
+    second_signals = read_jsonl(signals)
+    for document in second_signals:
+        validate_alert(document)
+    assert [s["alert_id"] for s in first_signals] == [s["alert_id"] for s in second_signals]
+    assert "signals: 0 new, 0 suppressed, 2 already known; incidents: 0 opened" in printed
+    assert "PAGE [" not in printed
+    assert "0 new or changed incident(s) written to" in printed and "2 signal(s) written to" in printed
     assert len(read_jsonl(tmp_path / "routed.jsonl")) == 2  # routed once, not per run
 
 
@@ -86,10 +95,10 @@ def test_output_lists_every_detected_alert_on_every_run(tmp_path, capsys):
 )
 def test_since_and_until_restrict_the_data(tmp_path, since, until, expected):
     write_events(tmp_path / "lake", TRAVEL_EVENTS)
-    output = tmp_path / "alerts.jsonl"
+    output = tmp_path / "signals.jsonl"
     bounds = [*(["--since", since] if since else []), *(["--until", until] if until else [])]
 
-    assert detect(tmp_path, "--detection", "impossible_travel", "--output", str(output), *bounds) == 0
+    assert detect(tmp_path, "--detection", "impossible_travel", "--signals", str(output), *bounds) == 0
 
     assert sorted(alert["entity_id"] for alert in read_jsonl(output)) == expected
 
@@ -127,19 +136,24 @@ def test_every_detects_new_files_and_partitions_incrementally(tmp_path):
     hopper = events_of("acct-hopper")
     add_lake_file(tmp_path, hopper[:1], FIXTURE_FILE_NAME)  # one request: nothing to detect yet
     config = load_config(str(write_config(tmp_path)))
-    output = tmp_path / "loop.jsonl"
+    output, signals = tmp_path / "loop.jsonl", tmp_path / "loop-signals.jsonl"
     stop = threading.Event()
     cycles: list[str] = []
     loop = threading.Thread(
         target=run_incrementally,
         args=(tmp_path / "lake", config, dt.timedelta(seconds=0.05), dt.timedelta(hours=24), stop),
-        kwargs={"only": ["impossible_travel"], "output": output, "log": cycles.append},
+        kwargs={
+            "only": ["impossible_travel"],
+            "output": output,
+            "signals_output": signals,
+            "log": cycles.append,
+        },
     )
     loop.start()
     try:
 
         def entities() -> list[str]:
-            return sorted(alert["entity_id"] for alert in read_jsonl(output)) if output.exists() else []
+            return sorted(i["account_ids"][0] for i in read_jsonl(output)) if output.exists() else []
 
         wait_until(lambda: any("1 new lake file(s)" in line for line in cycles), "the first cycle")
         assert entities() == []
@@ -161,7 +175,8 @@ def test_every_detects_new_files_and_partitions_incrementally(tmp_path):
         stop.set()
         loop.join(timeout=DEADLINE_SECONDS)
     assert not loop.is_alive()
-    assert len(read_jsonl(output)) == 2  # each alert once, though the hopper was re-run with hr=11
+    assert len(read_jsonl(output)) == 2  # each incident once, though the hopper was re-run with hr=11
+    assert len(read_jsonl(signals)) == 2  # each signal once
     assert len(read_jsonl(tmp_path / "routed.jsonl")) == 2
     assert "events/dt=2026-03-01/hr=11" not in completed()  # no _SUCCESS yet: still open
 
@@ -192,6 +207,6 @@ def test_every_stops_cleanly_on_sigterm(tmp_path):
             process.kill()
         reader.join(timeout=DEADLINE_SECONDS)
     printed = "".join(output)
-    assert "state: 2 new" in printed
+    assert "signals: 2 new" in printed
     assert "SIGTERM: stopping after the current cycle" in printed
     assert re.search(r"stopped after \d+ cycle\(s\)", printed)

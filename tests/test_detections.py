@@ -220,8 +220,8 @@ def test_detect_command_writes_jsonl_and_summary(tmp_path, capsys):
     write_events(tmp_path / "lake", events)
     parser = argparse.ArgumentParser()
     detections.add_parser(parser.add_subparsers())
-    output = tmp_path / "out" / "alerts.jsonl"
-    args = parser.parse_args(["detect", "--lake", str(tmp_path / "lake"), "--output", str(output)])
+    output = tmp_path / "out" / "signals.jsonl"
+    args = parser.parse_args(["detect", "--lake", str(tmp_path / "lake"), "--signals", str(output)])
 
     assert args.func(args) == 0
 
@@ -231,4 +231,4 @@ def test_detect_command_writes_jsonl_and_summary(tmp_path, capsys):
         validate_alert(alert)
     printed = capsys.readouterr().out
     assert "impossible_travel" in printed and "restricted_region_access" in printed
-    assert "[MEDIUM] Impossible travel between consecutive requests: account acct-hopper" in printed
+    assert "signals: " in printed and f"2 signal(s) written to {output}" in printed

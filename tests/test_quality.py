@@ -12,9 +12,10 @@ import pytest
 from lakefixture import write_events, write_table
 
 from pipelines import quality
+from pipelines.alert_state import AlertStore
 from pipelines.analyst import open_lake
 from pipelines.cli import main as usagewatch
-from pipelines.contracts import validate_alert
+from pipelines.contracts import validate_alert, validate_incident
 from pipelines.detections import run_detections
 from pipelines.lake import ACCOUNT_MINUTE, COUNTRY_MINUTE, EVENTS
 
@@ -200,26 +201,34 @@ def test_the_defective_hour_fails_and_the_clean_hour_passes(validated):
     assert json.loads(gx_result.read_text())["success"] is False
 
 
-def test_a_failed_suite_routes_a_data_quality_alert(validated):
+def test_a_failed_suite_opens_a_data_quality_incident_at_once(validated):
     notifications = validated["directory"] / "notifications.jsonl"
-    alerts = [json.loads(line) for line in notifications.read_text().splitlines()]
-    # One alert per failed suite and partition: the events and both aggregates of the defective hour.
-    by_entity = {alert["entity_id"]: alert for alert in alerts}
-    assert set(by_entity) == {
+    routed = [json.loads(line) for line in notifications.read_text().splitlines()]
+    # One immediate signal per failed suite and partition (the events and both aggregates of the defective
+    # hour), each its own incident: broken data is nobody's campaign.
+    by_partition = {incident["entities"][0]["id"]: incident for incident in routed}
+    assert set(by_partition) == {
         f"{table}/dt={DAY}/hr={DEFECT_HOUR:02d}" for table in ("events", "account_minute", "country_minute")
     }
-    for alert in alerts:
-        validate_alert(alert)
-        assert alert["detection_id"] == quality.DATA_QUALITY_DETECTION
-    alert = by_entity[f"events/dt={DAY}/hr={DEFECT_HOUR:02d}"]
-    assert alert["severity"] == "high"
+    for incident in routed:
+        validate_incident(incident)
+        assert incident["change"] == "opened" and incident["detection_ids"] == [
+            quality.DATA_QUALITY_DETECTION
+        ]
+        assert incident["entities"][0]["type"] == "partition" and incident["account_ids"] == []
+    assert by_partition[f"events/dt={DAY}/hr={DEFECT_HOUR:02d}"]["severity"] == "high"
+    with AlertStore.open(validated["directory"] / "state.duckdb") as store:
+        signals = [json.loads(row["alert"]) for row in store.list_alerts()]
+    for signal in signals:
+        validate_alert(signal)
+    events_signal = next(s for s in signals if s["entity_id"].startswith("events/"))
     assert "expect_column_values_to_not_be_null" in {
-        item["expectation"] for item in alert["evidence"]["failing_expectations"]
+        item["expectation"] for item in events_signal["evidence"]["failing_expectations"]
     }
     audit_kinds = [
         json.loads(line)["kind"] for line in (validated["directory"] / "audit.jsonl").read_text().splitlines()
     ]
-    assert audit_kinds == ["alert"] * 3
+    assert audit_kinds == ["signal"] * 3 + ["incident"] * 3
 
 
 def test_detections_over_the_defective_hour_are_marked_degraded(validated):

@@ -27,7 +27,6 @@ from pipelines import report
 from pipelines.alert_state import AlertStore
 from pipelines.analyst import open_lake
 from pipelines.cli import main as usagewatch
-from pipelines.detections import load_detections, run_detections
 from pipelines.lake import LATE_EVENTS
 
 ACKNOWLEDGER = "compliance-officer@example.com"
@@ -35,23 +34,19 @@ ACKNOWLEDGER = "compliance-officer@example.com"
 
 @pytest.fixture(scope="module")
 def daily(tmp_path_factory) -> dict:
-    """Fixture lake (one defective hour), validated, detections recorded with one acknowledged, reported."""
+    """Fixture lake (one defective hour), validated, detected (every component an incident, whatever the
+    tuning), the restricted account's incident acknowledged, reported."""
     directory = tmp_path_factory.mktemp("report")
     lake = directory / "lake"
     build_fixture_lake(lake)
     config = write_config(directory, lake)
+    config.write_text(config.read_text() + "incidents:\n  open_threshold: 1\n")
     assert usagewatch(["validate", "--config", str(config), "--no-alerts"]) == 1  # the defective hour fails
-    con = open_lake(lake)
-    try:
-        alerts = run_detections(con)
-    finally:
-        con.close()
-    detections = {detection.id: detection.suppression_minutes for detection in load_detections()}
-    now = dt.datetime.now(dt.UTC)
+    assert usagewatch(["detect", "--lake", str(lake), "--config", str(config)]) == 0
     with AlertStore.open(directory / "state.duckdb") as store:
-        recorded = store.record_alerts(alerts, detections, now)
-        restricted = [a for a in recorded.new if a["detection_id"] == "restricted_region_access"]
-        store.acknowledge(restricted[0]["alert_id"], ACKNOWLEDGER, "checked", now)
+        restricted = [i for i in store.list_incidents() if RESTRICTED_ACCOUNT in i["incident"]["account_ids"]]
+    ack = ["incidents", "ack", restricted[0]["incident_id"], "--by", ACKNOWLEDGER, "--note", "checked"]
+    assert usagewatch([*ack, "--config", str(config)]) == 0
     out = directory / "reports"
     assert (
         usagewatch(["report", "--config", str(config), "--period", "daily", "--date", DAY, "--out", str(out)])
@@ -119,23 +114,27 @@ def test_top_accounts_follow_output_volume(daily):
     assert [(row["account_id"], row["output_tokens"]) for row in data["top_accounts"]] == expected
 
 
-def test_alerts_by_detection_match_the_state_database(daily):
+def test_incidents_rings_and_signals_match_the_state_database(daily):
     data = daily["data"]
     con = duckdb.connect(str(daily["directory"] / "state.duckdb"), read_only=True)
     try:
-        expected = con.execute(
+        signals = con.execute(
             "select detection_id, severity, count(*), count(*) filter (where status = 'acknowledged') "
-            "from alerts group by all"
+            "from signals group by all"
         ).fetchall()
+        incidents = con.execute("select incident_id, account_count from incidents").fetchall()
     finally:
         con.close()
     reported = {
-        (r["detection_id"], r["severity"], r["alerts"], r["acknowledged"])
-        for r in data["alerts_by_detection"]
+        (r["detection_id"], r["severity"], r["signals"], r["acknowledged"])
+        for r in data["signals_by_detection"]
     }
-    assert reported == set(expected)
-    assert sum(row["acknowledged"] for row in data["alerts_by_detection"]) == 1
-    assert [a["acknowledged_by"] for a in data["alerts"] if a["status"] == "acknowledged"] == [ACKNOWLEDGER]
+    assert reported == set(signals)
+    assert sorted(i["incident_id"] for i in data["incidents"]) == sorted(i for i, _ in incidents)
+    assert sorted(r["incident_id"] for r in data["rings"]) == sorted(i for i, count in incidents if count > 1)
+    assert [i["acknowledged_by"] for i in data["incidents"] if i["status"] == "acknowledged"] == [
+        ACKNOWLEDGER
+    ]
     assert ACKNOWLEDGER in daily["html"] and ACKNOWLEDGER in daily["markdown"]
 
 
@@ -149,9 +148,11 @@ def test_the_report_names_the_failed_expectation_and_the_degraded_hour(daily):
     ]
     for text in (daily["html"], daily["markdown"], quality["note"]):
         assert "expect_column_values_to_not_be_null(country)" in text
-    alerts = daily["data"]["alerts"]
-    assert {a["degraded"] for a in alerts if a["window_start"][11:13] == f"{DEFECT_HOUR:02d}"} == {True}
-    assert {a["degraded"] for a in alerts if a["window_end"][11:13] == f"{CLEAN_HOUR:02d}"} <= {False}
+    start, end = f"{DAY}T{DEFECT_HOUR:02d}:00:00.000Z", f"{DAY}T{DEFECT_HOUR + 1:02d}:00:00.000Z"
+    incidents = daily["data"]["incidents"]
+    overlapping = {i["degraded"] for i in incidents if i["first_seen"] < end and start < i["last_seen"]}
+    assert overlapping == {True}
+    assert {i["degraded"] for i in incidents if i["last_seen"] <= start or i["first_seen"] >= end} <= {False}
 
 
 def test_the_report_quotes_the_audit_head_and_is_audited_itself(daily):
@@ -192,7 +193,7 @@ def assert_not_blank(png: bytes) -> None:
 
 def test_charts_exist_are_embedded_and_are_not_blank(daily):
     charts = daily["data"]["charts"]
-    assert set(charts) == {"traffic_by_country", "traffic_over_time", "alerts_by_detection", "top_accounts"}
+    assert set(charts) == {"traffic_by_country", "traffic_over_time", "signals_by_detection", "top_accounts"}
     for relative in charts.values():
         assert_not_blank((daily["out"] / relative).read_bytes())
         assert f"]({relative})" in daily["markdown"]

@@ -1,4 +1,5 @@
-"""Routing against a real local HTTP server: payload shapes, retries, the outbox, ack/resolve, secrets."""
+"""Routing incidents against a real local HTTP server (PagerDuty, Alertmanager, Slack endpoints): payload
+shapes, one trigger per incident, updates, retries, the outbox, ack/resolve, secrets."""
 
 from __future__ import annotations
 
@@ -11,19 +12,35 @@ from pathlib import Path
 
 import pytest
 from lakefixture import read_jsonl, write_events
+from signalfixture import NOW, RING, Engine, ring_signals, signal
 
 from pipelines import cli
-from pipelines.alert_state import AlertStore, Delivery
+from pipelines.alert_state import Delivery
 from pipelines.config import ConfigError, load_config
-from pipelines.contracts import validate_alert
+from pipelines.contracts import validate_incident
 from pipelines.detections import detect_and_route
-from pipelines.routing import PagerDutySink, RoutingError, load_router
+from pipelines.routing import ALERTMANAGER_ALERTNAME, PagerDutySink, RoutingError, load_router
 
 FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
-NOW = dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC)
 FAST_RETRY = (
     "  retry: {attempts: 2, backoff_seconds: 0.01, max_backoff_seconds: 0.02}\n  timeout_seconds: 5\n"
 )
+LATER = NOW + dt.timedelta(hours=1)
+NEWCOMERS = [f"late-{index}" for index in range(5)]
+
+
+def grown_ring() -> list[dict]:
+    """The ring an hour later: its hosting IP now also serves five new accounts."""
+    return [signal("shared_hosting_infrastructure", "203.0.113.7", RING[:3] + NEWCOMERS, 6, 40)]
+
+
+def two_lone_accounts() -> list[dict]:
+    """Two unrelated accounts, each over the open threshold on its own: two incidents."""
+    signals = []
+    for account in ("acct-a", "acct-b"):
+        signals += [signal("extraction_profile", account, [account], 0, 60)]
+        signals += [signal("impossible_travel", account, [account], 1, 45)]
+    return signals
 
 
 class Receiver:
@@ -83,131 +100,143 @@ def write_config(tmp_path: Path, sinks: str, routing_extra: str = FAST_RETRY):
     return load_config(str(path))
 
 
-def test_every_sink_gets_its_format_once(tmp_path, lake, receiver, monkeypatch):
+def http_sinks(receiver: Receiver, pager_min: str = "medium") -> str:
+    return (
+        f"    - {{name: pager, type: pagerduty, routing_key_env: UW_TEST_PD_KEY, url: '{receiver.url}/pd',"
+        f" min_severity: {pager_min}}}\n"
+        "    - {name: chat, type: slack, webhook_url_env: UW_TEST_SLACK_URL}\n"
+        f"    - {{name: am, type: alertmanager, url: '{receiver.url}/api/v2/alerts',"
+        " generator_url: 'https://usagewatch.example/incidents/'}\n"
+        "    - {name: file, type: jsonl, path: out/routed.jsonl}\n"
+    )
+
+
+@pytest.fixture
+def secrets(receiver, monkeypatch):
     monkeypatch.setenv("UW_TEST_PD_KEY", "pd-routing-key")
     monkeypatch.setenv("UW_TEST_SLACK_URL", f"{receiver.url}/slack")
-    config = write_config(
-        tmp_path,
-        f"    - {{name: pager, type: pagerduty, routing_key_env: UW_TEST_PD_KEY, url: '{receiver.url}/pd',"
-        " min_severity: medium}\n"
-        "    - {name: chat, type: slack, webhook_url_env: UW_TEST_SLACK_URL}\n"
-        f"    - {{name: am, type: webhook, url: '{receiver.url}/am'}}\n"
-        "    - {name: file, type: jsonl, path: out/routed.jsonl}\n",
-    )
 
-    run = detect_and_route(lake, config, only="impossible_travel", now=NOW)
 
-    assert {alert["entity_id"] for alert in run.recorded.new} == {"acct-hopper", "acct-simultaneous"}
-    assert run.delivery.delivered == 8 and run.delivery.pending == 0
+def test_one_trigger_per_incident_and_an_update_when_the_ring_grows(tmp_path, receiver, secrets):
+    engine = Engine(tmp_path, http_sinks(receiver), retry=FAST_RETRY)
+
+    opened = engine.run(ring_signals() + two_lone_accounts())
+
+    assert sorted(len(c["account_ids"]) for c in opened.changes) == [1, 1, len(RING)]
+    assert opened.delivery.delivered == 12 and opened.delivery.pending == 0  # 3 incidents x 4 sinks
+    ring = next(c for c in opened.changes if len(c["account_ids"]) == len(RING))
     pages = receiver.at("/pd")
-    assert len(pages) == 2
-    page = next(p for p in pages if p["payload"]["custom_details"]["entity_id"] == "acct-hopper")
-    hopper = next(a for a in run.alerts if a["entity_id"] == "acct-hopper")
-    assert page["routing_key"] == "pd-routing-key"
-    assert page["event_action"] == "trigger"
-    assert page["dedup_key"] == hopper["dedup_key"] == "impossible_travel:acct-hopper"
-    assert page["payload"]["severity"] == "warning"  # medium -> warning
-    assert page["payload"]["source"] == "usagewatch" and page["payload"]["summary"].startswith("[MEDIUM]")
-    assert page["payload"]["custom_details"]["alert_id"] == hopper["alert_id"]
+    assert len(pages) == 3 and len({page["dedup_key"] for page in pages}) == 3
+    page = next(p for p in pages if p["dedup_key"] == ring["incident_id"])
+    assert page["routing_key"] == "pd-routing-key" and page["event_action"] == "trigger"
+    assert page["payload"]["severity"] == "critical" and page["payload"]["source"] == "usagewatch"
+    assert page["payload"]["custom_details"]["account_count"] == len(RING)
+    assert page["payload"]["summary"].startswith("[CRITICAL]")
 
-    webhook = next(b for b in receiver.at("/am") if b["commonLabels"]["entity_id"] == "acct-hopper")
-    assert webhook["version"] == "4" and webhook["status"] == "firing" and webhook["receiver"] == "am"
-    (firing,) = webhook["alerts"]
-    assert firing["labels"]["alertname"] == "impossible_travel" and firing["labels"]["severity"] == "medium"
-    assert firing["startsAt"] == hopper["window_start"] and firing["endsAt"] == "0001-01-01T00:00:00Z"
-    assert firing["fingerprint"] == hopper["alert_id"][:16]
+    posts = receiver.at("/api/v2/alerts")
+    assert all(isinstance(body, list) for body in posts)
+    (ring_alert,) = next(body for body in posts if body[0]["labels"]["incident_id"] == ring["incident_id"])
+    labels = {"alertname": ALERTMANAGER_ALERTNAME, "incident_id": ring["incident_id"], "severity": "critical"}
+    assert ring_alert["labels"] == labels
+    assert ring_alert["startsAt"] == ring["first_seen"] and ring_alert["endsAt"] > ring_alert["startsAt"]
+    assert ring_alert["generatorURL"] == f"https://usagewatch.example/incidents/{ring['incident_id']}"
 
-    slack = next(b for b in receiver.at("/slack") if "acct-hopper" in b["text"])
-    assert slack["text"].startswith("[MEDIUM] Impossible travel")
-    assert slack["blocks"][0]["text"]["text"] == slack["text"]
+    slack = next(body for body in receiver.at("/slack") if ring["incident_id"][:12] in body["text"])
+    assert slack["text"].startswith("[CRITICAL]") and slack["blocks"][0]["text"]["text"] == slack["text"]
+    assert ring["summary"] in json.dumps(slack["blocks"])
+    receiver.requests.clear()
 
+    grown = engine.run(grown_ring(), LATER)
+
+    (update,) = grown.changes
+    assert update["incident_id"] == ring["incident_id"] and update["change"] == "updated"
+    (fold,) = receiver.at("/pd")  # a trigger with the same dedup_key: PagerDuty folds it in, no new page
+    assert fold["event_action"] == "trigger" and fold["dedup_key"] == ring["incident_id"]
+    (again,) = receiver.at("/api/v2/alerts")
+    assert [alert["labels"] for alert in again] == [labels]  # same labels: Alertmanager groups it
+    (line,) = receiver.at("/slack")
+    assert line == {
+        "text": f"incident {ring['incident_id'][:12]} grew: +5 accounts, +1 signals "
+        f"({len(RING) + 5} accounts, risk {update['risk_score']})"
+    }
     routed = read_jsonl(tmp_path / "out" / "routed.jsonl")
-    for alert in routed:
-        validate_alert(alert)
-    assert sorted(a["alert_id"] for a in routed) == sorted(a["alert_id"] for a in run.alerts)
+    for incident in routed:
+        validate_incident(incident)
+    assert [r["change"] for r in routed if r["incident_id"] == ring["incident_id"]] == ["opened", "updated"]
 
-    again = detect_and_route(lake, config, only="impossible_travel", now=NOW + dt.timedelta(minutes=1))
-
-    assert again.recorded.new == [] and len(again.recorded.seen_again) == 2
-    assert again.delivery.delivered == 0
-    assert len(receiver.requests) == 6  # nothing re-notified
-    assert len(read_jsonl(tmp_path / "out" / "routed.jsonl")) == 2
+    receiver.requests.clear()
+    assert engine.run(ring_signals() + grown_ring(), LATER).changes == []
+    assert receiver.requests == []  # nothing new: nothing sent
 
 
-def test_min_severity_keeps_info_alerts_off_the_pager(tmp_path, receiver, monkeypatch):
-    monkeypatch.setenv("UW_TEST_PD_KEY", "k")
-    write_events(tmp_path / "lake", read_jsonl(FIXTURES_DIR / "impossible_travel" / "negative.jsonl"))
-    config = write_config(
-        tmp_path,
-        f"    - {{name: pager, type: pagerduty, routing_key_env: UW_TEST_PD_KEY, url: '{receiver.url}/pd',"
-        " min_severity: medium}\n"
-        f"    - {{name: am, type: webhook, url: '{receiver.url}/am', min_severity: info}}\n",
-    )
+def test_min_severity_keeps_low_incidents_off_the_pager(tmp_path, receiver, secrets):
+    engine = Engine(tmp_path, http_sinks(receiver, pager_min="high"), retry=FAST_RETRY)
+    low = signal("restricted_region_access", "acct-x", ["acct-x"], 0, 40, severity="low", immediate=True)
 
-    run = detect_and_route(tmp_path / "lake", config, only="impossible_travel", now=NOW)
+    (incident,) = engine.run([low]).changes
 
-    assert [alert["severity"] for alert in run.recorded.new] == ["info"]
-    assert receiver.at("/pd") == [] and len(receiver.at("/am")) == 1
+    assert incident["severity"] == "low"
+    assert receiver.at("/pd") == [] and len(receiver.at("/api/v2/alerts")) == 1
 
 
-def test_a_sink_down_during_one_run_gets_the_alert_on_the_next(tmp_path, lake):
+def test_a_sink_down_during_one_run_gets_the_incident_on_the_next(tmp_path):
     with socket.socket() as probe:  # a port nothing listens on (yet)
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = write_config(tmp_path, f"    - {{name: am, type: webhook, url: 'http://127.0.0.1:{port}/am'}}\n")
+    sinks = f"    - {{name: am, type: alertmanager, url: 'http://127.0.0.1:{port}/api/v2/alerts'}}\n"
+    engine = Engine(tmp_path, sinks, retry=FAST_RETRY)
 
-    down = detect_and_route(lake, config, only="impossible_travel", now=NOW)
+    down = engine.run(two_lone_accounts())
 
     assert down.delivery.delivered == 0 and down.delivery.pending == 2
     assert "cannot reach 127.0.0.1" in down.delivery.failed[0]
-    with AlertStore.open(tmp_path / "state" / "state.duckdb") as store:
-        rows = [store.get(alert["alert_id"])["deliveries"][0] for alert in down.recorded.new]
-    # The first alert exhausted its 2 tries; that marks the sink unreachable for the rest of the run,
+    with engine.store() as store:
+        rows = [store.get_incident(c["incident_id"])["deliveries"][0] for c in down.changes]
+    # The first incident exhausted its 2 tries; that marks the sink unreachable for the rest of the run,
     # so the second waits in the outbox untried.
     assert sorted((row["attempts"], row["last_error"] is not None) for row in rows) == [(0, False), (2, True)]
     assert all(row["delivered_at"] is None for row in rows)
 
     receiver = Receiver(port)
     try:
-        up = detect_and_route(lake, config, only="impossible_travel", now=NOW + dt.timedelta(hours=1))
+        up = engine.run(two_lone_accounts(), LATER)
     finally:
         receiver.stop()
 
-    assert up.recorded.new == []  # nothing new was detected...
+    assert up.changes == []  # nothing changed...
     assert up.delivery.delivered == 2 and up.delivery.pending == 0  # ...but the outbox was drained
-    assert sorted(b["commonLabels"]["alert_id"] for b in receiver.at("/am")) == sorted(
-        a["alert_id"] for a in down.recorded.new
+    assert sorted(body[0]["labels"]["incident_id"] for body in receiver.at("/api/v2/alerts")) == sorted(
+        c["incident_id"] for c in down.changes
     )
 
 
-def test_transient_errors_are_retried_within_the_run(tmp_path, lake, receiver):
+def test_transient_errors_are_retried_within_the_run(tmp_path, receiver):
     receiver.statuses = [503]
-    config = write_config(tmp_path, f"    - {{name: am, type: webhook, url: '{receiver.url}/am'}}\n")
+    engine = Engine(
+        tmp_path, f"    - {{name: am, type: alertmanager, url: '{receiver.url}/am'}}\n", retry=FAST_RETRY
+    )
 
-    run = detect_and_route(lake, config, only="impossible_travel", now=NOW)
+    run = engine.run(two_lone_accounts())
 
     assert run.delivery.delivered == 2 and run.delivery.failed == []
-    with AlertStore.open(tmp_path / "state" / "state.duckdb") as store:
-        attempts = sorted(store.get(a["alert_id"])["deliveries"][0]["attempts"] for a in run.recorded.new)
+    with engine.store() as store:
+        attempts = sorted(
+            store.get_incident(c["incident_id"])["deliveries"][0]["attempts"] for c in run.changes
+        )
     assert attempts == [1, 2]
 
 
-def test_ack_and_resolve_are_routed_and_audited(tmp_path, lake, receiver, monkeypatch, capsys):
-    monkeypatch.setenv("UW_TEST_PD_KEY", "pd-routing-key")
-    monkeypatch.setenv("UW_TEST_SLACK_URL", f"{receiver.url}/slack")
-    config = write_config(
-        tmp_path,
-        f"    - {{name: pager, type: pagerduty, routing_key_env: UW_TEST_PD_KEY, url: '{receiver.url}/pd'}}\n"
-        "    - {name: chat, type: slack, webhook_url_env: UW_TEST_SLACK_URL}\n"
-        f"    - {{name: am, type: webhook, url: '{receiver.url}/am'}}\n",
-    )
-    run = detect_and_route(lake, config, only="impossible_travel", now=NOW)
-    hopper = next(a for a in run.alerts if a["entity_id"] == "acct-hopper")
+def test_ack_and_resolve_are_forwarded_and_audited(tmp_path, receiver, secrets, capsys):
+    engine = Engine(tmp_path, http_sinks(receiver), retry=FAST_RETRY)
+    (incident,) = engine.run(ring_signals()).changes
     receiver.requests.clear()
-    common = ["--config", str(config.path)]
+    common = ["--config", str(engine.config.path)]
 
     assert (
-        cli.main(["alerts", "ack", hopper["alert_id"][:8], "--by", "alice", "--note", "on it", *common]) == 0
+        cli.main(
+            ["incidents", "ack", incident["incident_id"][:8], "--by", "alice", "--note", "on it", *common]
+        )
+        == 0
     )
 
     assert "acknowledged by alice" in capsys.readouterr().out
@@ -215,57 +244,53 @@ def test_ack_and_resolve_are_routed_and_audited(tmp_path, lake, receiver, monkey
     assert ack == {
         "routing_key": "pd-routing-key",
         "event_action": "acknowledge",
-        "dedup_key": hopper["dedup_key"],
+        "dedup_key": incident["incident_id"],
     }
     (slack,) = receiver.at("/slack")
-    assert slack["text"].startswith("Acknowledged by alice: [MEDIUM]") and "on it" in json.dumps(
+    assert slack["text"].startswith("Acknowledged by alice: [CRITICAL]") and "on it" in json.dumps(
         slack["blocks"]
     )
-    assert receiver.at("/am") == []  # Alertmanager's shape has no acknowledgement
+    assert receiver.at("/api/v2/alerts") == []  # Alertmanager's alert model has no acknowledgement
 
-    assert cli.main(["alerts", "ack", hopper["alert_id"], "--by", "bob", *common]) == 1
+    assert cli.main(["incidents", "ack", incident["incident_id"], "--by", "bob", *common]) == 1
     assert "cannot mark it acknowledged" in capsys.readouterr().err
 
     receiver.requests.clear()
-    assert cli.main(["alerts", "resolve", hopper["alert_id"], "--by", "alice", *common]) == 0
+    assert (
+        cli.main(["incidents", "resolve", incident["incident_id"], "--by", "alice", "--json", *common]) == 0
+    )
+    resolved = json.loads(capsys.readouterr().out)
+    validate_incident(resolved)
+    assert resolved["status"] == "resolved" and resolved["resolved"]["by"] == "alice"
     assert [p["event_action"] for p in receiver.at("/pd")] == ["resolve"]
-    (resolved,) = receiver.at("/am")
-    assert resolved["status"] == "resolved" and resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
+    ((ended,),) = receiver.at("/api/v2/alerts")
+    assert ended["labels"]["incident_id"] == incident["incident_id"]
+    assert ended["endsAt"] <= dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.999Z")
 
-    records = read_jsonl(tmp_path / "state" / "audit.jsonl")
-    assert [r["kind"] for r in records] == ["alert", "alert", "ack", "resolve"]
-    assert records[2]["payload"] == {
-        "alert_id": hopper["alert_id"],
-        "dedup_key": hopper["dedup_key"],
-        "by": "alice",
-        "note": "on it",
-    }
+    with engine.store() as store:
+        assert {row["status"] for row in store.list_alerts()} == {"resolved"}  # every signal in it
+    records = read_jsonl(tmp_path / "audit.jsonl")
+    changes = [r["payload"]["change"] for r in records if r["kind"] == "incident"]
+    assert changes == ["opened", "acknowledged", "resolved"]
+    assert records[-2]["payload"]["by"] == "alice" and records[-2]["payload"]["note"] == "on it"
     assert cli.main(["audit", "verify", *common]) == 0
+    assert "chain intact" in capsys.readouterr().out
+
+    assert cli.main(["incidents", "list", "--json", *common]) == 0
+    assert [i["status"] for i in json.loads(capsys.readouterr().out)] == ["resolved"]
 
 
 @pytest.mark.parametrize(
     ("severity", "expected"),
     [("critical", "critical"), ("high", "error"), ("medium", "warning"), ("low", "info"), ("info", "info")],
 )
-def test_pagerduty_severity_mapping(severity, expected):
-    alert = {
-        "alert_id": "a" * 32,
-        "detection_id": "d",
-        "title": "t",
-        "severity": severity,
-        "entity_type": "account",
-        "entity_id": "acct",
-        "account_ids": ["acct"],
-        "window_start": "2026-03-01T10:00:00.000Z",
-        "window_end": "2026-03-01T11:00:00.000Z",
-        "evidence": {},
-        "runbook": "r",
-        "dedup_key": "d:acct",
-        "created_at": "2026-03-02T00:00:00.000Z",
-        "risk_score": 30,
-        "immediate": False,
-    }
-    delivery = Delivery(alert["alert_id"], "pager", "trigger", 0, alert, "open", None, None, None)
+def test_pagerduty_severity_mapping(tmp_path, severity, expected):
+    (incident,) = (
+        Engine(tmp_path)
+        .run([signal("impossible_travel", "acct", ["acct"], 0, 30, severity, immediate=True)])
+        .changes
+    )
+    delivery = Delivery(1, incident["incident_id"], "pager", "opened", "trigger", 0, incident)
     assert PagerDutySink(name="pager", routing_key="k").payload(delivery)["payload"]["severity"] == expected
 
 
@@ -284,7 +309,8 @@ def test_a_missing_secret_fails_fast_naming_the_variable(tmp_path, lake, monkeyp
     ("sinks", "message"),
     [
         ("    - {type: sms}\n", "type must be one of"),
-        ("    - {type: webhook, url: 'https://hooks.example.com/x'}\n", "literal 'url' must be local"),
+        ("    - {type: alertmanager, url: 'https://am.example.com/x'}\n", "literal 'url' must be local"),
+        ("    - {type: webhook, url: 'http://127.0.0.1/x'}\n", "type must be one of"),
         ("    - {type: stdout}\n    - {type: stdout}\n", "names must be unique"),
         ("    - {type: jsonl, path: a.jsonl, min_severity: urgent}\n", "min_severity must be one of"),
         ("    - {type: stdout, colour: red}\n", "unknown key"),
@@ -305,17 +331,20 @@ def test_a_malformed_secret_url_is_reported_without_echoing_it(tmp_path, monkeyp
 
 
 @pytest.mark.integration
-def test_kafka_sink_publishes_the_alert(tmp_path, lake, kafka_bootstrap, unique_topic):
+def test_kafka_sink_carries_the_incident_and_its_update(tmp_path, kafka_bootstrap, unique_topic):
     from kafka import KafkaConsumer
 
     topic = unique_topic()
-    config = write_config(
-        tmp_path, f"    - {{name: bus, type: kafka, topic: {topic}, bootstrap: '{kafka_bootstrap}'}}\n"
+    engine = Engine(
+        tmp_path,
+        f"    - {{name: bus, type: kafka, topic: {topic}, bootstrap: '{kafka_bootstrap}'}}\n",
+        retry=FAST_RETRY,
     )
 
-    run = detect_and_route(lake, config, only="impossible_travel", now=NOW)
+    opened = engine.run(ring_signals())
+    grown = engine.run(grown_ring(), LATER)
 
-    assert run.delivery.delivered == 2
+    assert opened.delivery.delivered == 1 and grown.delivery.delivered == 1
     consumer = KafkaConsumer(
         topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=30_000
     )
@@ -327,7 +356,8 @@ def test_kafka_sink_publishes_the_alert(tmp_path, lake, kafka_bootstrap, unique_
                 break
     finally:
         consumer.close()
-    for key, alert in received:
-        validate_alert(alert)
-        assert key == alert["dedup_key"]
-    assert sorted(alert["alert_id"] for _, alert in received) == sorted(a["alert_id"] for a in run.alerts)
+    for key, incident in received:
+        validate_incident(incident)
+        assert key == incident["incident_id"] == opened.changes[0]["incident_id"]
+    assert [incident["change"] for _, incident in received] == ["opened", "updated"]
+    assert len(received[1][1]["account_ids"]) == len(RING) + len(NEWCOMERS)

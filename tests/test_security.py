@@ -279,7 +279,7 @@ def test_state_override_carries_the_audit_log_with_it(tmp_path):
 
     assert code == 0
     records = read_jsonl(elsewhere.parent / "audit.jsonl")
-    assert [record["kind"] for record in records] == ["alert", "alert"]
+    assert [record["kind"] for record in records].count("signal") == 2
     assert not (tmp_path / "state").exists() and not (tmp_path / ".run").exists()
     assert cli.main(["audit", "verify", "--config", str(config), "--state", str(elsewhere)]) == 0
     # Without --state the log sits beside the configured state database; an explicit audit_log wins.
@@ -335,18 +335,24 @@ def test_a_bad_lake_file_is_named_and_skipped_and_the_rest_stays_queryable(tmp_p
     assert f"warning: skipped {bad}: not a readable Parquet file" in err
 
     assert cli.main(["detect", "--lake", str(lake_dir), "--config", str(config)]) == 0
-    assert "state: 2 new" in capsys.readouterr().out
+    assert "signals: 2 new" in capsys.readouterr().out
 
-    # validate records a data-quality finding naming the file, routed like every failed suite
+    # validate records a data-quality finding naming the file: a signal whose incident is routed at once
     assert cli.main(["validate", "--config", str(config), "--table", "events"]) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "part-bad-0" in out
+    partition = f"events/{first.parent.parent.name}/{first.parent.name}"
     routed = read_jsonl(tmp_path / "routed.jsonl")
-    [routed] = [alert for alert in routed if alert["evidence"].get("suite") == "parquet_files_readable"]
-    assert routed["evidence"]["suite"] == "parquet_files_readable"
-    assert str(bad) in json.dumps(routed["evidence"])
-    assert routed["entity_id"] == f"events/{first.parent.parent.name}/{first.parent.name}"
-    assert FIXTURE_FILE_NAME not in json.dumps(routed["evidence"]["failing_expectations"])
+    [incident] = [i for i in routed if {"type": "partition", "id": partition} in i["entities"]]
+    from pipelines.alert_state import AlertStore
+    from pipelines.quality import DATA_QUALITY_DETECTION
+
+    with AlertStore.open(tmp_path / "state" / "state.duckdb") as store:
+        found = [json.loads(r["alert"]) for r in store.list_alerts(detection_id=DATA_QUALITY_DETECTION)]
+    [signal] = [s for s in found if s["evidence"]["suite"] == "parquet_files_readable"]
+    assert signal["entity_id"] == partition and signal["alert_id"] in json.dumps(incident["evidence"])
+    assert str(bad) in json.dumps(signal["evidence"])
+    assert FIXTURE_FILE_NAME not in json.dumps(signal["evidence"]["failing_expectations"])
     # ...and until the file is fixed or removed, detections over that hour are marked degraded
     from pipelines.quality import partition_health
 

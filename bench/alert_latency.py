@@ -3,8 +3,9 @@
 The real stack runs: the aggregation job on a fresh topic (checkpoints every 10 s, the default), steady
 background traffic produced in real time, and `usagewatch detect --every 5s` over the job's lake. Every
 `interval_s` an access from an export-restricted country (IR) is injected for a new account; its latency
-is from the broker acknowledging that event to the bench seeing its restricted_region_access alert in
-detect's --output JSONL (polled every 0.2 s). Injections overlap, so 20 of them take about a minute.
+is from the broker acknowledging that event to the bench seeing its restricted_region_access signal in
+detect's --signals JSONL (polled every 0.2 s): the moment the finding is recorded and audited; whether it
+pages is the incident engine's decision, the same run. Injections overlap, so 20 of them take about a minute.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def run(work_dir: Path, bootstrap: str, injections: int, interval_s: float) -> d
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     kafka_broker.ensure_topics(bootstrap, {topic: kafka_broker.PROJECT_TOPICS[kafka_broker.EVENTS_TOPIC]})
     kafka_broker.ensure_topics(bootstrap, {"bench-dead-letters": 1})
-    lake_dir, output = work_dir / "lake", work_dir / "alerts.jsonl"
+    lake_dir, output = work_dir / "lake", work_dir / "signals.jsonl"
     config_file = work_dir / "usagewatch.yml"
     config_file.write_text(_config_text(work_dir))
     job_args = [
@@ -122,7 +123,7 @@ def run(work_dir: Path, bootstrap: str, injections: int, interval_s: float) -> d
         str(lake_dir),
         "--every",
         "5s",
-        "--output",
+        "--signals",
         str(output),
         "--config",
         str(config_file),

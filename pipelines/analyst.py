@@ -1,4 +1,5 @@
-"""DuckDB analyst layer: views over the Parquet lake and the read-only `usagewatch sql` command."""
+"""DuckDB analyst layer: views over the Parquet lake (and the state's signals and incidents) and the
+read-only `usagewatch sql` command."""
 
 from __future__ import annotations
 
@@ -136,13 +137,79 @@ def render_view_sql(view_file: Path, lake_dir: str | Path, files: dict[str, Tabl
     return _PLACEHOLDER.sub(expand, view_file.read_text())
 
 
+# The state database's tables as analysts see them: (name, expression over the stored row, type).
+_STATE_TABLES = {
+    "signals": (
+        ("alert_id", "alert_id", "varchar"),
+        ("detection_id", "detection_id", "varchar"),
+        ("severity", "severity", "varchar"),
+        ("status", "status", "varchar"),
+        ("entity_type", "entity_type", "varchar"),
+        ("entity_id", "entity_id", "varchar"),
+        ("account_ids", "from_json(alert->'account_ids', '[\"varchar\"]')", "varchar[]"),
+        ("risk_score", "cast(alert->>'risk_score' as integer)", "integer"),
+        ("immediate", "cast(alert->>'immediate' as boolean)", "boolean"),
+        ("window_start", "window_start", "timestamp"),
+        ("window_end", "window_end", "timestamp"),
+        ("incident_id", "incident_id", "varchar"),
+        ("suppressed_by", "suppressed_by", "varchar"),
+        ("dedup_key", "dedup_key", "varchar"),
+        ("alert", "alert", "json"),
+    ),
+    "incidents": (
+        ("incident_id", "incident_id", "varchar"),
+        ("title", "title", "varchar"),
+        ("severity", "severity", "varchar"),
+        ("status", "status", "varchar"),
+        ("risk_score", "risk_score", "integer"),
+        ("account_count", "account_count", "integer"),
+        ("account_ids", "from_json(incident->'account_ids', '[\"varchar\"]')", "varchar[]"),
+        ("detection_ids", "from_json(incident->'detection_ids', '[\"varchar\"]')", "varchar[]"),
+        ("signal_count", "cast(incident->>'signal_count' as integer)", "integer"),
+        ("first_seen", "first_seen", "timestamp"),
+        ("last_seen", "last_seen", "timestamp"),
+        ("created_at", "created_at", "timestamp"),
+        ("updated_at", "updated_at", "timestamp"),
+        ("merged_into", "merged_into", "varchar"),
+        ("ack_by", "ack_by", "varchar"),
+        ("resolved_by", "resolved_by", "varchar"),
+        ("incident", "incident", "json"),
+    ),
+}
+
+
+def _load_state(con: duckdb.DuckDBPyConnection, state_file: Path) -> None:
+    """`signals` and `incidents` from the state database: copied in and detached at once, so a query
+    never holds the state file a running `detect` needs. An absent state gives empty tables."""
+    present: set[str] = set()
+    if state_file.exists():
+        con.execute(f"attach {sql_string_literal(str(state_file))} as state_db (read_only)")
+        present = {
+            row[0]
+            for row in con.execute(
+                "select table_name from duckdb_tables() where database_name = 'state_db'"
+            ).fetchall()
+        }
+    for table, columns in _STATE_TABLES.items():
+        if table in present:
+            select = ", ".join(f"{expression} as {name}" for name, expression, _ in columns)
+            con.execute(f"create table {table} as select {select} from state_db.{table}")
+        else:
+            typed = ", ".join(f"cast(null as {kind}) as {name}" for name, _, kind in columns)
+            con.execute(f"create table {table} as select {typed} limit 0")
+    if state_file.exists():
+        con.execute("detach state_db")
+
+
 def open_lake(
     lake_dir: str | Path,
     read_only: bool = True,
     limits: AnalystLimits | None = None,
     temp_directory: str | Path | None = None,
+    state_file: Path | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with one view per lake table plus the reference views.
+    """An in-memory DuckDB connection with one view per lake table plus the reference views, and with
+    `state_file` the state's signals and incidents.
 
     read_only=True locks the connection down once the views exist: only the lake's table folders and
     the reference directory are readable, whatever `lake_dir` is (so no COPY TO, ATTACH, INSTALL/LOAD,
@@ -168,6 +235,12 @@ def open_lake(
         con.execute("set max_temp_directory_size = $value", {"value": limits.max_temp_directory_size})
     if temp_directory:
         con.execute("set temp_directory = $value", {"value": str(temp_directory)})
+    if state_file is not None:
+        try:
+            _load_state(con, Path(state_file).resolve())
+        except duckdb.Error as error:
+            con.close()
+            raise ValueError(f"{state_file}: cannot read the state database: {error}") from error
     if read_only:
         # Views read lazily, so the table folders must stay readable after external access is off;
         # the lake's root and anything beside the tables stay closed.
@@ -301,6 +374,9 @@ def _write_output(columns: list[str], rows: list[tuple], output_format: str, cut
 
 
 def run_sql_command(args: argparse.Namespace) -> int:
+    # Imported here: the state module uses this one's table formatting.
+    from pipelines.alert_state import state_path
+
     lake = Path(args.lake)
     if not lake.is_dir():
         print(f"error: lake directory {lake} does not exist", file=sys.stderr)
@@ -313,12 +389,17 @@ def run_sql_command(args: argparse.Namespace) -> int:
         print("error: --limit must be 0 (no limit) or more", file=sys.stderr)
         return 2
     try:
-        limits = analyst_limits(load_config(args.config))
+        config = load_config(args.config)
+        limits, state_file = analyst_limits(config), state_path(config, args.state)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="usagewatch-sql-") as spill:
-        con = open_lake(lake, read_only=True, limits=limits, temp_directory=spill)
+        try:
+            con = open_lake(lake, read_only=True, limits=limits, temp_directory=spill, state_file=state_file)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         try:
             columns, rows, cut = query_with_limits(
                 con, args.query, limits.timeout_seconds, args.limit or None
@@ -340,17 +421,19 @@ def add_parser(subparsers) -> None:
         "sql",
         help="run one read-only SQL query over the lake",
         description="Run one SELECT/WITH query over the lake views "
-        f"({', '.join(table.name for table in TABLES)}, restricted_countries). Only the lake's table "
-        "folders and the reference data are readable; the query runs under the analyst: limits and is "
-        "interrupted at analyst.timeout_seconds.",
+        f"({', '.join(table.name for table in TABLES)}, restricted_countries) and the state database's "
+        f"{' and '.join(_STATE_TABLES)} (copied in at start). Only the lake's table folders and the "
+        "reference data are readable; the query runs under the analyst: limits and is interrupted at "
+        "analyst.timeout_seconds.",
     )
     parser.add_argument("--lake", required=True, help="lake directory (only its table folders are readable)")
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="usagewatch.yml whose analyst: section sets the query limits (default: repo root, or "
-        "$USAGEWATCH_CONFIG)",
+        help="usagewatch.yml whose analyst: section sets the query limits and whose state.path holds the "
+        "signals and incidents (default: repo root, or $USAGEWATCH_CONFIG)",
     )
+    parser.add_argument("--state", help="state database (default: state.path of the configuration)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument(
         "--limit",

@@ -1,7 +1,8 @@
 """`usagewatch demo`: the whole chain once, on this machine, with progress.
 
 Local broker -> demo topics -> streaming aggregation job (MiniCluster) -> generated traffic with the
-injected scenarios -> wait until every valid event is committed to the lake -> detections -> alerts.
+injected scenarios -> wait until every valid event is committed to the lake -> detections -> signals ->
+incidents -> one line per page.
 """
 
 from __future__ import annotations
@@ -168,12 +169,13 @@ def run_demo(args: argparse.Namespace) -> int:
         flink_job.stop_detached()
         progress.step("flink: aggregation job stopped")
 
-    alerts_path = DEMO_DIR / "alerts.jsonl"
+    incidents_path, signals_path = DEMO_DIR / "incidents.jsonl", DEMO_DIR / "signals.jsonl"
     # The rest is what an operator would run, command by command, against the demo's own state.
     state = DEMO_DIR / "state.duckdb"
     steps = [
         ("validate", ["validate", "--lake", str(lake_dir), "--state", str(state)]),
-        ("detect", ["detect", "--lake", str(lake_dir), "--state", str(state), "--output", str(alerts_path)]),
+        ("detect", ["detect", "--lake", str(lake_dir), "--state", str(state), "--output", str(incidents_path),
+                    "--signals", str(signals_path)]),
         ("report", ["report", "--period", "daily", "--date", "today", "--lake", str(lake_dir),
                     "--state", str(state), "--out", str(DEMO_DIR / "report")]),
     ]  # fmt: skip
@@ -183,13 +185,26 @@ def run_demo(args: argparse.Namespace) -> int:
         # validate exits 1 when an expectation fails: the detections then say "degraded", and go on.
         if code not in (0, 1) or (code == 1 and name != "validate"):
             return code
+    _print_pages(state)
     reports = sorted((DEMO_DIR / "report").glob("*.html"))
-    print(f"\nalerts: {alerts_path}\nlake:   {lake_dir}")
+    print(f"\nincidents: {incidents_path}\nsignals:   {signals_path}\nlake:      {lake_dir}")
     if reports:
-        print(f"report: {reports[-1]}")
-    print(f'query:  usagewatch sql --lake {lake_dir} "select * from account_minute limit 10"')
+        print(f"report:    {reports[-1]}")
+    print(f'query:     usagewatch sql --lake {lake_dir} --state {state} "select * from incidents"')
     progress.step("demo complete")
     return 0
+
+
+def _print_pages(state: Path) -> None:
+    """What on-call got from the whole demo: one line per incident, as it was paged."""
+    from pipelines.alert_state import AlertStore
+    from pipelines.incidents import page_line
+
+    with AlertStore.open(state) as store:
+        opened = [record["incident"] for record in store.list_incidents() if not record["merged_into"]]
+    print(f"\npages: {len(opened)}")
+    for incident in sorted(opened, key=lambda i: (i["created_at"], i["incident_id"])):
+        print(page_line({**incident, "change": "opened"}))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -13,8 +13,10 @@ from pathlib import Path
 import duckdb
 import pytest
 from lakefixture import write_events
+from signalfixture import RING, Engine, ring_signals
 
 from pipelines import analyst
+from pipelines.alert_state import AlertStore
 from pipelines.lake import EVENTS, TABLES
 
 EVENTS_ROWS = [
@@ -388,3 +390,30 @@ def test_alert_headlines_escape_hostile_entities():
         "window_start": "2026-03-01T10:00:00.000Z", "window_end": "2026-03-01T10:01:00.000Z",
     }  # fmt: skip
     assert r"account acct\x1b]0;pwned\x07\u202e (1 account)" in headline(alert)
+
+
+def test_signals_and_incidents_of_the_state_are_queryable_and_read_only(lake, tmp_path, capsys):
+    Engine(tmp_path).run(ring_signals())
+    state = str(tmp_path / "state.duckdb")
+
+    code, out, _ = run_sql(
+        capsys, "--lake", str(lake), "--state", state, "--format", "json",
+        "select i.incident_id, i.account_count, len(i.account_ids) as listed, count(s.alert_id) as signals "
+        "from incidents i join signals s using (incident_id) group by all",
+    )  # fmt: skip
+
+    assert code == 0
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert row["account_count"] == row["listed"] == len(RING) and row["signals"] == len(ring_signals())
+    code, _, err = run_sql(capsys, "--lake", str(lake), "--state", state, "delete from incidents")
+    assert code == 2 and "only SELECT/WITH" in err
+    with AlertStore.open(tmp_path / "state.duckdb") as store:  # released: a writer opens it at once
+        assert len(store.list_incidents()) == 1
+
+
+def test_without_a_state_the_signals_and_incidents_tables_are_empty(lake, tmp_path, capsys):
+    code, out, _ = run_sql(
+        capsys, "--lake", str(lake), "--state", str(tmp_path / "none.duckdb"),
+        "select (select count(*) from signals) + (select count(*) from incidents) as n",
+    )  # fmt: skip
+    assert code == 0 and "(1 row)" in out and not (tmp_path / "none.duckdb").exists()

@@ -94,3 +94,25 @@ def test_flink_variants_and_event_to_alert_smoke(bench_main, tmp_path, kafka_boo
     assert runs["flink_java_udf"]["peak_rss_mib"]["flink_jvm"] > 0
     latency = results["latency"]
     assert latency["alerted"] == latency["injections"] == 3, latency
+
+
+@pytest.mark.slow  # ~25 s on a busy 2-core machine; needs no broker
+def test_detect_run_smoke(bench_main, tmp_path):
+    output = tmp_path / "results.json"
+    command = [
+        "--smoke",
+        "--sections",
+        "detect_run",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--output",
+        str(output),
+    ]
+    assert bench_main(command) == 0
+
+    run = json.loads(output.read_text())["detect_run"]
+    assert run["lake"]["events"] > 0 and run["lake"]["hours"] == 6
+    warm = run["warm_fresh_state"]
+    assert warm["new_signals"] > 0 and warm["pages"] >= 1  # the hydra at least
+    assert run["routed_lines"] == warm["incident_changes"]  # routed once each, to the JSONL sink
+    assert run["warm_rerun"]["new_signals"] == run["warm_rerun"]["incident_changes"] == 0

@@ -439,10 +439,10 @@ class AlertStore:
 
     def register_risk(self, policies: dict[str, tuple[int, bool]]) -> None:
         """detection_id -> (max_contribution, links_accounts), as the producer declares them now."""
-        for detection_id, (max_contribution, links_accounts) in policies.items():
-            self.con.execute(
+        if policies:
+            self.con.executemany(
                 "insert or replace into detection_risk values (?, ?, ?)",
-                [detection_id, max_contribution, links_accounts],
+                [[detection_id, cap, links] for detection_id, (cap, links) in policies.items()],
             )
 
     def risk_policies(self) -> dict[str, tuple[int, bool]]:

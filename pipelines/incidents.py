@@ -297,8 +297,10 @@ class _Working:
         )
 
     def absorb(self, signals: list[dict[str, Any]], nodes: set[str]) -> None:
+        # Its accounts are the component's: a signal that links nothing (a weak one naming many
+        # accounts) adds its risk here without pulling in accounts of other components.
+        self.accounts.update(node.removeprefix("account:") for node in nodes if node.startswith("account:"))
         for signal in signals:
-            self.accounts.update(signal["account_ids"])
             entity = signal_entity(signal)
             if entity:
                 self.entities.add((entity["type"], entity["id"]))

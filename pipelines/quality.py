@@ -647,11 +647,12 @@ def mark_degraded(alerts: list[dict[str, Any]], health: Iterable[PartitionHealth
 
     The alert contract leaves evidence open, so the mark travels with the alert to every sink.
     """
-    bad = [item for item in health if item.status != "passed"]
+    # Each partition's hour once, not once per alert: a run has hundreds of alerts and partitions.
+    bad = [(item, item.start, item.end) for item in health if item.status != "passed"]
     for alert in alerts:
         window_start = _naive_utc(dt.datetime.fromisoformat(alert["window_start"]))
         window_end = _naive_utc(dt.datetime.fromisoformat(alert["window_end"]))
-        overlapping = [item for item in bad if item.start < window_end and window_start < item.end]
+        overlapping = [item for item, start, end in bad if start < window_end and window_start < end]
         if overlapping:
             alert["evidence"]["data_quality"] = {
                 "status": "degraded",

@@ -4,12 +4,13 @@ audit log and JSONL sink."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from lakefixture import read_jsonl
 from signalfixture import NOW, POLICIES, RING, Engine, ring_signals, signal
 
-from pipelines import audit, incidents
+from pipelines import audit, cli, incidents
 from pipelines.alert_state import AlertStore
 from pipelines.config import ConfigError
 
@@ -228,3 +229,23 @@ def test_audit_records_precede_the_state_they_describe(engine, monkeypatch):
 def test_bad_incident_settings_name_the_file_and_line(tmp_path, section, message):
     with pytest.raises(ConfigError, match=rf"usagewatch\.yml:5: .*{message}"):
         Engine(tmp_path, incident_settings=section)
+
+
+def test_incidents_list_and_show_commands(engine, capsys):
+    (opened,) = engine.run(ring_signals()).changes
+    common = ["--config", str(engine.config.path)]
+
+    assert cli.main(["incidents", "list", "--severity", "high", *common]) == 0
+    listed = capsys.readouterr().out
+    assert opened["incident_id"][:12] in listed and "(1 row)" in listed
+
+    assert cli.main(["incidents", "show", opened["incident_id"][:8], *common]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"[CRITICAL] {opened['title']}") and opened["summary"] in shown
+    assert "delivery: opened -> file: delivered" in shown
+
+    assert cli.main(["incidents", "show", "--json", opened["incident_id"], *common]) == 0
+    assert json.loads(capsys.readouterr().out) == {k: v for k, v in opened.items() if k != "change"}
+
+    assert cli.main(["incidents", "show", "ffffffff", *common]) == 1
+    assert "no incident 'ffffffff'" in capsys.readouterr().err

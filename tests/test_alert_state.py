@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+import duckdb
 import pytest
 
 from pipelines import cli
@@ -175,3 +176,38 @@ def test_list_and_show_commands(tmp_path, capsys):
 
     assert cli.main(["signals", "show", "--state", str(path), "ffffffff"]) == 1
     assert "no signal 'ffffffff'" in capsys.readouterr().err
+
+
+def test_a_state_from_before_incidents_is_migrated(tmp_path):
+    path = tmp_path / "state.duckdb"
+    alert = make_alert("acct-a", "2026-03-01T10:00:00.000Z")
+    con = duckdb.connect(str(path))  # the tables as the alert-era state created them
+    con.execute(
+        "create table alerts (alert_id varchar primary key, detection_id varchar not null, "
+        "dedup_key varchar not null, severity varchar not null, entity_type varchar not null, "
+        "entity_id varchar not null, window_start timestamp not null, first_seen timestamp not null, "
+        "last_seen timestamp not null, status varchar not null, suppressed_by varchar, ack_by varchar, "
+        "ack_note varchar, ack_at timestamp, resolved_by varchar, resolved_note varchar, "
+        "resolved_at timestamp, alert json not null);"
+        "create table outbox (alert_id varchar not null, sink varchar not null, action varchar not null, "
+        "enqueued_at timestamp not null, attempts integer not null default 0, "
+        "next_attempt_at timestamp not null, last_error varchar, delivered_at timestamp, "
+        "primary key (alert_id, sink, action))"
+    )
+    con.execute(
+        "insert into alerts values (?, 'impossible_travel', ?, 'high', 'account', 'acct-a', "
+        "'2026-03-01 10:00:00', ?, ?, 'open', null, null, null, null, null, null, null, ?)",
+        [alert["alert_id"], alert["dedup_key"], NOW, NOW, json.dumps(alert)],
+    )
+    con.execute(
+        "insert into outbox values (?, 'file', 'trigger', ?, 0, ?, null, null)", [alert["alert_id"], NOW, NOW]
+    )
+    con.close()
+
+    with AlertStore.open(path) as store:
+        (record,) = store.list_alerts()
+        assert record["window_end"] == dt.datetime(2026, 3, 1, 10, 0, 1) and record["incident_id"] is None
+        assert store.pending_deliveries() == 0  # alerts are no longer routed on their own...
+        kept = store.con.execute("select count(*) from legacy_alert_outbox").fetchone()[0]
+        assert kept == 1  # ...but their undelivered notifications are kept aside, not dropped
+        assert store.record_alerts([alert], SUPPRESSION, NOW).seen_again == [alert]

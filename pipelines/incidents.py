@@ -47,7 +47,7 @@ from pipelines.alert_state import (
     state_path,
 )
 from pipelines.alerts import SEVERITIES
-from pipelines.analyst import format_table
+from pipelines.analyst import format_table, terminal_safe
 from pipelines.audit import AuditLog, open_audit_log
 from pipelines.config import Config, ConfigError, load_config, parse_duration
 from pipelines.contracts import format_event_time
@@ -354,9 +354,9 @@ class EngineRun:
 
 
 def page_line(change: dict[str, Any]) -> str:
-    """One line per page: what on-call receives."""
+    """One line per page: what on-call receives (the title may carry event data, so it is escaped)."""
     verb = {"opened": "opened", "escalated": f"escalated from {change.get('previous_severity')}"}
-    return (
+    return terminal_safe(
         f"PAGE [{change['severity'].upper()}] incident {change['incident_id'][:12]} "
         f"{verb.get(change['change'], change['change'])}: {change['title']} (risk {change['risk_score']})"
     )
@@ -766,8 +766,9 @@ def run_show_command(args: argparse.Namespace) -> int:
             print(json.dumps(record["incident"], indent=2, sort_keys=True))
             return 0
         document = record["incident"]
-        print(f"[{document['severity'].upper()}] {document['title']}")
-        print(document["summary"])
+        # title and summary carry account and entity ids from event data: escaped for the terminal
+        print(terminal_safe(f"[{document['severity'].upper()}] {document['title']}"))
+        print(terminal_safe(document["summary"]))
         for name in ("incident_id", "status", "risk_score", "merged_into", "created_at", "updated_at"):
             if document.get(name) is not None:
                 print(f"{name:>14}: {document[name]}")

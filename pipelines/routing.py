@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.alerts import SEVERITIES
+from pipelines.analyst import terminal_safe
 from pipelines.config import Config
 
 if TYPE_CHECKING:  # the store is handed in by the caller; only the types are needed here
@@ -100,9 +101,11 @@ def _post_json(url: str, body: Any, timeout: float) -> None:
         raise DeliveryError(f"cannot reach {urllib.parse.urlsplit(url).netloc}: {reason}") from error
 
 
-def headline(incident: dict[str, Any]) -> str:
+def incident_headline(incident: dict[str, Any]) -> str:
+    """One line per incident for pagers, chat and terminals; its title may carry event data, so it is
+    escaped."""
     accounts = len(incident["account_ids"])
-    return (
+    return terminal_safe(
         f"[{incident['severity'].upper()}] {incident['title']} "
         f"(incident {incident['incident_id'][:12]}, risk {incident['risk_score']}, "
         f"{accounts} account{'s' if accounts != 1 else ''}) "
@@ -210,7 +213,7 @@ class SlackSink(Sink):
             "acknowledged": f"Acknowledged by {delivery.by}: ",
             "resolved": f"Resolved by {delivery.by}: ",
         }
-        text = prefix[delivery.change] + headline(incident)
+        text = prefix[delivery.change] + incident_headline(incident)
         accounts = ", ".join(_first_accounts(incident))
         more = len(incident["account_ids"]) - ACCOUNTS_IN_NOTIFICATION
         entities = ", ".join(f"{e['type']} {e['id']}" for e in incident["entities"][:10])
@@ -270,7 +273,7 @@ class PagerDutySink(Sink):
         if event["event_action"] == "trigger":
             event["client"] = "usagewatch"
             event["payload"] = {
-                "summary": headline(incident)[:PAGERDUTY_SUMMARY_MAX],
+                "summary": incident_headline(incident)[:PAGERDUTY_SUMMARY_MAX],
                 "source": "usagewatch",
                 "severity": PAGERDUTY_SEVERITY[incident["severity"]],
                 "timestamp": incident["updated_at"],
@@ -319,7 +322,7 @@ class AlertmanagerSink(Sink):
                     "severity": severity,
                 },
                 "annotations": {
-                    "summary": headline(incident),
+                    "summary": incident_headline(incident),
                     "description": incident["summary"],
                     "runbook": incident["runbook"],
                     "accounts": ", ".join(_first_accounts(incident)),

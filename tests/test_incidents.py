@@ -249,3 +249,17 @@ def test_incidents_list_and_show_commands(engine, capsys):
 
     assert cli.main(["incidents", "show", "ffffffff", *common]) == 1
     assert "no incident 'ffffffff'" in capsys.readouterr().err
+
+
+def test_page_lines_escape_hostile_text_from_event_data(engine):
+    hostile = "events/dt=2026-03-01/hr=10\x1b]0;pwned\x07\u202e"
+    # an incident with no account is titled by its entity, which comes from the data
+    served = {**signal("restricted_region_access", hostile, [], 0, 70, "high", immediate=True),
+              "entity_type": "region"}  # fmt: skip
+
+    (incident,) = engine.run([served]).changes
+
+    line = incidents.page_line(incident)
+    assert hostile in incident["title"]  # the document keeps the data as it is...
+    assert "\x1b" not in line and "\u202e" not in line  # ...the terminal line escapes it
+    assert r"hr=10\x1b]0;pwned\x07\u202e" in line

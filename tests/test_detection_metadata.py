@@ -95,7 +95,7 @@ def test_valid_copy_passes_lint(tmp_path):
             VALID_SQL.replace("$min_distinct_orgs", "$min_orgs"),
             r"candidate\.sql: .*\['min_orgs'\]",
         ),
-        (VALID_YML, VALID_SQL.replace("$critical_distinct_accounts", "100"), "declared but unused"),
+        (VALID_YML, VALID_SQL.replace("$hydra_distinct_orgs", "100"), "declared but unused"),
         (VALID_YML, "create table alerts as select 1 as entity_id", r"candidate\.sql: only SELECT"),
         (VALID_YML, "select 1 as entity_id; select 2 as entity_id", r"candidate\.sql: expected exactly one"),
     ],

@@ -137,6 +137,16 @@ def test_shared_hosting_alert_lists_every_ring_account(tmp_path):
     assert ring["runbook"].startswith("Investigate: ") and " Respond: " in ring["runbook"]
 
 
+def test_shared_hosting_names_the_coordinated_accounts_not_the_proxy_services_customers(tmp_path):
+    events = read_jsonl(FIXTURES_DIR / "shared_hosting_infrastructure" / "positive-field-proxy-service.jsonl")
+    signals = run_on_fixture(tmp_path, events, "shared_hosting_infrastructure")
+    named = {account for signal in signals for account in signal["account_ids"]}
+    assert named and all(account.startswith("acct-hydra-proxy-ring-") for account in named)
+    assert all(signal["evidence"]["bystander_accounts"] > 0 for signal in signals)
+    for signal in signals:
+        assert signal["risk_score"] == round(sum(signal["evidence"]["risk_factors"].values()))
+
+
 def test_impossible_travel_evidence(tmp_path):
     events = fixture_events("impossible_travel", "positive")
     alerts = {alert["entity_id"]: alert for alert in run_on_fixture(tmp_path, events, "impossible_travel")}

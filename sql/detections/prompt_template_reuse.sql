@@ -1,6 +1,12 @@
 -- prompt_template_reuse: one prompt template (prompt_fingerprint) used by accounts of many different
--- organisations within a window. A team sharing a template is one org and stays quiet; a ring's scripted
--- harvesting prompts spread across throw-away accounts of "unrelated" orgs.
+-- organisations within a window, scored by evidence rather than the crowd: popular tools put their
+-- default prompt in front of thousands of unrelated users, so a shared template alone is nothing.
+-- What marks a harvesting script is
+--   - cohesion: the same strangers share a *set* of templates (a script cycles through several); a
+--     public tool's users share its one template and nothing else;
+--   - harvesting-shaped content: the template's requests are output-heavy or elicit reasoning;
+--   - spread across organisations (on a log scale; the crowd counts least).
+-- A team sharing a template is one org and yields nothing; scores below $min_risk yield no signal.
 
 with template_accounts as (
     select
@@ -10,12 +16,23 @@ with template_accounts as (
         any_value(coalesce(org_id, 'no-org:' || account_id)) as org_key,
         count(*) as requests,
         count(*) filter (where list_contains(request_tags, 'reasoning_elicitation')) as reasoning_requests,
+        sum(input_tokens) as input_tokens,
+        sum(output_tokens) as output_tokens,
         min(event_time) as first_seen,
         max(event_time) as last_seen
     from events_enriched
     where prompt_fingerprint is not null
     group by prompt_fingerprint, window_start, account_id
     having count(*) >= $min_requests_per_account
+),
+
+account_templates as (
+    -- every template an account used at all: a companion counts with a single request (a script's rarer
+    -- template may come up once or twice in a short window)
+    select distinct
+        prompt_fingerprint, time_bucket(to_hours($window_hours), event_time) as window_start, account_id
+    from events_enriched
+    where prompt_fingerprint is not null
 ),
 
 template_windows as (
@@ -26,12 +43,94 @@ template_windows as (
         count(*) as distinct_accounts,
         count(distinct org_key) as distinct_orgs,
         sum(requests) as requests,
-        round(sum(reasoning_requests) / sum(requests), 3) as reasoning_share,
+        sum(reasoning_requests) / sum(requests) as reasoning_share,
+        sum(output_tokens) / greatest(sum(input_tokens), 1) as output_input_ratio,
         list_sort(list(account_id)) as account_ids,
         min(first_seen) as first_seen,
         max(last_seen) as last_seen
     from template_accounts
     group by prompt_fingerprint, window_start
+    having count(distinct org_key) >= $min_distinct_orgs
+),
+
+companions as (
+    -- another cross-organisation template used by at least $min_companion_share of this template's
+    -- accounts: the two are parts of one script
+    select
+        template.prompt_fingerprint,
+        template.window_start,
+        other.prompt_fingerprint as companion_fingerprint
+    from template_windows as template
+    inner join template_accounts as member using (prompt_fingerprint, window_start)
+    inner join account_templates as other
+        on other.account_id = member.account_id
+        and other.window_start = member.window_start
+        and other.prompt_fingerprint <> member.prompt_fingerprint
+    semi join template_windows as shared
+        on shared.prompt_fingerprint = other.prompt_fingerprint
+        and shared.window_start = other.window_start
+    group by template.prompt_fingerprint, template.window_start, other.prompt_fingerprint
+    having count(*) >= $min_companion_share * any_value(template.distinct_accounts)
+),
+
+cohesion as (
+    -- share of the template's accounts that also run one of its companions
+    select
+        member.prompt_fingerprint,
+        member.window_start,
+        count(distinct member.account_id) as cohesive_accounts,
+        count(distinct companions.companion_fingerprint) as companion_templates
+    from template_accounts as member
+    inner join account_templates as other
+        on other.account_id = member.account_id
+        and other.window_start = member.window_start
+    inner join companions
+        on companions.prompt_fingerprint = member.prompt_fingerprint
+        and companions.window_start = member.window_start
+        and companions.companion_fingerprint = other.prompt_fingerprint
+    group by member.prompt_fingerprint, member.window_start
+),
+
+features as (
+    -- every feature in 0..1; greatest(least(...)) clamps
+    select
+        template_windows.*,
+        coalesce(cohesion.cohesive_accounts, 0) as cohesive_accounts,
+        coalesce(cohesion.companion_templates, 0) as companion_templates,
+        -- members new to the script may not have reached its other templates yet
+        least(coalesce(cohesion.cohesive_accounts, 0) / template_windows.distinct_accounts / $full_cohesion_share, 1)
+            as cohesion_f,
+        greatest(
+            -- output ratio on a log scale, as in extraction_profile
+            least(greatest(
+                ln(greatest(template_windows.output_input_ratio, 1e-9) / $ratio_normal)
+                    / ln($ratio_suspicious / $ratio_normal),
+                0), 1),
+            least(template_windows.reasoning_share / $reasoning_suspicious_share, 1)
+        ) as content_f,
+        greatest(least(
+            ln(template_windows.distinct_orgs / $min_distinct_orgs) / ln($wide_distinct_orgs / $min_distinct_orgs),
+            1), 0) as spread_f
+    from template_windows
+    left join cohesion using (prompt_fingerprint, window_start)
+),
+
+scored as (
+    select
+        *,
+        {
+            'script_cohesion': round($weight_cohesion * cohesion_f, 1),
+            'harvest_content': round($weight_content * content_f, 1),
+            'org_spread': round($weight_spread * spread_f, 1)
+        } as risk_factors
+    from features
+),
+
+totals as (
+    select
+        *,
+        risk_factors.script_cohesion + risk_factors.harvest_content + risk_factors.org_spread as risk_score
+    from scored
 )
 
 select
@@ -39,14 +138,19 @@ select
     account_ids,
     window_start,
     window_end,
-    -- a shared template that asks for the model's reasoning is the harvesting signature
-    case when reasoning_share >= $high_reasoning_share then 'high' end as severity,
+    risk_severity(risk_score) as severity,
+    risk_score,
+    risk_factors,
     distinct_accounts,
     distinct_orgs,
+    cohesive_accounts,
+    companion_templates,
     requests,
-    reasoning_share,
+    round(reasoning_share, 3) as reasoning_share,
+    round(output_input_ratio, 2) as output_input_ratio,
     first_seen,
     last_seen
-from template_windows
-where distinct_orgs >= $min_distinct_orgs
+from totals
+-- a popular public template (no cohesion, ordinary content) yields no signal at all
+where risk_score >= $min_risk
 order by window_start, prompt_fingerprint

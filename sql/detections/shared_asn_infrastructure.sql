@@ -2,6 +2,10 @@
 -- window, weighted by the AS's kind: a hosting/VPN/Tor AS is where proxy clusters live, while every
 -- residential ISP legitimately serves thousands of customers, so their accounts count only a fraction.
 -- Groups by asn_key (AS number from the edge, or the AS name from geo enrichment when the edge had none).
+-- A building block, not a standalone finding: a hosting or VPN AS carries crowds of unrelated
+-- customers (corporate egress, consumer VPN, cloud CI, proxy services), so its risk stays context
+-- (below 20) and it never links accounts; ring_clustering weighs a shared hosting AS together with the
+-- other kinds of link.
 
 with account_networks as (
     select
@@ -33,6 +37,22 @@ asn_windows as (
         list_sort(list_distinct(flatten(list(asn_types)))) as asn_types
     from account_networks
     group by asn_key, window_start
+),
+
+scored as (
+    select
+        *,
+        {
+            -- crowd size on a log scale between the alerting floor and a hydra-sized crowd
+            'crowd': round($weight_crowd * greatest(least(
+                ln(weighted_accounts / $min_weighted_accounts)
+                    / ln($hydra_weighted_accounts / $min_weighted_accounts),
+                1), 0), 1),
+            'anonymizer_share': round($weight_anonymizer * weighted_accounts / distinct_accounts, 1)
+        } as risk_factors
+    from asn_windows
+    where weighted_accounts >= $min_weighted_accounts
+        and distinct_orgs >= $min_distinct_orgs
 )
 
 select
@@ -40,13 +60,13 @@ select
     account_ids,
     window_start,
     window_end,
-    case when weighted_accounts >= $critical_weighted_accounts then 'critical' end as severity,
+    risk_severity(risk_factors.crowd + risk_factors.anonymizer_share) as severity,
+    risk_factors.crowd + risk_factors.anonymizer_share as risk_score,
+    risk_factors,
     requests,
     distinct_accounts,
     distinct_orgs,
     round(weighted_accounts, 2) as weighted_accounts,
     asn_types
-from asn_windows
-where weighted_accounts >= $min_weighted_accounts
-    and distinct_orgs >= $min_distinct_orgs
+from scored
 order by window_start, asn_key

@@ -3,6 +3,10 @@
 -- (shared_hosting_infrastructure) misses them. Accounts are weighted by where they come from: a hosting,
 -- VPN or Tor block counts each account fully, an ordinary block (CGNAT, campus) only $ordinary_network_weight,
 -- and one organisation behind its office block (corporate NAT) fails $min_distinct_orgs.
+-- A building block, not a standalone finding: a crowd in one block (a cloud region, a proxy service's
+-- range, a consumer VPN) carries unrelated customers, so its risk stays context (below 20) and it never
+-- links accounts. The coordination that makes a ring is weighed per IP (shared_hosting_infrastructure)
+-- and across kinds of link (ring_clustering); this signal adds the block-level picture to an incident.
 
 with ipv6_parts as (
     -- IPv6 text may compress zeros with "::"; split around it so the /48 can be rebuilt in SQL.
@@ -88,25 +92,47 @@ block_accounts as (
         list_sort(list(account_id)) as account_ids
     from account_weights
     group by network_block, window_start
+),
+
+scored as (
+    select
+        block_windows.*,
+        block_accounts.distinct_accounts,
+        block_accounts.distinct_orgs,
+        block_accounts.weighted_accounts,
+        block_accounts.account_ids,
+        {
+            -- crowd size on a log scale between the alerting floor and a hydra-sized crowd
+            'crowd': round($weight_crowd * greatest(least(
+                ln(block_accounts.weighted_accounts / $min_weighted_accounts)
+                    / ln($hydra_weighted_accounts / $min_weighted_accounts),
+                1), 0), 1),
+            -- a block of anonymizers is likelier a proxy pool than one of residential or mobile lines
+            'anonymizer_share': round($weight_anonymizer
+                * block_accounts.weighted_accounts / block_accounts.distinct_accounts, 1)
+        } as risk_factors
+    from block_windows
+    inner join block_accounts using (network_block, window_start)
+    where block_accounts.weighted_accounts >= $min_weighted_accounts
+        and block_accounts.distinct_orgs >= $min_distinct_orgs
 )
 
 select
-    block_windows.network_block as entity_id,
-    block_accounts.account_ids,
-    block_windows.window_start,
-    block_windows.window_end,
-    case when block_accounts.weighted_accounts >= $critical_weighted_accounts then 'critical' end as severity,
-    block_windows.requests,
-    block_windows.distinct_ips,
-    block_accounts.distinct_accounts,
-    block_accounts.distinct_orgs,
-    round(block_accounts.weighted_accounts, 2) as weighted_accounts,
-    block_windows.asns,
-    block_windows.asn_types,
-    block_windows.first_seen,
-    block_windows.last_seen
-from block_windows
-inner join block_accounts using (network_block, window_start)
-where block_accounts.weighted_accounts >= $min_weighted_accounts
-    and block_accounts.distinct_orgs >= $min_distinct_orgs
-order by block_windows.window_start, block_windows.network_block
+    network_block as entity_id,
+    account_ids,
+    window_start,
+    window_end,
+    risk_severity(risk_factors.crowd + risk_factors.anonymizer_share) as severity,
+    risk_factors.crowd + risk_factors.anonymizer_share as risk_score,
+    risk_factors,
+    requests,
+    distinct_ips,
+    distinct_accounts,
+    distinct_orgs,
+    round(weighted_accounts, 2) as weighted_accounts,
+    asns,
+    asn_types,
+    first_seen,
+    last_seen
+from scored
+order by window_start, network_block

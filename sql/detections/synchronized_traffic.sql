@@ -2,6 +2,9 @@
 -- silent in the same minutes) although nothing else links them: every IP and ASN may differ. One
 -- controller scheduling many accounts leaves this rhythm. One row per synchronized group per window;
 -- the candidate bucketing that keeps this tractable lives in sql/views/synchronized_accounts.sql.
+-- Scored by evidence (risk_factors): a verified lockstep group is strong on its own (a minute-by-minute
+-- rhythm shared by strangers is rare), tighter similarity, more members and members on many different
+-- networks (nothing else in common) raise it; the group links its members into one campaign.
 
 with members as (
     select *
@@ -39,21 +42,54 @@ group_networks as (
         and events.event_time >= groups.window_start
         and events.event_time < groups.window_end
     group by groups.group_key, groups.window_start
+),
+
+scored as (
+    -- every feature in 0..1; greatest(least(...)) clamps
+    select
+        groups.*,
+        group_networks.requests,
+        group_networks.distinct_ips,
+        group_networks.distinct_asns,
+        group_networks.distinct_countries,
+        {
+            'lockstep': $base_risk,
+            'similarity': round($weight_similarity * greatest(least(
+                (groups.mean_jaccard - $min_jaccard) / (1 - $min_jaccard), 1), 0), 1),
+            'group_size': round($weight_size * greatest(least(
+                ln(groups.group_size / $min_accounts) / ln($large_group_accounts / $min_accounts), 1), 0), 1),
+            -- one AS per member: nothing but the clock binds them (a company's cron fleet shares its egress)
+            'network_diversity': round($weight_diversity * group_networks.distinct_asns / groups.group_size, 1)
+        } as risk_factors
+    from groups
+    inner join group_networks using (group_key, window_start)
+),
+
+totals as (
+    select
+        *,
+        least(
+            risk_factors.lockstep + risk_factors.similarity + risk_factors.group_size
+            + risk_factors.network_diversity,
+            100
+        ) as risk_score
+    from scored
 )
 
 select
-    'sync:' || groups.group_key as entity_id,
-    groups.account_ids,
-    groups.window_start,
-    groups.window_end,
-    case when groups.group_size >= $critical_accounts then 'critical' end as severity,
-    groups.group_size,
-    groups.mean_jaccard,
-    groups.consensus_minutes,
-    group_networks.requests,
-    group_networks.distinct_ips,
-    group_networks.distinct_asns,
-    group_networks.distinct_countries
-from groups
-inner join group_networks using (group_key, window_start)
-order by groups.window_start, entity_id
+    'sync:' || group_key as entity_id,
+    account_ids,
+    window_start,
+    window_end,
+    risk_severity(risk_score) as severity,
+    risk_score,
+    risk_factors,
+    group_size,
+    mean_jaccard,
+    consensus_minutes,
+    requests,
+    distinct_ips,
+    distinct_asns,
+    distinct_countries
+from totals
+order by window_start, entity_id

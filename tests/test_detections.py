@@ -147,6 +147,16 @@ def test_shared_hosting_names_the_coordinated_accounts_not_the_proxy_services_cu
         assert signal["risk_score"] == round(sum(signal["evidence"]["risk_factors"].values()))
 
 
+def test_restricted_region_served_access_is_immediate_and_isolated_geolocation_is_not(tmp_path):
+    served = run_on_fixture(tmp_path / "p", fixture_events("restricted_region_access", "positive"),
+                            "restricted_region_access")  # fmt: skip
+    assert served and all(signal["immediate"] for signal in served)
+    noise = run_on_fixture(tmp_path / "n", fixture_events("restricted_region_access", "negative"),
+                           "restricted_region_access")  # fmt: skip
+    (isolated,) = noise
+    assert isolated["evidence"]["isolated_geolocation"] and not isolated["immediate"]
+
+
 def test_impossible_travel_evidence(tmp_path):
     events = fixture_events("impossible_travel", "positive")
     alerts = {alert["entity_id"]: alert for alert in run_on_fixture(tmp_path, events, "impossible_travel")}

@@ -99,6 +99,8 @@ impossible_hops as (
                 then $shared_egress_factor
             else 1.0
         end as network_factor,
+        list_contains($alternation_ignored_asn_types, from_asn_type)
+            or list_contains($alternation_ignored_asn_types, to_asn_type) as through_gateway_pool,
         time_bucket(to_hours($window_hours), to_time) as window_start
     from excess_hops
     where excess_km >= $min_distance_km
@@ -136,8 +138,11 @@ account_windows as (
         account_id,
         window_start,
         count(*) as impossible_hops,
-        -- alternation: hops over ordinary networks back to a place the account itself used before
-        count(*) filter (where network_factor = 1.0 and known_to_account and not known_to_org)
+        -- alternation: hops back to a place the account itself used before, not through anonymizers or
+        -- carrier gateways (their geo is an exit's, and a carrier's gateways lie continents apart). Office
+        -- lines count: one key used from offices on two continents by turns is key sharing, while one
+        -- company's own egresses are known_to_org.
+        count(*) filter (where not through_gateway_pool and known_to_account and not known_to_org)
             as alternating_hops,
         count(*) filter (where known_to_org) as org_known_hops,
         list_sort(list_distinct(flatten(list([from_country, to_country])))) as countries,

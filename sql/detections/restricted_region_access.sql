@@ -3,6 +3,10 @@
 -- Escalates to critical when the same account also comes through anonymizing exits (VPN, hosting,
 -- Tor) outside the restricted list around the same time: the evasion pattern of hiding the real
 -- location most of the time and slipping once.
+-- Served access from a restricted country is a compliance incident whatever the intent, so it is high
+-- and immediate. The exception is GeoIP noise: one or two requests geolocated to a restricted country
+-- amid an account's traffic from elsewhere (a carrier gateway or a mis-placed line), with no evasion,
+-- stays a low-risk signal for the compliance report rather than a page.
 
 with restricted_events as (
     -- The reference list is dated: an event counts only under a row effective at its own event time,
@@ -14,6 +18,7 @@ with restricted_events as (
         events.country,
         restricted.regime,
         restricted.basis,
+        events.status_code,
         time_bucket(to_minutes($window_minutes), events.event_time) as window_start
     from events_enriched as events
     inner join restricted_countries as restricted
@@ -28,6 +33,7 @@ account_windows as (
         window_start,
         window_start + to_minutes($window_minutes) as window_end,
         count(*) as restricted_requests,
+        count(*) filter (where status_code < 400) as served_requests,
         min(event_time) as first_seen,
         max(event_time) as last_seen,
         list_sort(list(distinct country)) as restricted_countries,
@@ -61,28 +67,82 @@ anonymized_elsewhere as (
         and (restricted.effective_to is null or events.event_time < restricted.effective_to)
     where restricted.country_code is null
     group by windows.account_id, windows.window_start
+),
+
+account_context as (
+    -- the account's restricted and total requests around the window: an isolated geolocation among
+    -- traffic from elsewhere is GeoIP noise territory
+    select
+        windows.account_id,
+        windows.window_start,
+        count(*) filter (where restricted.country_code is not null) as nearby_restricted_requests,
+        count(*) as nearby_requests
+    from account_windows as windows
+    inner join events_enriched as events
+        on events.account_id = windows.account_id
+        and events.event_time >= windows.first_seen - to_hours($evasion_lookback_hours)
+        and events.event_time <= windows.last_seen + to_hours($evasion_lookback_hours)
+    left join restricted_countries as restricted
+        on events.country = restricted.country_code
+        and events.event_time >= restricted.effective_from
+        and (restricted.effective_to is null or events.event_time < restricted.effective_to)
+    group by windows.account_id, windows.window_start
+),
+
+scored as (
+    select
+        windows.*,
+        elsewhere.account_id is not null as evasion_detected,
+        coalesce(elsewhere.evasion_requests, 0) as evasion_requests,
+        coalesce(elsewhere.evasion_exit_ips, []) as evasion_exit_ips,
+        coalesce(elsewhere.evasion_exit_countries, []) as evasion_exit_countries,
+        context.nearby_restricted_requests,
+        context.nearby_requests,
+        elsewhere.account_id is null
+            and context.nearby_restricted_requests <= $max_isolated_requests
+            and context.nearby_restricted_requests <= $max_isolated_share * context.nearby_requests
+            as isolated_geolocation
+    from account_windows as windows
+    inner join account_context as context using (account_id, window_start)
+    left join anonymized_elsewhere as elsewhere
+        on windows.account_id = elsewhere.account_id
+        and windows.window_start = elsewhere.window_start
+),
+
+risked as (
+    select
+        *,
+        case
+            when evasion_detected then $evasion_risk
+            when isolated_geolocation then $isolated_risk
+            else $served_risk
+        end as risk_score
+    from scored
 )
 
 select
-    windows.account_id as entity_id,
-    [windows.account_id] as account_ids,
-    windows.window_start,
-    windows.window_end,
-    -- null keeps the detection's default severity (high)
-    case when elsewhere.account_id is not null then 'critical' end as severity,
-    windows.restricted_requests,
-    windows.first_seen,
-    windows.last_seen,
-    windows.restricted_countries,
-    windows.restricted_source_ips,
-    windows.regimes,
-    windows.bases,
-    elsewhere.account_id is not null as evasion_detected,
-    coalesce(elsewhere.evasion_requests, 0) as evasion_requests,
-    coalesce(elsewhere.evasion_exit_ips, []) as evasion_exit_ips,
-    coalesce(elsewhere.evasion_exit_countries, []) as evasion_exit_countries
-from account_windows as windows
-left join anonymized_elsewhere as elsewhere
-    on windows.account_id = elsewhere.account_id
-    and windows.window_start = elsewhere.window_start
-order by windows.window_start, windows.account_id
+    account_id as entity_id,
+    [account_id] as account_ids,
+    window_start,
+    window_end,
+    risk_severity(risk_score) as severity,
+    risk_score,
+    -- served access (not noise) is a compliance incident at once
+    served_requests > 0 and not isolated_geolocation as immediate,
+    restricted_requests,
+    served_requests,
+    first_seen,
+    last_seen,
+    restricted_countries,
+    restricted_source_ips,
+    regimes,
+    bases,
+    evasion_detected,
+    evasion_requests,
+    evasion_exit_ips,
+    evasion_exit_countries,
+    isolated_geolocation,
+    nearby_restricted_requests,
+    nearby_requests
+from risked
+order by window_start, account_id

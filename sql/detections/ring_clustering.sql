@@ -6,11 +6,14 @@
 -- ln(P / n) / ln(P) for a value shared by n of P accounts (P at least $reference_population, so a small
 -- lake does not make every value look common). Mobile, business and campus addresses never link:
 -- carrier-grade and corporate NAT put thousands of strangers behind one IP.
+-- A template links only as part of a script (its users also share other templates with each other): a
+-- popular tool's default prompt comes alone, however rare it looks.
 -- An account is a ring member when its links add up to $min_member_strength: no single kind except a
 -- rare shared card gets there alone, so shared cloud egress, a popular
 -- public template or a common SDK never make a ring. Members are then joined into rings through their
 -- shared infrastructure, cards, templates and timing groups (the client fingerprint adds strength but
--- never joins rings: one SDK version is shared by unrelated campaigns). A ring is reported only when the
+-- never joins rings: one SDK version is shared by unrelated campaigns; nor does a whole hosting AS, which
+-- carries unrelated campaigns and their bystanders alike). A ring is reported only when the
 -- kinds of link specific to it (values used mostly by its members) add up to $min_member_strength too.
 -- The graph is bipartite (account - resource) rather than account pairs, so a resource shared by
 -- 20,000 accounts is 20,000 edges, not 200 million.
@@ -27,6 +30,62 @@ population as (
     select window_start, greatest(count(distinct account_id), $reference_population) as accounts
     from windowed_events
     group by window_start
+),
+
+template_use as (
+    select window_start, account_id, any_value(org_key) as org_key, prompt_fingerprint, count(*) as requests
+    from windowed_events
+    where prompt_fingerprint is not null
+    group by window_start, account_id, prompt_fingerprint
+),
+
+template_sizes as (
+    select window_start, prompt_fingerprint, count(*) as accounts, count(distinct org_key) as orgs
+    from template_use
+    where requests >= $min_template_requests
+    group by window_start, prompt_fingerprint
+),
+
+cross_org_use as (
+    -- uses of templates shared across organisations: the only templates that can link
+    select template_use.*
+    from template_use
+    semi join template_sizes as sizes
+        on sizes.window_start = template_use.window_start
+        and sizes.prompt_fingerprint = template_use.prompt_fingerprint
+        and sizes.orgs >= $min_resource_orgs
+),
+
+cohesive_uses as (
+    -- an account's use of a template is cohesive when it also shares another template with another
+    -- user of this one, of another organisation: the two run one script
+    select distinct template.window_start, template.prompt_fingerprint, template.account_id
+    from cross_org_use as template
+    inner join cross_org_use as companion
+        on companion.window_start = template.window_start
+        and companion.account_id = template.account_id
+        and companion.prompt_fingerprint <> template.prompt_fingerprint
+    inner join cross_org_use as peer_companion
+        on peer_companion.window_start = companion.window_start
+        and peer_companion.prompt_fingerprint = companion.prompt_fingerprint
+        and peer_companion.org_key <> template.org_key
+    inner join cross_org_use as peer_template
+        on peer_template.window_start = template.window_start
+        and peer_template.account_id = peer_companion.account_id
+        and peer_template.prompt_fingerprint = template.prompt_fingerprint
+    where template.requests >= $min_template_requests
+),
+
+script_templates as (
+    -- a template links only as part of a script: at least $script_cohesion_share of its accounts use it
+    -- cohesively. A popular tool's default prompt comes alone (its users' other prompts are their own),
+    -- however rare it looks in a small population; a split ring's common template is cohesive through
+    -- each cell's own templates.
+    select window_start, prompt_fingerprint
+    from cohesive_uses
+    inner join template_sizes using (window_start, prompt_fingerprint)
+    group by window_start, prompt_fingerprint
+    having count(*) >= $script_cohesion_share * any_value(template_sizes.accounts)
 ),
 
 resource_links as (
@@ -46,12 +105,12 @@ resource_links as (
     from windowed_events
     where user_agent is not null
     union
-    -- a template needs repeated use by an account to link it (one stray request is noise)
-    select window_start, account_id, any_value(org_key), 'template', prompt_fingerprint
-    from windowed_events
-    where prompt_fingerprint is not null
-    group by window_start, account_id, prompt_fingerprint
-    having count(*) >= $min_template_requests
+    -- a template needs repeated use by an account to link it (one stray request is noise), and must be
+    -- part of a script
+    select window_start, account_id, org_key, 'template', prompt_fingerprint
+    from template_use
+    semi join script_templates using (window_start, prompt_fingerprint)
+    where requests >= $min_template_requests
 ),
 
 sync_links as (
@@ -134,7 +193,10 @@ edges as (
     from all_links as links
     semi join members using (window_start, account_id)
     semi join shared_resources using (window_start, family, resource)
+    -- client fingerprints and whole ASes add strength but never join rings: one SDK version, or one
+    -- hosting provider, is shared by unrelated campaigns and their bystanders alike
     where links.family <> 'client'
+        and not (links.family = 'infrastructure' and links.resource like 'asn:%')
 ),
 
 components (window_start, account_id, label) using key (window_start, account_id) as (

@@ -141,8 +141,12 @@ account_windows as (
         -- alternation: hops back to a place the account itself used before, not through anonymizers or
         -- carrier gateways (their geo is an exit's, and a carrier's gateways lie continents apart). Office
         -- lines count: one key used from offices on two continents by turns is key sharing, while one
-        -- company's own egresses are known_to_org.
-        count(*) filter (where not through_gateway_pool and known_to_account and not known_to_org)
+        -- company's own egresses are known_to_org. Inside one country (or to a neighbour) alternation is
+        -- GeoIP's: a country-level answer puts a line at the country's centre, so home and office swap
+        -- between a city and the centroid all day.
+        count(*) filter (
+            where not through_gateway_pool and not nearby_countries and known_to_account and not known_to_org
+        )
             as alternating_hops,
         count(*) filter (where known_to_org) as org_known_hops,
         list_sort(list_distinct(flatten(list([from_country, to_country])))) as countries,

@@ -6,7 +6,8 @@
 --     public tool's users share its one template and nothing else;
 --   - harvesting-shaped content: the template's requests are output-heavy or elicit reasoning;
 --   - spread across organisations (on a log scale; the crowd counts least).
--- A team sharing a template is one org and yields nothing; scores below $min_risk yield no signal.
+-- A team sharing a template is one org and yields nothing; scores below $min_risk yield no signal, so
+-- only scripts link accounts into a campaign (a popular template never does).
 
 with template_accounts as (
     select

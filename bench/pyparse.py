@@ -2,8 +2,9 @@
 
 It mirrors io.usagewatch.udf.ParseAccessEvent (pipelines/jvm): same output fields in the same order
 (error, raw, the contract fields, extras) and the same contract rules with the same dead-letter reasons.
-Not mirrored: the hostile-input limits (record size, nesting depth, duplicate keys), which cost nothing
-on well-formed benchmark traffic. This is a benchmark stand-in, not a second implementation to maintain.
+Not mirrored: the hostile-input limits (record size, nesting depth, duplicate keys, length and token
+bounds, strict UTF-8), which cost nothing on well-formed benchmark traffic. This is a benchmark
+stand-in, not a second implementation to maintain.
 """
 
 from __future__ import annotations

@@ -35,5 +35,5 @@ RESULT_TYPE = DataTypes.ROW(
 
 # Non-deterministic for the same reason as the Java UDF: the planner must not copy the call per field.
 @udf(result_type=RESULT_TYPE, deterministic=False)
-def parse_access_event(payload: str, kafka_partition: int | None, kafka_offset: int | None) -> Row:
+def parse_access_event(payload: bytes, kafka_partition: int | None, kafka_offset: int | None) -> Row:
     return Row(*parse(payload), kafka_partition, kafka_offset)

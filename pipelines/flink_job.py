@@ -151,7 +151,9 @@ def source_ddl(config: JobConfig) -> str:
         options = {"connector": "filesystem", "path": config.input_path, "format": "raw"}
     return (
         "create temporary table access_events_source (\n"
-        "  payload string,\n"
+        # Bytes, not string: the parser decodes them itself and dead-letters what is not UTF-8, where a
+        # string column would have replaced each bad byte with U+FFFD and archived the altered record.
+        "  payload bytes,\n"
         f"{metadata}"
         # A record without a readable event_time gets the epoch: it never advances the watermark, and a
         # null rowtime would fail the job. The full parse sends such records to the dead letters.

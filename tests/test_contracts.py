@@ -212,3 +212,43 @@ def test_an_impossible_calendar_date_is_rejected_like_the_jvm_parser_does():
     event["event_time"] = "2026-02-30T00:00:00.000Z"
     with pytest.raises(ContractViolation, match="date-time"):
         validate_event(event)
+
+
+# Finding 9/4 of issue 11: every string field has a length bound and token counts a realistic maximum.
+STRING_BOUNDS = {
+    name: spec["maxLength"]
+    for name, spec in load_schema(ACCESS_EVENT_SCHEMA)["properties"].items()
+    if "string" in spec.get("type", []) and "maxLength" in spec
+}
+
+
+def test_every_string_field_of_the_event_contract_has_a_length_bound():
+    properties = load_schema(ACCESS_EVENT_SCHEMA)["properties"]
+    strings = {name for name, spec in properties.items() if "string" in spec.get("type", [])}
+    assert strings == set(STRING_BOUNDS)
+    assert properties["request_tags"]["items"]["maxLength"] and properties["request_tags"]["maxItems"]
+
+
+@pytest.mark.parametrize("field", ["event_id", "account_id", "api_key_id", "org_id", "model", "endpoint",
+                                   "payment_fingerprint", "user_agent"])  # fmt: skip
+def test_an_identifier_longer_than_its_bound_is_rejected(field):
+    bound = STRING_BOUNDS[field]
+    validate_event({**VALID_EVENT, field: "é" * bound})  # the bound counts characters, not bytes
+    with pytest.raises(ContractViolation, match=f"^{ACCESS_EVENT_SCHEMA}: {field}: .* is too long"):
+        validate_event({**VALID_EVENT, field: "a" * (bound + 1)})
+
+
+def test_a_hundred_kilobyte_account_id_is_rejected():
+    with pytest.raises(ContractViolation, match="account_id: .* is too long"):
+        validate_event({**VALID_EVENT, "account_id": "a" * 100_000})
+
+
+@pytest.mark.parametrize("field", ["input_tokens", "output_tokens"])
+def test_token_counts_are_bounded_so_window_sums_cannot_overflow(field):
+    maximum = load_schema(ACCESS_EVENT_SCHEMA)["properties"][field]["maximum"]
+    validate_event({**VALID_EVENT, field: maximum})
+    with pytest.raises(ContractViolation, match=f"{field}: 9223372036854775807 is greater than"):
+        validate_event({**VALID_EVENT, field: 2**63 - 1})
+    # A one-minute window would need this many events of one key to wrap a signed 64-bit sum: far more
+    # than the job can read in a minute (about 10^4 events/s).
+    assert (2**63 - 1) // maximum > 10**11

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 
 from pipelines.analyst import open_lake
-from pipelines.contracts import ACCESS_EVENT_SCHEMA, load_schema
+from pipelines.contracts import ACCESS_EVENT_SCHEMA, load_schema, validate_event
 from pipelines.flink_job import run_job
 from pipelines.paths import UDF_JAR
 
@@ -120,8 +120,11 @@ def _nesting_depth(document: object) -> int:
 
 
 def contract_accepts(raw: bytes) -> bool:
-    """Whether the contract accepts this record, decoded as the job decodes it (bad UTF-8 -> U+FFFD)."""
-    text = raw.decode("utf-8", errors="replace")
+    """Whether the contract accepts this record; bytes that are not UTF-8 make it invalid."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
     if len(text.encode("utf-16-le", errors="surrogatepass")) // 2 > MAX_RECORD_CHARS:
         return False
     try:
@@ -170,9 +173,10 @@ def _valid_strings(spec: dict) -> st.SearchStrategy[str]:
     formats = [branch["format"] for branch in spec.get("anyOf", [])]
     if formats:
         return st.one_of(*(st.ip_addresses(v=4 if name == "ipv4" else 6).map(str) for name in formats))
+    bound = spec.get("maxLength", 30)
     if "pattern" in spec:
-        return st.from_regex(spec["pattern"], fullmatch=True)
-    return st.text(any_char, min_size=spec.get("minLength", 0), max_size=30)
+        return st.from_regex(spec["pattern"], fullmatch=True).filter(lambda text: len(text) <= bound)
+    return st.text(any_char, min_size=spec.get("minLength", 0), max_size=min(30, bound))
 
 
 def valid_values(spec: dict) -> st.SearchStrategy:
@@ -216,6 +220,7 @@ NUMBER_TOKENS = [
     "NaN", "Infinity", "-Infinity", "nan", "1e400", "-1e400", "-0", "-0.0", "12.0", "1e2", "1.5",
     "9223372036854775807", "9223372036854775808", "9223372036854775807.0", "9.3e18", "0x10", "01", "+1",
     "1" * 999, "1" * 1001, "0." + "0" * 1500 + "1",
+    "10000000", "10000001", "1e7", "4294967295", "4294967296",  # the token and ASN maximums, and one past
 ]  # fmt: skip
 special_numbers = st.sampled_from(NUMBER_TOKENS) | st.integers().map(str) | st.floats().map(repr)
 invalid_ips = (
@@ -237,7 +242,19 @@ bad_times = (
 MUTATIONS = (
     "none", "wrong_type", "drop_required", "hostile_string", "huge_string", "special_number", "deep_nesting",
     "timestamp", "ip", "country", "duplicate_key", "truncated", "non_object", "blank", "trailing", "bom",
+    "long_string", "bad_utf8",
 )  # fmt: skip
+# String fields whose only shape rule is a length bound (or a pattern any repeated letter satisfies).
+LENGTH_BOUNDED_FIELDS = [
+    name
+    for name in STRING_FIELDS
+    if "maxLength" in PROPERTIES[name] and not {"format", "anyOf"} & set(PROPERTIES[name])
+]
+# Byte sequences that are not UTF-8: a stray continuation byte, a truncated sequence, an encoded
+# surrogate (CESU-8), an overlong NUL, a code point past U+10FFFF, bytes UTF-8 never uses.
+BAD_UTF8 = [
+    b"\x80", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xc0\x80", b"\xf4\x90\x80\x80", b"\xff", b"\xfe",
+]  # fmt: skip
 
 
 @st.composite
@@ -275,6 +292,10 @@ def hostile_records(draw: st.DrawFn) -> bytes:
         event["source_ip"] = draw(invalid_ips)
     elif mutation == "country":
         event["country"] = draw(countries)
+    elif mutation == "long_string":
+        field = draw(st.sampled_from(LENGTH_BOUNDED_FIELDS))
+        length = PROPERTIES[field]["maxLength"] + draw(st.sampled_from([-1, 0, 1]))
+        event[field] = draw(st.sampled_from(["a", "b"] if field == "country" else ["a", "é", "😀"])) * length
     raw = encode(event, ascii_only)
     if token is not None:
         raw = raw.replace(f'"{_PLACEHOLDER}"'.encode(), token.encode())
@@ -291,6 +312,9 @@ def hostile_records(draw: st.DrawFn) -> bytes:
         raw += draw(st.sampled_from([b" ", b"\t", b"x", b"{}", b",", b"]", b" // comment", b"\x00"]))
     elif mutation == "bom":
         raw = "\ufeff".encode() + raw
+    elif mutation == "bad_utf8":
+        at = draw(st.integers(0, len(raw)))
+        raw = raw[:at] + draw(st.sampled_from(BAD_UTF8)) + raw[at:]
     return raw
 
 
@@ -351,6 +375,14 @@ def parser() -> Iterator[ParserProcess]:
     assert process.process.returncode == 0, process.process.stderr.read().decode(errors="replace")
 
 
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _check(parser: ParserProcess, raw: bytes) -> None:
     (verdict,) = parser.verdicts([raw])
     assert set(verdict) in ({"ok"}, {"error"}), verdict
@@ -374,7 +406,8 @@ FAST = settings(
 @given(event=valid_events(), ascii_only=st.booleans())
 def test_events_the_contract_accepts_are_parsed(parser, event, ascii_only):
     raw = encode(event, ascii_only)
-    assert contract_accepts(raw), raw  # the strategies themselves follow the schema
+    # The strategies follow the schema; only a lone surrogate written unescaped makes the bytes not UTF-8.
+    assert contract_accepts(raw) is _is_utf8(raw), raw
     _check(parser, raw)
 
 
@@ -453,6 +486,75 @@ def test_line_mode_reads_one_record_per_line():
     assert [verdict.get("error", "")[:12] for verdict in verdicts[1:]] == [
         "invalid JSON", "invalid JSON", "invalid asn:",
     ]  # fmt: skip
+
+
+# --- the bounds of issue 11: the JVM parser and pipelines/contracts.py on the same records ------------
+
+
+def _bound_cases() -> list[tuple[str, dict, bool]]:
+    """(case, change to a valid event, accepted): each bound exactly at its limit and one past it."""
+    cases = []
+    for field in LENGTH_BOUNDED_FIELDS:
+        bound = PROPERTIES[field]["maxLength"]
+        # Fields with a pattern get letters it allows; the others a two-byte and an astral character: a
+        # character outside the BMP counts once, as in JSON Schema, though Java stores it as two chars.
+        letters = {"country": "A", "prompt_fingerprint": "a"}.get(field, "é😀")
+        cases += [(f"{field} of {bound} {letter!r}", {field: letter * bound}, True) for letter in letters]
+        cases.append((f"{field} of {bound + 1}", {field: letters[0] * (bound + 1)}, False))
+    tags = PROPERTIES["request_tags"]
+    tag_length, tag_count = tags["items"]["maxLength"], tags["maxItems"]
+    cases += [
+        ("tag at its length bound", {"request_tags": ["t" * tag_length]}, True),
+        ("tag past its length bound", {"request_tags": ["t" * (tag_length + 1)]}, False),
+        ("tags at their count bound", {"request_tags": ["t"] * tag_count}, True),
+        ("tags past their count bound", {"request_tags": ["t"] * (tag_count + 1)}, False),
+    ]
+    for field in ("input_tokens", "output_tokens", "asn"):
+        maximum = PROPERTIES[field]["maximum"]
+        cases += [
+            (f"{field} at its maximum", {field: maximum}, True),
+            (f"{field} past its maximum", {field: maximum + 1}, False),
+            (f"{field} at 2^63-1", {field: 2**63 - 1}, False),
+        ]
+    return cases
+
+
+def _python_contract_accepts(raw: bytes) -> bool:
+    try:
+        # Decoded first: json.loads(bytes) would let UTF-8-encoded surrogates through (surrogatepass).
+        validate_event(json.loads(raw.decode("utf-8")))
+    except ValueError:  # ContractViolation, JSONDecodeError and UnicodeDecodeError alike
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("change", "accepted"), [case[1:] for case in _bound_cases()],
+                         ids=[case[0] for case in _bound_cases()])  # fmt: skip
+def test_the_jvm_parser_and_the_python_contract_agree_on_every_bound(parser, change, accepted):
+    raw = encode({**VALID_EVENT, **change}, ascii_only=False)
+    (verdict,) = parser.verdicts([raw])
+    assert ("ok" in verdict) is accepted, verdict
+    assert _python_contract_accepts(raw) is accepted
+    assert contract_accepts(raw) is accepted
+    if not accepted:
+        field = next(iter(change))
+        assert field in verdict["error"], verdict
+
+
+@pytest.mark.parametrize("bad_bytes", BAD_UTF8)
+def test_invalid_utf8_is_dead_lettered_with_its_offset_not_replaced(parser, bad_bytes):
+    good = encode({**VALID_EVENT, "user_agent": "ua"}, ascii_only=True)
+    at = good.index(b'"ua"') + 2
+    raw = good[:at] + bad_bytes + good[at:]
+    (verdict,) = parser.verdicts([raw])
+    assert verdict.get("error", "").startswith(f"invalid UTF-8 at byte {at}"), verdict
+    assert not _python_contract_accepts(raw) and not contract_accepts(raw)
+
+
+def test_a_genuine_replacement_character_is_valid_utf8(parser):
+    raw = encode({**VALID_EVENT, "user_agent": "\ufffd"}, ascii_only=False)
+    assert b"\xef\xbf\xbd" in raw
+    assert parser.verdicts([raw]) == [{"ok": True}]
 
 
 # --- the real job over a hypothesis-drawn corpus ------------------------------------------------------

@@ -14,7 +14,7 @@ import org.apache.flink.table.functions.ScalarFunction;
 /**
  * The event time of a raw access event, read with a streaming scan that stops at the top-level
  * {@code event_time} field; null when the record has none or it is not RFC 3339 UTC with
- * milliseconds.
+ * milliseconds. Reads the raw bytes as UTF-8 (bytes that are not stop the scan: no event time).
  *
  * <p>The source table declares its watermark on this value, so it runs before the full parse
  * ({@link ParseAccessEvent}) and must stay cheap.
@@ -25,7 +25,7 @@ public class EventTimeOf extends ScalarFunction {
     private static final Pattern RFC3339_UTC_MILLIS =
             Pattern.compile("\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z");
 
-    public @DataTypeHint("TIMESTAMP(3)") LocalDateTime eval(String raw) {
+    public @DataTypeHint("TIMESTAMP(3)") LocalDateTime eval(byte[] raw) {
         if (raw == null) {
             return null;
         }

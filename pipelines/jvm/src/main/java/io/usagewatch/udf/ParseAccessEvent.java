@@ -2,7 +2,14 @@ package io.usagewatch.udf;
 
 import java.net.InetAddress;
 import java.net.UnknownHostException;
+import java.nio.ByteBuffer;
+import java.nio.CharBuffer;
+import java.nio.charset.CharsetDecoder;
+import java.nio.charset.CoderResult;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Base64;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
@@ -21,9 +28,12 @@ import org.apache.flink.table.functions.ScalarFunction;
 import org.apache.flink.types.Row;
 
 /**
- * Parses one raw access event (a Kafka message value or a JSONL line) against
+ * Parses one raw access event (the bytes of a Kafka message value or a JSONL line) against
  * schemas/access_event.schema.json and emits exactly one row: the typed fields with a null
  * {@code error}, or null fields with {@code error} naming the first rule the record breaks.
+ *
+ * <p>The bytes must be UTF-8. A record that is not is rejected, never repaired: its {@code raw} is then
+ * the record base64-encoded, so the dead letter still holds every byte.
  *
  * <p>One parse per record feeds every output (archive, windows, dead letters); the SQL
  * {@code json} format cannot do this because it either fails the job or, with
@@ -50,6 +60,20 @@ public class ParseAccessEvent extends ScalarFunction {
      * also caps every string inside the record, so the parser never buffers more than this.
      */
     static final int MAX_RECORD_CHARS = 1_000_000;
+
+    // The schema's bounds (maxLength, maxItems, maximum); tests/test_hostile_input.py runs this parser and
+    // the Python contract on each bound and one past it.
+    private static final int MAX_IDENTIFIER_CHARS = 128;
+    private static final int EVENT_TIME_CHARS = 24; // 2026-01-31T12:00:00.000Z
+    private static final int MAX_ENDPOINT_CHARS = 256;
+    private static final int MAX_USER_AGENT_CHARS = 1024;
+    private static final int MAX_IP_CHARS = 45; // the longest IPv6 text: 6 groups and a dotted quad
+    private static final int MAX_TAGS = 32;
+    private static final int MAX_TAG_CHARS = 64;
+    /** Tokens of one request: beyond any context window, and no one-minute sum can overflow a long. */
+    private static final long MAX_TOKENS = 10_000_000L;
+    private static final long MAX_ASN = 0xFFFF_FFFFL; // 32-bit AS numbers (RFC 6793)
+    private static final long NO_MAXIMUM = Long.MAX_VALUE;
 
     private static final Set<String> ASN_TYPES =
             Set.of("residential", "business", "hosting", "vpn", "tor", "mobile", "unknown");
@@ -91,7 +115,7 @@ public class ParseAccessEvent extends ScalarFunction {
         }
     }
 
-    public @DataTypeHint(ROW_TYPE) Row eval(String raw, Integer kafkaPartition, Long kafkaOffset) {
+    public @DataTypeHint(ROW_TYPE) Row eval(byte[] raw, Integer kafkaPartition, Long kafkaOffset) {
         Row row = parse(raw);
         row.setField(ROW_ARITY - 2, kafkaPartition);
         row.setField(ROW_ARITY - 1, kafkaOffset);
@@ -102,17 +126,54 @@ public class ParseAccessEvent extends ScalarFunction {
      * The verdict on one raw record, without Kafka coordinates: field 0 is null for a valid event, else
      * the dead-letter reason. Shared with {@link ParseCli} so tests exercise exactly this code.
      */
-    static Row parse(String raw) {
+    static Row parse(byte[] raw) {
+        if (raw == null) {
+            return rejected("invalid JSON: empty record", null);
+        }
+        String text;
+        try {
+            text = utf8(raw);
+        } catch (InvalidEvent e) {
+            return rejected(e.getMessage(), Base64.getEncoder().encodeToString(raw));
+        }
         Row row = new Row(ROW_ARITY);
         try {
-            fill(row, raw);
+            fill(row, text);
         } catch (InvalidEvent e) {
-            // A rejected record keeps nothing half-parsed: only the reason and the record itself.
-            row = new Row(ROW_ARITY);
-            row.setField(0, e.getMessage());
-            row.setField(1, raw);
+            return rejected(e.getMessage(), text);
         }
         return row;
+    }
+
+    /** A rejected record keeps nothing half-parsed: only the reason and the record itself. */
+    private static Row rejected(String reason, String raw) {
+        Row row = new Row(ROW_ARITY);
+        row.setField(0, reason);
+        row.setField(1, raw);
+        return row;
+    }
+
+    /** The record as text, or the offset of its first byte that is not UTF-8. */
+    static String utf8(byte[] raw) throws InvalidEvent {
+        // The lenient decoder (the JDK's fast path) writes U+FFFD for each malformed sequence, so text
+        // without one is valid; only text with one, rare in real traffic, is decoded again strictly.
+        String text = new String(raw, StandardCharsets.UTF_8);
+        if (text.indexOf('\uFFFD') < 0) {
+            return text;
+        }
+        CharsetDecoder strict =
+                StandardCharsets.UTF_8
+                        .newDecoder()
+                        .onMalformedInput(CodingErrorAction.REPORT)
+                        .onUnmappableCharacter(CodingErrorAction.REPORT);
+        ByteBuffer in = ByteBuffer.wrap(raw);
+        CoderResult result = strict.decode(in, CharBuffer.allocate(raw.length), true);
+        if (result.isError()) {
+            // On an error the input position is where the malformed sequence starts.
+            throw new InvalidEvent(
+                    "invalid UTF-8 at byte " + in.position() + ": raw holds the record base64-encoded");
+        }
+        return text; // valid UTF-8 that contains a genuine U+FFFD
     }
 
     /**
@@ -125,9 +186,6 @@ public class ParseAccessEvent extends ScalarFunction {
     }
 
     private static void fill(Row row, String raw) throws InvalidEvent {
-        if (raw == null) {
-            throw new InvalidEvent("invalid JSON: empty record");
-        }
         if (raw.length() > MAX_RECORD_CHARS) {
             throw new InvalidEvent("record too large: over " + MAX_RECORD_CHARS + " characters");
         }
@@ -144,34 +202,34 @@ public class ParseAccessEvent extends ScalarFunction {
             throw new InvalidEvent("invalid JSON: not an object");
         }
         ObjectNode event = (ObjectNode) root;
-        row.setField(2, requiredString(event, "event_id"));
-        row.setField(3, EventTimeOf.parse(requiredString(event, "event_time")));
+        row.setField(2, requiredString(event, "event_id", MAX_IDENTIFIER_CHARS));
+        row.setField(3, EventTimeOf.parse(requiredString(event, "event_time", EVENT_TIME_CHARS)));
         if (row.getField(3) == null) {
             throw new InvalidEvent(
                     "invalid event_time: expected RFC 3339 UTC with milliseconds, e.g. 2026-01-31T12:00:00.000Z");
         }
-        row.setField(4, requiredString(event, "account_id"));
-        row.setField(5, requiredString(event, "api_key_id"));
-        row.setField(6, optionalString(event, "org_id"));
-        row.setField(7, ipAddress(requiredString(event, "source_ip")));
+        row.setField(4, requiredString(event, "account_id", MAX_IDENTIFIER_CHARS));
+        row.setField(5, requiredString(event, "api_key_id", MAX_IDENTIFIER_CHARS));
+        row.setField(6, optionalString(event, "org_id", MAX_IDENTIFIER_CHARS));
+        row.setField(7, ipAddress(requiredString(event, "source_ip", MAX_IP_CHARS)));
         row.setField(8, matching(event, "country", COUNTRY, "an ISO-3166 alpha-2 code"));
         row.setField(9, coordinate(event, "latitude", 90));
         row.setField(10, coordinate(event, "longitude", 180));
-        row.setField(11, optionalLong(event, "asn"));
-        String asnType = optionalString(event, "asn_type");
+        row.setField(11, optionalLong(event, "asn", MAX_ASN));
+        String asnType = optionalString(event, "asn_type", MAX_IDENTIFIER_CHARS);
         if (asnType != null && !ASN_TYPES.contains(asnType)) {
             throw new InvalidEvent("invalid asn_type: must be one of " + ASN_TYPES);
         }
         row.setField(12, asnType);
-        row.setField(13, requiredString(event, "model"));
-        row.setField(14, requiredString(event, "endpoint"));
-        row.setField(15, requiredLong(event, "input_tokens"));
-        row.setField(16, requiredLong(event, "output_tokens"));
+        row.setField(13, requiredString(event, "model", MAX_IDENTIFIER_CHARS));
+        row.setField(14, requiredString(event, "endpoint", MAX_ENDPOINT_CHARS));
+        row.setField(15, requiredLong(event, "input_tokens", MAX_TOKENS));
+        row.setField(16, requiredLong(event, "output_tokens", MAX_TOKENS));
         row.setField(17, statusCode(event));
-        row.setField(18, optionalLong(event, "latency_ms"));
+        row.setField(18, optionalLong(event, "latency_ms", NO_MAXIMUM));
         row.setField(19, matching(event, "prompt_fingerprint", HEX, "a lowercase hex string"));
-        row.setField(20, optionalString(event, "payment_fingerprint"));
-        row.setField(21, optionalString(event, "user_agent"));
+        row.setField(20, optionalString(event, "payment_fingerprint", MAX_IDENTIFIER_CHARS));
+        row.setField(21, optionalString(event, "user_agent", MAX_USER_AGENT_CHARS));
         row.setField(22, requestTags(event));
         row.setField(23, extras(event));
     }
@@ -184,7 +242,7 @@ public class ParseAccessEvent extends ScalarFunction {
         return node;
     }
 
-    private static String requiredString(ObjectNode event, String field) throws InvalidEvent {
+    private static String requiredString(ObjectNode event, String field, int maxChars) throws InvalidEvent {
         JsonNode node = present(event, field);
         if (!node.isTextual()) {
             throw new InvalidEvent("wrong type: " + field + " must be a string");
@@ -192,10 +250,10 @@ public class ParseAccessEvent extends ScalarFunction {
         if (node.textValue().isEmpty()) {
             throw new InvalidEvent("invalid " + field + ": must not be empty");
         }
-        return node.textValue();
+        return bounded(node.textValue(), field, maxChars);
     }
 
-    private static String optionalString(ObjectNode event, String field) throws InvalidEvent {
+    private static String optionalString(ObjectNode event, String field, int maxChars) throws InvalidEvent {
         JsonNode node = event.get(field);
         if (node == null || node.isNull()) {
             return null;
@@ -203,12 +261,20 @@ public class ParseAccessEvent extends ScalarFunction {
         if (!node.isTextual()) {
             throw new InvalidEvent("wrong type: " + field + " must be a string or null");
         }
-        return node.textValue();
+        return bounded(node.textValue(), field, maxChars);
+    }
+
+    /** JSON Schema's maxLength counts code points; a Java char is a UTF-16 unit, so 😀 is two of them. */
+    private static String bounded(String value, String field, int maxChars) throws InvalidEvent {
+        if (value.length() > maxChars && value.codePointCount(0, value.length()) > maxChars) {
+            throw new InvalidEvent("invalid " + field + ": longer than " + maxChars + " characters");
+        }
+        return value;
     }
 
     private static String matching(ObjectNode event, String field, Pattern pattern, String what)
             throws InvalidEvent {
-        String value = optionalString(event, field);
+        String value = optionalString(event, field, MAX_IDENTIFIER_CHARS);
         if (value != null && !pattern.matcher(value).matches()) {
             throw new InvalidEvent("invalid " + field + ": must be " + what);
         }
@@ -238,22 +304,24 @@ public class ParseAccessEvent extends ScalarFunction {
         return node.longValue();
     }
 
-    private static Long requiredLong(ObjectNode event, String field) throws InvalidEvent {
-        long value = integral(present(event, field), field);
-        if (value < 0) {
-            throw new InvalidEvent("invalid " + field + ": must be >= 0");
-        }
-        return value;
+    private static Long requiredLong(ObjectNode event, String field, long maximum) throws InvalidEvent {
+        return inRange(integral(present(event, field), field), field, maximum);
     }
 
-    private static Long optionalLong(ObjectNode event, String field) throws InvalidEvent {
+    private static Long optionalLong(ObjectNode event, String field, long maximum) throws InvalidEvent {
         JsonNode node = event.get(field);
         if (node == null || node.isNull()) {
             return null;
         }
-        long value = integral(node, field);
+        return inRange(integral(node, field), field, maximum);
+    }
+
+    private static long inRange(long value, String field, long maximum) throws InvalidEvent {
         if (value < 0) {
             throw new InvalidEvent("invalid " + field + ": must be >= 0");
+        }
+        if (value > maximum) {
+            throw new InvalidEvent("invalid " + field + ": must be <= " + maximum);
         }
         return value;
     }
@@ -306,6 +374,9 @@ public class ParseAccessEvent extends ScalarFunction {
         if (!node.isArray()) {
             throw new InvalidEvent("wrong type: request_tags must be an array of strings");
         }
+        if (node.size() > MAX_TAGS) {
+            throw new InvalidEvent("invalid request_tags: more than " + MAX_TAGS + " tags");
+        }
         List<String> tags = new ArrayList<>(node.size());
         for (JsonNode tag : node) {
             if (!tag.isTextual()) {
@@ -314,7 +385,7 @@ public class ParseAccessEvent extends ScalarFunction {
             if (tag.textValue().isEmpty()) {
                 throw new InvalidEvent("invalid request_tags: a tag must not be empty");
             }
-            tags.add(tag.textValue());
+            tags.add(bounded(tag.textValue(), "request_tags", MAX_TAG_CHARS));
         }
         return tags.toArray(new String[0]);
     }

@@ -1,17 +1,16 @@
 package io.usagewatch.udf;
 
 import java.io.BufferedInputStream;
-import java.io.BufferedReader;
 import java.io.BufferedWriter;
 import java.io.ByteArrayOutputStream;
 import java.io.DataInputStream;
 import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStream;
-import java.io.InputStreamReader;
 import java.io.OutputStreamWriter;
 import java.io.Writer;
 import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
 
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.ObjectNode;
@@ -23,9 +22,9 @@ import org.apache.flink.types.Row;
  *
  * <p>Default: one record per line, like the replay file source. With {@code --length-prefixed} each
  * record is its UTF-8 byte count in decimal, a newline, then exactly that many bytes, so a record may
- * contain newlines and one long-lived JVM can check many records (the hypothesis suite's mode). Bytes
- * that are not UTF-8 become U+FFFD, as in the Kafka source's string decoding. Each verdict is flushed
- * at once so a caller can write a record and wait for its answer.
+ * contain newlines and one long-lived JVM can check many records (the hypothesis suite's mode). The
+ * parser gets the record's bytes, as the job's source hands them over. Each verdict is flushed at once
+ * so a caller can write a record and wait for its answer.
  */
 public final class ParseCli {
 
@@ -40,25 +39,39 @@ public final class ParseCli {
             System.exit(2);
         }
         Writer out = new BufferedWriter(new OutputStreamWriter(System.out, StandardCharsets.UTF_8));
+        DataInputStream in = new DataInputStream(new BufferedInputStream(System.in));
         if (lengthPrefixed) {
-            DataInputStream in = new DataInputStream(new BufferedInputStream(System.in));
             String header;
             while ((header = readHeader(in)) != null) {
                 byte[] record = new byte[parseLength(header)];
                 in.readFully(record);
-                writeVerdict(out, new String(record, StandardCharsets.UTF_8));
+                writeVerdict(out, record);
             }
         } else {
-            BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
-            String line;
-            while ((line = in.readLine()) != null) {
+            byte[] line;
+            while ((line = readLine(in)) != null) {
                 writeVerdict(out, line);
             }
         }
         out.flush();
     }
 
-    private static void writeVerdict(Writer out, String raw) throws IOException {
+    /** The bytes up to the next newline (a trailing carriage return dropped), or null at the end. */
+    private static byte[] readLine(InputStream in) throws IOException {
+        ByteArrayOutputStream line = new ByteArrayOutputStream();
+        int next;
+        while ((next = in.read()) != '\n') {
+            if (next < 0) {
+                return line.size() == 0 ? null : line.toByteArray();
+            }
+            line.write(next);
+        }
+        byte[] bytes = line.toByteArray();
+        boolean crlf = bytes.length > 0 && bytes[bytes.length - 1] == '\r';
+        return crlf ? Arrays.copyOf(bytes, bytes.length - 1) : bytes;
+    }
+
+    private static void writeVerdict(Writer out, byte[] raw) throws IOException {
         Row row = ParseAccessEvent.parse(raw);
         ObjectNode verdict = JSON.createObjectNode();
         Object reason = row.getField(0);

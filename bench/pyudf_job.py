@@ -3,7 +3,9 @@
 Runs jobs/usage_aggregates.py's main unchanged, with two substitutions: the statements register
 bench.pyudf.parse_access_event (language python) in place of the Java UDF, and the configuration
 names this interpreter for the Python workers. Everything else (source, views, windows, sinks,
-checkpointing) is the project's own SQL. Needs the repository root on PYTHONPATH (for the workers).
+checkpointing) is the project's own SQL, the source's watermark included: its watermark_time still asks
+the Java parser for each record's verdict, so this variant now parses every record in Java as well as in
+Python. Needs the repository root on PYTHONPATH (for the workers).
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ JOB_SCRIPT = paths.REPO_ROOT / "jobs" / "usage_aggregates.py"
 JOB_RUN_DIR = paths.RUN_DIR / "job"
 JOB_LOG = JOB_RUN_DIR / "job.log"
 
+MAX_SQL_INT = 2**31 - 1
+
 # Lake tables fed by a one-minute tumbling window, keyed as named.
 WINDOWED_TABLES = (lake.ACCOUNT_MINUTE, lake.COUNTRY_MINUTE, lake.IP_MINUTE, lake.ASN_MINUTE)
 
@@ -42,6 +44,11 @@ class JobConfig:
     checkpoint_dir: str | None = None
     checkpoint_interval_s: int = 10
     watermark_delay_s: int = 10
+    # Event-time bounds against each record's arrival (see source_ddl); a record outside them is a dead
+    # letter. Five minutes covers edge clocks running ahead; two years of age lets backfills through
+    # and stops the year-0001 and epoch-zero times of broken producers.
+    max_future_skew_s: int = 300
+    max_event_age_s: int = 2 * 365 * 86_400
     idle_timeout_s: int = 30
     parallelism: int = 1
     # Local runs put the fetched connector jars on pipeline.jars; a cluster has them in flink/lib.
@@ -57,9 +64,12 @@ class JobConfig:
         for name in ("checkpoint_interval_s", "parallelism"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("watermark_delay_s", "idle_timeout_s"):
+        for name in ("watermark_delay_s", "idle_timeout_s", "max_future_skew_s", "max_event_age_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        for name in ("max_future_skew_s", "max_event_age_s"):
+            if getattr(self, name) > MAX_SQL_INT:
+                raise ValueError(f"{name} must be <= {MAX_SQL_INT} (a SQL INT)")
 
 
 # Settings that make a checkpoint or savepoint portable: restorable on the MiniCluster or a session
@@ -127,10 +137,16 @@ def _with_clause(options: dict[str, str]) -> str:
 
 
 def source_ddl(config: JobConfig) -> str:
+    # arrival_time is when the record reached us, the reference of the event-time bounds and the ceiling
+    # of the watermark. For Kafka it is the record timestamp, which the brokers stamp on append
+    # (log.message.timestamp.type=LogAppendTime, kafka_broker.py): a producer cannot forge it, and it is
+    # stored with the record, so a replay of the topic gives every record the same verdict again, which
+    # processing time would not. For a replayed file it is the file's modification time.
     if config.source == "kafka":
         metadata = (
             "  kafka_partition int metadata from 'partition' virtual,\n"
             "  kafka_offset bigint metadata from 'offset' virtual,\n"
+            "  arrival_time timestamp_ltz(3) metadata from 'timestamp' virtual,\n"
         )
         options = {
             "connector": "kafka",
@@ -147,7 +163,10 @@ def source_ddl(config: JobConfig) -> str:
             options["scan.bounded.mode"] = "latest-offset"
     else:
         # A replayed file has no Kafka coordinates; the columns stay so both sources look alike.
-        metadata = "  kafka_partition as cast(null as int),\n  kafka_offset as cast(null as bigint),\n"
+        metadata = (
+            "  kafka_partition as cast(null as int),\n  kafka_offset as cast(null as bigint),\n"
+            "  arrival_time timestamp_ltz(3) metadata from 'file.modification-time' virtual,\n"
+        )
         options = {"connector": "filesystem", "path": config.input_path, "format": "raw"}
     return (
         "create temporary table access_events_source (\n"
@@ -158,8 +177,27 @@ def source_ddl(config: JobConfig) -> str:
         # A record without a readable event_time gets the epoch: it never advances the watermark, and a
         # null rowtime would fail the job. The full parse sends such records to the dead letters.
         "  event_ts as coalesce(event_time_of(payload), timestamp '1970-01-01 00:00:00.000'),\n"
-        f"  watermark for event_ts as event_ts - interval '{config.watermark_delay_s}' second\n"
+        f"  watermark for event_ts as {_watermark_time(config)}"
+        f" - interval '{config.watermark_delay_s}' second\n"
         f") with (\n  {_with_clause(options)}\n)"
+    )
+
+
+# UTC wall-clock TIMESTAMP(3), like event_ts (the session time zone is UTC).
+_ARRIVAL_TIME = "cast(arrival_time as timestamp(3))"
+
+
+def _watermark_time(config: JobConfig) -> str:
+    """What one record moves the watermark to (less the delay): only a record the job accepts moves it.
+
+    The watermark is declared on the source, before the parse in the plan, so watermark_time asks the
+    parser for the record's verdict (which the parse then reuses: one parse per record). A dead letter
+    counts as the epoch, which never advances the watermark; an accepted time counts no later than the
+    record's arrival.
+    """
+    return (
+        f"coalesce(watermark_time(payload, {_ARRIVAL_TIME}, {config.max_future_skew_s},"
+        f" {config.max_event_age_s}), timestamp '1970-01-01 00:00:00.000')"
     )
 
 
@@ -208,6 +246,7 @@ FUNCTION_DDL = (
     "create temporary system function event_time_of as 'io.usagewatch.udf.EventTimeOf' language java",
     "create temporary system function parse_access_event"
     " as 'io.usagewatch.udf.ParseAccessEvent' language java",
+    "create temporary system function watermark_time as 'io.usagewatch.udf.WatermarkTime' language java",
 )
 
 _PARSED_FIELDS = (
@@ -221,13 +260,8 @@ _IS_LATE = (
     " <= current_watermark(event_ts), false)"
 )
 
-# One parse per record. parse_access_event is declared non-deterministic, so the planner never copies
-# the call into each field access; and every output reads only (event_ts, parsed), so all sinks share
-# this one projection instead of each branch pruning its own copy of the call.
-VIEW_DDL = (
-    """create temporary view parsed_records as
-select event_ts, parse_access_event(payload, kafka_partition, kafka_offset) as parsed
-from access_events_source""",
+# The views over the one parse, read by the outputs (see view_ddl).
+_DERIVED_VIEWS = (
     "create temporary view parsed_events as\nselect event_ts,\n  "
     + ",\n  ".join(f"parsed.{name} as {name}" for name in _PARSED_FIELDS)
     + "\nfrom parsed_records",
@@ -241,6 +275,20 @@ from access_events_source""",
     "select *, current_watermark(event_ts) as watermark_at_arrival\n"
     f"from valid_events where {_IS_LATE}",
 )
+
+
+def view_ddl(config: JobConfig) -> tuple[str, ...]:
+    """One parse per record. parse_access_event is declared non-deterministic, so the planner never copies
+    the call into each field access; and every output reads only (event_ts, parsed), so all sinks share
+    this one projection instead of each branch pruning its own copy of the call. The parse also applies
+    the event-time bounds, against the arrival time (see source_ddl)."""
+    parse = (
+        f"parse_access_event(payload, kafka_partition, kafka_offset, {_ARRIVAL_TIME},"
+        f" {config.max_future_skew_s}, {config.max_event_age_s})"
+    )
+    parsed_records = f"create temporary view parsed_records as\nselect event_ts, {parse} as parsed\n"
+    return (parsed_records + "from access_events_source", *_DERIVED_VIEWS)
+
 
 # The event time of a dead letter when it had a readable one (the epoch stands for "none").
 _DEAD_LETTER_EVENT_TIME = "case when event_ts > timestamp '1970-01-01 00:00:00.000' then event_ts end"
@@ -348,7 +396,7 @@ def statements(config: JobConfig) -> tuple[list[str], list[str]]:
     sink_tables = [lake.EVENTS, *WINDOWED_TABLES, lake.LATE_EVENTS]
     if config.source == "file":
         sink_tables.append(lake.DEAD_LETTERS)
-    ddl = [*FUNCTION_DDL, source_ddl(config), *VIEW_DDL]
+    ddl = [*FUNCTION_DDL, source_ddl(config), *view_ddl(config)]
     ddl += [lake_sink_ddl(table, config.lake_dir) for table in sink_tables]
     if config.source == "kafka":
         ddl.append(dead_letter_topic_ddl(config))
@@ -375,6 +423,19 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", default=None, help="URI, default: <lake>/../checkpoints")
     parser.add_argument("--checkpoint-interval-s", type=int, default=10)
     parser.add_argument("--watermark-delay-s", type=int, default=10, help="allowed out-of-orderness")
+    defaults = JobConfig(lake_dir="")
+    parser.add_argument(
+        "--max-future-skew-s",
+        type=int,
+        default=defaults.max_future_skew_s,
+        help="dead-letter events dated more than this after their arrival",
+    )
+    parser.add_argument(
+        "--max-event-age-s",
+        type=int,
+        default=defaults.max_event_age_s,
+        help="dead-letter events dated more than this before their arrival",
+    )
     parser.add_argument("--idle-timeout-s", type=int, default=30)
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument(
@@ -428,6 +489,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         checkpoint_dir=args.checkpoint_dir,
         checkpoint_interval_s=args.checkpoint_interval_s,
         watermark_delay_s=args.watermark_delay_s,
+        max_future_skew_s=args.max_future_skew_s,
+        max_event_age_s=args.max_event_age_s,
         idle_timeout_s=args.idle_timeout_s,
         parallelism=args.parallelism,
         pipeline_jars=jars,

@@ -195,6 +195,9 @@ def server_properties(node: BrokerNode) -> str:
         "group.initial.rebalance.delay.ms": 0,
         # Topics are created on purpose (`usagewatch kafka topics`); a typo must not create one.
         "auto.create.topics.enable": "false",
+        # The broker, not the producer, stamps each record: the aggregation job bounds event times by
+        # this arrival time and caps its watermark there (flink_job.source_ddl), so it must be unforgeable.
+        "log.message.timestamp.type": "LogAppendTime",
     }
     lines = [f"{key}={value}" for key, value in settings.items()]
     return "# Written by usagewatch; regenerated on every start.\n" + "\n".join(lines) + "\n"

@@ -99,6 +99,17 @@ from late_events
 where event_time >= $start and event_time < $end
 """
 
+# Dead letters in the lake come from replays (a streaming job sends its own to the dead-letter topic);
+# they are partitioned by when they failed, so the period selects on failed_at. The reason prefix is the
+# parser's (ParseAccessEvent.eventTimeOutOfBounds).
+DEAD_LETTERS_SQL = """
+select
+    count(*) as records,
+    count(*) filter (where starts_with(reason, 'event_time out of bounds')) as event_time_out_of_bounds
+from dead_letters
+where failed_at >= $start and failed_at < $end
+"""
+
 TOTALS_SQL = """
 select
     count(*) as requests,
@@ -342,6 +353,7 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
         top_accounts = _rows(con, TOP_ACCOUNTS_SQL, {"top": TOP_ACCOUNTS})
         period_bounds = {"start": period.start.replace(tzinfo=None), "end": period.end.replace(tzinfo=None)}
         late_events = _rows(con, LATE_EVENTS_SQL, period_bounds)[0]
+        dead_letters = _rows(con, DEAD_LETTERS_SQL, period_bounds)[0]
         step(4, steps, "incidents and rings")
         stored = _stored_incidents(state_file, period)
         rings = []
@@ -416,6 +428,7 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
             "degraded_periods": degraded,
             "note": degraded_note(health),
             "late_events": late_events,
+            "dead_letters": dead_letters,
         },
     }
 

@@ -89,7 +89,7 @@ def test_every_sink_insert_lists_its_columns_in_lake_order():
 
 def test_watermark_and_lateness_come_from_the_configuration():
     ddl = source_ddl(kafka_config(watermark_delay_s=42))
-    assert "watermark for event_ts as event_ts - interval '42' second" in ddl
+    assert ddl.index("watermark for event_ts as") < ddl.index(".000') - interval '42' second\n")
     assert "'scan.bounded.mode'" not in ddl
     assert "'scan.bounded.mode' = 'latest-offset'" in source_ddl(kafka_config(bounded=True))
 
@@ -122,6 +122,8 @@ def test_pipeline_jars_are_file_uris():
         ({"checkpoint_interval_s": 0}, "checkpoint_interval_s"),
         ({"parallelism": 0}, "parallelism"),
         ({"watermark_delay_s": -1}, "watermark_delay_s"),
+        ({"max_future_skew_s": -1}, "max_future_skew_s"),
+        ({"max_event_age_s": 2**31}, "max_event_age_s"),
     ],
 )
 def test_bad_configuration_fails_fast(overrides, message):
@@ -137,3 +139,42 @@ def test_cluster_arguments_need_no_local_jars():
     assert config.pipeline_jars == ()
     assert config.bootstrap_servers == "kafka:9092"
     assert config.source == "kafka"
+
+
+# Issue 11, finding 3: one record dated 9999 moved the watermark to 9999 and made every later event late.
+@pytest.mark.parametrize(
+    ("config", "arrival"),
+    [
+        (kafka_config(), "metadata from 'timestamp'"),
+        (file_config(), "metadata from 'file.modification-time'"),
+    ],
+    ids=["kafka", "file"],
+)
+def test_only_records_the_job_accepts_move_the_watermark(config, arrival):
+    ddl = source_ddl(config)
+    assert f"arrival_time timestamp_ltz(3) {arrival} virtual" in ddl
+    watermark = ddl[ddl.index("watermark for event_ts as") :]
+    # Only a record the parser accepts within the bounds moves the watermark, never past its arrival.
+    assert watermark.startswith(
+        "watermark for event_ts as coalesce(watermark_time(payload, cast(arrival_time as timestamp(3)),"
+        f" {config.max_future_skew_s}, {config.max_event_age_s}), timestamp '1970-01-01 00:00:00.000')"
+    )
+
+
+def test_event_time_bounds_come_from_the_configuration_and_apply_in_the_one_parse():
+    ddl, _ = statements(kafka_config(max_future_skew_s=120, max_event_age_s=86_400))
+    (parse,) = [statement for statement in ddl if "parse_access_event(" in statement]
+    assert (
+        "parse_access_event(payload, kafka_partition, kafka_offset,"
+        " cast(arrival_time as timestamp(3)), 120, 86400)" in parse
+    )
+    defaults = JobConfig(lake_dir="/tmp/lake")
+    assert 60 <= defaults.max_future_skew_s <= 900  # minutes, not hours: the watermark's own horizon
+
+
+def test_event_time_bounds_reach_the_job_from_its_command_line():
+    args = build_job_arg_parser().parse_args(
+        ["--lake", "/data/lake", "--max-future-skew-s", "60", "--max-event-age-s", "3600"]
+    )
+    config = config_from_args(args)
+    assert (config.max_future_skew_s, config.max_event_age_s) == (60, 3600)

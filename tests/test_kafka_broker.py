@@ -39,6 +39,8 @@ def test_server_properties_describe_a_single_kraft_node_on_loopback():
     assert settings["auto.create.topics.enable"] == "false"
     assert settings["offsets.topic.replication.factor"] == "1"
     assert settings["transaction.state.log.min.isr"] == "1"
+    # The job's event-time bounds and watermark ceiling trust the record timestamp: the broker sets it.
+    assert settings["log.message.timestamp.type"] == "LogAppendTime"
 
 
 def test_cluster_id_is_22_url_safe_characters_and_random():

@@ -27,7 +27,7 @@ from pipelines import report
 from pipelines.alert_state import AlertStore
 from pipelines.analyst import open_lake
 from pipelines.cli import main as usagewatch
-from pipelines.lake import LATE_EVENTS
+from pipelines.lake import DEAD_LETTERS, LATE_EVENTS
 
 ACKNOWLEDGER = "compliance-officer@example.com"
 
@@ -261,3 +261,27 @@ def test_late_events_are_counted_in_the_report(tmp_path):
     written = report.write_report(data, report.render_charts(report.chart_specs(data)), tmp_path / "out")
     for kind in ("html", "markdown"):
         assert "Late events" in written[kind].read_text() and "1 account(s)" in written[kind].read_text()
+
+
+def test_dead_letters_for_an_event_time_out_of_bounds_are_counted_in_the_report(tmp_path):
+    lake = tmp_path / "lake"
+    write_events(lake, fixture_events()[:3])
+    failed_at = f"{DAY}T{CLEAN_HOUR:02d}:30:00.000Z"
+    letters = [
+        {"reason": "event_time out of bounds: more than 300 s after the record arrived", "raw": "{}",
+         "event_time": "9999-12-31T23:59:59.999Z", "failed_at": failed_at},
+        {"reason": "event_time out of bounds: more than 63072000 s before the record arrived", "raw": "{}",
+         "event_time": "1990-01-01T00:00:00.000Z", "failed_at": failed_at},
+        {"reason": "invalid JSON: unexpected end", "raw": "{", "event_time": None, "failed_at": failed_at},
+        # Another day's dead letter is not this report's.
+        {"reason": "event_time out of bounds: more than 300 s after the record arrived", "raw": "{}",
+         "event_time": "9999-12-31T23:59:59.999Z", "failed_at": "2026-01-01T00:00:00.000Z"},
+    ]  # fmt: skip
+    write_table(lake, DEAD_LETTERS, letters, time_column="failed_at")
+    period = report.report_period("daily", dt.date.fromisoformat(DAY))
+    data = report.gather(lake, tmp_path / "state.duckdb", period, "0" * 64)
+    assert data["data_quality"]["dead_letters"] == {"records": 3, "event_time_out_of_bounds": 2}
+    written = report.write_report(data, report.render_charts(report.chart_specs(data)), tmp_path / "out")
+    for kind in ("html", "markdown"):
+        assert "Dead letters" in written[kind].read_text()
+        assert "2 for an event time out of bounds" in written[kind].read_text()

@@ -14,12 +14,12 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from groundtruth import expected_aggregates, lake_aggregates, normalise
+from groundtruth import consume_all, expected_aggregates, kafka_job_args, lake_aggregates, normalise
 
 from pipelines.analyst import open_lake
-from pipelines.contracts import ACCESS_EVENT_SCHEMA, load_schema
+from pipelines.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema
 from pipelines.flink_job import run_job
-from pipelines.generator import GeneratorConfig, encode_event, generate_records
+from pipelines.generator import GeneratorConfig, Record, encode_event, generate_records, produce_to_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +104,51 @@ def test_replay_dead_letters_overflowing_oversized_and_non_utf8_records(tmp_path
     finally:
         con.close()
     _assert_dead_letters(letters, hostile)
+
+
+def test_no_record_moves_the_watermark_past_its_arrival_and_implausible_times_are_dead_letters(
+    kafka_bootstrap, unique_topic, tmp_path
+):
+    # Traffic of the last minutes: the broker stamps each record's arrival (log-append time) now.
+    events = _traffic(datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=8), minutes=6)
+    hostile, at_bound = _bounded_records(events)
+    template = {**events[0], "account_id": "acct-hostile"}
+    a_day_ahead = format_event_time(datetime.now(UTC) + timedelta(days=1))
+    hostile |= {
+        # A dead letter anyway (no account_id), but its event time reached the watermark: every valid
+        # event after it was late, and no window after it held anything.
+        "invalid, dated 9999": (
+            encode_event({"event_id": "t1", "event_time": "9999-12-31T23:59:59.999Z"}),
+            "missing required field: account_id",
+        ),
+        "valid, dated 9999": (
+            encode_event({**template, "event_id": "t2", "event_time": "9999-12-31T23:59:59.999Z"}),
+            "event_time out of bounds: more than 300 s after the record arrived",
+        ),
+        "valid, a day ahead": (
+            encode_event({**template, "event_id": "t3", "event_time": a_day_ahead}),
+            "event_time out of bounds: more than 300 s after the record arrived",
+        ),
+        "valid, from 1990": (
+            encode_event({**template, "event_id": "t4", "event_time": "1990-01-01T00:00:00.000Z"}),
+            "event_time out of bounds: more than 63072000 s before the record arrived",
+        ),
+    }
+    # The hostile records arrive early in the stream, so a watermark they moved would blind every later
+    # window; the events at the token bound arrive last, in the newest window, which must still be open.
+    cut = len(events) // 10
+
+    def records(items: list[dict | bytes]) -> list[Record]:
+        raws = [item if isinstance(item, bytes) else encode_event(item) for item in items]
+        return [Record(key="k", value=raw, event_time_ms=0, malformed=False) for raw in raws]
+
+    stream = records([*events[:cut], *(raw for raw, _ in hostile.values()), *events[cut:], *at_bound])
+    topic, dlq_topic = unique_topic(partitions=1), unique_topic(partitions=1)
+    assert produce_to_kafka(stream, kafka_bootstrap, topic) == len(stream)
+
+    lake_dir = tmp_path / "lake"
+    args = kafka_job_args(kafka_bootstrap, topic, dlq_topic, lake_dir, (tmp_path / "checkpoints").as_uri())
+    assert run_job([*args, "--bounded"]) == 0
+
+    _assert_windows_exact(lake_dir, events + at_bound)
+    _assert_dead_letters(consume_all(kafka_bootstrap, dlq_topic, expected=len(hostile)), hostile)

@@ -8,7 +8,10 @@ import java.nio.charset.CharsetDecoder;
 import java.nio.charset.CoderResult;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.time.LocalDateTime;
+import java.time.format.DateTimeFormatter;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Base64;
 import java.util.Iterator;
 import java.util.List;
@@ -75,6 +78,9 @@ public class ParseAccessEvent extends ScalarFunction {
     private static final long MAX_ASN = 0xFFFF_FFFFL; // 32-bit AS numbers (RFC 6793)
     private static final long NO_MAXIMUM = Long.MAX_VALUE;
 
+    private static final DateTimeFormatter RFC3339_MILLIS =
+            DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ss.SSS'Z'");
+
     private static final Set<String> ASN_TYPES =
             Set.of("residential", "business", "hosting", "vpn", "tor", "mobile", "unknown");
     private static final Pattern COUNTRY = Pattern.compile("[A-Z]{2}");
@@ -115,8 +121,19 @@ public class ParseAccessEvent extends ScalarFunction {
         }
     }
 
-    public @DataTypeHint(ROW_TYPE) Row eval(byte[] raw, Integer kafkaPartition, Long kafkaOffset) {
-        Row row = parse(raw);
+    /**
+     * @param arrival when the record reached the system (Kafka's log-append time, a file's modification
+     *     time): its event time may be at most {@code maxFutureSkewS} seconds later and {@code maxAgeS}
+     *     seconds earlier than this.
+     */
+    public @DataTypeHint(ROW_TYPE) Row eval(
+            byte[] raw,
+            Integer kafkaPartition,
+            Long kafkaOffset,
+            @DataTypeHint("TIMESTAMP(3)") LocalDateTime arrival,
+            Integer maxFutureSkewS,
+            Integer maxAgeS) {
+        Row row = Row.copy(verdict(raw, arrival, maxFutureSkewS, maxAgeS));
         row.setField(ROW_ARITY - 2, kafkaPartition);
         row.setField(ROW_ARITY - 1, kafkaOffset);
         return row;
@@ -143,6 +160,57 @@ public class ParseAccessEvent extends ScalarFunction {
             return rejected(e.getMessage(), text);
         }
         return row;
+    }
+
+    /** The last record parsed on this thread (a copy of its bytes) and the parser's verdict on it. */
+    private record Parsed(byte[] raw, Row verdict) {}
+
+    private static final ThreadLocal<Parsed> LAST_PARSED =
+            ThreadLocal.withInitial(() -> new Parsed(new byte[0], null));
+
+    /**
+     * The job's verdict on one record: the contract ({@link #parse}), then the event-time bounds against
+     * the record's arrival. Do not modify the row: it is shared.
+     *
+     * <p>Both the watermark ({@link WatermarkTime}) and the parse call this for every record, on the
+     * same thread one right after the other (the source and the parse are chained), so the contract
+     * parse is remembered for the last record and the second call finds it: each record is parsed once.
+     * Should the calls ever run on different threads, the record is parsed twice, with the same verdict.
+     */
+    static Row verdict(byte[] raw, LocalDateTime arrival, long maxFutureSkewS, long maxAgeS) {
+        Parsed last = LAST_PARSED.get();
+        Row verdict;
+        if (raw != null && Arrays.equals(last.raw(), raw)) {
+            verdict = last.verdict();
+        } else {
+            verdict = parse(raw);
+            // A copy: the caller owns the array and may reuse it for the next record.
+            LAST_PARSED.set(new Parsed(raw == null ? new byte[0] : raw.clone(), verdict));
+        }
+        if (verdict.getField(0) != null || arrival == null) {
+            return verdict;
+        }
+        String outOfBounds =
+                eventTimeOutOfBounds((LocalDateTime) verdict.getField(3), arrival, maxFutureSkewS, maxAgeS);
+        // The bytes are valid UTF-8 here: the contract accepted them.
+        return outOfBounds == null ? verdict : rejected(outOfBounds, new String(raw, StandardCharsets.UTF_8));
+    }
+
+    /**
+     * The dead-letter reason of a valid event whose time is implausible for when it arrived, else null.
+     * The contract alone accepts any year from 0000 to 9999; windows and partitions need times near the
+     * present, and the job's watermark must never follow a far-future one.
+     */
+    private static String eventTimeOutOfBounds(
+            LocalDateTime eventTime, LocalDateTime arrival, long maxFutureSkewS, long maxAgeS) {
+        String arrived = " the record arrived (" + RFC3339_MILLIS.format(arrival) + ")";
+        if (eventTime.isAfter(arrival.plusSeconds(maxFutureSkewS))) {
+            return "event_time out of bounds: more than " + maxFutureSkewS + " s after" + arrived;
+        }
+        if (eventTime.isBefore(arrival.minusSeconds(maxAgeS))) {
+            return "event_time out of bounds: more than " + maxAgeS + " s before" + arrived;
+        }
+        return null;
     }
 
     /** A rejected record keeps nothing half-parsed: only the reason and the record itself. */

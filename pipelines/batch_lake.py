@@ -10,7 +10,7 @@ How it reproduces the job:
 
 * **Records** are cut like Flink's line reader for the file source: on `\\n`, one trailing `\\r`
   dropped, empty lines kept (they are records, and dead letters), bytes decoded as UTF-8 with malformed
-  sequences replaced by U+FFFD (Java's decoder does the same).
+  sequences replaced by U+FFFD (where the job dead-letters the record: see the end of this docstring).
 * **Parse.** DuckDB parses every record once and checks it against the rules of the job's parser
   (`io.usagewatch.udf.ParseAccessEvent`). A record it cannot vouch for — not JSON, any rule broken,
   fields outside the contract, an unusual spelling such as `12.0` for an integer — gets the verdict of
@@ -40,7 +40,10 @@ of numbers Jackson writes differently from Python (`1.0E20` vs `1e+20`); where t
 and the Java parser disagree (a country `"US\\n"` or a fingerprint `"ab\\n"` passes the contract check,
 whose patterns are Python's `re.search`; see tests/test_hostile_input.py) the batch follows the contract
 check; a record the contract accepts but DuckDB's JSON reader cannot read (a lone UTF-16 surrogate
-escape) goes to the dead letters with that reason, where the job would archive it.
+escape) goes to the dead letters with that reason, where the job would archive it. Nor the job's rules
+beyond the contract: it dead-letters bytes that are not UTF-8 (raw base64-encoded), which the batch
+repairs to U+FFFD and judges as text, and an event time more than its skew after or its horizon before
+the file's modification time (see flink_job.JobConfig), which the batch archives.
 """
 
 from __future__ import annotations
@@ -145,7 +148,8 @@ def _batch(data: bytes, first_line_no: int) -> pa.RecordBatch:
     try:
         raw.validate(full=True)  # UTF-8
     except pa.ArrowInvalid:
-        # Java decodes malformed UTF-8 to U+FFFD; line ends are ASCII, so each line is repaired alone.
+        # Repaired to U+FFFD (the job dead-letters such records instead); line ends are ASCII, so each
+        # line is repaired alone.
         lines = [line.decode("utf-8", errors="replace") + "\n" for line in data.split(b"\n")[:-1]]
         raw = pa.array(lines, pa.large_string())
     line_no = pa.array(np.arange(first_line_no + 1, first_line_no + 1 + len(ends), dtype=np.int64))
@@ -172,9 +176,10 @@ IPV6_PATTERN = "|".join(
         f":((:{_H16}){{1,7}}|:)",
     ]
 )
-ASN_TYPES = tuple(
-    value for value in load_schema(ACCESS_EVENT_SCHEMA)["properties"]["asn_type"]["enum"] if value
-)
+_PROPERTIES = load_schema(ACCESS_EVENT_SCHEMA)["properties"]
+ASN_TYPES = tuple(value for value in _PROPERTIES["asn_type"]["enum"] if value)
+MAX_TAGS = _PROPERTIES["request_tags"]["maxItems"]
+MAX_TAG_CHARS = _PROPERTIES["request_tags"]["items"]["maxLength"]
 
 
 # Each contract field is read as JSON text, as DuckDB re-writes it: compact, escapes resolved except
@@ -193,6 +198,10 @@ def _text(name: str) -> str:
 
 def _string(name: str, condition: str | None = None, required: bool = False) -> str:
     """A string field's rule; absent and JSON null are the same thing to the parser."""
+    # The schema's maxLength counts code points, as DuckDB's length() does (asn_type: an enum instead).
+    if "maxLength" in _PROPERTIES[name]:
+        bounded = f"length({_text(name)}) <= {_PROPERTIES[name]['maxLength']}"
+        condition = f"{condition} and {bounded}" if condition else bounded
     present = f"({_is_string(name)} and {condition})" if condition else _is_string(name)
     if required:
         return f"({present} and doc.{name} <> '\"\"')"
@@ -200,9 +209,11 @@ def _string(name: str, condition: str | None = None, required: bool = False) -> 
 
 
 def _long(name: str) -> str:
-    # A non-negative integer that fits a long. DuckDB writes a JSON number with a fraction or exponent
-    # with a '.', so 12.0 and 1e2 are left to the contract check; a string fails the cast on its quotes.
-    return f"(not contains(doc.{name}, '.') and try_cast(doc.{name}::varchar as ubigint) <= {LONG_MAX})"
+    # A non-negative integer up to the schema's maximum (else one that fits a long). DuckDB writes a JSON
+    # number with a fraction or exponent with a '.', so 12.0 and 1e2 are left to the contract check; a
+    # string fails the cast on its quotes.
+    maximum = _PROPERTIES[name].get("maximum", LONG_MAX)
+    return f"(not contains(doc.{name}, '.') and try_cast(doc.{name}::varchar as ubigint) <= {maximum})"
 
 
 def _count(name: str, required: bool = False) -> str:
@@ -223,6 +234,7 @@ def _quoted_list(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(sql_string_literal(value) for value in values) + "]"
 
 
+_TAGS = "try_cast(doc.request_tags as varchar[])"
 # A JSON array of non-empty strings, as DuckDB writes it back (compact).
 _TAGS_PATTERN = r'\[("([^"\\]|\\.)+"(,"([^"\\]|\\.)+")*)?\]'
 
@@ -276,7 +288,9 @@ FIELD_SQL: dict[str, tuple[str, str]] = {
     "request_tags": (
         "case when doc.request_tags is null or doc.request_tags = '[]' then []::varchar[]"
         " else try_cast(doc.request_tags as varchar[]) end",
-        f"(doc.request_tags is null or regexp_full_match(doc.request_tags, '{_TAGS_PATTERN}'))",
+        f"(doc.request_tags is null or (regexp_full_match(doc.request_tags, '{_TAGS_PATTERN}')"
+        f" and len({_TAGS}) <= {MAX_TAGS}"
+        f" and coalesce(list_max(list_transform({_TAGS}, lambda tag: length(tag))), 0) <= {MAX_TAG_CHARS}))",
     ),
 }
 

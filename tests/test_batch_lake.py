@@ -76,6 +76,10 @@ def edge_lines(template: dict) -> tuple[list[str], list[dict]]:
         json.dumps(event("bad-ipv6", source_ip="2001:db8:::1")),
         json.dumps(event("fraction", input_tokens=1.5)),
         json.dumps(event("tag-null", request_tags=["a", None])),
+        # past the contract's bounds (issue 11): a long id, a token count that would overflow a sum
+        json.dumps(event("long-account", account_id="a" * 129)),
+        json.dumps(event("overflow", input_tokens=2**63 - 1)),
+        json.dumps(event("many-tags", request_tags=["t"] * 33)),
     ]
     return lines, [twelve, extras, scalar_extras, {**no_tags, "request_tags": []}, ipv6, unicode, crlf]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench import batch_reference, machine
 from bench.workload import Workload
-from pipelines import flink_job, kafka_broker, paths
+from pipelines import flink_job, kafka_broker, lake, paths
 from pipelines.analyst import open_lake
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -87,12 +87,10 @@ def verify_lake(lake_dir: Path, expected: int) -> dict:
         archived = con.execute("select count(*) from events").fetchone()[0]
         windowed = con.execute("select coalesce(sum(requests), 0) from account_minute").fetchone()[0]
         late = con.execute("select count(*) from late_events").fetchone()[0]
-        files = con.execute(
-            "select count(distinct filename) from read_parquet($glob, filename = true)",
-            {"glob": str(lake_dir / "*" / "dt=*" / "hr=*" / "part-*")},
-        ).fetchone()[0]
     finally:
         con.close()
+    # Counted on disk: the sandboxed lake connection reads only through its table views.
+    files = sum(1 for _ in lake_dir.glob(f"*/dt=*/hr=*/{lake.COMMITTED_FILE_GLOB}"))
     return {
         "archived_events": archived,
         "windowed_events": int(windowed),

@@ -412,17 +412,7 @@ def statements(config: JobConfig) -> tuple[list[str], list[str]]:
 # --- command line: the job's own arguments (shared by jobs/usage_aggregates.py and `flink run`) --------
 
 
-def _add_stream_options(parser: argparse.ArgumentParser) -> None:
-    """Options of a streaming run, shared by the job script and `usagewatch job start`."""
-    parser.add_argument("--lake", dest="lake_dir", required=True, help="lake root directory")
-    parser.add_argument("--bootstrap-servers", default=None, help="Kafka bootstrap servers")
-    parser.add_argument("--topic", default=EVENTS_TOPIC)
-    parser.add_argument("--dlq-topic", default=DLQ_TOPIC)
-    parser.add_argument("--group-id", default="usagewatch-aggregates")
-    parser.add_argument("--bounded", action="store_true", help="stop at the latest offsets seen at start")
-    parser.add_argument("--checkpoint-dir", default=None, help="URI, default: <lake>/../checkpoints")
-    parser.add_argument("--checkpoint-interval-s", type=int, default=10)
-    parser.add_argument("--watermark-delay-s", type=int, default=10, help="allowed out-of-orderness")
+def _add_event_time_bounds(parser: argparse.ArgumentParser) -> None:
     defaults = JobConfig(lake_dir="")
     parser.add_argument(
         "--max-future-skew-s",
@@ -434,8 +424,22 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
         "--max-event-age-s",
         type=int,
         default=defaults.max_event_age_s,
-        help="dead-letter events dated more than this before their arrival",
+        help="dead-letter events dated more than this before their arrival (a file arrives when written)",
     )
+
+
+def _add_stream_options(parser: argparse.ArgumentParser) -> None:
+    """Options of a streaming run, shared by the job script and `usagewatch job start`."""
+    parser.add_argument("--lake", dest="lake_dir", required=True, help="lake root directory")
+    parser.add_argument("--bootstrap-servers", default=None, help="Kafka bootstrap servers")
+    parser.add_argument("--topic", default=EVENTS_TOPIC)
+    parser.add_argument("--dlq-topic", default=DLQ_TOPIC)
+    parser.add_argument("--group-id", default="usagewatch-aggregates")
+    parser.add_argument("--bounded", action="store_true", help="stop at the latest offsets seen at start")
+    parser.add_argument("--checkpoint-dir", default=None, help="URI, default: <lake>/../checkpoints")
+    parser.add_argument("--checkpoint-interval-s", type=int, default=10)
+    parser.add_argument("--watermark-delay-s", type=int, default=10, help="allowed out-of-orderness")
+    _add_event_time_bounds(parser)
     parser.add_argument("--idle-timeout-s", type=int, default=30)
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument(
@@ -609,6 +613,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return 0
     job_args = ["--source", "file", "--input", str(input_path.resolve()), "--lake", args.lake]
     job_args += ["--checkpoint-interval-s", str(args.checkpoint_interval_s)]
+    job_args += [
+        "--max-future-skew-s",
+        str(args.max_future_skew_s),
+        "--max-event-age-s",
+        str(args.max_event_age_s),
+    ]
     started = time.monotonic()
     code = run_job(job_args)
     if code == 0:
@@ -644,4 +654,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     # A backfill needs no fresh lake every 10 s: rarer checkpoints mean fewer, larger Parquet files and
     # less snapshot work (the benchmark's profile: ~1.45x throughput at 60 s).
     replay.add_argument("--checkpoint-interval-s", type=int, default=60, help="flink only")
+    # A backfill of events older than the horizon needs a longer one (flink only).
+    _add_event_time_bounds(replay)
     replay.set_defaults(func=_cmd_replay)

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from pipelines import lake
+from pipelines import flink_job, lake
+from pipelines.cli import main as usagewatch
 from pipelines.flink_job import (
     JobConfig,
     build_job_arg_parser,
@@ -178,3 +179,20 @@ def test_event_time_bounds_reach_the_job_from_its_command_line():
     )
     config = config_from_args(args)
     assert (config.max_future_skew_s, config.max_event_age_s) == (60, 3600)
+
+
+def test_a_replay_passes_its_event_time_bounds_to_the_job(tmp_path, monkeypatch):
+    source = tmp_path / "old.jsonl"
+    source.write_text("{}\n")
+    calls = []
+    monkeypatch.setattr(flink_job, "run_job", lambda job_args: calls.append(job_args) or 0)
+    assert (
+        usagewatch(["replay", "--input", str(source), "--lake", str(tmp_path), "--max-event-age-s", "99"])
+        == 0
+    )
+    (job_args,) = calls
+    config = config_from_args(build_job_arg_parser().parse_args(job_args))
+    assert (config.max_event_age_s, config.max_future_skew_s) == (
+        99,
+        JobConfig(lake_dir="").max_future_skew_s,
+    )

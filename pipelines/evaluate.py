@@ -25,6 +25,7 @@ def render_report(report: dict[str, Any]) -> str:
                 kind["name"],
                 kind["accounts"],
                 kind["named"],
+                report["named_by_signals"][kind["name"]],
                 ("recall " if kind["kind"] == "campaign" else "false positives ") + f"{kind['rate']:.1%}",
                 f"{kind['pages']} / {kind['campaigns']}" if kind["kind"] == "campaign" else "",
                 f"{detect['median']} / {detect['worst']}" if detect else "",
@@ -35,7 +36,8 @@ def render_report(report: dict[str, Any]) -> str:
             "kind",
             "campaign kind / benign class",
             "accounts",
-            f"named (>= {report['page_severity']})",
+            f"named by incidents (>= {report['page_severity']})",
+            "named by signals",
             "rate",
             "pages / campaigns",
             "time to detect min (median / worst)",
@@ -73,7 +75,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         print(f"evaluate: lake directory {lake_dir} does not exist", file=sys.stderr)
         return 2
     try:
-        _, report, _ = evaluate(events_path, labels_path, lake_dir, args.engine, args.every)
+        _, _, report, _ = evaluate(events_path, labels_path, lake_dir, args.engine, args.every)
     except (ValueError, RuntimeError, DetectionError) as error:
         print(f"evaluate: {error}", file=sys.stderr)
         return 1

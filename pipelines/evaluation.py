@@ -17,6 +17,7 @@ import datetime as dt
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,16 @@ def first_requests(lake_dir: Path, labels: list[Label]) -> dict[str, dt.datetime
     return first
 
 
-def run_detect(
-    lake_dir: Path, config: Config, every: dt.timedelta | None
-) -> tuple[list[dict[str, Any]], list[Page], Counter, int]:
-    """(final incidents, every page with its cycle's event time, signals by detection, cycles run)."""
+@dataclass
+class DetectReplay:
+    incidents: list[dict[str, Any]]  # the final incidents
+    pages: list[Page]  # every page, with its cycle's event time
+    signals: list[dict[str, Any]]  # every signal recorded new, over all cycles
+    cycles: int
+
+
+def run_detect(lake_dir: Path, config: Config, every: dt.timedelta | None) -> DetectReplay:
+    """Detect once over the whole lake, or once per `every` of event time over what had arrived."""
     first, last = _event_time_span(lake_dir)
     if every is None:
         cutoffs = [last + dt.timedelta(minutes=1)]
@@ -94,14 +101,14 @@ def run_detect(
             cutoffs.append(cutoff)
             cutoff += every
     pages: list[Page] = []
-    signals: Counter = Counter()
+    signals: list[dict[str, Any]] = []
     for cutoff in cutoffs:
         run = detect_and_route(lake_dir, config, until=cutoff if every else None, now=cutoff)
-        signals.update(signal["detection_id"] for signal in run.engine.recorded.new)
+        signals += run.engine.recorded.new
         pages += [Page(cutoff, tuple(change["account_ids"])) for change in run.engine.pages]
     with AlertStore.open(state_path(config)) as store:
         incidents = [record["incident"] for record in store.list_incidents()]
-    return incidents, pages, signals, len(cutoffs)
+    return DetectReplay(incidents, pages, signals, len(cutoffs))
 
 
 def evaluate(
@@ -110,8 +117,9 @@ def evaluate(
     lake_dir: Path | None = None,
     engine: str = "flink",
     every: dt.timedelta | None = None,
-) -> tuple[Scorecard, dict[str, Any], list[dict[str, Any]]]:
-    """Build the lake (unless given), detect, score. Returns (scorecard, JSON-ready report, incidents)."""
+) -> tuple[Scorecard, Scorecard, dict[str, Any], list[dict[str, Any]]]:
+    """Build the lake (unless given), detect, score. Returns (incident scorecard, signal scorecard,
+    JSON-ready report, incidents)."""
     labels = read_labels(labels_path)
     timings = {}
     with tempfile.TemporaryDirectory(prefix="usagewatch-evaluate-") as scratch:
@@ -122,25 +130,30 @@ def evaluate(
             timings["lake_seconds"] = round(time.perf_counter() - started, 2)
         config = scratch_config(Path(scratch))
         started = time.perf_counter()
-        incidents, pages, signals, cycles = run_detect(lake_dir, config, every)
+        replay = run_detect(lake_dir, config, every)
         timings["detect_seconds"] = round(time.perf_counter() - started, 2)
         first, last = _event_time_span(lake_dir)
+        days = (last - first).total_seconds() / 86400
         card = score_incidents(
             labels,
-            incidents,
-            days=(last - first).total_seconds() / 86400,
+            replay.incidents,
+            days,
             first_request=first_requests(lake_dir, labels) if every else None,
-            pages_over_time=pages,
+            pages_over_time=replay.pages,
         )
+        # The detections' own view, as before incidents: who a signal >= medium named. One probe of one
+        # behaviour (the classic scenarios) shows up here even where it would not page by itself.
+        signal_card = score_incidents(labels, replay.signals, days)
     report = {
         "events": str(events_path),
         "labels": str(labels_path),
         "page_severity": PAGE_SEVERITY,
         "detect_every": str(every) if every else None,
-        "detect_cycles": cycles,
-        "incidents": len(incidents),
-        "signals_by_detection": dict(sorted(signals.items())),
+        "detect_cycles": replay.cycles,
+        "incidents": len(replay.incidents),
+        "signals_by_detection": dict(sorted(Counter(s["detection_id"] for s in replay.signals).items())),
         **timings,
         **card.to_json(),
+        "named_by_signals": {kind.name: kind.named for kind in signal_card.kinds},
     }
-    return card, report, incidents
+    return card, signal_card, report, replay.incidents

@@ -174,8 +174,10 @@ def correlate(
 ) -> list[Component]:
     """Union-find over accounts and entities; one component per connected campaign, oldest first.
 
-    `orgs` (account -> org) ties together the accounts of one organisation that carry a signal strong
-    enough to link: one org's accounts seen doing the same thing are one case for on-call, not several.
+    `orgs` (account -> org) ties together the accounts of one organisation that carry an immediate
+    signal (e.g. served restricted-region access): one org's accounts doing that are one case for on-call,
+    not several. Only immediate signals link by org, since those open an incident anyway: summing the
+    weak signals of a whole org (a research team's extraction-like traffic) would raise one from noise.
     """
     parent: dict[str, str] = {}
 
@@ -199,7 +201,7 @@ def correlate(
         strong = signal["risk_score"] >= settings.link_min_risk
         if links and strong:
             union(accounts + ([_node(entity)] if entity else []))
-        if strong and orgs:
+        if signal["immediate"] and orgs:
             for account in signal["account_ids"]:
                 if account in orgs:
                     union([f"account:{account}", f"org:{orgs[account]}"])
@@ -421,9 +423,8 @@ def _correlate_and_update(
     if not signals:
         return []
     policies = store.risk_policies()
-    strong = [signal for signal in signals if signal["risk_score"] >= settings.link_min_risk]
-    linking = sorted({account for signal in strong for account in signal["account_ids"]})
-    orgs = account_orgs(linking) if account_orgs and linking else None
+    immediate = sorted({account for s in signals if s["immediate"] for account in s["account_ids"]})
+    orgs = account_orgs(immediate) if account_orgs and immediate else None
     components = correlate(signals, policies, settings, orgs)
     touching = store.incidents_touching(node for component in components for node in component.nodes)
     touched_ids = set(touching.values()) | {s["incident_id"] for s in signals if s["incident_id"]}

@@ -116,7 +116,7 @@ def run_cell(axis: Axis, value: float, seed: int, scratch: Path) -> Cell:
     started = time.perf_counter()
     write_jsonl(field_records(config), events)
     write_label_rows(field_labels(config), labels)
-    card, _, _ = evaluate(events, labels, engine="duckdb")
+    card, _, _, _ = evaluate(events, labels, engine="duckdb")
     kind = next((k for k in card.kinds if k.kind == "campaign" and k.name == axis.target), None)
     return Cell(
         axis,

@@ -106,12 +106,14 @@ def test_two_unrelated_accounts_are_two_incidents(engine):
 
 
 def test_accounts_of_one_org_with_strong_signals_are_one_incident(engine):
-    """Three accounts of one org, each caught on its own: one case for on-call; an account of another
-    org and an org member with only a weak signal stay out of it."""
+    """Three accounts of one org with immediate signals: one case for on-call; an account of another
+    org, and org members with other signals, stay out of it (an org's weak signals do not add up)."""
     signals = [signal("restricted_region_access", a, [a], 0, 90, immediate=True) for a in ("r1", "r2", "r3")]
     signals += [signal("restricted_region_access", "x1", ["x1"], 0, 90, immediate=True)]
     signals += [signal("impossible_travel", "weak", ["weak"], 0, 10)]
+    signals += [signal("extraction_profile", m, [m], 0, 60) for m in ("lab1", "lab2")]
     orgs = {"r1": "org-a", "r2": "org-a", "r3": "org-a", "x1": "org-b", "weak": "org-a"}
+    orgs |= {"lab1": "org-c", "lab2": "org-c"}
 
     run = engine.run(signals, orgs=orgs)
 

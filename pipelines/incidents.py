@@ -167,9 +167,18 @@ class Component:
 
 
 def correlate(
-    signals: list[dict[str, Any]], policies: dict[str, tuple[int, bool]], settings: IncidentSettings
+    signals: list[dict[str, Any]],
+    policies: dict[str, tuple[int, bool]],
+    settings: IncidentSettings,
+    orgs: dict[str, str] | None = None,
 ) -> list[Component]:
-    """Union-find over accounts and entities; one component per connected campaign, oldest first."""
+    """Union-find over accounts and entities; one component per connected campaign, oldest first.
+
+    `orgs` (account -> org) ties together the accounts of one organisation that carry an immediate
+    signal (e.g. served restricted-region access): one org's accounts doing that are one case for on-call,
+    not several. Only immediate signals link by org, since those open an incident anyway: summing the
+    weak signals of a whole org (a research team's extraction-like traffic) would raise one from noise.
+    """
     parent: dict[str, str] = {}
 
     def find(node: str) -> str:
@@ -189,8 +198,13 @@ def correlate(
         accounts = [f"account:{account}" for account in signal["account_ids"]]
         entity = signal_entity(signal)
         links = policies.get(signal["detection_id"], _UNDECLARED_RISK)[1]
-        if links and signal["risk_score"] >= settings.link_min_risk:
+        strong = signal["risk_score"] >= settings.link_min_risk
+        if links and strong:
             union(accounts + ([_node(entity)] if entity else []))
+        if signal["immediate"] and orgs:
+            for account in signal["account_ids"]:
+                if account in orgs:
+                    union([f"account:{account}", f"org:{orgs[account]}"])
         nodes = accounts or ([_node(entity)] if entity else [])
         for node in nodes:
             find(node)
@@ -363,6 +377,7 @@ def page_line(change: dict[str, Any]) -> str:
 
 
 OutputTokens = Callable[[list[tuple[str, list[str], str, str]]], dict[str, int]]
+AccountOrgs = Callable[[list[str]], dict[str, str]]
 
 
 def raise_signals(
@@ -374,11 +389,13 @@ def raise_signals(
     settings: IncidentSettings,
     now: dt.datetime,
     output_tokens: OutputTokens | None = None,
+    account_orgs: AccountOrgs | None = None,
 ) -> EngineRun:
     """Record, correlate, open/update incidents, audit and queue them; the caller delivers the outbox.
 
     `output_tokens` answers [(incident_id, account_ids, first_seen, last_seen)] -> {incident_id: tokens}
     from the lake, for the incident summaries (None: summaries without a token figure).
+    `account_orgs` answers account ids -> org id from the lake (None: no org links).
     """
     recorded = store.plan_signals(signals, {d: p.suppression_minutes for d, p in policies.items()})
     # Write-ahead: the audit log names every signal before the state knows it.
@@ -389,7 +406,7 @@ def raise_signals(
     )
     store.apply_signals(recorded, now)
     store.register_risk({d: (p.max_contribution, p.links_accounts) for d, p in policies.items()})
-    changes = _correlate_and_update(store, router, audit_log, settings, now, output_tokens)
+    changes = _correlate_and_update(store, router, audit_log, settings, now, output_tokens, account_orgs)
     return EngineRun(recorded, changes)
 
 
@@ -400,12 +417,15 @@ def _correlate_and_update(
     settings: IncidentSettings,
     now: dt.datetime,
     output_tokens: OutputTokens | None,
+    account_orgs: AccountOrgs | None = None,
 ) -> list[dict[str, Any]]:
     signals = store.window_signals(settings.window)
     if not signals:
         return []
     policies = store.risk_policies()
-    components = correlate(signals, policies, settings)
+    immediate = sorted({account for s in signals if s["immediate"] for account in s["account_ids"]})
+    orgs = account_orgs(immediate) if account_orgs and immediate else None
+    components = correlate(signals, policies, settings, orgs)
     touching = store.incidents_touching(node for component in components for node in component.nodes)
     touched_ids = set(touching.values()) | {s["incident_id"] for s in signals if s["incident_id"]}
     records = store.incident_records(touched_ids)
@@ -868,5 +888,25 @@ def lake_output_tokens(con) -> OutputTokens:
             )
         finally:
             con.unregister("incident_accounts")
+
+    return query
+
+
+def lake_account_orgs(con) -> AccountOrgs:
+    """An AccountOrgs over an open lake connection: each account's organisation (accounts without one
+    are left out), in one query."""
+
+    def query(account_ids: list[str]) -> dict[str, str]:
+        con.register("linking_accounts", pa.Table.from_pylist([{"account_id": a} for a in account_ids]))
+        try:
+            return dict(
+                con.execute(
+                    "select e.account_id, min(e.org_id) from events e "
+                    "semi join linking_accounts l on e.account_id = l.account_id "
+                    "where e.org_id is not null group by 1"
+                ).fetchall()
+            )
+        finally:
+            con.unregister("linking_accounts")
 
     return query

@@ -94,10 +94,21 @@ class Engine:
         self.router = load_router(self.config)
         self.settings = incidents.incident_settings(self.config)
 
-    def run(self, signals: list[dict], now: dt.datetime = NOW) -> incidents.EngineRun:
+    def run(
+        self, signals: list[dict], now: dt.datetime = NOW, orgs: dict[str, str] | None = None
+    ) -> incidents.EngineRun:
+        """`orgs` (account -> org) stands in for the lake's answer to which org an account belongs to."""
+        account_orgs = (lambda accounts: {a: orgs[a] for a in accounts if a in orgs}) if orgs else None
         with AlertStore.open(self.folder / "state.duckdb") as store:
             run = incidents.raise_signals(
-                store, self.router, audit.open_audit_log(self.config), signals, POLICIES, self.settings, now
+                store,
+                self.router,
+                audit.open_audit_log(self.config),
+                signals,
+                POLICIES,
+                self.settings,
+                now,
+                account_orgs=account_orgs,
             )
             run.delivery = self.router.deliver(store, now)
         for change in run.changes:

@@ -99,11 +99,13 @@ def test_extraction_profile_shows_each_contribution(tmp_path):
     factors = harvester["evidence"]["risk_factors"]
     assert set(factors) == {
         "output_input_ratio", "reasoning_elicitation", "output_volume", "flat_24_7", "hosting_networks",
-        "template_repetition", "history_jump",
+        "prompt_breadth", "history_jump",
     }  # fmt: skip
-    assert harvester["risk_score"] == round(sum(factors.values()))
+    assert harvester["risk_score"] == min(100, round(sum(factors.values())))
     assert harvester["evidence"]["distinct_templates"] == 40  # far beyond the old cut-off of 5
     assert factors["hosting_networks"] > 0 and factors["flat_24_7"] > 0
+    # 40 templates around the clock from a server: breadth carries it to a signal that pages on its own.
+    assert factors["prompt_breadth"] > 20 and harvester["risk_score"] >= 100
 
 
 def test_ring_clustering_finds_a_rotating_residential_ring_whole(tmp_path):

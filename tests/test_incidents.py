@@ -105,6 +105,21 @@ def test_two_unrelated_accounts_are_two_incidents(engine):
     assert len({c["incident_id"] for c in run.changes}) == 2
 
 
+def test_accounts_of_one_org_with_strong_signals_are_one_incident(engine):
+    """Three accounts of one org with immediate signals: one case for on-call; an account of another
+    org, and org members with other signals, stay out of it (an org's weak signals do not add up)."""
+    signals = [signal("restricted_region_access", a, [a], 0, 90, immediate=True) for a in ("r1", "r2", "r3")]
+    signals += [signal("restricted_region_access", "x1", ["x1"], 0, 90, immediate=True)]
+    signals += [signal("impossible_travel", "weak", ["weak"], 0, 10)]
+    signals += [signal("extraction_profile", m, [m], 0, 60) for m in ("lab1", "lab2")]
+    orgs = {"r1": "org-a", "r2": "org-a", "r3": "org-a", "x1": "org-b", "weak": "org-a"}
+    orgs |= {"lab1": "org-c", "lab2": "org-c"}
+
+    run = engine.run(signals, orgs=orgs)
+
+    assert sorted(tuple(change["account_ids"]) for change in run.pages) == [("r1", "r2", "r3"), ("x1",)]
+
+
 def test_a_linking_signal_merges_two_incidents_into_the_oldest(engine):
     first = engine.run(
         [

@@ -81,13 +81,16 @@ features as (
             else 0
         end as flat_f,
         windows.hosting_requests / windows.requests as hosting_f,
-        -- template repetition: scripted traffic reuses a bounded set of templates thousands of times
+        -- prompt breadth: harvesting a model's capabilities needs many different prompt templates, while
+        -- a batch job (however heavy) runs one task; repetition inside one account says nothing, since
+        -- both repeat (shared templates across accounts are prompt_template_reuse's evidence)
         case
-            when windows.fingerprinted_requests >= $min_template_requests
-                then (1 - windows.distinct_templates / windows.fingerprinted_requests)
-                    * windows.fingerprinted_requests / windows.requests
+            when windows.fingerprinted_requests >= $min_template_requests then greatest(least(
+                (windows.distinct_templates - $breadth_normal_templates)
+                    / ($breadth_suspicious_templates - $breadth_normal_templates),
+                1), 0)
             else 0
-        end as template_f,
+        end as breadth_f,
         case
             when history.historical_windows > 0
                 and windows.output_tokens >= $history_jump * history.historical_output_tokens
@@ -119,7 +122,9 @@ scored as (
             'output_volume': round($weight_volume * volume_f * gate, 1),
             'flat_24_7': round($weight_flatness * flat_f * gate, 1),
             'hosting_networks': round($weight_hosting * hosting_f * gate, 1),
-            'template_repetition': round($weight_templates * template_f * gate, 1),
+            -- breadth counts where the traffic is automated: a research team browsing many templates by
+            -- hand is not harvesting
+            'prompt_breadth': round($weight_breadth * breadth_f * automation_f * gate, 1),
             'history_jump': round($weight_history * jump_f * gate, 1)
         } as risk_factors
     from contributions
@@ -131,7 +136,7 @@ totals as (
         *,
         least(
             risk_factors.output_input_ratio + risk_factors.reasoning_elicitation + risk_factors.output_volume
-            + risk_factors.flat_24_7 + risk_factors.hosting_networks + risk_factors.template_repetition
+            + risk_factors.flat_24_7 + risk_factors.hosting_networks + risk_factors.prompt_breadth
             + risk_factors.history_jump,
             100
         ) as risk_score

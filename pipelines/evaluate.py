@@ -50,7 +50,8 @@ def render_report(report: dict[str, Any]) -> str:
         if name in report
     )
     return (
-        f"{table}\n{report['incidents']} incident(s), {report['pages']} page(s); benign: "
+        f"{table}\n{report['incidents']} incident(s), {report['pages']} page(s) "
+        f"({report['page_notifications']} paging notification(s) with escalations); benign: "
         f"{report['benign_named_rate']:.2%} of {report['benign_accounts']} accounts named, "
         f"{report['benign_pages']} page(s) = {report['benign_pages_per_thousand_per_day']:.2f} per 1,000 "
         f"accounts per day; {report['detect_cycles']} detect cycle(s); {timings}"

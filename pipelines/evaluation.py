@@ -151,6 +151,9 @@ def evaluate(
         "detect_every": str(every) if every else None,
         "detect_cycles": replay.cycles,
         "incidents": len(replay.incidents),
+        # what on-call's phone did: every opened or escalated incident of every cycle (pages counts each
+        # incident once, as the acceptance does; escalations re-page)
+        "page_notifications": len(replay.pages),
         "signals_by_detection": dict(sorted(Counter(s["detection_id"] for s in replay.signals).items())),
         **timings,
         **card.to_json(),

@@ -38,6 +38,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
+from pipelines import enrichment
 from pipelines.config import load_config
 from pipelines.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema
 from pipelines.privacy import Privacy, load_privacy
@@ -334,17 +335,26 @@ class _Builder:
     def fingerprint(self) -> str:
         return f"{self.rng.getrandbits(64):016x}"
 
-    def block(self) -> str:
+    def block(self, country: str | None = None, asn_name: str | None = None) -> str:
+        """A fresh /24 ("a.b.c"): one the GeoIP database places in country (and, when it has any, in
+        the AS it names asn_name), or with country None anywhere in public-looking space."""
         while True:
             rng = self.rng
-            prefix = f"{rng.choice(PUBLIC_FIRST_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}"
+            if country is None:
+                prefix = f"{rng.choice(PUBLIC_FIRST_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}"
+            else:
+                prefix = str(enrichment.country_block(country, 4, rng, asn_name).network_address)[:-2]
             if prefix not in self._used_blocks:
                 self._used_blocks.add(prefix)
                 return prefix
+            asn_name = None  # the AS may have only a block or two there: draw from the whole country
 
-    def ipv6(self) -> str:
-        # 2a00::/12 is RIPE's public allocation space; the rest is random.
-        return str(ipaddress.IPv6Address((0x2A0 << 116) | self.rng.getrandbits(116)))
+    def ipv6(self, country: str | None = None) -> str:
+        """An address in a /48 the GeoIP database places in country, or with None in RIPE's 2a00::/12."""
+        if country is None:
+            return str(ipaddress.IPv6Address((0x2A0 << 116) | self.rng.getrandbits(116)))
+        block = enrichment.country_block(country, 6, self.rng)
+        return str(block.network_address + self.rng.getrandbits(128 - block.prefixlen))
 
     def asn(self) -> int:
         return self.rng.randrange(2_000, 400_000)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import random
 import time
+from bisect import bisect_right
 
 import duckdb
 
@@ -23,6 +25,8 @@ GEOIP_DATA_FILE = "geoip2fast-asn-ipv6.dat.gz"  # the bundled Country + ASN file
 LOOKUP_FUNCTION = "geoip_lookup"
 ENRICHED_VIEW = "events_enriched"
 GEO_STRUCT = "struct(country varchar, asn_name varchar, asn_prefix varchar)"
+# The unit synthetic traffic draws addresses in: an IPv4 /24 or an IPv6 /48 (what detections group by).
+BLOCK_PREFIX = {4: 24, 6: 48}
 
 # Null country or asn: the edge had no answer; anything else is the edge's (fresher) enrichment.
 ENRICHED_VIEW_SQL = f"""
@@ -94,6 +98,114 @@ def lookup(ip: str | None) -> dict[str, str | None] | None:
     if country is None and asn_name is None:
         return None
     return {"country": country, "asn_name": asn_name, "asn_prefix": asn_prefix}
+
+
+class BlockSpace:
+    """Whole /24s (IPv4) or /48s (IPv6) of some networks, drawn uniformly: the k-th block overall lies in
+    the network whose cumulative block count first exceeds k."""
+
+    def __init__(self, version: int, networks: list[tuple[int, int]]):
+        self.version = version
+        self.shift = (32 if version == 4 else 128) - BLOCK_PREFIX[version]
+        self.firsts = [first for first, _ in networks]
+        self.cumulative: list[int] = []
+        total = 0
+        for _, blocks in networks:
+            total += blocks
+            self.cumulative.append(total)
+
+    def __bool__(self) -> bool:
+        return bool(self.firsts)
+
+    def draw(self, rng: random.Random) -> int:
+        """The first address (as an integer) of a random block."""
+        k = rng.randrange(self.cumulative[-1])
+        index = bisect_right(self.cumulative, k)
+        before = self.cumulative[index - 1] if index else 0
+        return self.firsts[index] + ((k - before) << self.shift)
+
+
+def _whole_blocks(version: int, first: int, prefix_length: int) -> tuple[int, int] | None:
+    """(first address, number of whole blocks) of a network; None when it is smaller than one block."""
+    if prefix_length > BLOCK_PREFIX[version]:
+        return None
+    return first, 1 << (BLOCK_PREFIX[version] - prefix_length)
+
+
+def _database_tables():
+    # geoip2fast keeps the loaded database's tables in module globals and has no public way to list
+    # its networks; the pinned version (1.2.2) names them as read here. Callers confirm what they draw
+    # through lookup(), so a change in that layout shows up as draws that do not verify.
+    _database()
+    from geoip2fast import geoip2fast as tables
+
+    return tables
+
+
+@functools.cache
+def _country_spaces() -> dict[tuple[str, int], BlockSpace]:
+    """(country, IP version) -> the whole blocks the database places in that country."""
+    tables = _database_tables()
+    codes = [name.split(":", 1)[0] for name in tables.mainListNamesCountry]
+    networks: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for firsts, lengths, ids in zip(
+        tables.mainListFirstIP, tables.mainListNetlength, tables.mainListIDCountryCodes, strict=True
+    ):
+        for first, length, code_index in zip(firsts, lengths, ids, strict=True):
+            if code_index < 16:  # the first 16 codes are private, reserved and "not found"
+                continue
+            version = 4 if first <= 0xFFFFFFFF else 6
+            blocks = _whole_blocks(version, first, length)
+            if blocks:
+                networks.setdefault((codes[code_index], version), []).append(blocks)
+    return {key: BlockSpace(key[1], value) for key, value in networks.items()}
+
+
+@functools.cache
+def _as_spaces(asn_name: str) -> dict[str, BlockSpace]:
+    """Country -> whole IPv4 /24s of an AS (by the database's AS name) that the database places there."""
+    tables = _database_tables()
+    networks: dict[str, list[tuple[int, int]]] = {}
+    for name_index in (i for i, name in enumerate(tables.mainListNamesASN) if name == asn_name):
+        for firsts, lengths, ids in zip(
+            tables.mainListFirstIPASN, tables.mainListNetlengthASN, tables.mainListIDASN, strict=True
+        ):
+            position = -1
+            while True:
+                try:  # list.index scans in C: an AS is a few of the table's ~500,000 rows
+                    position = ids.index(name_index, position + 1)
+                except ValueError:
+                    break
+                first = firsts[position]
+                blocks = _whole_blocks(4, first, lengths[position]) if first <= 0xFFFFFFFF else None
+                # classified by its first block; a prefix straddling a border fails the draw's own check
+                geo = lookup(str(ipaddress.IPv4Address(first + 1))) if blocks else None
+                if geo and geo["country"]:
+                    networks.setdefault(geo["country"], []).append(blocks)
+    return {country: BlockSpace(4, value) for country, value in networks.items()}
+
+
+def country_block(
+    country: str, version: int, rng: random.Random, asn_name: str | None = None
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """A random /24 (IPv4) or /48 (IPv6) that the database places in country, drawn uniformly.
+
+    With asn_name (IPv4 only), from that AS's networks in country when the database has any, so that a
+    generated cloud or VPN address also carries its provider's AS name. Every draw is confirmed with
+    lookup(); ValueError when the database has no such block.
+    """
+    space = _country_spaces().get((country, version))
+    if asn_name is not None and version == 4:
+        space = _as_spaces(asn_name).get(country) or space
+    if not space:
+        raise ValueError(f"the GeoIP database places no IPv{version} /{BLOCK_PREFIX[version]} in {country!r}")
+    network_class = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
+    for _ in range(100):
+        block = network_class((space.draw(rng), BLOCK_PREFIX[version]))
+        geo = lookup(str(block.network_address + 1))
+        if geo and geo["country"] == country:
+            return block
+    raise ValueError(f"GeoIP draws for {country!r} do not verify: has geoip2fast's table layout changed?")
 
 
 def install(con: duckdb.DuckDBPyConnection) -> None:

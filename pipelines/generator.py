@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import heapq
-import ipaddress
 import json
 import math
 import random
@@ -38,6 +37,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
+from pipelines import enrichment
 from pipelines.config import load_config
 from pipelines.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema
 from pipelines.privacy import Privacy, load_privacy
@@ -142,38 +142,6 @@ HOME_REGIONS = (
 LONDON_TRIPS = (("New York", 8 * 60), ("Paris", 150))
 # Cross-border commuter: Strasbourg to Kehl is ~5 km across the Rhine, a different country.
 COMMUTE = ("Strasbourg", "Kehl", 12)
-# Public-looking first octets (no private, CGNAT, loopback, link-local, documentation or multicast).
-PUBLIC_FIRST_OCTETS = (
-    24,
-    31,
-    37,
-    46,
-    49,
-    62,
-    73,
-    77,
-    79,
-    81,
-    82,
-    86,
-    89,
-    90,
-    94,
-    98,
-    101,
-    109,
-    112,
-    115,
-    121,
-    151,
-    176,
-    178,
-    185,
-    188,
-    193,
-    212,
-    217,
-)
 MODELS = ("nimbus-large", "nimbus-medium", "nimbus-small")
 EMBEDDING_MODEL = "nimbus-embed"
 BENIGN_USER_AGENTS = (
@@ -334,17 +302,20 @@ class _Builder:
     def fingerprint(self) -> str:
         return f"{self.rng.getrandbits(64):016x}"
 
-    def block(self) -> str:
+    def block(self, country: str, asn_name: str | None = None) -> str:
+        """A fresh /24 ("a.b.c") that the GeoIP database places in country (and in the AS it names
+        asn_name, when it has any there): enrichment resolves the address to where it is meant to be."""
         while True:
-            rng = self.rng
-            prefix = f"{rng.choice(PUBLIC_FIRST_OCTETS)}.{rng.randrange(256)}.{rng.randrange(256)}"
+            prefix = str(enrichment.country_block(country, 4, self.rng, asn_name).network_address)[:-2]
             if prefix not in self._used_blocks:
                 self._used_blocks.add(prefix)
                 return prefix
+            asn_name = None  # the AS may have only a block or two there: draw from the whole country
 
-    def ipv6(self) -> str:
-        # 2a00::/12 is RIPE's public allocation space; the rest is random.
-        return str(ipaddress.IPv6Address((0x2A0 << 116) | self.rng.getrandbits(116)))
+    def ipv6(self, country: str) -> str:
+        """An address in a /48 the GeoIP database places in country."""
+        block = enrichment.country_block(country, 6, self.rng)
+        return str(block.network_address + self.rng.getrandbits(128 - block.prefixlen))
 
     def asn(self) -> int:
         return self.rng.randrange(2_000, 400_000)
@@ -360,8 +331,9 @@ class _Builder:
         return Network(ip, country, latitude, longitude, asn, asn_type)
 
     def home_network(self, place: str) -> Network:
-        residential, _ = self.isp_asns(PLACES[place][0])
-        ip = f"{self.block()}.{self.rng.randrange(2, 255)}"
+        country = PLACES[place][0]
+        residential, _ = self.isp_asns(country)
+        ip = f"{self.block(country)}.{self.rng.randrange(2, 255)}"
         return self.network(ip, place, self.rng.choice(residential), "residential")
 
     def home_networks(self, place: str) -> tuple[Network, ...]:
@@ -371,7 +343,11 @@ class _Builder:
         count = self.rng.choice((1, 1, 2, 2, 3))
         if count >= 2:
             _, mobile_asn = self.isp_asns(home.country)
-            ip = self.ipv6() if self.rng.random() < 0.25 else f"{self.block()}.{self.rng.randrange(2, 255)}"
+            ip = (
+                self.ipv6(home.country)
+                if self.rng.random() < 0.25
+                else f"{self.block(home.country)}.{self.rng.randrange(2, 255)}"
+            )
             networks.append(self.network(ip, place, mobile_asn, "mobile"))
         if count == 3:
             renewed_ip = f"{home.ip.rsplit('.', 1)[0]}.{self.rng.randrange(2, 255)}"
@@ -468,7 +444,7 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
         )
 
     # Trap: a company's 15 employees behind one office NAT address, billed to one card.
-    office = build.network(f"{build.block()}.{rng.randrange(2, 255)}", "Munich", build.asn(), "business")
+    office = build.network(f"{build.block('DE')}.{rng.randrange(2, 255)}", "Munich", build.asn(), "business")
     org, payment = build.hex_id("org_", 40), build.hex_id("pay_", 64)
     for _ in range(CORPORATE_NAT_ACCOUNTS):
         accounts.append(
@@ -484,7 +460,7 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
         )
 
     # Trap: a legitimate batch pipeline, very high volume around the clock, input-heavy.
-    batch_block = build.block()
+    batch_block = build.block("US")  # Seattle
     batch_asn = build.asn()
     accounts.append(
         build.account(
@@ -554,7 +530,7 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
     )
 
     # A commercial VPN provider's exits in Amsterdam; the VPN user and the restricted scenario share it.
-    vpn_block, vpn_asn = build.block(), build.asn()
+    vpn_block, vpn_asn = build.block("NL"), build.asn()  # Amsterdam
 
     def vpn_exit() -> Network:
         return build.network(f"{vpn_block}.{rng.randrange(2, 255)}", "Amsterdam", vpn_asn, "vpn")
@@ -599,7 +575,7 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
     if "hydra" in config.scenarios:
         # A proxy service: many clean-looking accounts load-balanced over 3 hosting IPs in one /24,
         # 2 cards, 3 templates asking for step-by-step reasoning, long outputs, flat 24/7 timing.
-        block, asn = build.block(), build.asn()
+        block, asn = build.block("US"), build.asn()  # Ashburn
         base = rng.randrange(2, 250)
         exits = tuple(build.network(f"{block}.{base + i}", "Ashburn", asn, "hosting") for i in range(3))
         payments = (build.hex_id("pay_", 64), build.hex_id("pay_", 64))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
 from lakefixture import write_events
 
 from pipelines import enrichment
@@ -20,6 +23,25 @@ def test_lookup_knows_public_addresses_and_refuses_private_ones():
     assert enrichment.lookup("10.1.2.3") is None
     assert enrichment.lookup("not-an-ip") is None
     assert enrichment.database_source().startswith("MAXMIND:GeoLite2")
+
+
+def test_country_blocks_are_where_the_database_places_them():
+    rng = random.Random(7)
+    for country in ("US", "LU", "BR", "JP"):
+        for version in (4, 6):
+            block = enrichment.country_block(country, version, rng)
+            assert block.prefixlen == enrichment.BLOCK_PREFIX[version]
+            for address in (block.network_address + 1, block.broadcast_address - 1):
+                assert enrichment.lookup(str(address))["country"] == country, (country, block)
+    # an AS's own networks in that country, where the database has some
+    amazon = enrichment.country_block("SG", 4, rng, asn_name="AMAZON-02")
+    assert enrichment.lookup(str(amazon.network_address + 9)) == {
+        **enrichment.lookup(str(amazon.network_address + 9)),
+        "country": "SG",
+        "asn_name": "AMAZON-02",
+    }
+    with pytest.raises(ValueError, match="'XX'"):
+        enrichment.country_block("XX", 4, rng)
 
 
 def test_enriched_view_fills_only_the_gaps(tmp_path):

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kafka import KafkaConsumer
 
-from pipelines import generator
+from pipelines import enrichment, generator
 from pipelines.cli import main as usagewatch
 from pipelines.contracts import ContractViolation, validate_event
 from pipelines.generator import (
@@ -111,6 +111,12 @@ def test_labels_have_one_row_per_account_covering_every_event(events):
     assert by_outcome[("corporate_nat", "benign")] == 15
     assert by_outcome[("shared_template_team", "benign")] == 5
     assert sum(count for (_, outcome), count in by_outcome.items() if outcome == "benign") == 200
+
+
+def test_every_address_is_in_the_country_its_event_states(events):
+    # what the bundled GeoIP database (the detection-time enrichment) says of the address
+    for ip, country in {(event["source_ip"], event["country"]) for event in events}:
+        assert enrichment.lookup(ip)["country"] == country, (ip, country)
 
 
 def test_hydra_ring_shape(events_by_group):

@@ -121,11 +121,11 @@ def multi_ip_individual(cast: Cast, params: BenignClass, count: int, shared: Sha
         if ips >= 2:  # the office: its business ISP's block is registered elsewhere in the country
             office = world.city_at_distance(home, spread * rng.uniform(0.6, 1.4))
             lines.append(
-                world.placed(world.ipv4(), office, cast.build.asn(), "business", rng.randint(20, 200))
+                world.placed(world.ipv4(office), office, cast.build.asn(), "business", rng.randint(20, 200))
             )
         if ips >= 3:  # the phone, at the carrier's gateway city
             gateway = world.city_at_distance(home, spread * rng.uniform(0.6, 1.4))
-            ip = cast.build.ipv6() if rng.random() < 0.4 else world.ipv4()
+            ip = world.ipv6(gateway) if rng.random() < 0.4 else world.ipv4(gateway)
             lines.append(
                 world.placed(ip, gateway, world.mobile_asn(country), "mobile", rng.randint(200, 1000))
             )
@@ -223,7 +223,7 @@ def campus_nat(cast: Cast, params: BenignClass, count: int, shared: Shared) -> l
     campuses = ceil_div(count, params.nat_population)
     for campus in range(campuses):
         city = world.home_city()
-        block, asn = cast.build.block(), cast.build.asn()
+        block, asn = cast.build.block(FIELD_PLACES[city][0]), cast.build.asn()
         kind = "business" if rng.random() < 0.7 else None  # a university network is often untyped
         accuracy = rng.randint(5, 50)
         pool = tuple(
@@ -238,7 +238,9 @@ def campus_nat(cast: Cast, params: BenignClass, count: int, shared: Shared) -> l
             networks = [uniform_segment(cast.start_ms, pool)]
             if rng.random() < 0.4:  # and the student's phone
                 phone = (
-                    world.placed(world.ipv4(), city, world.mobile_asn(FIELD_PLACES[city][0]), "mobile", None),
+                    world.placed(
+                        world.ipv4(city), city, world.mobile_asn(FIELD_PLACES[city][0]), "mobile", None
+                    ),
                 )
                 networks = cast.alternating([pool, phone], (5, 40), weights=[3, 1])
             account = cast.account(
@@ -256,7 +258,7 @@ def cross_border_commuter(cast: Cast, params: BenignClass, count: int, shared: S
     for _ in range(count):
         home, work = rng.choice(COMMUTES)
         home_line, office = world.home_line(home, hub_km=50), world.business_line(work, hub_km=50)
-        phone = world.placed(world.ipv4(), home, world.mobile_asn(FIELD_PLACES[home][0]), "mobile", None)
+        phone = world.placed(world.ipv4(home), home, world.mobile_asn(FIELD_PLACES[home][0]), "mobile", None)
         leave_ms = cast.start_ms + int(cast.duration_ms * rng.uniform(0.1, 0.6))
         arrive_ms = leave_ms + rng.randint(15, 50) * MINUTE_MS
         itinerary = [
@@ -295,7 +297,9 @@ def traveller(cast: Cast, params: BenignClass, count: int, shared: Shared) -> li
             home_country = FIELD_PLACES[origin][0]
             if rng.random() < 0.5:  # roaming data exits through the home carrier, in the home country
                 gateway = world.city_at_distance(origin, 300)
-                arrived = world.placed(world.ipv4(), gateway, world.mobile_asn(home_country), "mobile", None)
+                arrived = world.placed(
+                    world.ipv4(gateway), gateway, world.mobile_asn(home_country), "mobile", None
+                )
             else:
                 arrived = world.home_line(destination)  # hotel or office Wi-Fi at the destination
             itinerary.append(Segment(landed_ms, (arrived,)))
@@ -316,17 +320,10 @@ def consumer_vpn(cast: Cast, params: BenignClass, count: int, shared: Shared) ->
         if rng.random() < 0.3:
             # A privacy relay egresses near the user, from a fresh address each session.
             relay_asn = rng.choice(PRIVACY_RELAY_ASNS)
+            egresses = [world.city_at_distance(home, rng.uniform(0, 300)) for _ in range(8)]
             sessions = [
-                (
-                    world.placed(
-                        world.ipv4(),
-                        world.city_at_distance(home, rng.uniform(0, 300)),
-                        relay_asn,
-                        "vpn",
-                        None,
-                    ),
-                )
-                for _ in range(8)
+                (world.placed(world.ipv4(egress, relay_asn), egress, relay_asn, "vpn", None),)
+                for egress in egresses
             ]
         else:
             exits = shared.vpn_providers[index % len(shared.vpn_providers)]

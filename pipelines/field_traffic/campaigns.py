@@ -236,7 +236,7 @@ def sync_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> 
         # Residential, business, mobile or a small VPS host: never two members on one network.
         kind_of_line = rng.choice(("residential", "business", "mobile", "hosting"))
         accuracy = rng.randint(5, 300) if rng.random() < 0.6 else None
-        network = world.placed(world.ipv4(), place, cast.build.asn(), kind_of_line, accuracy)
+        network = world.placed(world.ipv4(place), place, cast.build.asn(), kind_of_line, accuracy)
         actor = _harvester(
             cast,
             kind,

@@ -186,6 +186,19 @@ VPN_EXIT_PLACES = (
     "Madrid",
 )
 PRIVACY_RELAY_ASNS = (36183, 13335)  # Akamai and Cloudflare egress of a privacy relay
+# The GeoIP database's names of the ASNs above (it has AS names, not numbers): their addresses are drawn
+# from those networks where the database has some in the intended country.
+GEOIP_AS_NAMES = {
+    16509: "AMAZON-02",
+    8075: "MICROSOFT-CORP-MSN-AS-BLOCK",
+    396982: "GOOGLE-CLOUD-PLATFORM",
+    14061: "DIGITALOCEAN-ASN",
+    24940: "Hetzner Online GmbH",
+    16276: "OVH SAS",
+    9009: "M247 Europe SRL",
+    60068: "Datacamp Limited",
+    13335: "CLOUDFLARENET",
+}
 MOBILE_USER_AGENTS = (
     "okhttp/4.12.0",
     "Dart/3.5 (dart:io)",
@@ -242,8 +255,16 @@ class World:
         candidates = [city for city in cities_of(country) if city not in DATACENTER_PLACES]
         return min(candidates, key=lambda city: (abs(km_between(origin, city) - target_km), city))
 
-    def ipv4(self, block: str | None = None) -> str:
-        return f"{block or self.build.block()}.{self.rng.randrange(2, 255)}"
+    def ipv4(self, place: str, asn: int | None = None) -> str:
+        """An address of a fresh /24 that the GeoIP database places in place's country (and in asn's
+        networks, when it knows them there): the address really is where the generator means it to be,
+        whatever the edge's enrichment later reports for it."""
+        block = self.build.block(FIELD_PLACES[place][0], GEOIP_AS_NAMES.get(asn))
+        return f"{block}.{self.rng.randrange(2, 255)}"
+
+    def ipv6(self, place: str) -> str:
+        """An address of a /48 the GeoIP database places in place's country."""
+        return self.build.ipv6(FIELD_PLACES[place][0])
 
     def placed(
         self, ip: str, place: str | None, asn: int | None, asn_type: str | None, accuracy_km: int | None
@@ -298,12 +319,12 @@ class World:
 
     def home_line(self, place: str, hub_km: float = 300) -> Network:
         country = FIELD_PLACES[place][0]
-        ip = self.build.ipv6() if self.rng.random() < 0.2 else self.ipv4()
+        ip = self.ipv6(place) if self.rng.random() < 0.2 else self.ipv4(place)
         return self.locate(ip, place, self.residential_asn(country), "residential", hub_km=hub_km)
 
     def business_line(self, place: str, asn: int | None = None, hub_km: float = 150) -> Network:
         return self.locate(
-            self.ipv4(), place, asn or self.build.asn(), "business", hub_km=hub_km, accuracy_km=(5, 100)
+            self.ipv4(place), place, asn or self.build.asn(), "business", hub_km=hub_km, accuracy_km=(5, 100)
         )
 
     def mobile_gateways(self, country: str, count: int, gateway_km: float) -> tuple[Network, ...]:
@@ -311,7 +332,7 @@ class World:
         rng = self.rng
         anchor = self.home_city(country)
         hubs = (anchor, self.city_at_distance(anchor, gateway_km))
-        block, asn = self.build.block(), self.mobile_asn(country)
+        block, asn = self.build.block(country), self.mobile_asn(country)
         first = rng.randrange(2, 250 - count)
         return tuple(
             self.placed(
@@ -330,7 +351,11 @@ class World:
         asn, place = region or rng.choice(CLOUD_REGIONS)
         return tuple(
             self.placed(
-                self.ipv4(), place, asn, "hosting", rng.randint(1, 20) if rng.random() < 0.6 else None
+                self.ipv4(place, asn),
+                place,
+                asn,
+                "hosting",
+                rng.randint(1, 20) if rng.random() < 0.6 else None,
             )
             for _ in range(count)
         )
@@ -343,7 +368,8 @@ class World:
             place = rng.choice(places)
             kind = "vpn" if rng.random() < 0.7 else "hosting"
             accuracy = rng.randint(20, 500) if rng.random() < 0.5 else None
-            exits.append(self.placed(self.ipv4(), place, rng.choice(VPN_NETWORKS), kind, accuracy))
+            asn = rng.choice(VPN_NETWORKS)
+            exits.append(self.placed(self.ipv4(place, asn), place, asn, kind, accuracy))
         return tuple(exits)
 
     def residential_proxy_pool(self, size: int, countries: int) -> tuple[Network, ...]:

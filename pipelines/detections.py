@@ -394,7 +394,7 @@ def detect_and_route(
                 settings,
                 now,
                 incidents.lake_output_tokens(con),
-                incidents.lake_account_orgs(con),
+                incidents.lake_account_links(con),
             )
             engine.delivery = router.deliver(store, now)
     finally:

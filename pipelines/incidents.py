@@ -170,14 +170,20 @@ def correlate(
     signals: list[dict[str, Any]],
     policies: dict[str, tuple[int, bool]],
     settings: IncidentSettings,
-    orgs: dict[str, str] | None = None,
+    traffic_links: dict[str, set[str]] | None = None,
 ) -> list[Component]:
     """Union-find over accounts and entities; one component per connected campaign, oldest first.
 
-    `orgs` (account -> org) ties together the accounts of one organisation that carry an immediate
-    signal (e.g. served restricted-region access): one org's accounts doing that are one case for on-call,
-    not several. Only immediate signals link by org, since those open an incident anyway: summing the
-    weak signals of a whole org (a research team's extraction-like traffic) would raise one from noise.
+    `traffic_links` (account -> nodes from its traffic, see `lake_account_links`) adds two ties the
+    signals do
+    not carry themselves:
+    - `org:ID` between the accounts of one organisation that carry an immediate signal (e.g. served
+      restricted-region access): one org doing that is one case for on-call, not several. Only immediate
+      signals link by org, since those open an incident anyway; summing the weak signals of a whole org
+      (a research team's extraction-like traffic) would raise one from noise;
+    - `exit:IP` between accounts with a signal strong enough to link that used the same anonymizing
+      exit (VPN, hosting, Tor): suspicious accounts behind one exit are one operation (a restricted-region
+      team sharing its VPN). The exit's other, unsuspicious users are not tied in.
     """
     parent: dict[str, str] = {}
 
@@ -201,10 +207,10 @@ def correlate(
         strong = signal["risk_score"] >= settings.link_min_risk
         if links and strong:
             union(accounts + ([_node(entity)] if entity else []))
-        if signal["immediate"] and orgs:
-            for account in signal["account_ids"]:
-                if account in orgs:
-                    union([f"account:{account}", f"org:{orgs[account]}"])
+        for account in signal["account_ids"] if traffic_links else ():
+            for node in traffic_links.get(account, ()):
+                if (node.startswith("org:") and signal["immediate"]) or (node.startswith("exit:") and strong):
+                    union([f"account:{account}", node])
         nodes = accounts or ([_node(entity)] if entity else [])
         for node in nodes:
             find(node)
@@ -377,7 +383,7 @@ def page_line(change: dict[str, Any]) -> str:
 
 
 OutputTokens = Callable[[list[tuple[str, list[str], str, str]]], dict[str, int]]
-AccountOrgs = Callable[[list[str]], dict[str, str]]
+AccountLinks = Callable[[list[str]], dict[str, set[str]]]
 
 
 def raise_signals(
@@ -389,13 +395,13 @@ def raise_signals(
     settings: IncidentSettings,
     now: dt.datetime,
     output_tokens: OutputTokens | None = None,
-    account_orgs: AccountOrgs | None = None,
+    account_links: AccountLinks | None = None,
 ) -> EngineRun:
     """Record, correlate, open/update incidents, audit and queue them; the caller delivers the outbox.
 
     `output_tokens` answers [(incident_id, account_ids, first_seen, last_seen)] -> {incident_id: tokens}
     from the lake, for the incident summaries (None: summaries without a token figure).
-    `account_orgs` answers account ids -> org id from the lake (None: no org links).
+    `account_links` answers account ids -> org and shared-exit nodes from the lake (None: no such links).
     """
     recorded = store.plan_signals(signals, {d: p.suppression_minutes for d, p in policies.items()})
     # Write-ahead: the audit log names every signal before the state knows it.
@@ -406,7 +412,7 @@ def raise_signals(
     )
     store.apply_signals(recorded, now)
     store.register_risk({d: (p.max_contribution, p.links_accounts) for d, p in policies.items()})
-    changes = _correlate_and_update(store, router, audit_log, settings, now, output_tokens, account_orgs)
+    changes = _correlate_and_update(store, router, audit_log, settings, now, output_tokens, account_links)
     return EngineRun(recorded, changes)
 
 
@@ -417,15 +423,22 @@ def _correlate_and_update(
     settings: IncidentSettings,
     now: dt.datetime,
     output_tokens: OutputTokens | None,
-    account_orgs: AccountOrgs | None = None,
+    account_links: AccountLinks | None = None,
 ) -> list[dict[str, Any]]:
     signals = store.window_signals(settings.window)
     if not signals:
         return []
     policies = store.risk_policies()
-    immediate = sorted({account for s in signals if s["immediate"] for account in s["account_ids"]})
-    orgs = account_orgs(immediate) if account_orgs and immediate else None
-    components = correlate(signals, policies, settings, orgs)
+    linking = sorted(
+        {
+            account
+            for signal in signals
+            if signal["immediate"] or signal["risk_score"] >= settings.link_min_risk
+            for account in signal["account_ids"]
+        }
+    )
+    traffic_links = account_links(linking) if account_links and linking else None
+    components = correlate(signals, policies, settings, traffic_links)
     touching = store.incidents_touching(node for component in components for node in component.nodes)
     touched_ids = set(touching.values()) | {s["incident_id"] for s in signals if s["incident_id"]}
     records = store.incident_records(touched_ids)
@@ -892,21 +905,42 @@ def lake_output_tokens(con) -> OutputTokens:
     return query
 
 
-def lake_account_orgs(con) -> AccountOrgs:
-    """An AccountOrgs over an open lake connection: each account's organisation (accounts without one
-    are left out), in one query."""
+def lake_account_links(con) -> AccountLinks:
+    """An AccountLinks over an open lake connection, in one query: each account's organisation
+    (`org:ID`) and the anonymizing exits (`exit:IP`, asn_type vpn/hosting/tor) it shares with at least
+    one other of the accounts asked about."""
 
-    def query(account_ids: list[str]) -> dict[str, str]:
+    def query(account_ids: list[str]) -> dict[str, set[str]]:
         con.register("linking_accounts", pa.Table.from_pylist([{"account_id": a} for a in account_ids]))
         try:
-            return dict(
-                con.execute(
-                    "select e.account_id, min(e.org_id) from events e "
-                    "semi join linking_accounts l on e.account_id = l.account_id "
-                    "where e.org_id is not null group by 1"
-                ).fetchall()
-            )
+            rows = con.execute(
+                """
+                with asked as (
+                    select e.* from events e semi join linking_accounts l on e.account_id = l.account_id
+                ),
+                orgs as (
+                    select account_id, 'org:' || min(org_id) as node from asked
+                    where org_id is not null group by account_id
+                ),
+                exits as (
+                    select account_id, source_ip from asked
+                    where asn_type in ('vpn', 'hosting', 'tor') group by all
+                ),
+                -- an exit only ties accounts together when two or more of them used it
+                shared_exits as (
+                    select account_id, 'exit:' || source_ip as node from exits
+                    where source_ip in (
+                        select source_ip from exits group by source_ip having count(*) >= 2
+                    )
+                )
+                select account_id, node from orgs union all select account_id, node from shared_exits
+                """
+            ).fetchall()
         finally:
             con.unregister("linking_accounts")
+        links: dict[str, set[str]] = defaultdict(set)
+        for account, node in rows:
+            links[account].add(node)
+        return links
 
     return query

@@ -95,10 +95,10 @@ class Engine:
         self.settings = incidents.incident_settings(self.config)
 
     def run(
-        self, signals: list[dict], now: dt.datetime = NOW, orgs: dict[str, str] | None = None
+        self, signals: list[dict], now: dt.datetime = NOW, links: dict[str, set[str]] | None = None
     ) -> incidents.EngineRun:
-        """`orgs` (account -> org) stands in for the lake's answer to which org an account belongs to."""
-        account_orgs = (lambda accounts: {a: orgs[a] for a in accounts if a in orgs}) if orgs else None
+        """`links` (account -> org:/exit: nodes) stands in for the lake's answer (lake_account_links)."""
+        account_links = (lambda accounts: {a: links[a] for a in accounts if a in links}) if links else None
         with AlertStore.open(self.folder / "state.duckdb") as store:
             run = incidents.raise_signals(
                 store,
@@ -108,7 +108,7 @@ class Engine:
                 POLICIES,
                 self.settings,
                 now,
-                account_orgs=account_orgs,
+                account_links=account_links,
             )
             run.delivery = self.router.deliver(store, now)
         for change in run.changes:

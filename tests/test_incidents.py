@@ -115,9 +115,21 @@ def test_accounts_of_one_org_with_strong_signals_are_one_incident(engine):
     orgs = {"r1": "org-a", "r2": "org-a", "r3": "org-a", "x1": "org-b", "weak": "org-a"}
     orgs |= {"lab1": "org-c", "lab2": "org-c"}
 
-    run = engine.run(signals, orgs=orgs)
+    run = engine.run(signals, links={account: {f"org:{org}"} for account, org in orgs.items()})
 
     assert sorted(tuple(change["account_ids"]) for change in run.pages) == [("r1", "r2", "r3"), ("x1",)]
+
+
+def test_suspicious_accounts_behind_one_anonymizing_exit_are_one_incident(engine):
+    """Two restricted-region users with no org in common, evading through the same VPN exit: one case.
+    A third account on that exit with only a weak signal is not tied in."""
+    signals = [signal("restricted_region_access", a, [a], 0, 90, immediate=True) for a in ("v1", "v2")]
+    signals += [signal("impossible_travel", "bystander", ["bystander"], 0, 10)]
+    exit_node = {"exit:193.36.126.244"}
+
+    run = engine.run(signals, links={"v1": exit_node, "v2": exit_node, "bystander": exit_node})
+
+    assert [change["account_ids"] for change in run.pages] == [["v1", "v2"]]
 
 
 def test_a_linking_signal_merges_two_incidents_into_the_oldest(engine):

@@ -122,9 +122,9 @@ scored as (
             'output_volume': round($weight_volume * volume_f * gate, 1),
             'flat_24_7': round($weight_flatness * flat_f * gate, 1),
             'hosting_networks': round($weight_hosting * hosting_f * gate, 1),
-            -- breadth counts where the traffic is automated: a research team browsing many templates by
-            -- hand is not harvesting
-            'prompt_breadth': round($weight_breadth * breadth_f * automation_f * gate, 1),
+            -- breadth counts for traffic from servers: a research team trying many templates from its
+            -- offices is not harvesting (flatness cannot tell them apart in a short window)
+            'prompt_breadth': round($weight_breadth * breadth_f * hosting_f * gate, 1),
             'history_jump': round($weight_history * jump_f * gate, 1)
         } as risk_factors
     from contributions

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.alerts import SEVERITIES
 from pipelines.analyst import terminal_safe
+from pipelines.audit import last_line
 from pipelines.config import Config
 from pipelines.redaction import redact, redact_url, register_secret
 
@@ -161,8 +162,13 @@ class JsonlSink(Sink):
 
     def send(self, delivery: Delivery) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as sink:
-            sink.write(json.dumps(delivery.incident, sort_keys=True) + "\n")
+        line = json.dumps(delivery.incident, sort_keys=True)
+        with self.path.open("a+b") as sink:
+            # A run killed after this write and before the outbox marked it delivered sends it again:
+            # the line is already the file's last one, so it is not written twice.
+            if last_line(sink) == line.encode("utf-8"):
+                return
+            sink.write((line + "\n").encode("utf-8"))
 
 
 @dataclass

@@ -19,6 +19,7 @@ so nothing is applied or audited twice. Records of other kinds (reports) are pas
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from typing import Any
 
@@ -261,3 +262,118 @@ def reconcile(store: AlertStore, audit_log: AuditLog, now: dt.datetime) -> int:
             file=sys.stderr,
         )
     return applied
+
+
+# --- cross-check for `audit verify`: the state against the chain -------------------------------------
+
+
+def cross_check(store: AlertStore, records: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """(differences between the state and the records it applied, first in log order; pending count).
+
+    Every signal and incident in the state must have its audit records and the other way round; each
+    incident's status must be the one its last record gives, each signal's status one its incident was
+    given by a record, and each signal must belong to the incident the records link it to. A signal
+    audited twice means it was deleted from the state and raised again. Records after the state's
+    cursor are pending (a run was interrupted; the next one applies them), not differences.
+    """
+    cursor = store.audit_cursor()
+    applied = [r for r in records if cursor is None or r["seq"] <= cursor.seq]
+    found: list[tuple[float, str]] = []
+    if cursor is not None and (records[-1]["seq"] if records else -1) < cursor.seq:
+        last = records[-1]["seq"] if records else "no record"
+        found.append(
+            (-1, f"the state applied records up to seq {cursor.seq}, the log ends at {last}: cut off")
+        )
+    signal_seq: dict[str, int] = {}
+    incident_last: dict[str, tuple[str, int]] = {}
+    incident_statuses: dict[str, set[str]] = {}
+    links: dict[str, tuple[str, int]] = {}
+    unlinked: set[str] = set()
+    for record in applied:
+        payload, seq = record["payload"], record["seq"]
+        if record["kind"] == SIGNAL:
+            alert_id = payload["alert"]["alert_id"]
+            if alert_id in signal_seq:
+                found.append(
+                    (
+                        seq,
+                        f"signal {alert_id} is audited twice (records {signal_seq[alert_id]} and {seq}): "
+                        "it was deleted from the state and raised again",
+                    )
+                )
+            signal_seq.setdefault(alert_id, seq)
+        elif record["kind"] == INCIDENT and "change" in payload and payload["change"] != "merged":
+            if _is_status(payload):
+                incident_id, status = payload["incident_id"], payload["change"]
+            else:
+                incident_id, status = payload["incident"]["incident_id"], payload["incident"]["status"]
+                if "signal_ids" not in payload:  # written before records carried their links
+                    unlinked.add(incident_id)
+                links |= {alert_id: (incident_id, seq) for alert_id in payload.get("signal_ids", [])}
+            incident_last[incident_id] = (status, seq)
+            incident_statuses.setdefault(incident_id, set()).add(status)
+    state_signals = {
+        alert_id: (status, incident_id)
+        for alert_id, status, incident_id in store.con.execute(
+            "select alert_id, status, incident_id from signals"
+        ).fetchall()
+    }
+    state_incidents = dict(store.con.execute("select incident_id, status from incidents").fetchall())
+    never = float("inf")  # a state row without any record sorts after every record
+    for alert_id, seq in signal_seq.items():
+        if alert_id not in state_signals:
+            found.append((seq, f"signal {alert_id} (audit record {seq}) is missing from the state: deleted"))
+    for incident_id, (status, seq) in incident_last.items():
+        if incident_id not in state_incidents:
+            found.append(
+                (seq, f"incident {incident_id} (audit record {seq}) is missing from the state: deleted")
+            )
+        elif state_incidents[incident_id] != status:
+            found.append(
+                (
+                    seq,
+                    f"incident {incident_id} is {state_incidents[incident_id]} in the state, but its last "
+                    f"audit record (seq {seq}) says {status}",
+                )
+            )
+    for incident_id in sorted(set(state_incidents) - set(incident_last)):
+        found.append((never, f"incident {incident_id} is in the state without an audit record"))
+    for alert_id, (status, incident_id) in sorted(state_signals.items()):
+        seq = signal_seq.get(alert_id)
+        if seq is None:
+            found.append((never, f"signal {alert_id} is in the state without an audit record"))
+            continue
+        linked, link_seq = links.get(alert_id, (None, seq))
+        if linked != incident_id and not {linked, incident_id} & unlinked:
+            found.append(
+                (
+                    link_seq,
+                    f"signal {alert_id} is linked to incident {incident_id or 'none'} in the state, "
+                    f"the audit log links it to {linked or 'none'}",
+                )
+            )
+        elif status != "open" and status not in incident_statuses.get(incident_id or "", set()):
+            found.append(
+                (
+                    seq,
+                    f"signal {alert_id} is {status} in the state, but no audit record makes its incident "
+                    f"({incident_id or 'none'}) {status}",
+                )
+            )
+    found.sort(key=lambda item: item[0])
+    return [message for _, message in found], len(records) - len(applied)
+
+
+def verify_state(state_file: str, log_path: str) -> tuple[bool, str]:
+    """`audit verify`'s second half: (ok, message) for the state database against an intact chain."""
+    with open(log_path, "rb") as handle:
+        records = [json.loads(line) for line in handle]
+    with AlertStore.open(state_file) as store:
+        differences, pending = cross_check(store, records)
+    note = f"; {pending} record(s) pending: the next run applies them" if pending else ""
+    if differences:
+        return False, (
+            f"{state_file}: the state differs from the audit log, {len(differences)} difference(s); "
+            f"first: {differences[0]}{note}"
+        )
+    return True, f"{state_file}: state agrees with the audit log{note}"

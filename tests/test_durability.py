@@ -80,6 +80,7 @@ def assert_each_once(engine: Engine, changes: list[str]) -> None:
     assert [routed["change"] for routed in engine.routed()] == changes
     assert {routed["incident_id"] for routed in engine.routed()} == {incident["incident_id"]}
     assert audit.verify(engine.folder / "audit.jsonl")[0]
+    assert cli.main(["audit", "verify", "--config", str(engine.config.path)]) == 0  # state agrees too
 
 
 @pytest.mark.parametrize(

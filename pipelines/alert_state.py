@@ -16,6 +16,8 @@ Tables:
   or acknowledged incident: a later signal touching a member updates that incident instead of opening one.
 - outbox: one row per (incident change, sink), carrying the routed copy; delivered_at stays null until
   the sink accepted it, so an unreachable sink gets it on a later run.
+- audit_cursor: the last audit record whose change the state holds, moved in the transaction that
+  applies it (pipelines/audit_state.py: write-ahead records, reconciliation on start).
 - lake_files / lake_partitions: which committed lake files `detect --every` has already seen, and which
   partitions are complete (Flink's _SUCCESS marker) so they are not listed again.
 
@@ -130,6 +132,14 @@ create table if not exists lake_files (
     size bigint not null,
     processed_at timestamp not null
 );
+-- Where the state has applied the audit log up to (one row): the record (seq, hash) and the byte
+-- offset just after it. Moved in the same transaction as the state change a record describes, so the
+-- records after it are exactly those whose change the state does not hold yet (write-ahead).
+create table if not exists audit_cursor (
+    seq bigint not null,
+    hash varchar not null,
+    end_offset bigint not null
+);
 create table if not exists lake_partitions (
     partition_dir varchar primary key,
     completed_at timestamp not null
@@ -231,6 +241,15 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class AuditCursor:
+    """The last audit record whose state change the state holds (see the audit_cursor table)."""
+
+    seq: int
+    hash: str
+    end_offset: int
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     incident_id: str
     sink: str
@@ -318,6 +337,23 @@ class AlertStore:
             for name in tables or {}:
                 self.con.unregister(name)
 
+    # --- the audit cursor ---------------------------------------------------------------------------
+
+    def audit_cursor(self) -> AuditCursor | None:
+        rows = self.con.execute("select seq, hash, end_offset from audit_cursor").fetchall()
+        return AuditCursor(*rows[0]) if rows else None
+
+    def _advance(self, cursor: AuditCursor | None) -> None:
+        """Inside a transaction: the state now holds every change up to `cursor`."""
+        if cursor is not None:
+            self.con.execute("delete from audit_cursor")
+            self.con.execute(
+                "insert into audit_cursor values (?, ?, ?)", [cursor.seq, cursor.hash, cursor.end_offset]
+            )
+
+    def set_audit_cursor(self, cursor: AuditCursor) -> None:
+        self._transaction(lambda: self._advance(cursor))
+
     # --- signals ------------------------------------------------------------------------------------
 
     def plan_signals(
@@ -368,8 +404,11 @@ class AlertStore:
             result.new.append(signal)
         return result
 
-    def apply_signals(self, result: RecordResult, now: dt.datetime) -> None:
-        """Write what plan_signals decided, in one transaction and a few batched statements."""
+    def apply_signals(
+        self, result: RecordResult, now: dt.datetime, cursor: AuditCursor | None = None
+    ) -> None:
+        """Write what plan_signals decided (and move the audit cursor to `cursor`), in one transaction
+        and a few batched statements."""
         now = naive_utc(now)
         inserted = [(signal, None) for signal in result.new] + result.suppressed
         rows = [
@@ -421,6 +460,7 @@ class AlertStore:
                 {"now": now},
             )
             self.con.execute("insert or replace into suppressions select * from suppression_rows")
+            self._advance(cursor)
 
         tables = {
             "fresh": _arrow(rows, _SIGNAL_ARROW),
@@ -572,9 +612,10 @@ class AlertStore:
         signal_ids: dict[str, set[str]],
         outbox: list[OutboxRow],
         now: dt.datetime,
+        cursor: AuditCursor | None = None,
     ) -> None:
         """Write incidents (their documents as they now stand), membership, signal links and the outbox
-        rows that route their changes, in one transaction."""
+        rows that route their changes (and move the audit cursor), in one transaction."""
         now = naive_utc(now)
         incident_rows = [
             {
@@ -684,6 +725,7 @@ class AlertStore:
                 "select incident_id, sink, change, action, document, $now, $now from outbox_rows",
                 {"now": now},
             )
+            self._advance(cursor)
 
         tables = {"changed": changed, "member_rows": member_rows, "links": links, "outbox_rows": outbox_rows}
         self._transaction(work, tables)
@@ -740,9 +782,10 @@ class AlertStore:
         now: dt.datetime,
         document: dict[str, Any],
         outbox: list[OutboxRow],
+        cursor: AuditCursor | None = None,
     ) -> None:
         """Set an incident's status (its document already updated by the caller) and every signal in it,
-        and queue the routed change, in one transaction."""
+        queue the routed change and move the audit cursor, in one transaction."""
         now = naive_utc(now)
         prefix = "ack" if target == "acknowledged" else "resolved"
 
@@ -783,6 +826,7 @@ class AlertStore:
                         now,
                     ],
                 )
+            self._advance(cursor)
 
         self._transaction(work)
 

@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def audit_log_path(config: Config, state_path: str | Path | None = None) -> Path
     return config.resolve(value)
 
 
-def _last_line(handle) -> bytes:
+def last_line(handle) -> bytes:
     """The file's last non-empty line, read backwards in blocks (the log only grows)."""
     handle.seek(0, os.SEEK_END)
     end = handle.tell()
@@ -73,6 +74,37 @@ def _last_line(handle) -> bytes:
         if b"\n" in stripped:
             return stripped.rsplit(b"\n", 1)[1]
     return tail.rstrip(b"\n")
+
+
+def _repair_torn_tail(handle) -> None:
+    """Cut a last line without its newline (a write interrupted by a crash), or complete it if it is a
+    whole record that only lost its newline."""
+    end = handle.seek(0, os.SEEK_END)
+    if end == 0:
+        return
+    handle.seek(end - 1)
+    if handle.read(1) == b"\n":
+        return
+    line = last_line(handle)
+    try:
+        record = json.loads(line)
+        whole = isinstance(record, dict) and record.get("hash") == record_hash(record)
+    except ValueError:
+        whole = False
+    if whole:
+        handle.write(b"\n")
+        return
+    handle.truncate(end - len(line))
+    print(
+        f"audit: {handle.name}: removed a torn last line ({len(line)} bytes) left by an interrupted append",
+        file=sys.stderr,
+    )
+
+
+@dataclass(frozen=True)
+class AuditBatch:
+    records: list[dict[str, Any]]
+    end_offset: int | None  # byte offset just after the batch; None for an empty batch
 
 
 class AuditLog:
@@ -94,7 +126,7 @@ class AuditLog:
     @staticmethod
     def _head(handle) -> tuple[int, str]:
         """(seq of the next record, hash of the last record)."""
-        line = _last_line(handle)
+        line = last_line(handle)
         if not line:
             return 0, GENESIS_HASH
         try:
@@ -113,12 +145,24 @@ class AuditLog:
         self, entries: list[tuple[str, dict[str, Any]]], now: dt.datetime | None = None
     ) -> list[dict[str, Any]]:
         """Append (kind, payload) records under one lock and one fsync; return them with seq and hash."""
+        return self.append_batch(entries, now).records
+
+    def append_batch(
+        self, entries: list[tuple[str, dict[str, Any]]], now: dt.datetime | None = None
+    ) -> AuditBatch:
+        """append_many, also returning where the batch ends in the file (the state's audit cursor).
+
+        All or nothing: a write that fails part-way (disk full) is cut off again before the error is
+        raised, so the log never keeps half a batch; a torn last line left by a process killed
+        mid-write is removed first (it was never acknowledged, so nothing acted on it).
+        """
         if any(not kind for kind, _ in entries):
             raise ValueError("audit record kind must be non-empty")
         if not entries:
-            return []
+            return AuditBatch([], None)
         ts = format_event_time(now or dt.datetime.now(dt.UTC))
         with self._locked() as handle:
+            _repair_torn_tail(handle)
             seq, prev_hash = self._head(handle)
             records, lines = [], []
             for kind, payload in entries:
@@ -127,11 +171,44 @@ class AuditLog:
                 records.append(record)
                 lines.append(canonical_json(record) + "\n")
                 seq, prev_hash = seq + 1, record["hash"]
-            handle.seek(0, os.SEEK_END)
-            handle.write("".join(lines).encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        return records
+            start = handle.seek(0, os.SEEK_END)
+            try:
+                handle.write("".join(lines).encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError:
+                handle.truncate(start)
+                raise
+            return AuditBatch(records, handle.tell())
+
+    def records_after(self, offset: int) -> list[tuple[dict[str, Any], int]]:
+        """(record, offset just after it) for every complete record from byte `offset` on."""
+        if not self.path.exists():
+            return []
+        with self._locked() as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size < offset:
+                raise ValueError(
+                    f"{self.path}: the log is shorter ({size} bytes) than the state has applied ({offset}): "
+                    "records were cut off or the log was replaced; run `usagewatch audit verify`"
+                )
+            handle.seek(offset)
+            result = []
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # a torn tail: never acknowledged, removed by the next append
+                offset += len(line)
+                result.append((json.loads(line), offset))
+            return result
+
+    def tail(self) -> tuple[int, str, int]:
+        """(seq, hash, byte offset just after) of the newest record; (-1, GENESIS_HASH, 0) when empty."""
+        if not self.path.exists():
+            return -1, GENESIS_HASH, 0
+        with self._locked() as handle:
+            _repair_torn_tail(handle)
+            seq, last_hash = self._head(handle)
+            return seq - 1, last_hash, handle.seek(0, os.SEEK_END)
 
     def head_hash(self) -> str:
         """Hash of the newest record (GENESIS_HASH for an empty or missing log)."""
@@ -200,12 +277,28 @@ def head_hash(config: Config | None = None) -> str:
 
 
 def run_verify_command(args: argparse.Namespace) -> int:
+    """The chain, then (unless only --log is given) the state database against it."""
+    # alert_state and audit_state import this module, so they are imported here, at call time.
+    from pipelines.alert_state import AlertStateError, state_path
+    from pipelines.audit_state import verify_state
+
     try:
-        path = Path(args.log) if args.log else audit_log_path(load_config(args.config), args.state)
+        config = load_config(args.config) if args.state or not args.log else None
+        path = Path(args.log) if args.log else audit_log_path(config, args.state)
+        state = state_path(config, args.state) if config is not None else None
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     ok, _, message = verify(path, expected_head=args.expect_head)
+    if ok and state is not None:
+        if state.exists():
+            try:
+                ok, state_message = verify_state(str(state), str(path))
+            except AlertStateError as error:
+                ok, state_message = False, str(error)
+            message += "\n" + state_message
+        else:
+            message += f"\n{state}: no state database: the chain alone was checked"
     print(("ok: " if ok else "TAMPERED: ") + message, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 
@@ -215,14 +308,19 @@ def add_parser(subparsers) -> None:
     actions = parser.add_subparsers(dest="audit_command", required=True)
     verify_parser = actions.add_parser(
         "verify",
-        help="check every record's hash and chain; exit 1 naming the first bad record",
-        description="Detects any edit, deletion or reordering of records. Records cut off the end are "
-        "detected only against a head hash recorded elsewhere (--expect-head).",
+        help="check the chain and the state database against it; exit 1 naming the first difference",
+        description="Detects any edit, deletion or reordering of records, and any signal, incident or "
+        "status change in the state database without its record or the other way round (unless only "
+        "--log is given). Records cut off the end are detected against the state's audit cursor, and "
+        "in every case against a head hash recorded elsewhere (--expect-head).",
     )
     verify_parser.add_argument("--config", help="usagewatch.yml to read state.audit_log from")
     verify_parser.add_argument(
         "--log", help="audit log file (default: state.audit_log, else audit.jsonl beside the state database)"
     )
-    verify_parser.add_argument("--state", help="state database whose audit log to verify (without --log)")
+    verify_parser.add_argument(
+        "--state",
+        help="state database to cross-check against the chain (its audit log unless --log names one)",
+    )
     verify_parser.add_argument("--expect-head", metavar="HASH", help="hash the newest record must have")
     verify_parser.set_defaults(func=run_verify_command)

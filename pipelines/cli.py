@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+
+from pipelines import redaction
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -60,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         _overview_parser().parse_args(argv[:1] or ["--help"])
     args = build_parser(argv[0]).parse_args(argv)
-    return int(args.func(args) or 0)
+    # Every error path ends here or prints on the way: no registered secret leaves the process, and an
+    # unexpected error's traceback is redacted too (its messages may quote a URL or a response).
+    with redaction.redacted_output():
+        try:
+            return int(args.func(args) or 0)
+        except Exception:  # noqa: BLE001 (printed, redacted, as the traceback Python would print)
+            print(redaction.redact(traceback.format_exc()).rstrip(), file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

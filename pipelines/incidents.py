@@ -1,7 +1,8 @@
 """The incident engine: the one path from a finding to a person, and `usagewatch incidents`.
 
 Detections and data-quality gates hand their signals (schemas/alert.schema.json) to `raise_signals`;
-nothing else routes. Each call:
+nothing else routes. Each call first applies what an interrupted run audited but never recorded
+(`audit_state.reconcile`), then:
 
 1. records the signals in the state (dedup and suppression by dedup_key, as before), auditing every new
    or duplicate signal *before* it is written;
@@ -17,6 +18,9 @@ nothing else routes. Each call:
 5. audits every incident change, then writes it and queues its routed copy in the outbox
    (pipelines/routing.py delivers): `opened` and `escalated` page, `updated` goes quietly to the sinks
    already paged.
+
+Audit records are write-ahead: the state applies exactly the records appended, in one transaction with
+its audit cursor (pipelines/audit_state.py), so a failure anywhere leaves a change in both or neither.
 
 This module imports neither detections.py nor quality.py; they call it.
 """
@@ -35,11 +39,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipelines import audit_state
 from pipelines.alert_state import (
     STATUSES,
     AlertStateError,
     AlertStore,
-    OutboxRow,
     RecordResult,
     parse_time,
     severity_rank,
@@ -403,14 +407,12 @@ def raise_signals(
     from the lake, for the incident summaries (None: summaries without a token figure).
     `account_links` answers account ids -> org and shared-exit nodes from the lake (None: no such links).
     """
+    audit_state.reconcile(store, audit_log, now)
     recorded = store.plan_signals(signals, {d: p.suppression_minutes for d, p in policies.items()})
-    # Write-ahead: the audit log names every signal before the state knows it.
-    audit_log.append_many(
-        [("signal", {"alert": signal, "suppressed_by": None}) for signal in recorded.new]
-        + [("signal", {"alert": signal, "suppressed_by": by}) for signal, by in recorded.suppressed],
-        now,
-    )
-    store.apply_signals(recorded, now)
+    # Write-ahead: the audit log names every signal before the state knows it; the state applies
+    # exactly what was appended (pipelines/audit_state.py).
+    written = audit_state.append(audit_log, audit_state.signal_entries(recorded), now)
+    audit_state.apply_signals(store, written, now, recorded)
     store.register_risk({d: (p.max_contribution, p.links_accounts) for d, p in policies.items()})
     changes = _correlate_and_update(store, router, audit_log, settings, now, output_tokens, account_links)
     return EngineRun(recorded, changes)
@@ -510,18 +512,16 @@ def _correlate_and_update(
         tokens = output_tokens(
             [(i.incident_id, sorted(i.accounts), i.first_seen, i.last_seen) for i, _ in changed if i.accounts]
         )
-    documents, routed, outbox = [], [], []
+    routed, audit_entries = [], []
     triggered = store.triggered_sinks(incident.incident_id for incident, _ in changed)
-    audit_entries = []
     for incident, change in changed:
         document = _document(incident, stamp, tokens.get(incident.incident_id))
-        documents.append(document)
-        copy = {**document, "change": change}
+        extras: dict[str, Any] = {}
         if change == "escalated":
-            copy["previous_severity"] = incident.before["severity"]
+            extras["previous_severity"] = incident.before["severity"]
         if change == "updated":
-            copy["growth"] = _growth(incident)
-        routed.append(copy)
+            extras["growth"] = _growth(incident)
+        routed.append({**document, "change": change, **extras})
         if incident.merged_into:
             audit_entries.append(
                 (
@@ -533,23 +533,23 @@ def _correlate_and_update(
                     },
                 )
             )
-        audit_entries.append(("incident", {"change": change, "incident": document}))
         if change in PAGING_CHANGES:
             sinks = router.trigger_sinks(document["severity"])
         else:
             sinks = router.follow_up_sinks(triggered.get(incident.incident_id, []), change)
-        outbox += [
-            OutboxRow(incident.incident_id, sink, change, router.action_of(change), copy) for sink in sinks
-        ]
-    # Write-ahead: an incident change is in the audit log before the state holds it.
-    audit_log.append_many(audit_entries, now)
-    store.save_incidents(
-        documents,
-        {incident.incident_id: incident.members for incident, _ in changed if not incident.merged_into},
-        {incident.incident_id: incident.signal_ids for incident, _ in changed if not incident.merged_into},
-        outbox,
-        now,
-    )
+        audit_entries.append(
+            audit_state.incident_entry(
+                change,
+                document,
+                incident.members,
+                incident.signal_ids - incident.signal_ids_before,
+                sinks,
+                extras,
+            )
+        )
+    # Write-ahead: an incident change is in the audit log before the state holds it, and the state
+    # applies exactly what the log holds.
+    audit_state.apply_records(store, audit_state.append(audit_log, audit_entries, now), now)
     return routed
 
 
@@ -707,39 +707,18 @@ def change_status(
     it paged. Returns the routed copy."""
     if not by.strip():
         raise AlertStateError("--by must name who is acting")
+    audit_state.reconcile(store, audit_log, now)
     allowed = ("open",) if change == "acknowledged" else ("open", "acknowledged")
     record = store.get_incident(incident_id)
     if record["status"] not in allowed:
         raise AlertStateError(
             f"incident {record['incident_id']} is {record['status']}; cannot mark it {change}"
         )
-    stamp = format_event_time(now)
-    document = {
-        **record["incident"],
-        "status": change,
-        "updated_at": stamp,
-        change: {"by": by, "note": note, "at": stamp},
-    }
-    copy = {**document, "change": change}
     sinks = router.follow_up_sinks(
         store.triggered_sinks([record["incident_id"]]).get(record["incident_id"], []), change
     )
-    audit_log.append(
-        "incident",
-        {
-            "change": change,
-            "incident_id": record["incident_id"],
-            "by": by,
-            "note": note,
-            "signal_count": document["signal_count"],
-        },
-        now,
-    )
-    outbox = [
-        OutboxRow(record["incident_id"], sink, change, router.action_of(change), copy) for sink in sinks
-    ]
-    store.transition_incident(record["incident_id"], allowed, change, by, note, now, document, outbox)
-    return copy
+    entry = audit_state.status_entry(change, record["incident"], by, note, sinks)
+    return audit_state.apply_records(store, audit_state.append(audit_log, [entry], now), now)
 
 
 # --- command line: `usagewatch incidents list|show|ack|resolve` -------------------------------------

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.config import Config
+from pipelines.redaction import register_secret
 
 SECTION = "privacy"
 _KEYS = {"pseudonymise_api_key_id", "pepper_env", "truncate_ip"}
@@ -105,6 +106,7 @@ def load_privacy(config: Config) -> Privacy:
             raise PrivacyError(
                 f"{config.path}: privacy: environment variable {variable} (pepper_env) {state}"
             )
+        register_secret(value)
         pepper = value.encode("utf-8")
     prefixes: dict[str, int | None] = dict.fromkeys(_PREFIX_BITS)
     truncation = section.get("truncate_ip")

@@ -15,6 +15,7 @@ the sinks that understand them. stdout, jsonl and kafka carry the incident docum
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -29,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.alerts import SEVERITIES
 from pipelines.analyst import terminal_safe
+from pipelines.audit import last_line
 from pipelines.config import Config
+from pipelines.redaction import redact, redact_url, register_secret
 
 if TYPE_CHECKING:  # the store is handed in by the caller; only the types are needed here
     from pipelines.alert_state import AlertStore, Delivery
@@ -82,23 +85,32 @@ class RetryPolicy:
 
 
 def _post_json(url: str, body: Any, timeout: float) -> None:
+    """POST `body`; a failure is a DeliveryError whose text names the receiver without its secrets.
+
+    Userinfo in the URL (`https://user:password@host/…`) is sent as HTTP basic authentication, never
+    as part of the host name.
+    """
+    split = urllib.parse.urlsplit(url)
+    headers = {"Content-Type": "application/json", "User-Agent": _USER_AGENT}
+    userinfo, _, host = split.netloc.rpartition("@")
+    if userinfo:
+        headers["Authorization"] = (
+            "Basic " + base64.b64encode(urllib.parse.unquote(userinfo).encode()).decode()
+        )
+        url = urllib.parse.urlunsplit(split._replace(netloc=host))
     request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode("utf-8"),
-        headers={"Content-Type": "application/json", "User-Agent": _USER_AGENT},
-        method="POST",
+        url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
     )
+    receiver = host  # named without its userinfo, path or query: those may be the secret
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
     except urllib.error.HTTPError as error:
         detail = error.read(300).decode("utf-8", "replace")
-        raise DeliveryError(
-            f"HTTP {error.code} from {urllib.parse.urlsplit(url).netloc}: {detail}"
-        ) from error
-    except (urllib.error.URLError, OSError) as error:
+        raise DeliveryError(redact(f"HTTP {error.code} from {receiver}: {detail}")) from None
+    except (urllib.error.URLError, OSError, ValueError) as error:  # ValueError: http.client.InvalidURL
         reason = getattr(error, "reason", error)
-        raise DeliveryError(f"cannot reach {urllib.parse.urlsplit(url).netloc}: {reason}") from error
+        raise DeliveryError(redact(f"cannot reach {receiver}: {reason}")) from None
 
 
 def incident_headline(incident: dict[str, Any]) -> str:
@@ -150,8 +162,13 @@ class JsonlSink(Sink):
 
     def send(self, delivery: Delivery) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as sink:
-            sink.write(json.dumps(delivery.incident, sort_keys=True) + "\n")
+        line = json.dumps(delivery.incident, sort_keys=True)
+        with self.path.open("a+b") as sink:
+            # A run killed after this write and before the outbox marked it delivered sends it again:
+            # the line is already the file's last one, so it is not written twice.
+            if last_line(sink) == line.encode("utf-8"):
+                return
+            sink.write((line + "\n").encode("utf-8"))
 
 
 @dataclass
@@ -185,7 +202,7 @@ class KafkaSink(Sink):
             future.get(timeout=3 * self.timeout)
         except KafkaError as error:
             self.close()  # a fresh producer next time, rather than one stuck on a dead broker
-            raise DeliveryError(f"kafka {self.bootstrap} topic {self.topic}: {error!r}") from error
+            raise DeliveryError(redact(f"kafka {self.bootstrap} topic {self.topic}: {error!r}")) from None
 
     def close(self) -> None:
         if self._producer is not None:
@@ -369,14 +386,20 @@ def _secret(config: Config, where: str, spec: dict[str, Any], key: str) -> str:
     value = os.environ.get(variable)
     if not value:
         raise RoutingError(f"{config.path}: {where}: environment variable {variable} ({key}) is not set")
+    register_secret(value)
     return value
 
 
 def _http_url(config: Config, where: str, url: str, secret: bool = False) -> str:
-    parts = urllib.parse.urlsplit(url)
+    # A URL read from the environment may carry a token (Slack, webhooks): never echo it; a literal one
+    # is named by its scheme and host only.
+    shown = "the URL from the environment" if secret else redact_url(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
+    except ValueError:
+        raise config.error("routing", f"{where}: {shown} has an invalid host or port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        # A URL read from the environment may carry a token (Slack, webhooks): never echo it.
-        shown = "the URL from the environment" if secret else repr(url)
         raise config.error("routing", f"{where}: {shown} is not an http(s) URL")
     return url
 
@@ -425,7 +448,9 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float) -> Sink:
     if "url" in spec:
         url = _http_url(config, where, str(spec["url"]))
         if urllib.parse.urlsplit(url).hostname not in LOCAL_HOSTS:
-            raise config.error("routing", f"{where}: a literal 'url' must be local; use url_env for {url}")
+            raise config.error(
+                "routing", f"{where}: a literal 'url' must be local; use url_env for {redact_url(url)}"
+            )
     else:
         url = _http_url(config, where, _secret(config, where, spec, "url_env"), secret=True)
     generator_url = spec.get("generator_url", "")
@@ -555,10 +580,11 @@ class Router:
             try:
                 sink.send(delivery)
                 return attempt, None
-            except (DeliveryError, OSError) as error:
-                error_text = str(error)
+            except (DeliveryError, OSError, ValueError) as error:
+                # Stored in the outbox, shown by `incidents show`, printed: never with a secret in it.
+                error_text = redact(error)
                 print(
-                    f"routing: {sink.name} attempt {attempt}/{self.retry.attempts} failed: {error}",
+                    f"routing: {sink.name} attempt {attempt}/{self.retry.attempts} failed: {error_text}",
                     file=sys.stderr,
                 )
                 if attempt < self.retry.attempts:

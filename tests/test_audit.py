@@ -90,7 +90,7 @@ def test_a_cut_off_tail_is_caught_against_a_known_head(log_with_five):
     assert "cut off the end" in message
 
 
-def test_a_torn_last_line_is_reported(log_with_five):
+def test_a_torn_last_line_is_reported_and_the_next_append_removes_it(log_with_five, capsys):
     with log_with_five.path.open("a", encoding="utf-8") as handle:
         handle.write('{"seq": 5, "ts": ')
 
@@ -98,8 +98,34 @@ def test_a_torn_last_line_is_reported(log_with_five):
 
     assert (ok, index) == (False, 5)
     assert "not valid JSON" in message
+    # A write cut short by a crash was never acknowledged: the next append removes it and says so.
+    assert log_with_five.append("alert", {})["seq"] == 5
+    assert "removed a torn last line" in capsys.readouterr().err
+    assert verify(log_with_five.path)[0]
+
+
+def test_a_corrupt_complete_last_line_still_stops_appends(log_with_five):
+    with log_with_five.path.open("a", encoding="utf-8") as handle:
+        handle.write('{"seq": 5, "ts": \n')  # complete (newline-terminated): not a torn write
+
     with pytest.raises(ValueError, match="last record is unreadable"):
         log_with_five.append("alert", {})
+
+
+def test_a_write_that_fails_part_way_leaves_no_half_batch(log_with_five, monkeypatch):
+    before = log_with_five.path.read_bytes()
+    real_fsync = audit.os.fsync
+
+    def disk_full(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audit.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        log_with_five.append_many([("alert", {"n": n}) for n in range(3)])
+    monkeypatch.setattr(audit.os, "fsync", real_fsync)
+
+    assert log_with_five.path.read_bytes() == before
+    assert log_with_five.append("alert", {})["seq"] == 5
 
 
 def test_module_functions_use_the_configured_log(tmp_path):

@@ -1,0 +1,171 @@
+"""Issue 11, finding 1: no incident lost or doubled, whatever fails between detection and delivery.
+
+Each test breaks one step — the audit append (a path that cannot be written, a disk that fills
+mid-write, a torn last line), or the process itself (SIGKILLed in a subprocess right after one write
+and before the next) — then lets the next run recover, and checks the three places an incident lives:
+the state, the audit log and a JSONL sink. Every signal and every incident change must be in each
+exactly once, and the chain must verify.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal as signals_module
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lakefixture import read_jsonl
+from signalfixture import NOW, RING, Engine, ring_signals
+from signalfixture import signal as make_signal
+
+from pipelines import audit, cli
+
+TESTS_DIR = Path(__file__).parent
+LATER = NOW + dt.timedelta(minutes=10)
+
+
+def killed_at(folder: Path, step: str, action: str = "detect") -> None:
+    """Run the engine (or an acknowledgement) in a subprocess that SIGKILLs itself when `step` (an
+    AlertStore or sink method) is called: the write before it is done, the one it makes is not."""
+    owner = "JsonlSink" if step == "send_and_die" else "AlertStore"
+    script = f"""
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {str(TESTS_DIR)!r})
+from signalfixture import NOW, Engine, ring_signals
+from pipelines import audit, incidents
+from pipelines.alert_state import AlertStore
+from pipelines.routing import JsonlSink
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if {step!r} == "send_and_die":  # the sink took the notification; the outbox never hears of it
+    send = JsonlSink.send
+    JsonlSink.send = lambda self, delivery: (send(self, delivery), die())
+else:
+    setattr({owner}, {step!r}, die)
+engine = Engine(Path({str(folder)!r}))
+if {action!r} == "detect":
+    engine.run(ring_signals())
+else:
+    with AlertStore.open(engine.folder / "state.duckdb") as store:
+        (incident,) = store.list_incidents()
+        incidents.change_status(store, engine.router, audit.open_audit_log(engine.config),
+                                incident["incident_id"], "acknowledged", "alice", "mine", NOW)
+"""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR.parent), str(TESTS_DIR)])}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == -signals_module.SIGKILL, result.stderr
+
+
+def assert_each_once(engine: Engine, changes: list[str]) -> None:
+    """Every ring signal and each incident change once in state, audit log and sink; chain intact."""
+    expected_signals = sorted({s["alert_id"] for s in ring_signals()})
+    records = read_jsonl(engine.folder / "audit.jsonl")
+    audited_signals = sorted(r["payload"]["alert"]["alert_id"] for r in records if r["kind"] == "signal")
+    assert audited_signals == expected_signals
+    audited_changes = [r["payload"]["change"] for r in records if r["kind"] == "incident"]
+    assert audited_changes == changes
+    with engine.store() as store:
+        assert sorted(row["alert_id"] for row in store.list_alerts()) == expected_signals
+        (incident,) = store.list_incidents()
+        assert incident["account_count"] == len(RING)
+        assert store.pending_deliveries() == 0
+    assert [routed["change"] for routed in engine.routed()] == changes
+    assert {routed["incident_id"] for routed in engine.routed()} == {incident["incident_id"]}
+    assert audit.verify(engine.folder / "audit.jsonl")[0]
+    assert cli.main(["audit", "verify", "--config", str(engine.config.path)]) == 0  # state agrees too
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "apply_signals",  # signal records appended, state not written
+        "register_risk",  # signals in state, incidents not yet correlated
+        "save_incidents",  # incident records appended, state not written
+        "mark_delivered",  # outbox written, delivery attempted: killed before the sink is marked
+        "send_and_die",  # the sink wrote the notification; killed before the outbox is marked
+    ],
+)
+def test_a_run_killed_at_any_step_is_recovered_once_by_the_next(tmp_path, step):
+    killed_at(tmp_path, step)
+
+    Engine(tmp_path).run(ring_signals(), LATER)  # the next scheduled run finds the same signals
+
+    assert_each_once(Engine(tmp_path), ["opened"])
+
+
+def test_an_acknowledgement_killed_before_the_state_holds_it_is_applied_once(tmp_path, capsys):
+    engine = Engine(tmp_path)
+    engine.run(ring_signals())
+    killed_at(tmp_path, "transition_incident", action="ack")
+
+    # on-call tries again: the acknowledgement already stands (applied from its audit record)
+    with engine.store() as store:
+        (incident,) = store.list_incidents()
+    common = ["--config", str(engine.config.path)]
+    assert cli.main(["incidents", "ack", incident["incident_id"], "--by", "bob", *common]) == 1
+    assert "is acknowledged; cannot mark it acknowledged" in capsys.readouterr().err
+    engine.run([], LATER)  # the next run delivers the follow-up
+
+    assert_each_once(engine, ["opened", "acknowledged"])
+    with engine.store() as store:
+        (incident,) = store.list_incidents()
+    assert incident["ack_by"] == "alice" and incident["incident"]["acknowledged"]["note"] == "mine"
+
+
+def test_an_audit_log_that_cannot_be_written_records_nothing_and_the_next_run_raises_it(tmp_path):
+    engine = Engine(tmp_path)
+    (tmp_path / "audit.jsonl").mkdir()  # not writable as a file: every append fails
+
+    with pytest.raises(Exception, match="nothing was recorded"):
+        engine.run(ring_signals())
+    with engine.store() as store:
+        assert store.list_alerts() == [] and store.list_incidents() == []
+    assert engine.routed() == []
+
+    (tmp_path / "audit.jsonl").rmdir()
+    engine.run(ring_signals(), LATER)
+    assert_each_once(engine, ["opened"])
+
+
+def test_a_disk_that_fills_during_the_incident_append_loses_and_doubles_nothing(tmp_path, monkeypatch):
+    engine = Engine(tmp_path)
+    real_fsync, calls = os.fsync, []
+
+    def full_on_second_append(descriptor):
+        calls.append(descriptor)
+        if len(calls) == 2:  # signals appended; the incident's records hit a full disk
+            raise OSError(28, "No space left on device")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(audit.os, "fsync", full_on_second_append)
+    with pytest.raises(Exception, match="No space left"):
+        engine.run(ring_signals())
+    monkeypatch.setattr(audit.os, "fsync", real_fsync)
+
+    engine.run(ring_signals(), LATER)
+    assert_each_once(engine, ["opened"])
+
+
+def test_a_torn_last_line_does_not_block_the_next_change(tmp_path, capsys):
+    engine = Engine(tmp_path)
+    engine.run(ring_signals())
+    with (tmp_path / "audit.jsonl").open("a") as log:
+        log.write('{"seq": 99, "kind": "sig')  # a write cut short by a crash
+
+    newcomer = make_signal("shared_hosting_infrastructure", "203.0.113.7", RING[:3] + ["late-1"], 6, 40)
+    (update,) = engine.run([newcomer], LATER).changes
+
+    assert update["change"] == "updated" and "late-1" in update["account_ids"]
+    assert "removed a torn last line" in capsys.readouterr().err
+    records = read_jsonl(tmp_path / "audit.jsonl")
+    assert [r["payload"]["change"] for r in records if r["kind"] == "incident"] == ["opened", "updated"]
+    assert [r["change"] for r in engine.routed()] == ["opened", "updated"]
+    assert audit.verify(tmp_path / "audit.jsonl")[0]

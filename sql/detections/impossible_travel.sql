@@ -12,21 +12,38 @@ with constants as (
     select 6371.0088 as earth_radius_km
 ),
 
-located_events as (
-    -- Events without coordinates cannot place the account; they are skipped rather than breaking a hop.
-    select
-        event_id,
-        account_id,
-        org_id,
-        event_time,
-        source_ip,
-        country,
-        latitude,
-        longitude,
-        asn_type,
-        coalesce(geo_accuracy_km, $default_accuracy_km) as accuracy_km
+country_points as (
+    -- Where the lake's own geolocated traffic of each country sits. An event whose GeoIP answer is the
+    -- country alone (no coordinates: the edge had none and the enrichment knows countries only) is placed
+    -- there with a country-sized accuracy radius, so a key alternating between a city and a country-only
+    -- line on another continent is still seen.
+    select country, median(latitude) as latitude, median(longitude) as longitude
     from events_enriched
-    where latitude is not null and longitude is not null
+    where latitude is not null and longitude is not null and country is not null
+    group by country
+),
+
+located_events as (
+    -- Events with neither coordinates nor a country (or a country no other event places) cannot place
+    -- the account; they are skipped rather than breaking a hop.
+    select
+        events.event_id,
+        events.account_id,
+        events.org_id,
+        events.event_time,
+        events.source_ip,
+        events.country,
+        coalesce(events.latitude, country_points.latitude) as latitude,
+        coalesce(events.longitude, country_points.longitude) as longitude,
+        events.asn_type,
+        case
+            when events.latitude is null then $country_only_accuracy_km
+            else coalesce(events.geo_accuracy_km, $default_accuracy_km)
+        end as accuracy_km
+    from events_enriched as events
+    left join country_points using (country)
+    where coalesce(events.latitude, country_points.latitude) is not null
+        and coalesce(events.longitude, country_points.longitude) is not null
 ),
 
 hops as (

@@ -185,9 +185,11 @@ def correlate(
       restricted-region access): one org doing that is one case for on-call, not several. Only immediate
       signals link by org, since those open an incident anyway; summing the weak signals of a whole org
       (a research team's extraction-like traffic) would raise one from noise;
-    - `exit:IP` between accounts with a signal strong enough to link that used the same anonymizing
-      exit (VPN, hosting, Tor): suspicious accounts behind one exit are one operation (a restricted-region
-      team sharing its VPN). The exit's other, unsuspicious users are not tied in.
+    - `exit:IP` between accounts with an immediate signal that used the same anonymizing exit (VPN,
+      hosting, Tor): a restricted-region team sharing its VPN is one operation. Only immediate signals,
+      for the same reason: early in a window, partial data gives ordinary VPN and cloud users signals
+      strong enough to link, and an exit shared with one of them must not pull a crowd into a campaign.
+      The exit's other users are not tied in.
     """
     parent: dict[str, str] = {}
 
@@ -213,7 +215,7 @@ def correlate(
             union(accounts + ([_node(entity)] if entity else []))
         for account in signal["account_ids"] if traffic_links else ():
             for node in traffic_links.get(account, ()):
-                if (node.startswith("org:") and signal["immediate"]) or (node.startswith("exit:") and strong):
+                if signal["immediate"]:
                     union([f"account:{account}", node])
         nodes = accounts or ([_node(entity)] if entity else [])
         for node in nodes:
@@ -431,15 +433,8 @@ def _correlate_and_update(
     if not signals:
         return []
     policies = store.risk_policies()
-    linking = sorted(
-        {
-            account
-            for signal in signals
-            if signal["immediate"] or signal["risk_score"] >= settings.link_min_risk
-            for account in signal["account_ids"]
-        }
-    )
-    traffic_links = account_links(linking) if account_links and linking else None
+    immediate = sorted({account for s in signals if s["immediate"] for account in s["account_ids"]})
+    traffic_links = account_links(immediate) if account_links and immediate else None
     components = correlate(signals, policies, settings, traffic_links)
     touching = store.incidents_touching(node for component in components for node in component.nodes)
     touched_ids = set(touching.values()) | {s["incident_id"] for s in signals if s["incident_id"]}
@@ -462,7 +457,14 @@ def _correlate_and_update(
 
     for component in components:
         touched = {touching[node] for node in component.nodes if node in touching}
-        touched |= {s["incident_id"] for s in component.signals if s["incident_id"]}
+        # A signal leads to the incident it joined earlier only when it lies wholly inside this component:
+        # a weak signal naming a crowd (one ASN's users) joined a ring's incident through the ring's
+        # members, and must not pull the crowd's other, unlinked accounts in after it.
+        touched |= {
+            s["incident_id"]
+            for s in component.signals
+            if s["incident_id"] and all(f"account:{a}" in component.nodes for a in s["account_ids"])
+        }
         touched = {current(incident_id) for incident_id in touched if incident_id in working}
         risk, contributions = component_risk(component.signals, policies, settings.same_detection_share)
         immediate = [signal for signal in component.signals if signal["immediate"]]

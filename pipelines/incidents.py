@@ -300,6 +300,9 @@ class _Working:
     contributions: list[dict[str, Any]] = field(default_factory=list)
     window_signals: list[dict[str, Any]] = field(default_factory=list)
     merged_into: str | None = None
+    # signals joining no incident before this run: only they make an update (a weak signal spanning two
+    # incidents is linked to one of them and must not "grow" the other on every re-run)
+    fresh_signal_ids: set[str] = field(default_factory=set)
 
     @classmethod
     def from_stored(cls, record: dict[str, Any], members: set[str], signal_ids: set[str]) -> _Working:
@@ -327,6 +330,8 @@ class _Working:
         # accounts) adds its risk here without pulling in accounts of other components.
         self.accounts.update(node.removeprefix("account:") for node in nodes if node.startswith("account:"))
         for signal in signals:
+            if not signal["incident_id"] and signal["alert_id"] not in self.signal_ids_before:
+                self.fresh_signal_ids.add(signal["alert_id"])
             entity = signal_entity(signal)
             if entity:
                 self.entities.add((entity["type"], entity["id"]))
@@ -567,7 +572,7 @@ def _change_of(incident: _Working) -> str | None:
         len(incident.accounts) > len(before["account_ids"])
         or len(incident.entities) > len(before["entities"])
         or len(incident.detections) > len(before["detection_ids"])
-        or len(incident.signal_ids) > len(incident.signal_ids_before)
+        or incident.fresh_signal_ids
         or incident.risk != before["risk_score"]
     )
     return "updated" if grew else None
@@ -579,7 +584,7 @@ def _growth(incident: _Working) -> dict[str, int]:
         "accounts": len(incident.accounts) - len(before["account_ids"]),
         "entities": len(incident.entities) - len(before["entities"]),
         "detections": len(incident.detections) - len(before["detection_ids"]),
-        "signals": len(incident.signal_ids) - len(incident.signal_ids_before),
+        "signals": len(incident.fresh_signal_ids),
     }
 
 

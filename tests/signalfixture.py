@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from pathlib import Path
 
 from lakefixture import read_jsonl
 
-from pipelines import audit, incidents
+from pipelines import audit, cli, incidents
 from pipelines.alert_state import AlertStore
 from pipelines.alerts import alert_id, dedup_key
 from pipelines.config import load_config
@@ -121,3 +122,27 @@ class Engine:
 
     def store(self) -> AlertStore:
         return AlertStore.open(self.folder / "state.duckdb")
+
+
+def assert_each_once(engine: Engine, signal_ids: Iterable[str], changes: list[tuple[str, str]]) -> None:
+    """Every signal, and each incident change (incident id, change) in order, exactly once in the state,
+    the audit log and the JSONL sink, with nothing left in the outbox; the chain verifies and the state
+    agrees with it."""
+    expected_signals = sorted(set(signal_ids))
+    records = read_jsonl(engine.folder / "audit.jsonl")
+    audited_signals = sorted(r["payload"]["alert"]["alert_id"] for r in records if r["kind"] == "signal")
+    assert audited_signals == expected_signals
+    # An engine's change carries the incident document, an acknowledgement or resolution only its id.
+    audited_changes = [
+        (r["payload"].get("incident_id") or r["payload"]["incident"]["incident_id"], r["payload"]["change"])
+        for r in records
+        if r["kind"] == "incident"
+    ]
+    assert audited_changes == changes
+    with engine.store() as store:
+        assert sorted(row["alert_id"] for row in store.list_alerts()) == expected_signals
+        assert {row["incident_id"] for row in store.list_incidents()} == {incident for incident, _ in changes}
+        assert store.pending_deliveries() == 0
+    assert [(routed["incident_id"], routed["change"]) for routed in engine.routed()] == changes
+    assert audit.verify(engine.folder / "audit.jsonl")[0]
+    assert cli.main(["audit", "verify", "--config", str(engine.config.path)]) == 0  # state agrees too

@@ -9,22 +9,18 @@ record must be a dead letter with its reason.
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from groundtruth import consume_all, expected_aggregates, kafka_job_args, lake_aggregates, normalise
+from hostile import assert_dead_letters, bounded_records, implausible_time_records
 
 from pipelines.analyst import open_lake
-from pipelines.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema
 from pipelines.flink_job import run_job
 from pipelines.generator import GeneratorConfig, Record, encode_event, generate_records, produce_to_kafka
 
 pytestmark = pytest.mark.integration
-
-MAX_TOKENS = load_schema(ACCESS_EVENT_SCHEMA)["properties"]["input_tokens"]["maximum"]
-NOT_UTF8 = "not UTF-8"
 
 
 def _traffic(start: datetime, minutes: int) -> list[dict]:
@@ -32,32 +28,6 @@ def _traffic(start: datetime, minutes: int) -> list[dict]:
         seed=13, accounts=60, start=start, duration=timedelta(minutes=minutes), scenarios=()
     )
     return [json.loads(record.value) for record in generate_records(config)]
-
-
-def _bounded_records(events: list[dict]) -> tuple[dict[str, tuple[bytes, str]], list[dict]]:
-    """({case: (raw record, dead-letter reason)}, the events at the token bound, all in the newest minute).
-
-    Two events at the largest token count the contract allows, in one account-minute, must be summed
-    exactly; two at 2^63-1 (which summed to -2) and the records that break a length bound or UTF-8 must
-    be dead letters.
-    """
-    newest = max(event["event_time"] for event in events)
-    template = {**events[0], "account_id": "acct-hostile", "event_time": newest}
-
-    def event(**changes) -> bytes:
-        return encode_event({**template, **changes})
-
-    hostile = {
-        "overflowing tokens 1": (event(event_id="o1", input_tokens=2**63 - 1), "invalid input_tokens"),
-        "overflowing tokens 2": (event(event_id="o2", input_tokens=2**63 - 1), "invalid input_tokens"),
-        NOT_UTF8: (
-            event(event_id="u1", user_agent="ua").replace(b'"ua"', b'"u\xffa"'),
-            "invalid UTF-8 at byte",
-        ),
-        "100 KB account id": (event(event_id="l1", account_id="a" * 100_000), "invalid account_id"),
-    }
-    at_bound = [{**template, "event_id": f"max-{n}", "input_tokens": MAX_TOKENS} for n in range(2)]
-    return hostile, at_bound
 
 
 def _assert_windows_exact(lake_dir, events: list[dict]) -> None:
@@ -72,19 +42,9 @@ def _assert_windows_exact(lake_dir, events: list[dict]) -> None:
     assert normalise(lake_aggregates(lake_dir)) == normalise(expected_aggregates(events))
 
 
-def _assert_dead_letters(letters: list[dict], hostile: dict[str, tuple[bytes, str]]) -> None:
-    by_raw = {letter["raw"]: letter["reason"] for letter in letters}
-    assert len(letters) == len(by_raw) == len(hostile)
-    for case, (raw, reason) in hostile.items():
-        # Bytes that are not UTF-8 travel base64-encoded, so the dead letter loses nothing.
-        key = base64.b64encode(raw).decode() if case == NOT_UTF8 else raw.decode()
-        assert key in by_raw, case
-        assert by_raw[key].startswith(reason), (case, by_raw[key])
-
-
 def test_replay_dead_letters_overflowing_oversized_and_non_utf8_records(tmp_path):
     events = _traffic(datetime(2026, 11, 2, 9, 0, tzinfo=UTC), minutes=3)
-    hostile, at_bound = _bounded_records(events)
+    hostile, at_bound = bounded_records(events)
     lines = [encode_event(event) for event in events]
     lines += [raw for raw, _ in hostile.values()] + [encode_event(event) for event in at_bound]
     source = tmp_path / "events.jsonl"
@@ -103,7 +63,7 @@ def test_replay_dead_letters_overflowing_oversized_and_non_utf8_records(tmp_path
         ]
     finally:
         con.close()
-    _assert_dead_letters(letters, hostile)
+    assert_dead_letters(letters, hostile)
 
 
 def test_no_record_moves_the_watermark_past_its_arrival_and_implausible_times_are_dead_letters(
@@ -111,29 +71,8 @@ def test_no_record_moves_the_watermark_past_its_arrival_and_implausible_times_ar
 ):
     # Traffic of the last minutes: the broker stamps each record's arrival (log-append time) now.
     events = _traffic(datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=8), minutes=6)
-    hostile, at_bound = _bounded_records(events)
-    template = {**events[0], "account_id": "acct-hostile"}
-    a_day_ahead = format_event_time(datetime.now(UTC) + timedelta(days=1))
-    hostile |= {
-        # A dead letter anyway (no account_id), but its event time reached the watermark: every valid
-        # event after it was late, and no window after it held anything.
-        "invalid, dated 9999": (
-            encode_event({"event_id": "t1", "event_time": "9999-12-31T23:59:59.999Z"}),
-            "missing required field: account_id",
-        ),
-        "valid, dated 9999": (
-            encode_event({**template, "event_id": "t2", "event_time": "9999-12-31T23:59:59.999Z"}),
-            "event_time out of bounds: more than 300 s after the record arrived",
-        ),
-        "valid, a day ahead": (
-            encode_event({**template, "event_id": "t3", "event_time": a_day_ahead}),
-            "event_time out of bounds: more than 300 s after the record arrived",
-        ),
-        "valid, from 1990": (
-            encode_event({**template, "event_id": "t4", "event_time": "1990-01-01T00:00:00.000Z"}),
-            "event_time out of bounds: more than 63072000 s before the record arrived",
-        ),
-    }
+    hostile, at_bound = bounded_records(events)
+    hostile |= implausible_time_records(events)
     # The hostile records arrive early in the stream, so a watermark they moved would blind every later
     # window; the events at the token bound arrive last, in the newest window, which must still be open.
     cut = len(events) // 10
@@ -151,4 +90,4 @@ def test_no_record_moves_the_watermark_past_its_arrival_and_implausible_times_ar
     assert run_job([*args, "--bounded"]) == 0
 
     _assert_windows_exact(lake_dir, events + at_bound)
-    _assert_dead_letters(consume_all(kafka_bootstrap, dlq_topic, expected=len(hostile)), hostile)
+    assert_dead_letters(consume_all(kafka_bootstrap, dlq_topic, expected=len(hostile)), hostile)

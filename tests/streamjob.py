@@ -1,0 +1,45 @@
+"""The aggregation job as a separate process that a test can SIGKILL, and polling on it with a deadline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from pipelines import paths
+from pipelines.flink_job import job_command
+
+DEADLINE_S = 150.0
+
+
+class RunningJob:
+    """The aggregation job in its own process group, so a test can SIGKILL all of it (JVM included)."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log.open("ab")
+        self.process = subprocess.Popen(
+            job_command(args),
+            cwd=paths.REPO_ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signum)
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+def wait_for(condition, what: str, job: RunningJob, deadline_s: float = DEADLINE_S):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        assert job.process.poll() is None, f"the job exited while waiting for {what}; see {job.log.name}"
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")

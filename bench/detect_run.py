@@ -75,6 +75,7 @@ def _in_process(lake_dir: Path, config_file: Path) -> dict:
 
 
 def run(work_dir: Path, accounts: int, seed: int, repeat: int = 3) -> dict:
+    work_dir.mkdir(parents=True, exist_ok=True)
     lake_dir = work_dir / "detect-run-lake"
     shutil.rmtree(lake_dir, ignore_errors=True)
     shutil.rmtree(work_dir / "detect-run", ignore_errors=True)

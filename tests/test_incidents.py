@@ -122,12 +122,14 @@ def test_accounts_of_one_org_with_strong_signals_are_one_incident(engine):
 
 def test_suspicious_accounts_behind_one_anonymizing_exit_are_one_incident(engine):
     """Two restricted-region users with no org in common, evading through the same VPN exit: one case.
-    A third account on that exit with only a weak signal is not tied in."""
+    Accounts on that exit with other signals, weak or strong, are not tied in."""
     signals = [signal("restricted_region_access", a, [a], 0, 90, immediate=True) for a in ("v1", "v2")]
     signals += [signal("impossible_travel", "bystander", ["bystander"], 0, 10)]
+    signals += [signal("extraction_profile", "vpn-user", ["vpn-user"], 0, 60)]
     exit_node = {"exit:193.36.126.244"}
+    links = {account: exit_node for account in ("v1", "v2", "bystander", "vpn-user")}
 
-    run = engine.run(signals, links={"v1": exit_node, "v2": exit_node, "bystander": exit_node})
+    run = engine.run(signals, links=links)
 
     assert [change["account_ids"] for change in run.pages] == [["v1", "v2"]]
 

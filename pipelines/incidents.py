@@ -621,6 +621,12 @@ def _document(incident: _Working, stamp: str, tokens: int | None) -> dict[str, A
             else dominant["entity_id"]
         )
         title = f"{dominant['title']}: {scope}, {len(incident.detections)} detection(s)"
+        if len(incident.accounts) > 1:
+            # several accounts are a campaign first: on-call reads what it is, then the strongest evidence
+            title = (
+                f"Campaign of {len(incident.accounts)} linked accounts, {len(incident.detections)} "
+                f"detection(s); strongest: {dominant['title'].lower()}"
+            )
     evidence: dict[str, Any] = {
         "contributions": incident.contributions,
         "top_signals": [_typed_signal(s) for s in signals[:TOP_SIGNALS]] or before["evidence"]["top_signals"],

@@ -280,6 +280,12 @@ def test_incidents_list_and_show_commands(engine, capsys):
     assert "no incident 'ffffffff'" in capsys.readouterr().err
 
 
+def test_a_multi_account_incident_is_titled_as_a_campaign(engine):
+    (ring,) = engine.run(ring_signals()).changes
+    assert ring["title"].startswith(f"Campaign of {len(RING)} linked accounts, ")
+    assert "; strongest: " in ring["title"]
+
+
 def test_page_lines_escape_hostile_text_from_event_data(engine):
     hostile = "events/dt=2026-03-01/hr=10\x1b]0;pwned\x07\u202e"
     # an incident with no account is titled by its entity, which comes from the data

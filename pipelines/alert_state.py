@@ -278,6 +278,19 @@ _SIGNAL_ARROW = pa.schema(
 )
 
 
+def _status_filter(status: str | None, min_severity: str | None) -> tuple[list[str], list[Any]]:
+    """(conditions, parameters) keeping rows of that status and of min_severity or more urgent."""
+    conditions: list[str] = []
+    parameters: list[Any] = []
+    if status:
+        conditions.append("status = ?")
+        parameters.append(status)
+    if min_severity:
+        conditions.append("list_contains(?, severity)")
+        parameters.append(list(SEVERITIES[severity_rank(min_severity) :]))
+    return conditions, parameters
+
+
 class AlertStore:
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path):
         self.con = con
@@ -536,13 +549,7 @@ class AlertStore:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Signals, most recent first; min_severity keeps that severity and the more urgent ones."""
-        conditions, parameters = [], []
-        if status:
-            conditions.append("status = ?")
-            parameters.append(status)
-        if min_severity:
-            conditions.append("list_contains(?, severity)")
-            parameters.append(list(SEVERITIES[severity_rank(min_severity) :]))
+        conditions, parameters = _status_filter(status, min_severity)
         if detection_id:
             conditions.append("detection_id = ?")
             parameters.append(detection_id)
@@ -753,13 +760,7 @@ class AlertStore:
         self, status: str | None = None, min_severity: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Incidents, most recently updated first; merged ones only when asking for resolved ones."""
-        conditions, parameters = [], []
-        if status:
-            conditions.append("status = ?")
-            parameters.append(status)
-        if min_severity:
-            conditions.append("list_contains(?, severity)")
-            parameters.append(list(SEVERITIES[severity_rank(min_severity) :]))
+        conditions, parameters = _status_filter(status, min_severity)
         where = f"where {' and '.join(conditions)}" if conditions else ""
         cursor = self.con.execute(
             f"select {_INCIDENT_COLUMNS} from incidents {where} order by updated_at desc, incident_id"

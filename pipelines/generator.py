@@ -165,8 +165,29 @@ def _this_minute() -> datetime:
     return datetime.now(UTC).replace(second=0, microsecond=0)
 
 
+class EventTimeSpan:
+    """The event-time span of a traffic profile's config (fields `start`, `duration`): UTC and as epoch
+    milliseconds. Shared by the classic and the field profile."""
+
+    start: datetime
+    duration: timedelta
+
+    def _start_in_utc(self) -> None:
+        """A naive start is UTC (call from __post_init__ of the frozen dataclass)."""
+        if self.start.tzinfo is None:
+            object.__setattr__(self, "start", self.start.replace(tzinfo=UTC))
+
+    @property
+    def start_ms(self) -> int:
+        return (self.start - _EPOCH) // timedelta(milliseconds=1)
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.duration // timedelta(milliseconds=1)
+
+
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(EventTimeSpan):
     seed: int = 1
     accounts: int = 200  # benign accounts, traps included
     start: datetime = field(default_factory=_this_minute)
@@ -188,16 +209,7 @@ class GeneratorConfig:
             raise ValueError("hydra_accounts must be >= 1 when the hydra scenario is on")
         if self.max_disorder_s < 0 or self.malformed < 0:
             raise ValueError("max_disorder_s and malformed must be >= 0")
-        if self.start.tzinfo is None:
-            object.__setattr__(self, "start", self.start.replace(tzinfo=UTC))
-
-    @property
-    def start_ms(self) -> int:
-        return (self.start - _EPOCH) // timedelta(milliseconds=1)
-
-    @property
-    def end_ms(self) -> int:
-        return self.start_ms + self.duration // timedelta(milliseconds=1)
+        self._start_in_utc()
 
 
 # --- population ------------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ a parameter sweep pins one by setting low == high (`FieldConfig.with_campaign`, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pipelines.field_traffic.world import GeoNoise
-from pipelines.generator import _EPOCH, _this_minute
+from pipelines.generator import EventTimeSpan, _this_minute
 
 Range = tuple[float, float]
 
@@ -89,7 +89,7 @@ ENTERPRISE_RATE_LIMIT_PER_MINUTE = 600
 
 
 @dataclass(frozen=True)
-class FieldConfig:
+class FieldConfig(EventTimeSpan):
     seed: int = 1
     start: datetime = field(default_factory=_this_minute)
     duration: timedelta = timedelta(hours=6)
@@ -113,16 +113,7 @@ class FieldConfig:
         for name, benign in self.benign.items():
             if benign.weight < 0 or min(benign.requests_per_hour) <= 0:
                 raise ValueError(f"benign class {name}: weight >= 0 and requests_per_hour > 0")
-        if self.start.tzinfo is None:
-            object.__setattr__(self, "start", self.start.replace(tzinfo=UTC))
-
-    @property
-    def start_ms(self) -> int:
-        return (self.start - _EPOCH) // timedelta(milliseconds=1)
-
-    @property
-    def end_ms(self) -> int:
-        return self.start_ms + self.duration // timedelta(milliseconds=1)
+        self._start_in_utc()
 
     def with_campaign(self, kind: str, **changes) -> FieldConfig:
         """A copy with one campaign kind's parameters changed, e.g. with_campaign("lone_extractor",

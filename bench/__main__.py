@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import alert_latency, detect_run, detection, machine, throughput
 from bench.workload import Workload, load_topic
-from pipelines import kafka_broker, paths
+from pipelines.infra import kafka_broker, paths
 
 SECTIONS = ("throughput", "detection", "latency", "detect_run")
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"

@@ -26,9 +26,16 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaProducer
 
-from pipelines import flink_job, kafka_broker, paths
-from pipelines.contracts import format_event_time
-from pipelines.generator import GeneratorConfig, Record, generate_events, generate_records, produce_to_kafka
+from pipelines.infra import kafka_broker, paths
+from pipelines.stream import flink_job
+from pipelines.stream.contracts import format_event_time
+from pipelines.traffic.generator import (
+    GeneratorConfig,
+    Record,
+    generate_events,
+    generate_records,
+    produce_to_kafka,
+)
 
 DETECTION = "restricted_region_access"
 POLL_S = 0.2

@@ -1,5 +1,5 @@
 """The DuckDB batch reference (variant `duckdb_batch`): the bench events as a JSONL file, built into the
-lake by `usagewatch replay --engine duckdb` (pipelines/batch_lake.py) — same parse, archive and four
+lake by `usagewatch replay --engine duckdb` (pipelines/lake/batch_lake.py) — same parse, archive and four
 one-minute aggregates as the job, in one DuckDB process, no Kafka, no checkpoints."""
 
 from __future__ import annotations
@@ -40,5 +40,5 @@ def events_file(workload: Workload, cache_dir: Path) -> Path:
 
 def command(workload: Workload, cache_dir: Path, lake_dir: Path) -> list[str]:
     events = events_file(workload, cache_dir)
-    return [sys.executable, "-m", "pipelines.cli", "replay", "--engine", "duckdb", "--input", str(events),
-            "--lake", str(lake_dir)]  # fmt: skip
+    return [sys.executable, "-m", "pipelines.commands.cli", "replay", "--engine", "duckdb",
+            "--input", str(events), "--lake", str(lake_dir)]  # fmt: skip

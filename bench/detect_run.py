@@ -1,9 +1,9 @@
 """Measurement 5: one `usagewatch detect` run end to end (detections, signal state, incident engine, audit
 and routing to a JSONL sink) over a six-hour lake of the field traffic profile.
 
-The lake is `usagewatch generate --profile field` traffic (pipelines/field_traffic: realistic noise
+The lake is `usagewatch generate --profile field` traffic (pipelines/traffic/field_traffic: realistic noise
 classes and every campaign kind, seeded; 450 benign accounts make ~57K events from ~615 accounts, the
-size issue 10 measured `detect` on) built by the batch lake builder (pipelines/batch_lake.py: the
+size issue 10 measured `detect` on) built by the batch lake builder (pipelines/lake/batch_lake.py: the
 job's tables, no broker or JVM). Three timings, each of `detect_and_route` with state and routing:
 - cold: `usagewatch detect` in a fresh process into an empty state (imports, first DuckDB, every
   signal new, incidents opened and routed), wall time of the process;
@@ -24,11 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines import paths
-from pipelines.batch_lake import build_lake
-from pipelines.config import load_config
-from pipelines.detections import detect_and_route
-from pipelines.field_traffic import FieldConfig, field_labels, field_records
+from pipelines.detect.detections import detect_and_route
+from pipelines.infra import paths
+from pipelines.infra.config import load_config
+from pipelines.lake.batch_lake import build_lake
+from pipelines.traffic.field_traffic import FieldConfig, field_labels, field_records
 
 LAKE_START = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
@@ -89,7 +89,7 @@ def run(work_dir: Path, accounts: int, seed: int, repeat: int = 3) -> dict:
         [
             sys.executable,
             "-m",
-            "pipelines.cli",
+            "pipelines.commands.cli",
             "detect",
             "--lake",
             str(lake_dir),

@@ -1,13 +1,13 @@
 """Measurement 2: detection suite latency over a synthetic lake (7 days in the full run), cold and warm,
 per detection, with the small files a streaming sink leaves behind versus the same lake compacted.
 
-The lake is written directly with pyarrow in the layout of pipelines/lake.py: an events table drawn per
+The lake is written directly with pyarrow in the layout of pipelines/lake/layout.py: an events table drawn per
 account (each account is active in ~2% of the minutes, ~2 requests per active minute, a few IPs, one
 ASN per IP, some on hosting/VPN networks, a few in restricted regions), and the four *_minute tables
 aggregated from it with the job's own definitions (DuckDB over the events). "Small files" splits every
 hour partition into `files_per_partition` time-ordered part files, like a sink that commits every
 60/files_per_partition minutes; "compacted" is the same lake after `usagewatch compact`
-(pipelines/compaction.py).
+(pipelines/lake/compaction.py).
 
 Each timing runs in a fresh child process (python -m bench.detection --lake DIR): "cold" is the first
 run of each detection on a new DuckDB connection (the OS page cache is not dropped: the machine is
@@ -32,10 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import compaction, lake, paths
-from pipelines.analyst import open_lake
-from pipelines.detections import SUCCESS_FILE, load_detections, run_detection
-from pipelines.flink_job import WINDOW_AGGREGATES
+from pipelines.detect.detections import SUCCESS_FILE, load_detections, run_detection
+from pipelines.infra import paths
+from pipelines.lake import compaction
+from pipelines.lake import layout as lake
+from pipelines.lake.analyst import open_lake
+from pipelines.stream.flink_job import WINDOW_AGGREGATES
 
 LAKE_START = dt.datetime(2026, 1, 5)
 ACTIVE_MINUTE_SHARE = 0.02

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from kafka import KafkaConsumer, TopicPartition
 
 from bench.pyparse import parse
-from pipelines import lake
+from pipelines.lake import layout as lake
 
 # The Arrow schema of each lake table lives with the fixture writer, which matches Flink's Parquet output.
 

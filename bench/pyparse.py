@@ -1,6 +1,6 @@
 """The access-event parse in pure Python, for the two alternatives the project's design is compared with.
 
-It mirrors io.usagewatch.udf.ParseAccessEvent (pipelines/jvm): same output fields in the same order
+It mirrors io.usagewatch.udf.ParseAccessEvent (pipelines/stream/jvm): same output fields in the same order
 (error, raw, the contract fields, extras) and the same contract rules with the same dead-letter reasons.
 Not mirrored: the hostile-input limits (record size, nesting depth, duplicate keys, length and token
 bounds, strict UTF-8), which cost nothing on well-formed benchmark traffic. This is a benchmark
@@ -14,7 +14,7 @@ import ipaddress
 import json
 import re
 
-from pipelines import lake
+from pipelines.lake import layout as lake
 
 # Output order of the parse: error, raw, then the events table's columns up to extras.
 CONTRACT_FIELDS = tuple(name for name, _ in lake.EVENTS.columns[: lake.EVENTS_CONTRACT_FIELDS])

@@ -11,7 +11,7 @@ from pyflink.table import DataTypes, Row
 from pyflink.table.udf import udf
 
 from bench.pyparse import parse
-from pipelines import lake
+from pipelines.lake import layout as lake
 
 _FLINK_TYPES = {
     "STRING": DataTypes.STRING(),

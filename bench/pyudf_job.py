@@ -27,7 +27,7 @@ PYTHON_PARSE_DDL = (
 def statements_with_python_parse(config: flink_job.JobConfig) -> tuple[list[str], list[str]]:
     ddl, inserts = flink_job.statements(config)
     if JAVA_PARSE_DDL not in ddl:
-        raise RuntimeError("pipelines.flink_job no longer registers parse_access_event as expected")
+        raise RuntimeError("pipelines.stream.flink_job no longer registers parse_access_event as expected")
     return [PYTHON_PARSE_DDL if statement == JAVA_PARSE_DDL else statement for statement in ddl], inserts
 
 

@@ -27,8 +27,10 @@ from pathlib import Path
 
 from bench import batch_reference, machine
 from bench.workload import Workload
-from pipelines import flink_job, kafka_broker, lake, paths
-from pipelines.analyst import open_lake
+from pipelines.infra import kafka_broker, paths
+from pipelines.lake import layout as lake
+from pipelines.lake.analyst import open_lake
+from pipelines.stream import flink_job
 
 BENCH_DIR = Path(__file__).resolve().parent
 VARIANTS = ("flink_java_udf", "flink_python_udf", "python_consumer", "duckdb_batch")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from pipelines import kafka_broker, paths
-from pipelines.generator import GeneratorConfig, generate_records
+from pipelines.infra import kafka_broker, paths
+from pipelines.traffic.generator import GeneratorConfig, generate_records
 
 TOPIC_LOADER = Path(__file__).resolve().parent / "TopicLoader.java"
 # Partitions like the project's access-events topic, so every consumer reads the same layout.

@@ -2,7 +2,7 @@
 
     python jobs/compliance_summary.py --period daily [--date YYYY-MM-DD] [--out DIR]
 
-Same options as `usagewatch report`; the work lives in pipelines/report.py.
+Same options as `usagewatch report`; the work lives in pipelines/reports/report.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 # `python jobs/compliance_summary.py` puts jobs/ first on sys.path; the library sits beside it.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.cli import main as usagewatch  # noqa: E402
+from pipelines.commands.cli import main as usagewatch  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 Locally:  python jobs/usage_aggregates.py --source kafka --lake lake   (embedded MiniCluster)
 Cluster:  flink run -py jobs/usage_aggregates.py --pyFiles pipelines -- --pipeline-jars none --lake ...
-The statements themselves live in pipelines/flink_job.py, where they are unit tested without a JVM.
+The statements themselves live in pipelines/stream/flink_job.py, where they are unit tested without a JVM.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyflink.common import Configuration  # noqa: E402
 from pyflink.table import EnvironmentSettings, TableEnvironment  # noqa: E402
 
-from pipelines.flink_job import build_job_arg_parser, config_from_args, flink_configuration, statements  # noqa: E402
+from pipelines.stream.flink_job import build_job_arg_parser, config_from_args, flink_configuration, statements  # noqa: E402
 
 
 def build_arg_parser():

@@ -4,7 +4,7 @@
 # file next to its output and is skipped while that fingerprint is unchanged, so a second run is instant.
 #
 # Needs only python3.11, java (17+) and mvn on PATH; everything else comes from PyPI / Maven Central.
-# USAGEWATCH_DEPS_DIR relocates .deps (same variable pipelines/paths.py reads).
+# USAGEWATCH_DEPS_DIR relocates .deps (same variable pipelines/infra/paths.py reads).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,7 +12,7 @@ cd "$REPO_ROOT"
 
 VENV_DIR="$REPO_ROOT/.venv"
 DEPS_DIR="${USAGEWATCH_DEPS_DIR:-$REPO_ROOT/.deps}"
-UDF_PROJECT_DIR="$REPO_ROOT/pipelines/jvm"
+UDF_PROJECT_DIR="$REPO_ROOT/pipelines/stream/jvm"
 STAMP_NAME=".bootstrap-stamp"
 
 say() { printf 'bootstrap: %s\n' "$*"; }
@@ -89,14 +89,14 @@ fetch_jars() {
 
 build_udf_jar() {
     if [[ ! -d "$UDF_PROJECT_DIR" ]]; then
-        say "udf jar skipped (pipelines/jvm not present)"
+        say "udf jar skipped (pipelines/stream/jvm not present)"
         return
     fi
-    [[ -f "$UDF_PROJECT_DIR/pom.xml" ]] || die "pipelines/jvm/pom.xml missing: cannot build the udf jar"
+    [[ -f "$UDF_PROJECT_DIR/pom.xml" ]] || die "pipelines/stream/jvm/pom.xml missing: cannot build the udf jar"
     local out_dir="$DEPS_DIR/udf"
     local fingerprint_now
     local -a sources
-    mapfile -t sources < <(find pipelines/jvm -path pipelines/jvm/target -prune -o -type f -print | sort)
+    mapfile -t sources < <(find pipelines/stream/jvm -path pipelines/stream/jvm/target -prune -o -type f -print | sort)
     fingerprint_now="$(fingerprint "${sources[@]}")"
     if [[ -f "$out_dir/usagewatch-udf.jar" ]] && is_current "$out_dir" "$fingerprint_now"; then
         say "udf jar ok"
@@ -108,7 +108,7 @@ build_udf_jar() {
     local -a built
     mapfile -t built < <(find "$UDF_PROJECT_DIR/target" -maxdepth 1 -name 'usagewatch-udf-*.jar' \
         ! -name '*-sources.jar' ! -name '*-javadoc.jar' ! -name '*-tests.jar')
-    ((${#built[@]} == 1)) || die "expected one pipelines/jvm/target/usagewatch-udf-*.jar, found ${#built[@]}"
+    ((${#built[@]} == 1)) || die "expected one pipelines/stream/jvm/target/usagewatch-udf-*.jar, found ${#built[@]}"
     rm -rf "$out_dir"
     mkdir -p "$out_dir"
     cp "${built[0]}" "$out_dir/usagewatch-udf.jar"

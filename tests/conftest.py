@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka import KafkaAdminClient
 
-from pipelines import kafka_broker
+from pipelines.infra import kafka_broker
 
 
 @pytest.fixture(scope="session")

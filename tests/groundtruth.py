@@ -11,8 +11,8 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from pipelines.analyst import open_lake
-from pipelines.generator import GeneratorConfig
+from pipelines.lake.analyst import open_lake
+from pipelines.traffic.generator import GeneratorConfig
 
 
 def _event_time(event: dict) -> datetime:

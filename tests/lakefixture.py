@@ -1,4 +1,4 @@
-"""Write rows as a Parquet lake laid out exactly like the Flink sinks (see pipelines/lake.py)."""
+"""Write rows as a Parquet lake laid out exactly like the Flink sinks (see pipelines/lake/layout.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.lake import EVENTS, PARTITION_COLUMNS, LakeTable
+from pipelines.lake.layout import EVENTS, PARTITION_COLUMNS, LakeTable
 
 # Matches the sink's committed-file glob `part-*`; Flink's own names carry no extension either.
 FIXTURE_FILE_NAME = "part-fixture-0"

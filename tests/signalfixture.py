@@ -8,12 +8,14 @@ from pathlib import Path
 
 from lakefixture import read_jsonl
 
-from pipelines import audit, cli, incidents
-from pipelines.alert_state import AlertStore
-from pipelines.alerts import alert_id, dedup_key
-from pipelines.config import load_config
-from pipelines.contracts import format_event_time, validate_alert, validate_incident
-from pipelines.routing import load_router
+from pipelines.commands import cli
+from pipelines.incidents import audit
+from pipelines.incidents import engine as incidents
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.incidents.alerts import alert_id, dedup_key
+from pipelines.incidents.routing import load_router
+from pipelines.infra.config import load_config
+from pipelines.stream.contracts import format_event_time, validate_alert, validate_incident
 
 START = dt.datetime(2026, 3, 1, 6, 0, tzinfo=dt.UTC)
 NOW = dt.datetime(2026, 3, 1, 13, 0, tzinfo=dt.UTC)

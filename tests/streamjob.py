@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from pipelines import paths
-from pipelines.flink_job import job_command
+from pipelines.infra import paths
+from pipelines.stream.flink_job import job_command
 
 DEADLINE_S = 150.0
 

@@ -21,9 +21,9 @@ from groundtruth import (
     normalise,
 )
 
-from pipelines.analyst import open_lake
-from pipelines.flink_job import run_job
-from pipelines.generator import GeneratorConfig, generate_records, produce_to_kafka
+from pipelines.lake.analyst import open_lake
+from pipelines.stream.flink_job import run_job
+from pipelines.traffic.generator import GeneratorConfig, generate_records, produce_to_kafka
 
 pytestmark = pytest.mark.integration
 

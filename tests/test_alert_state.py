@@ -12,10 +12,10 @@ import sys
 import duckdb
 import pytest
 
-from pipelines import cli
-from pipelines.alert_state import AlertStateError, AlertStore
-from pipelines.alerts import alert_id, dedup_key
-from pipelines.contracts import validate_alert
+from pipelines.commands import cli
+from pipelines.incidents.alert_state import AlertStateError, AlertStore
+from pipelines.incidents.alerts import alert_id, dedup_key
+from pipelines.stream.contracts import validate_alert
 
 NOW = dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC)
 SUPPRESSION = {"impossible_travel": 60}

@@ -15,9 +15,9 @@ import pytest
 from lakefixture import write_events
 from signalfixture import RING, Engine, ring_signals
 
-from pipelines import analyst
-from pipelines.alert_state import AlertStore
-from pipelines.lake import EVENTS, TABLES
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.lake import analyst
+from pipelines.lake.layout import EVENTS, TABLES
 
 EVENTS_ROWS = [
     {
@@ -382,7 +382,7 @@ def test_control_characters_are_escaped_in_table_output(lake, capsys):
 
 
 def test_alert_headlines_escape_hostile_entities():
-    from pipelines.alerts import headline
+    from pipelines.incidents.alerts import headline
 
     alert = {
         "severity": "high", "title": "Impossible travel", "entity_type": "account",

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from pipelines import audit, cli
-from pipelines.audit import GENESIS_HASH, AuditLog, record_hash, verify
-from pipelines.config import load_config
+from pipelines.commands import cli
+from pipelines.incidents import audit
+from pipelines.incidents.audit import GENESIS_HASH, AuditLog, record_hash, verify
+from pipelines.infra.config import load_config
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from kafka.errors import KafkaError
 
-from pipelines import kafka_broker
-from pipelines.alert_state import Delivery
-from pipelines.config import ConfigError, load_config
-from pipelines.detections import DETECTIONS_DIR, DetectionError, load_detection, load_detections
-from pipelines.privacy import load_privacy
-from pipelines.routing import DeliveryError, load_router
+from pipelines.detect.detections import DETECTIONS_DIR, DetectionError, load_detection, load_detections
+from pipelines.incidents.alert_state import Delivery
+from pipelines.incidents.routing import DeliveryError, load_router
+from pipelines.infra import kafka_broker
+from pipelines.infra.config import ConfigError, load_config
+from pipelines.stream.privacy import load_privacy
 
 DETECTION = "restricted_region_access"
 
@@ -182,10 +182,10 @@ def test_a_duplicated_key_inside_a_section_is_refused(tmp_path):
 
 
 def _readers():
-    from pipelines.alert_state import state_path
-    from pipelines.analyst import analyst_limits
-    from pipelines.quality import lake_path, quality_settings
-    from pipelines.schedule import load_jobs
+    from pipelines.incidents.alert_state import state_path
+    from pipelines.lake.analyst import analyst_limits
+    from pipelines.quality.gates import lake_path, quality_settings
+    from pipelines.reports.schedule import load_jobs
 
     return {
         "lake": lake_path,
@@ -270,7 +270,7 @@ def test_non_finite_numbers_are_refused_at_load_naming_the_key_line(tmp_path, te
     ],
 )
 def test_absurd_numbers_are_refused_naming_the_key_line(tmp_path, text, key_line, message):
-    from pipelines.analyst import analyst_limits
+    from pipelines.lake.analyst import analyst_limits
 
     config = load_config(write_config(tmp_path, text))
     reader = analyst_limits if text.startswith("analyst") else load_router

@@ -1,4 +1,4 @@
-"""The DuckDB batch lake builder (pipelines/batch_lake.py): the job's lake, built without a JVM.
+"""The DuckDB batch lake builder (pipelines/lake/batch_lake.py): the job's lake, built without a JVM.
 
 The fast tier checks the layout, the contract check and the errors; the integration test replays one
 corpus through the real Flink job and through build_lake and finds every table equal, row for row.
@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from groundtruth import expected_aggregates, lake_aggregates, lake_event_ids, normalise
 
-from pipelines import lake
-from pipelines.analyst import lake_relation, open_lake
-from pipelines.batch_lake import BatchLakeError, build_lake, leading_event_time
-from pipelines.cli import main as usagewatch
-from pipelines.flink_job import run_job
-from pipelines.generator import GeneratorConfig, generate_records
+from pipelines.commands.cli import main as usagewatch
+from pipelines.lake import layout as lake
+from pipelines.lake.analyst import lake_relation, open_lake
+from pipelines.lake.batch_lake import BatchLakeError, build_lake, leading_event_time
+from pipelines.stream.flink_job import run_job
+from pipelines.traffic.generator import GeneratorConfig, generate_records
 
 START = datetime(2026, 11, 4, 9, 40, tzinfo=UTC)
 # 40 minutes across an hour boundary: two hourly partitions per table. Disorder (5 s) stays within the
@@ -238,7 +238,7 @@ def test_replay_engine_duckdb_builds_the_lake(tmp_path, capsys):
 
 # --- integration tier: the real job, the same input -------------------------------------------------------
 
-# Columns whose values depend on the engine, documented in pipelines/batch_lake.py: a dead letter's
+# Columns whose values depend on the engine, documented in pipelines/lake/batch_lake.py: a dead letter's
 # reason is the contract check's wording, and it is stamped (and partitioned) when it failed.
 ENGINE_SPECIFIC = {lake.DEAD_LETTERS.name: ("reason", "failed_at", "dt", "hr")}
 

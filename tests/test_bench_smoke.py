@@ -9,8 +9,8 @@ import random
 import pytest
 from kafka import KafkaAdminClient
 
-from pipelines.detections import load_detections
-from pipelines.paths import REPO_ROOT
+from pipelines.detect.detections import load_detections
+from pipelines.infra.paths import REPO_ROOT
 
 
 @pytest.fixture

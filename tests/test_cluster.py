@@ -31,9 +31,9 @@ from groundtruth import (
     workload_complete,
 )
 
-from pipelines import cluster, kafka_broker, paths
-from pipelines.flink_job import job_command
-from pipelines.generator import generate_records, produce_to_kafka
+from pipelines.infra import cluster, kafka_broker, paths
+from pipelines.stream.flink_job import job_command
+from pipelines.traffic.generator import generate_records, produce_to_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from lakefixture import write_events
 
-from pipelines import compaction
-from pipelines.analyst import execute_read_only, open_lake
-from pipelines.detections import run_detections
-from pipelines.generator import GeneratorConfig, generate_events
-from pipelines.lake import EVENTS
+from pipelines.detect.detections import run_detections
+from pipelines.lake import compaction
+from pipelines.lake.analyst import execute_read_only, open_lake
+from pipelines.lake.layout import EVENTS
+from pipelines.traffic.generator import GeneratorConfig, generate_events
 
 START = datetime(2026, 11, 27, 8, 45, tzinfo=UTC)  # spans hours 08 and 09
 SMALL_FILES_PER_PARTITION = 12

@@ -8,8 +8,8 @@ from itertools import islice
 
 import pytest
 
-from pipelines import contracts
-from pipelines.contracts import (
+from pipelines.stream import contracts
+from pipelines.stream.contracts import (
     ACCESS_EVENT_SCHEMA,
     ContractViolation,
     format_event_time,
@@ -17,7 +17,7 @@ from pipelines.contracts import (
     validate_alert,
     validate_event,
 )
-from pipelines.generator import GeneratorConfig, generate_events
+from pipelines.traffic.generator import GeneratorConfig, generate_events
 
 VALID_EVENT = {
     "event_id": "0b0c6c1e-7d0f-4a59-9a55-0c1b7f0e2a11",

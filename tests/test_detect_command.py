@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from lakefixture import FIXTURE_FILE_NAME, read_jsonl, write_events
 
-from pipelines import cli
-from pipelines.alert_state import AlertStore
-from pipelines.config import load_config
-from pipelines.contracts import validate_alert, validate_incident
-from pipelines.detections import parse_duration, parse_moment, run_incrementally
-from pipelines.paths import REPO_ROOT
+from pipelines.commands import cli
+from pipelines.detect.detections import parse_duration, parse_moment, run_incrementally
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.infra.config import load_config
+from pipelines.infra.paths import REPO_ROOT
+from pipelines.stream.contracts import validate_alert, validate_incident
 
 FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
 TRAVEL_EVENTS = read_jsonl(FIXTURES_DIR / "impossible_travel" / "positive.jsonl")
@@ -184,7 +184,7 @@ def test_every_detects_new_files_and_partitions_incrementally(tmp_path):
 def test_every_stops_cleanly_on_sigterm(tmp_path):
     write_events(tmp_path / "lake", TRAVEL_EVENTS)
     command = [
-        sys.executable, "-m", "pipelines.cli", "detect", "--lake", str(tmp_path / "lake"),
+        sys.executable, "-m", "pipelines.commands.cli", "detect", "--lake", str(tmp_path / "lake"),
         "--config", str(write_config(tmp_path)), "--every", "0.2s", "--detection", "impossible_travel",
     ]  # fmt: skip
     process = subprocess.Popen(

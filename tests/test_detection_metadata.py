@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.alerts import SEVERITIES
-from pipelines.analyst import open_lake
-from pipelines.contracts import ALERT_SCHEMA, load_schema
-from pipelines.detections import (
+from pipelines.detect.detections import (
     DETECTIONS_DIR,
     DetectionError,
     load_detection,
     load_detections,
     run_detection,
 )
+from pipelines.incidents.alerts import SEVERITIES
+from pipelines.lake.analyst import open_lake
+from pipelines.stream.contracts import ALERT_SCHEMA, load_schema
 
 FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
 YML_FILES = sorted(DETECTIONS_DIR.glob("*.yml"))

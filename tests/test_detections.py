@@ -10,10 +10,10 @@ import pytest
 import yaml
 from lakefixture import parse_utc, read_jsonl, write_events, write_table
 
-from pipelines.analyst import open_lake
-from pipelines.contracts import validate_alert, validate_event
-from pipelines.detections import DETECTIONS_DIR, DetectionError, load_detections, run_detections
-from pipelines.lake import ACCOUNT_MINUTE
+from pipelines.detect.detections import DETECTIONS_DIR, DetectionError, load_detections, run_detections
+from pipelines.lake.analyst import open_lake
+from pipelines.lake.layout import ACCOUNT_MINUTE
+from pipelines.stream.contracts import validate_alert, validate_event
 
 FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
 # The benign population with every false-positive trap (corporate NAT, heavy batch user, travellers, VPN
@@ -236,8 +236,7 @@ def test_detection_sql_error_names_the_sql_file(tmp_path):
 def test_detect_command_writes_jsonl_and_summary(tmp_path, capsys):
     import argparse
 
-    from pipelines import detections
-
+    from pipelines.detect import detections
     events = read_jsonl(FIXTURES_DIR / "impossible_travel" / "positive.jsonl")
     write_events(tmp_path / "lake", events)
     parser = argparse.ArgumentParser()

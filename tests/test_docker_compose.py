@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from jobs.usage_aggregates import build_arg_parser
-from pipelines.kafka_broker import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, PROJECT_TOPICS
-from pipelines.paths import REPO_ROOT
+from pipelines.infra.kafka_broker import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC, PROJECT_TOPICS
+from pipelines.infra.paths import REPO_ROOT
 
 DOCKER_DIR = REPO_ROOT / "docker"
 COMPOSE_FILE = DOCKER_DIR / "docker-compose.yml"

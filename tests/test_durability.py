@@ -21,7 +21,8 @@ from lakefixture import read_jsonl
 from signalfixture import NOW, RING, Engine, assert_each_once, ring_signals
 from signalfixture import signal as make_signal
 
-from pipelines import audit, cli
+from pipelines.commands import cli
+from pipelines.incidents import audit
 
 TESTS_DIR = Path(__file__).parent
 LATER = NOW + dt.timedelta(minutes=10)
@@ -36,9 +37,10 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {str(TESTS_DIR)!r})
 from signalfixture import NOW, Engine, ring_signals
-from pipelines import audit, incidents
-from pipelines.alert_state import AlertStore
-from pipelines.routing import JsonlSink
+from pipelines.incidents import audit
+from pipelines.incidents import engine as incidents
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.incidents.routing import JsonlSink
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)

@@ -7,8 +7,8 @@ import random
 import pytest
 from lakefixture import write_events
 
-from pipelines import enrichment
-from pipelines.analyst import open_lake
+from pipelines.detect import enrichment
+from pipelines.lake.analyst import open_lake
 
 BASE = {
     "event_time": "2026-03-01T10:00:00.000Z", "api_key_id": "key-1", "model": "nimbus-large",

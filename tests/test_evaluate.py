@@ -13,10 +13,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines import evaluate, sweep
-from pipelines.evaluation import evaluate as run_evaluation
-from pipelines.field_traffic import FieldConfig, field_labels, field_records
-from pipelines.generator import GeneratorConfig, generate_records, write_jsonl, write_label_rows, write_labels
+from pipelines.detect import evaluate, sweep
+from pipelines.detect.evaluation import evaluate as run_evaluation
+from pipelines.traffic.field_traffic import FieldConfig, field_labels, field_records
+from pipelines.traffic.generator import (
+    GeneratorConfig,
+    generate_records,
+    write_jsonl,
+    write_label_rows,
+    write_labels,
+)
 
 FIELD_START = datetime(2026, 11, 27, tzinfo=UTC)
 

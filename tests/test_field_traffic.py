@@ -12,9 +12,11 @@ from statistics import median
 
 import pytest
 
-from pipelines import enrichment, generator
-from pipelines.contracts import validate_event
-from pipelines.field_traffic import (
+from pipelines.detect import enrichment
+from pipelines.infra.paths import SCHEMAS_DIR
+from pipelines.stream.contracts import validate_event
+from pipelines.traffic import generator
+from pipelines.traffic.field_traffic import (
     BENIGN_CLASSES,
     CAMPAIGN_KINDS,
     FieldConfig,
@@ -22,8 +24,7 @@ from pipelines.field_traffic import (
     field_labels,
     field_records,
 )
-from pipelines.field_traffic.world import FIELD_PLACES, GEOIP_AS_NAMES, NEIGHBOURS, great_circle_km
-from pipelines.paths import SCHEMAS_DIR
+from pipelines.traffic.field_traffic.world import FIELD_PLACES, GEOIP_AS_NAMES, NEIGHBOURS, great_circle_km
 
 START = datetime(2026, 11, 27, 8, tzinfo=UTC)
 DEFAULT = FieldConfig(seed=11, start=START)  # six hours, ~1,000 benign accounts

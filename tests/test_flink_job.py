@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from pipelines import flink_job, lake
-from pipelines.cli import main as usagewatch
-from pipelines.flink_job import (
+from pipelines.commands.cli import main as usagewatch
+from pipelines.lake import layout as lake
+from pipelines.stream import flink_job
+from pipelines.stream.flink_job import (
     JobConfig,
     build_job_arg_parser,
     config_from_args,

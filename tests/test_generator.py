@@ -14,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kafka import KafkaConsumer
 
-from pipelines import enrichment, generator
-from pipelines.cli import main as usagewatch
-from pipelines.contracts import ContractViolation, validate_event
-from pipelines.generator import (
+from pipelines.commands.cli import main as usagewatch
+from pipelines.detect import enrichment
+from pipelines.stream.contracts import ContractViolation, validate_event
+from pipelines.traffic import generator
+from pipelines.traffic.generator import (
     LABEL_COLUMNS,
     GeneratorConfig,
     generate_events,

@@ -25,10 +25,10 @@ from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 
-from pipelines.analyst import open_lake
-from pipelines.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema, validate_event
-from pipelines.flink_job import JobConfig, run_job
-from pipelines.paths import UDF_JAR
+from pipelines.infra.paths import UDF_JAR
+from pipelines.lake.analyst import open_lake
+from pipelines.stream.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema, validate_event
+from pipelines.stream.flink_job import JobConfig, run_job
 
 SCHEMA = load_schema(ACCESS_EVENT_SCHEMA)
 PROPERTIES: dict = SCHEMA["properties"]
@@ -492,7 +492,7 @@ def test_line_mode_reads_one_record_per_line():
     ]  # fmt: skip
 
 
-# --- the bounds of issue 11: the JVM parser and pipelines/contracts.py on the same records ------------
+# --- the bounds of issue 11: the JVM parser and pipelines/stream/contracts.py on the same records ---
 
 
 def _bound_cases() -> list[tuple[str, dict, bool]]:

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from pipelines.incident_scoring import Label, Page, read_labels, score_incidents
+from pipelines.detect.incident_scoring import Label, Page, read_labels, score_incidents
 
 T0 = dt.datetime(2026, 11, 27, 8, tzinfo=dt.UTC)
 

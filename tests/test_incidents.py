@@ -10,9 +10,11 @@ import pytest
 from lakefixture import read_jsonl
 from signalfixture import NOW, POLICIES, RING, Engine, ring_signals, signal
 
-from pipelines import audit, cli, incidents
-from pipelines.alert_state import AlertStore
-from pipelines.config import ConfigError
+from pipelines.commands import cli
+from pipelines.incidents import audit
+from pipelines.incidents import engine as incidents
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.infra.config import ConfigError
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import yaml
 from test_docker_compose import COMPOSE_FILE, IMAGE_APP_DIR, flink_properties, split_submit_command
 
 from jobs.usage_aggregates import build_arg_parser
-from pipelines.cluster import FLINK_DIST
-from pipelines.flink_job import PORTABLE_SETTINGS
-from pipelines.kafka_broker import DLQ_TOPIC, EVENTS_TOPIC
-from pipelines.paths import REPO_ROOT
+from pipelines.infra.cluster import FLINK_DIST
+from pipelines.infra.kafka_broker import DLQ_TOPIC, EVENTS_TOPIC
+from pipelines.infra.paths import REPO_ROOT
+from pipelines.stream.flink_job import PORTABLE_SETTINGS
 
 MANIFEST = REPO_ROOT / "docker" / "k8s" / "flinkdeployment.yaml"
 PYFLINK_VERSION = importlib.metadata.version("apache-flink")

@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from pipelines import kafka_broker
+from pipelines.infra import kafka_broker
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import duckdb
 import pytest
 from lakefixture import write_events, write_table
 
-from pipelines import quality
-from pipelines.alert_state import AlertStore
-from pipelines.analyst import open_lake
-from pipelines.cli import main as usagewatch
-from pipelines.contracts import validate_alert, validate_incident
-from pipelines.detections import run_detections
-from pipelines.lake import ACCOUNT_MINUTE, COUNTRY_MINUTE, EVENTS
+from pipelines.commands.cli import main as usagewatch
+from pipelines.detect.detections import run_detections
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.lake.analyst import open_lake
+from pipelines.lake.layout import ACCOUNT_MINUTE, COUNTRY_MINUTE, EVENTS
+from pipelines.quality import gates as quality
+from pipelines.stream.contracts import validate_alert, validate_incident
 
 DAY = "2026-11-20"
 CLEAN_HOUR, DEFECT_HOUR = 8, 9

@@ -23,9 +23,9 @@ from groundtruth import (
 )
 from streamjob import RunningJob, wait_for
 
-from pipelines import kafka_broker
-from pipelines.flink_job import latest_checkpoint
-from pipelines.generator import generate_records, produce_to_kafka
+from pipelines.infra import kafka_broker
+from pipelines.stream.flink_job import latest_checkpoint
+from pipelines.traffic.generator import generate_records, produce_to_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

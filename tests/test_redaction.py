@@ -14,9 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from signalfixture import Engine, ring_signals
 
-from pipelines import cli, redaction
-from pipelines.config import ConfigError, load_config
-from pipelines.routing import load_router
+from pipelines.commands import cli
+from pipelines.incidents.routing import load_router
+from pipelines.infra import redaction
+from pipelines.infra.config import ConfigError, load_config
 
 CANARY = "Cnry7Xq93"
 FAST = "  retry: {attempts: 1, backoff_seconds: 0, max_backoff_seconds: 0}\n  timeout_seconds: 1\n"

@@ -23,11 +23,11 @@ from test_quality import (
     write_config,
 )
 
-from pipelines import report
-from pipelines.alert_state import AlertStore
-from pipelines.analyst import open_lake
-from pipelines.cli import main as usagewatch
-from pipelines.lake import DEAD_LETTERS, LATE_EVENTS
+from pipelines.commands.cli import main as usagewatch
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.lake.analyst import open_lake
+from pipelines.lake.layout import DEAD_LETTERS, LATE_EVENTS
+from pipelines.reports import report
 
 ACKNOWLEDGER = "compliance-officer@example.com"
 

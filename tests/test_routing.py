@@ -14,12 +14,12 @@ import pytest
 from lakefixture import read_jsonl, write_events
 from signalfixture import NOW, RING, Engine, ring_signals, signal
 
-from pipelines import cli
-from pipelines.alert_state import Delivery
-from pipelines.config import ConfigError, load_config
-from pipelines.contracts import validate_incident
-from pipelines.detections import detect_and_route
-from pipelines.routing import ALERTMANAGER_ALERTNAME, PagerDutySink, RoutingError, load_router
+from pipelines.commands import cli
+from pipelines.detect.detections import detect_and_route
+from pipelines.incidents.alert_state import Delivery
+from pipelines.incidents.routing import ALERTMANAGER_ALERTNAME, PagerDutySink, RoutingError, load_router
+from pipelines.infra.config import ConfigError, load_config
+from pipelines.stream.contracts import validate_incident
 
 FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
 FAST_RETRY = (

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import compaction
-from pipelines.analyst import execute_read_only, open_lake
-from pipelines.detections import run_detections
-from pipelines.lake import EVENTS
+from pipelines.detect.detections import run_detections
+from pipelines.lake import compaction
+from pipelines.lake.analyst import execute_read_only, open_lake
+from pipelines.lake.layout import EVENTS
 
 BASE_COLUMNS = {
     "event_id": pa.string(),

@@ -13,13 +13,13 @@ import pytest
 import yaml
 from lakefixture import write_events
 
-from pipelines import analyst
-from pipelines.alert_state import AlertStore
-from pipelines.config import DEFAULT_CONFIG, ConfigError, load_config
-from pipelines.detections import run_detections
-from pipelines.generator import GeneratorConfig, generate_events
-from pipelines.privacy import Privacy, PrivacyError, load_privacy, pseudonymise, truncate_ip
-from pipelines.routing import RoutingError, load_router
+from pipelines.detect.detections import run_detections
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.incidents.routing import RoutingError, load_router
+from pipelines.infra.config import DEFAULT_CONFIG, ConfigError, load_config
+from pipelines.lake import analyst
+from pipelines.stream.privacy import Privacy, PrivacyError, load_privacy, pseudonymise, truncate_ip
+from pipelines.traffic.generator import GeneratorConfig, generate_events
 
 EVENT = {
     "event_id": "e-1", "event_time": "2026-03-01T10:00:00.123Z", "account_id": "acct-1",
@@ -260,8 +260,8 @@ def test_detections_still_fire_on_pseudonymised_events(tmp_path):
 def test_state_override_carries_the_audit_log_with_it(tmp_path):
     from lakefixture import read_jsonl
 
-    from pipelines import audit, cli
-
+    from pipelines.commands import cli
+    from pipelines.incidents import audit
     fixtures = Path(__file__).parent / "detections" / "fixtures" / "impossible_travel" / "positive.jsonl"
     write_events(tmp_path / "lake", read_jsonl(fixtures))
     # Like the shipped configuration: a state path, no explicit audit_log.
@@ -306,8 +306,8 @@ def _break(path: Path, fault: str) -> None:
 def test_a_bad_lake_file_is_named_and_skipped_and_the_rest_stays_queryable(tmp_path, capsys, fault):
     from lakefixture import FIXTURE_FILE_NAME, read_jsonl
 
-    from pipelines import cli, lake
-
+    from pipelines.commands import cli
+    from pipelines.lake import layout as lake
     events = read_jsonl(
         Path(__file__).parent / "detections" / "fixtures" / "impossible_travel" / "positive.jsonl"
     )
@@ -344,8 +344,8 @@ def test_a_bad_lake_file_is_named_and_skipped_and_the_rest_stays_queryable(tmp_p
     partition = f"events/{first.parent.parent.name}/{first.parent.name}"
     routed = read_jsonl(tmp_path / "routed.jsonl")
     [incident] = [i for i in routed if {"type": "partition", "id": partition} in i["entities"]]
-    from pipelines.alert_state import AlertStore
-    from pipelines.quality import DATA_QUALITY_DETECTION
+    from pipelines.incidents.alert_state import AlertStore
+    from pipelines.quality.gates import DATA_QUALITY_DETECTION
 
     with AlertStore.open(tmp_path / "state" / "state.duckdb") as store:
         found = [json.loads(r["alert"]) for r in store.list_alerts(detection_id=DATA_QUALITY_DETECTION)]
@@ -354,7 +354,7 @@ def test_a_bad_lake_file_is_named_and_skipped_and_the_rest_stays_queryable(tmp_p
     assert str(bad) in json.dumps(signal["evidence"])
     assert FIXTURE_FILE_NAME not in json.dumps(signal["evidence"]["failing_expectations"])
     # ...and until the file is fixed or removed, detections over that hour are marked degraded
-    from pipelines.quality import partition_health
+    from pipelines.quality.gates import partition_health
 
     health = {
         (item.dt, item.hr): item for item in partition_health(tmp_path / "state" / "state.duckdb", lake_dir)

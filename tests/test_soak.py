@@ -33,10 +33,11 @@ from lakefixture import read_jsonl
 from signalfixture import Engine, assert_each_once
 from streamjob import RunningJob, wait_for
 
-from pipelines import cli, kafka_broker
-from pipelines.alert_state import AlertStore
-from pipelines.flink_job import latest_checkpoint
-from pipelines.generator import SCENARIOS, Record, encode_event, generate_records, produce_to_kafka
+from pipelines.commands import cli
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.infra import kafka_broker
+from pipelines.stream.flink_job import latest_checkpoint
+from pipelines.traffic.generator import SCENARIOS, Record, encode_event, generate_records, produce_to_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,9 @@ import pytest
 from signalfixture import NOW, Engine, ring_signals
 from signalfixture import signal as make_signal
 
-from pipelines import audit, cli, incidents
+from pipelines.commands import cli
+from pipelines.incidents import audit
+from pipelines.incidents import engine as incidents
 
 LATER = NOW + dt.timedelta(minutes=10)
 

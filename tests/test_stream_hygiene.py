@@ -16,9 +16,15 @@ import pytest
 from groundtruth import consume_all, expected_aggregates, kafka_job_args, lake_aggregates, normalise
 from hostile import assert_dead_letters, bounded_records, implausible_time_records
 
-from pipelines.analyst import open_lake
-from pipelines.flink_job import run_job
-from pipelines.generator import GeneratorConfig, Record, encode_event, generate_records, produce_to_kafka
+from pipelines.lake.analyst import open_lake
+from pipelines.stream.flink_job import run_job
+from pipelines.traffic.generator import (
+    GeneratorConfig,
+    Record,
+    encode_event,
+    generate_records,
+    produce_to_kafka,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from importlib.metadata import version as installed_version
 
 import pytest
 
-from pipelines.paths import FLINK_CONNECTOR_JARS_DIR, REPO_ROOT
+from pipelines.infra.paths import FLINK_CONNECTOR_JARS_DIR, REPO_ROOT
 
 FLINK_POM = REPO_ROOT / "docker" / "deps" / "flink" / "pom.xml"
 CONSTRAINTS = REPO_ROOT / "constraints.txt"

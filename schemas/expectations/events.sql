@@ -1,7 +1,7 @@
 -- Batch for the events suite: one committed partition of the raw archive, with the derived columns
 -- its expectations check (Great Expectations' pandas engine sees exactly this result).
--- {{ partition events }} is the partition with every column of pipelines/lake.py (missing ones null);
--- $validated_at, $partition_start and $partition_end are bound by pipelines/quality.py.
+-- {{ partition events }} is the partition with every column of pipelines/lake/layout.py (missing ones null);
+-- $validated_at, $partition_start and $partition_end are bound by pipelines/quality/gates.py.
 select
     event_id,
     event_time,

@@ -1,0 +1,1 @@
+"""The `usagewatch` command line: thin commands over the domain packages."""

@@ -1,0 +1,1 @@
+"""Detections over the lake, their enrichment, and their evaluation against labelled traffic."""

@@ -1,0 +1,622 @@
+"""Detections as code: sql/detections/<name>.sql + <name>.yml, linted on load and run over the lake.
+
+The YAML holds the metadata (severity, runbook, dedup keys, suppression, risk) and every threshold as a
+named parameter; the SQL binds them as DuckDB named parameters ($name) and returns one row per signal.
+`usagewatch detect` hands the signals to the incident engine (pipelines/incidents/engine.py), which records,
+correlates, audits and routes; this module never routes by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import signal
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from pipelines.detect.enrichment import install as install_enrichment
+from pipelines.incidents import engine as incidents
+from pipelines.incidents.alert_state import AlertStateError, AlertStore, state_path
+from pipelines.incidents.alerts import (
+    REQUIRED_RESULT_COLUMNS,
+    RISK_SCORE_COLUMN,
+    SEVERITIES,
+    SEVERITY_OVERRIDE_COLUMN,
+    build_alert,
+    fold_duplicates,
+)
+from pipelines.incidents.audit import open_audit_log
+from pipelines.incidents.routing import RoutingError, load_router
+from pipelines.infra.config import (
+    Config,
+    ConfigError,
+    load_config,
+    load_yaml,
+    parse_duration,
+    yaml_error_message,
+)
+from pipelines.infra.paths import SQL_DIR
+from pipelines.lake.analyst import ReadOnlyViolation, check_read_only, format_table, open_lake
+from pipelines.lake.layout import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
+from pipelines.quality import gates as quality
+from pipelines.stream.contracts import ALERT_SCHEMA, load_schema
+
+DETECTIONS_DIR = SQL_DIR / "detections"
+
+# key -> (expected Python type(s), what to say when it is wrong)
+_METADATA_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "id": (str, "a string equal to the file name"),
+    "title": (str, "a non-empty string"),
+    "severity": (str, f"one of {', '.join(SEVERITIES)}"),
+    "description": (str, "a non-empty string"),
+    "runbook": (dict, "a mapping with 'investigate' and 'respond' strings"),
+    "false_positives": (list, "a non-empty list of strings"),
+    "tags": (list, "a non-empty list of strings"),
+    "entity_type": (str, "an entity_type of the alert schema"),
+    "dedup_keys": (list, "a non-empty list of result column names"),
+    "suppression_minutes": (int, "a positive integer"),
+    "enabled": (bool, "true or false"),
+    "parameters": (dict, "a mapping of name -> {value, description}"),
+    "risk": (dict, "a mapping of score, max_contribution and links_accounts"),
+}
+
+# risk key -> what it must be. A detection's rows are signals; the incident engine sums their risk.
+_RISK_KEYS = {
+    "score": "an integer 0-100: the risk of one signal when the SQL returns no risk_score column",
+    "max_contribution": "an integer 1-100: the most this detection adds to one incident's risk",
+    "links_accounts": "true when a signal naming several accounts ties them into one campaign",
+}
+
+_SQL_COMMENT = re.compile(r"--[^\n]*")
+_SQL_STRING = re.compile(r"'(?:[^']|'')*'")
+_SQL_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
+
+
+class DetectionError(ValueError):
+    """A detection's YAML or SQL is invalid, or its SQL failed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    id: str
+    title: str
+    severity: str
+    description: str
+    runbook: dict[str, str]
+    false_positives: list[str]
+    tags: list[str]
+    entity_type: str
+    dedup_keys: list[str]
+    suppression_minutes: int
+    enabled: bool
+    parameters: dict[str, dict[str, Any]]
+    risk: dict[str, Any]
+    sql: str
+    yml_path: Path
+    sql_path: Path
+
+    def parameter_values(self) -> dict[str, Any]:
+        return {name: spec["value"] for name, spec in self.parameters.items()}
+
+    def signal_policy(self) -> incidents.SignalPolicy:
+        return incidents.SignalPolicy(
+            self.suppression_minutes, self.risk["max_contribution"], self.risk["links_accounts"]
+        )
+
+
+def sql_parameters(sql: str) -> set[str]:
+    """Named parameters ($name) used by the SQL, ignoring comments and string literals."""
+    return set(_SQL_PARAMETER.findall(_SQL_STRING.sub("''", _SQL_COMMENT.sub("", sql))))
+
+
+def _metadata_problems(meta: dict[str, Any], stem: str) -> list[tuple[str | None, str]]:
+    """(key, problem) pairs; key None means the whole document."""
+    problems: list[tuple[str | None, str]] = []
+    for key in meta.keys() - _METADATA_KEYS.keys():
+        problems.append((key, f"unknown key {key!r}"))
+    for key, (expected_type, expectation) in _METADATA_KEYS.items():
+        if key not in meta:
+            problems.append((None, f"missing key {key!r} ({expectation})"))
+            continue
+        value = meta[key]
+        # bool is an int in Python; `suppression_minutes: true` must not pass as 1.
+        wrong_type = not isinstance(value, expected_type) or (
+            expected_type is int and isinstance(value, bool)
+        )
+        if wrong_type or (isinstance(value, str | list | dict) and not value):
+            problems.append((key, f"{key!r} must be {expectation}, got {value!r}"))
+    if problems:
+        return problems
+    if meta["id"] != stem:
+        problems.append(("id", f"id {meta['id']!r} must equal the file name {stem!r}"))
+    if meta["severity"] not in SEVERITIES:
+        problems.append(("severity", f"severity {meta['severity']!r} must be one of {', '.join(SEVERITIES)}"))
+    entity_types = load_schema(ALERT_SCHEMA)["properties"]["entity_type"]["enum"]
+    if meta["entity_type"] not in entity_types:
+        problems.append(("entity_type", f"entity_type must be one of {', '.join(entity_types)}"))
+    runbook = meta["runbook"]
+    if set(runbook) != {"investigate", "respond"} or not all(
+        isinstance(text, str) and text.strip() for text in runbook.values()
+    ):
+        problems.append(
+            ("runbook", "runbook must have exactly 'investigate' and 'respond', both non-empty text")
+        )
+    for key in ("false_positives", "tags", "dedup_keys"):
+        if not all(isinstance(item, str) and item for item in meta[key]):
+            problems.append((key, f"{key!r} must contain only non-empty strings"))
+    if meta["suppression_minutes"] <= 0:
+        problems.append(("suppression_minutes", "suppression_minutes must be positive"))
+    risk = meta["risk"]
+    if set(risk) != set(_RISK_KEYS):
+        problems.append(("risk", f"risk must have exactly {', '.join(_RISK_KEYS)}"))
+    else:
+        for key in ("score", "max_contribution"):
+            value, low = risk[key], 0 if key == "score" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 100:
+                problems.append(("risk", f"risk.{key} must be {_RISK_KEYS[key]}, got {value!r}"))
+        if not isinstance(risk["links_accounts"], bool):
+            links = risk["links_accounts"]
+            problems.append(("risk", f"risk.links_accounts must be true or false, got {links!r}"))
+    for name, spec in meta["parameters"].items():
+        if not (isinstance(spec, dict) and set(spec) == {"value", "description"}):
+            problems.append(
+                ("parameters", f"parameter {name!r} must be a mapping of exactly value and description")
+            )
+        elif not (isinstance(spec["description"], str) and spec["description"].strip()):
+            problems.append(("parameters", f"parameter {name!r} needs a description"))
+        elif spec["value"] is None:
+            problems.append(("parameters", f"parameter {name!r} has no value"))
+    return problems
+
+
+def load_detection(yml_path: Path) -> Detection:
+    """Parse and lint one detection; raise DetectionError naming the file (and line) on any problem."""
+    text = yml_path.read_text(encoding="utf-8")
+    try:
+        meta, all_key_lines = load_yaml(text)  # a key given twice is an error, not "last one wins"
+        key_lines = {key[0]: line for key, line in all_key_lines.items() if len(key) == 1}
+    except yaml.YAMLError as error:
+        raise DetectionError(yaml_error_message(yml_path, error)) from error
+    if not isinstance(meta, dict):
+        raise DetectionError(f"{yml_path}:1: a detection must be a YAML mapping")
+    problems = _metadata_problems(meta, yml_path.stem)
+    if problems:
+        key, message = problems[0]
+        line = key_lines.get(key, 1) if key else 1
+        extra = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise DetectionError(f"{yml_path}:{line}: {message}{extra}")
+
+    sql_path = yml_path.with_suffix(".sql")
+    if not sql_path.is_file():
+        raise DetectionError(f"{yml_path}: SQL file {sql_path.name} is missing")
+    sql = sql_path.read_text(encoding="utf-8").strip().rstrip(";")
+    try:
+        check_read_only(sql)
+    except ReadOnlyViolation as error:
+        raise DetectionError(f"{sql_path}: {error}") from error
+    used, declared = sql_parameters(sql), set(meta["parameters"])
+    if used - declared:
+        raise DetectionError(
+            f"{sql_path}: parameters used but not declared in {yml_path.name}: {sorted(used - declared)}"
+        )
+    if declared - used:
+        line = key_lines.get("parameters", 1)
+        raise DetectionError(
+            f"{yml_path}:{line}: parameters declared but unused in SQL: {sorted(declared - used)}"
+        )
+    return Detection(**meta, sql=sql, yml_path=yml_path, sql_path=sql_path)
+
+
+def load_detections(directory: Path = DETECTIONS_DIR) -> list[Detection]:
+    """Every detection in the directory, linted; a .sql without its .yml is an error too."""
+    metadata_stems = {path.stem for path in directory.glob("*.yml")}
+    orphans = {path.stem for path in directory.glob("*.sql")} - metadata_stems
+    if orphans:
+        raise DetectionError(f"{directory}: SQL without metadata YAML: {sorted(orphans)}")
+    return [load_detection(path) for path in sorted(directory.glob("*.yml"))]
+
+
+def _select(detections: list[Detection], only: str | Iterable[str] | None) -> list[Detection]:
+    if only is None:
+        return [detection for detection in detections if detection.enabled]
+    wanted = [only] if isinstance(only, str) else list(only)
+    known = {detection.id: detection for detection in detections}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise DetectionError(f"unknown detection(s) {unknown}; known: {sorted(known)}")
+    # Naming a detection explicitly runs it even when disabled: that is how one tries a new rule.
+    return [known[name] for name in wanted]
+
+
+def run_detection(
+    con: duckdb.DuckDBPyConnection, detection: Detection, created_at: dt.datetime
+) -> list[dict[str, Any]]:
+    try:
+        # Detections read events_enriched (geo gaps filled), which needs a Python UDF on this connection.
+        install_enrichment(con)
+        cursor = con.execute(detection.sql, detection.parameter_values())
+        columns = [column[0] for column in cursor.description]
+        rows = cursor.fetchall()
+    except duckdb.Error as error:
+        raise DetectionError(f"{detection.sql_path}: {error}") from error
+    missing = [name for name in (*REQUIRED_RESULT_COLUMNS, *detection.dedup_keys) if name not in columns]
+    if missing:
+        raise DetectionError(f"{detection.sql_path}: result lacks column(s) {missing}")
+    alerts = []
+    for values in rows:
+        row = dict(zip(columns, values, strict=True))
+        override = row.get(SEVERITY_OVERRIDE_COLUMN)
+        if override is not None and override not in SEVERITIES:
+            raise DetectionError(f"{detection.sql_path}: severity {override!r} is not one of {SEVERITIES}")
+        risk = row.get(RISK_SCORE_COLUMN)
+        if risk is not None and not 0 <= risk <= 100:
+            raise DetectionError(f"{detection.sql_path}: risk_score {risk!r} is outside 0-100")
+        alerts.append(build_alert(detection, row, created_at))
+    return fold_duplicates(alerts)
+
+
+def run_detections(
+    con: duckdb.DuckDBPyConnection,
+    only: str | Iterable[str] | None = None,
+    now: dt.datetime | None = None,
+    detections: list[Detection] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the enabled detections (or those named in `only`) once; return validated alert dicts.
+
+    `now` becomes every alert's created_at (default: the current UTC time).
+    """
+    created_at = now or dt.datetime.now(dt.UTC)
+    selected = _select(detections if detections is not None else load_detections(), only)
+    return [alert for detection in selected for alert in run_detection(con, detection, created_at)]
+
+
+def summarize(selected: list[Detection], alerts: list[dict[str, Any]]) -> str:
+    counts = Counter((alert["detection_id"], alert["severity"]) for alert in alerts)
+    rows = []
+    for detection in selected:
+        severities = sorted(
+            {severity for detection_id, severity in counts if detection_id == detection.id},
+            key=SEVERITIES.index,
+            reverse=True,
+        )
+        rows += [(detection.id, severity, counts[(detection.id, severity)]) for severity in severities]
+        if not severities:
+            rows.append((detection.id, "-", 0))
+    return format_table(["detection", "severity", "signals"], rows)
+
+
+# --- time ranges: `detect --since/--until` and the incremental loop's look-back ---------------------
+
+
+def parse_moment(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """An RFC 3339 time or date (UTC when no offset is given), or a duration meaning that long ago."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        try:
+            return (now or dt.datetime.now(dt.UTC)) - parse_duration(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither a time (2026-03-01, 2026-03-01T10:00Z) nor a duration (24h, 7d)"
+            ) from None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _time_column(table: LakeTable) -> str:
+    return "window_start" if any(name == "window_start" for name, _ in table.columns) else "event_time"
+
+
+def restrict_to_time_range(
+    con: duckdb.DuckDBPyConnection, since: dt.datetime | None, until: dt.datetime | None
+) -> None:
+    """Shadow every lake view with a temp view keeping rows in [since, until) of its time column.
+
+    Detections then see only that range without any change to their SQL. The dt predicate lets DuckDB
+    skip whole hive partitions; dead letters are partitioned by processing time, so they get none.
+    """
+    if since is None and until is None:
+        return
+    database = con.execute("select current_database()").fetchone()[0]
+    for table in TABLES:
+        column = _time_column(table)
+        conditions = []
+        for bound, operator, partition_operator in ((since, ">=", ">="), (until, "<", "<=")):
+            if bound is None:
+                continue
+            naive = bound.astimezone(dt.UTC).replace(tzinfo=None)
+            conditions.append(f"{column} {operator} timestamp '{naive.isoformat(sep=' ')}'")
+            if table is not DEAD_LETTERS:
+                conditions.append(f"dt {partition_operator} '{naive:%Y-%m-%d}'")
+        con.execute(
+            f"create or replace temp view {table.name} as select * from {database}.main.{table.name} "
+            f"where {' and '.join(conditions)}"
+        )
+
+
+# --- detect, then hand the signals to the incident engine -----------------------------------------
+
+
+@dataclass
+class DetectRun:
+    selected: list[Detection]
+    signals: list[dict[str, Any]]  # every signal this run detected (new or not)
+    engine: incidents.EngineRun  # what the state, incidents and routing made of them
+    degraded: str | None = None  # why the data under this run is not known to be sound, if it is not
+
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        """Incidents opened or changed by this run, as routed (documents with `change`)."""
+        return self.engine.changes
+
+    def describe(self) -> str:
+        return self.engine.describe() + (
+            f"\n{self.degraded}" if self.degraded else "\ndata quality: every partition passed"
+        )
+
+
+def detect_and_route(
+    lake_dir: str | Path,
+    config: Config | None = None,
+    *,
+    state: str | Path | None = None,
+    only: str | Iterable[str] | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+    detections: list[Detection] | None = None,
+) -> DetectRun:
+    """Run the detections once and hand their signals to the incident engine, then deliver the outbox.
+
+    Raises ConfigError / RoutingError (bad routing, missing secret) before any detection runs,
+    DetectionError, AlertStateError. `now` is the signals' created_at and the state's clock.
+    """
+    config = config or load_config()
+    router = load_router(config)
+    settings = incidents.incident_settings(config)
+    now = now or dt.datetime.now(dt.UTC)
+    selected = _select(detections if detections is not None else load_detections(), only)
+    con = open_lake(lake_dir, read_only=True)
+    try:
+        restrict_to_time_range(con, since, until)
+        signals = [signal for detection in selected for signal in run_detection(con, detection, now)]
+        # Data quality of the partitions under this run: read before the store is opened for writing.
+        health = quality.partition_health(state_path(config, state), lake_dir, since, until)
+        signals = quality.mark_degraded(signals, health)
+        with AlertStore.open(state_path(config, state)) as store:
+            engine = incidents.raise_signals(
+                store,
+                router,
+                open_audit_log(config, state),
+                signals,
+                {detection.id: detection.signal_policy() for detection in selected},
+                settings,
+                now,
+                incidents.lake_output_tokens(con),
+                incidents.lake_account_links(con),
+            )
+            engine.delivery = router.deliver(store, now)
+    finally:
+        con.close()
+    return DetectRun(selected, signals, engine, quality.degraded_note(health))
+
+
+# --- incremental: `detect --every` ----------------------------------------------------------------
+
+
+@dataclass
+class LakeScan:
+    new_files: dict[str, int]  # lake-relative path -> size, for part files not processed at that size
+    completed_partitions: list[str]  # lake-relative partition dirs with Flink's _SUCCESS marker
+    earliest_partition: dt.datetime | None  # start hour of the oldest partition with new files
+
+
+def scan_lake(lake_dir: Path, store: AlertStore) -> LakeScan:
+    """New committed part files since the last run; complete partitions are not listed again."""
+    processed, done = store.processed_files(), store.completed_partitions()
+    new_files: dict[str, int] = {}
+    completed: list[str] = []
+    earliest = None
+    # Dead letters alone trigger no detection; they are partitioned by processing time anyway.
+    for table in (table for table in TABLES if table is not DEAD_LETTERS):
+        for partition in sorted(table.path(lake_dir).glob("dt=*/hr=*")):
+            key = str(partition.relative_to(lake_dir))
+            if key in done:
+                continue
+            # Checked before listing: Flink writes _SUCCESS after the partition's last file, so a
+            # listing taken after seeing the marker is complete.
+            committed = (partition / SUCCESS_FILE).exists()
+            files = {
+                str(path.relative_to(lake_dir)): path.stat().st_size
+                for path in partition.glob(COMMITTED_FILE_GLOB)
+            }
+            fresh = {path: size for path, size in files.items() if processed.get(path) != size}
+            if fresh:
+                new_files.update(fresh)
+                start = dt.datetime.strptime(
+                    f"{partition.parent.name[3:]} {partition.name[3:]}", "%Y-%m-%d %H"
+                ).replace(tzinfo=dt.UTC)
+                earliest = start if earliest is None else min(earliest, start)
+            if committed:
+                completed.append(key)
+    return LakeScan(new_files, completed, earliest)
+
+
+def run_incrementally(
+    lake_dir: Path,
+    config: Config,
+    every: dt.timedelta,
+    lookback: dt.timedelta,
+    stop: threading.Event,
+    *,
+    state: str | None = None,
+    only: Iterable[str] | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    output: Path | None = None,
+    signals_output: Path | None = None,
+    log=print,
+) -> int:
+    """Each cycle: find newly committed lake files; if any, detect over their hours (minus `lookback`,
+    so windows reaching back are complete), then mark them processed; otherwise only retry the outbox.
+    Returns the number of cycles run; stops when `stop` is set (checked between cycles).
+    """
+    path = state_path(config, state)
+    router = load_router(config)
+    cycles = 0
+    while not stop.is_set():
+        now = dt.datetime.now(dt.UTC)
+        with AlertStore.open(path) as store:
+            scan = scan_lake(lake_dir, store)
+            if not scan.new_files:
+                store.mark_processed({}, scan.completed_partitions, now)
+                delivery = router.deliver(store, now)  # sinks that were down get their backlog
+                if delivery.delivered or delivery.failed:
+                    log(f"{now:%H:%M:%S} no new lake files; outbox: {delivery.describe()}")
+        if scan.new_files:
+            start = scan.earliest_partition - lookback
+            run = detect_and_route(
+                lake_dir,
+                config,
+                state=path,
+                only=only,
+                since=max(filter(None, (since, start))),
+                until=until,
+                now=now,
+            )
+            with AlertStore.open(path) as store:
+                store.mark_processed(scan.new_files, scan.completed_partitions, now)
+            if signals_output is not None:
+                with signals_output.open("a", encoding="utf-8") as sink:
+                    for signal in run.engine.recorded.new + [s for s, _ in run.engine.recorded.suppressed]:
+                        sink.write(json.dumps(signal, sort_keys=True) + "\n")
+            if output is not None and run.changes:
+                with output.open("a", encoding="utf-8") as sink:
+                    for change in run.changes:
+                        sink.write(json.dumps(change, sort_keys=True) + "\n")
+            log(f"{now:%H:%M:%S} {len(scan.new_files)} new lake file(s); {run.describe()}")
+            for page in run.engine.pages:
+                log(incidents.page_line(page))
+        cycles += 1
+        stop.wait(every.total_seconds())
+    return cycles
+
+
+def run_detect_command(args: argparse.Namespace) -> int:
+    if not Path(args.lake).is_dir():
+        print(f"error: lake directory {args.lake} does not exist", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output else None
+    signals_output = Path(args.signals) if args.signals else None
+    for path in (output, signals_output):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        config = load_config(args.config)
+        if args.every:
+            return _detect_every(args, config, output, signals_output)
+        run = detect_and_route(
+            args.lake, config, state=args.state, only=args.detection, since=args.since, until=args.until
+        )
+    except (DetectionError, ConfigError, RoutingError, AlertStateError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path, documents in ((output, run.changes), (signals_output, run.signals)):
+        if path is not None:
+            with path.open("w", encoding="utf-8") as sink:
+                for document in documents:
+                    sink.write(json.dumps(document, sort_keys=True) + "\n")
+    print(summarize(run.selected, run.signals))
+    for page in run.engine.pages:
+        print(incidents.page_line(page))
+    print(run.describe())
+    if output is not None:
+        print(f"{len(run.changes)} new or changed incident(s) written to {output}")
+    if signals_output is not None:
+        print(f"{len(run.signals)} signal(s) written to {signals_output}")
+    return 0
+
+
+def _detect_every(
+    args: argparse.Namespace, config: Config, output: Path | None, signals_output: Path | None
+) -> int:
+    stop = threading.Event()
+
+    def request_stop(signum, frame) -> None:
+        print(f"\n{signal.Signals(signum).name}: stopping after the current cycle", file=sys.stderr)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cycles = run_incrementally(
+            Path(args.lake),
+            config,
+            args.every,
+            args.lookback,
+            stop,
+            state=args.state,
+            only=args.detection,
+            since=args.since,
+            until=args.until,
+            output=output,
+            signals_output=signals_output,
+        )
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print(f"stopped after {cycles} cycle(s)")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "detect",
+        help="run the detections over the lake; correlate their signals into incidents and route those",
+        description="Run every enabled detection under sql/detections once (or only --detection NAME), "
+        "record their signals in the state database (re-runs raise nothing new), correlate them into "
+        "incidents, audit both and route the incidents opened or changed to the sinks of usagewatch.yml; "
+        "prints one line per page. With --every, keep running over newly committed lake files until "
+        "SIGINT/SIGTERM.",
+    )
+    parser.add_argument("--lake", required=True, help="lake directory")
+    parser.add_argument(
+        "--output",
+        help="JSONL file, one incident per line: every incident this run opened or changed, as routed "
+        "(with `change`; with --every: appended)",
+    )
+    parser.add_argument(
+        "--signals",
+        help="JSONL file, one signal per line: every signal this run detected (with --every: appended, "
+        "signals new to the state only)",
+    )
+    parser.add_argument(
+        "--detection", action="append", metavar="NAME", help="run only this detection (repeatable)"
+    )
+    parser.add_argument(
+        "--since",
+        type=parse_moment,
+        help="only data at or after this time (2026-03-01T10:00Z) or this long ago (24h)",
+    )
+    parser.add_argument("--until", type=parse_moment, help="only data before this time (or this long ago)")
+    parser.add_argument(
+        "--every", type=parse_duration, metavar="DURATION", help="run incrementally, e.g. 60s"
+    )
+    parser.add_argument(
+        "--lookback",
+        type=parse_duration,
+        default=parse_duration("24h"),
+        metavar="DURATION",
+        help="with --every: how far before the new files' hours the detections look (default 24h)",
+    )
+    parser.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
+    parser.add_argument("--state", help="state database (default: state.path of the configuration)")
+    parser.set_defaults(func=run_detect_command)

@@ -1,0 +1,117 @@
+"""`usagewatch evaluate`: the command over pipelines/detect/evaluation.py (one corpus) and
+pipelines/detect/sweep.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelines.detect.detections import DetectionError
+from pipelines.detect.evaluation import ENGINES, evaluate
+from pipelines.detect.incident_scoring import PAGE_SEVERITY
+from pipelines.infra.config import parse_duration
+from pipelines.lake.analyst import format_table
+
+
+def render_report(report: dict[str, Any]) -> str:
+    rows = []
+    for kind in report["kinds"]:
+        detect = kind["time_to_detect_minutes"]
+        rows.append(
+            (
+                kind["kind"],
+                kind["name"],
+                kind["accounts"],
+                kind["named"],
+                report["named_by_signals"][kind["name"]],
+                ("recall " if kind["kind"] == "campaign" else "false positives ") + f"{kind['rate']:.1%}",
+                f"{kind['pages']} / {kind['campaigns']}" if kind["kind"] == "campaign" else "",
+                f"{detect['median']} / {detect['worst']}" if detect else "",
+            )
+        )
+    table = format_table(
+        [
+            "kind",
+            "campaign kind / benign class",
+            "accounts",
+            f"named by incidents (>= {report['page_severity']})",
+            "named by signals",
+            "rate",
+            "pages / campaigns",
+            "time to detect min (median / worst)",
+        ],
+        rows,
+    )
+    timings = ", ".join(
+        f"{name.removesuffix('_seconds')} {report[name]:.1f} s"
+        for name in ("lake_seconds", "detect_seconds")
+        if name in report
+    )
+    return (
+        f"{table}\n{report['incidents']} incident(s), {report['pages']} page(s) "
+        f"({report['page_notifications']} paging notification(s) with escalations); benign: "
+        f"{report['benign_named_rate']:.2%} of {report['benign_accounts']} accounts named, "
+        f"{report['benign_pages']} page(s) = {report['benign_pages_per_thousand_per_day']:.2f} per 1,000 "
+        f"accounts per day; {report['detect_cycles']} detect cycle(s); {timings}"
+    )
+
+
+def run_evaluate_command(args: argparse.Namespace) -> int:
+    if args.sweep:
+        from pipelines.detect import sweep
+        return sweep.run_sweep_command(args)
+    if not (args.events and args.labels):
+        print("evaluate: --events and --labels are required (or --sweep)", file=sys.stderr)
+        return 2
+    events_path, labels_path = Path(args.events), Path(args.labels)
+    for path in (events_path, labels_path):
+        if not path.is_file():
+            print(f"evaluate: file not found: {path}", file=sys.stderr)
+            return 2
+    lake_dir = Path(args.lake) if args.lake else None
+    if lake_dir is not None and not lake_dir.is_dir():
+        print(f"evaluate: lake directory {lake_dir} does not exist", file=sys.stderr)
+        return 2
+    try:
+        _, _, report, _ = evaluate(events_path, labels_path, lake_dir, args.engine, args.every)
+    except (ValueError, RuntimeError, DetectionError) as error:
+        print(f"evaluate: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else render_report(report))
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="backtest detections and incidents on labelled traffic (recall, false positives, pages)",
+        description="Build a lake from a labelled JSONL file (the aggregation job, or --engine duckdb), "
+        "run detect into a scratch state with no sinks, and score the incidents: recall per campaign "
+        "kind, false positives per benign class, pages per campaign and per 1,000 benign accounts a day, "
+        f"counting incidents of severity >= {PAGE_SEVERITY}. With --every, detect runs once per that much "
+        "event time and the time to detect is reported. With --sweep, generate field-profile corpora "
+        "over each campaign's main parameters and print the table (see pipelines/detect/sweep.py).",
+    )
+    parser.add_argument("--events", help="JSONL file of access events")
+    parser.add_argument("--labels", help="CSV: account_id,group,scenario_or_benign")
+    parser.add_argument("--lake", help="an already filled lake of these events (skips building one)")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="flink", help="how the lake is built (default: flink, the job)"
+    )
+    parser.add_argument(
+        "--every",
+        type=parse_duration,
+        metavar="DURATION",
+        help="run detect once per DURATION of event time, as `detect --every` would (time to detect)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--sweep", action="store_true", help="sweep the field profile's parameters")
+    parser.add_argument("--seeds", default="11", help="with --sweep: comma-separated seeds (default 11)")
+    parser.add_argument("--out", help="with --sweep: directory for the table, JSON and heatmap PNG")
+    parser.add_argument(
+        "--cells", help="with --sweep: only cells whose name contains one of these (comma-separated)"
+    )
+    parser.set_defaults(func=run_evaluate_command)

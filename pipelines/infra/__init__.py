@@ -1,0 +1,1 @@
+"""Infrastructure: configuration, paths, the local Kafka broker, the local cluster, secret redaction."""

@@ -1,0 +1,693 @@
+"""A real cluster on one machine: a Flink standalone session cluster and a 3-broker KRaft Kafka on 127.0.0.1.
+
+`usagewatch cluster up|down|status` runs one JobManager and two TaskManagers as separate JVMs, from the
+Flink distribution inside the pinned apache-flink wheel, with the connector and UDF jars on their
+classpath (a private lib/ of links, so the job runs with `--pipeline-jars none` as in Docker), and three
+Kafka nodes (broker + controller each; replication factor 3, min.insync.replicas 2). The Kafka nodes are
+pipelines.infra.kafka_broker.BrokerNodes: the same code as the single dev broker, with other ports.
+
+`usagewatch cluster submit|stop-job|resume|jobs` submits the aggregation job with `flink run --python`,
+stops it with a savepoint and resumes it from one, optionally at a new parallelism; on this cluster
+or, with --address, on any Flink cluster whose REST API is reachable.
+
+Everything lives under RUN_DIR/cluster (config, lib, logs, PIDs, checkpoints, savepoints, Kafka data);
+only processes recorded in its PID files, and only if their command line is ours, are ever signalled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import yaml
+
+from pipelines.infra import kafka_broker, paths
+from pipelines.infra.kafka_broker import HOST, PROJECT_TOPICS, BrokerError, BrokerNode
+from pipelines.stream import flink_job
+
+CLUSTER_RUN_DIR = paths.RUN_DIR / "cluster"
+# The Flink distribution shipped inside the apache-flink wheel (bin/, lib/, opt/, conf/).
+FLINK_DIST = Path(importlib.util.find_spec("pyflink").origin).parent
+JOBMANAGER_CLASS = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
+TASKMANAGER_CLASS = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
+JOB_NAME = "usagewatch-aggregates"
+
+KAFKA_NODES = 3
+KAFKA_REPLICATION = 3
+# With 3 replicas, 2 must acknowledge each acks=all write: one broker may be lost without losing data
+# or availability.
+KAFKA_MIN_INSYNC = 2
+
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+SAVEPOINT_TIMEOUT_S = 120.0
+POLL_INTERVAL_S = 0.5
+
+
+# Settings every deployment shares - this cluster, docker/docker-compose.yml, docker/k8s (checked by
+# tests/test_k8s_manifest.py) - because the failure and rescaling tests prove them.
+
+
+class ClusterError(RuntimeError):
+    """The cluster or a job on it could not be started, reached or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where a local cluster keeps its state and which loopback ports it uses."""
+
+    root: Path = CLUSTER_RUN_DIR
+    rest_port: int = 8081
+    rpc_port: int = 6123
+    # Kafka brokers listen on kafka_port, +1, +2; their controllers on the three ports after those.
+    # Distinct from the dev broker (9092/9093), so both can run.
+    kafka_port: int = 19092
+    taskmanagers: int = 2
+    slots_per_taskmanager: int = 2
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.rest_port}"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.root / "conf"
+
+    @property
+    def lib_dir(self) -> Path:
+        return self.root / "lib"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pid_dir(self) -> Path:
+        return self.root / "pids"
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return (self.root / "checkpoints").resolve().as_uri()
+
+    @property
+    def savepoint_dir(self) -> str:
+        return (self.root / "savepoints").resolve().as_uri()
+
+    @property
+    def flink_processes(self) -> list[str]:
+        return ["jobmanager", *(f"taskmanager-{n}" for n in range(1, self.taskmanagers + 1))]
+
+    def kafka_nodes(self) -> list[BrokerNode]:
+        controllers = [self.kafka_port + KAFKA_NODES + i for i in range(KAFKA_NODES)]
+        # A static quorum: all three nodes vote from the start, formatted with the same cluster id.
+        voters = ",".join(f"{i + 1}@{HOST}:{port}" for i, port in enumerate(controllers))
+        return [
+            BrokerNode(
+                node_id=i + 1,
+                port=self.kafka_port + i,
+                controller_port=controllers[i],
+                run_dir=self.root / "kafka" / f"node-{i + 1}",
+                quorum={"controller.quorum.voters": voters},
+                replication=KAFKA_REPLICATION,
+                min_insync_replicas=KAFKA_MIN_INSYNC,
+            )
+            for i in range(KAFKA_NODES)
+        ]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap for node in self.kafka_nodes())
+
+
+SPEC_FILE_NAME = "cluster.json"
+
+
+def saved_spec(root: Path = CLUSTER_RUN_DIR) -> ClusterSpec:
+    """The spec `cluster up` recorded under root, or the defaults if it never ran there."""
+    try:
+        recorded = json.loads((root / SPEC_FILE_NAME).read_text())
+    except FileNotFoundError:
+        return ClusterSpec(root=root)
+    return ClusterSpec(**{**recorded, "root": root})
+
+
+# --- Flink configuration --------------------------------------------------------------------------------
+
+
+def flink_config(spec: ClusterSpec) -> dict[str, object]:
+    """config.yaml of the session cluster (flat keys), also used by the `flink` client."""
+    shipped = yaml.safe_load((FLINK_DIST / "conf" / "config.yaml").read_text())
+    return {
+        # The JVM flags the distribution needs on Java 17 (add-opens), as shipped.
+        "env.java.opts.all": shipped["env"]["java"]["opts"]["all"],
+        "jobmanager.rpc.address": HOST,
+        "jobmanager.rpc.port": spec.rpc_port,
+        "jobmanager.bind-host": HOST,
+        "taskmanager.bind-host": HOST,
+        "taskmanager.host": HOST,
+        "rest.address": HOST,
+        "rest.bind-address": HOST,
+        "rest.port": spec.rest_port,
+        # Sized for a 2-core / 24 GiB machine that also runs Kafka and the producers.
+        "jobmanager.memory.process.size": "1g",
+        "taskmanager.memory.process.size": "1536m",
+        # No RocksDB and no Python UDFs: managed memory would sit unused, give it to the heap.
+        "taskmanager.memory.managed.fraction": 0.1,
+        "taskmanager.numberOfTaskSlots": spec.slots_per_taskmanager,
+        "parallelism.default": 1,
+        # The client runs the job script, and any Python worker would run, with this venv's interpreter.
+        "python.client.executable": sys.executable,
+        "python.executable": sys.executable,
+        "execution.checkpointing.dir": spec.checkpoint_dir,
+        "execution.checkpointing.savepoint-dir": spec.savepoint_dir,
+        **flink_job.PORTABLE_SETTINGS,
+        "jobmanager.execution.failover-strategy": "region",
+        # Loopback has no network partitions: a silent TaskManager is dead. Notice it in seconds
+        # (default 50 s) so the job fails over to the surviving TaskManager quickly.
+        "heartbeat.interval": 2000,
+        "heartbeat.timeout": 10000,
+    }
+
+
+def _prepare_flink_files(spec: ClusterSpec) -> None:
+    """conf/ (config.yaml + the shipped log4j files) and lib/ (the distribution's jars + ours)."""
+    for directory in (spec.conf_dir, spec.log_dir, spec.pid_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    header = "# Written by `usagewatch cluster up`; regenerated on every start.\n"
+    spec.conf_dir.joinpath("config.yaml").write_text(
+        header + yaml.safe_dump(flink_config(spec), sort_keys=False, width=100_000)
+    )
+    for log_config in ("log4j-console.properties", "log4j-cli.properties", "log4j.properties"):
+        spec.conf_dir.joinpath(log_config).write_text((FLINK_DIST / "conf" / log_config).read_text())
+    try:
+        ours = paths.flink_job_jars()
+    except FileNotFoundError as error:
+        raise ClusterError(str(error)) from None
+    # Links, rebuilt each time: the cluster classpath is the wheel's lib/ plus the connector and UDF jars.
+    if spec.lib_dir.exists():
+        for link in spec.lib_dir.iterdir():
+            link.unlink()
+    spec.lib_dir.mkdir(parents=True, exist_ok=True)
+    for jar in [*sorted((FLINK_DIST / "lib").glob("*.jar")), *ours]:
+        spec.lib_dir.joinpath(jar.name).symlink_to(jar.resolve())
+
+
+def flink_env(spec: ClusterSpec) -> dict[str, str]:
+    """Environment for Flink's scripts: our config, lib, logs and PID files instead of the wheel's."""
+    return {
+        "FLINK_CONF_DIR": str(spec.conf_dir),
+        "FLINK_LIB_DIR": str(spec.lib_dir),
+        "FLINK_LOG_DIR": str(spec.log_dir),
+        "FLINK_PID_DIR": str(spec.pid_dir / "flink"),
+    }
+
+
+# --- processes ------------------------------------------------------------------------------------------
+
+
+def _pid_file(spec: ClusterSpec, name: str) -> Path:
+    return spec.pid_dir / f"{name}.pid"
+
+
+def flink_pid(spec: ClusterSpec, name: str) -> int | None:
+    """PID of our Flink process `name` (jobmanager, taskmanager-N) if it runs, else None."""
+    try:
+        pid = int(_pid_file(spec, name).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    main_class = JOBMANAGER_CLASS if name == "jobmanager" else TASKMANAGER_CLASS
+    cmdline = kafka_broker.read_cmdline(pid) if kafka_broker.is_alive(pid) else None
+    # Our config dir is on the command line (log4j settings): a recycled PID will not match.
+    ours = cmdline is not None and main_class in cmdline and str(spec.conf_dir) in cmdline
+    return pid if ours else None
+
+
+def start_flink_process(spec: ClusterSpec, name: str) -> subprocess.Popen:
+    """Start the JobManager or one TaskManager in the foreground of its own process (the JVM itself)."""
+    if name == "jobmanager":
+        command = [str(FLINK_DIST / "bin" / "jobmanager.sh"), "start-foreground"]
+    else:
+        # A stable resource id names the TaskManager in the REST API, so tests can find its process.
+        command = [
+            str(FLINK_DIST / "bin" / "taskmanager.sh"),
+            "start-foreground",
+            "-D",
+            f"taskmanager.resource-id={name}",
+        ]
+    process = kafka_broker.spawn(command, spec.log_dir / f"{name}.log", env=flink_env(spec))
+    _pid_file(spec, name).write_text(f"{process.pid}\n")
+    return process
+
+
+def _stop_flink_process(spec: ClusterSpec, name: str) -> int | None:
+    pid = flink_pid(spec, name)
+    if pid is None:
+        _pid_file(spec, name).unlink(missing_ok=True)
+        return None
+    kafka_broker.stop_process(pid, STOP_TIMEOUT_S, _pid_file(spec, name))
+    return pid
+
+
+def rss_mib(pid: int | None) -> float:
+    """Resident memory of a process in MiB (0 when it is not running)."""
+    if pid is None:
+        return 0.0
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+@contextmanager
+def _exclusive(spec: ClusterSpec) -> Iterator[None]:
+    # Serialises up/down between concurrent callers.
+    spec.root.mkdir(parents=True, exist_ok=True)
+    with (spec.root / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+# --- REST API -------------------------------------------------------------------------------------------
+
+
+def rest(
+    address: str, path: str, body: dict | None = None, timeout: float = 10.0, method: str | None = None
+) -> dict:
+    """One call to Flink's REST API (POST when body is given); the parsed JSON answer."""
+    request = urllib.request.Request(
+        f"http://{address}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        raise ClusterError(
+            f"Flink REST {path} at {address}: HTTP {error.code} {error.read()[:500]!r}"
+        ) from None
+    except OSError as error:
+        raise ClusterError(f"Flink REST API at {address} unreachable: {error}") from None
+
+
+def _overview_or_none(address: str) -> dict | None:
+    try:
+        return rest(address, "/overview", timeout=2.0)
+    except ClusterError:
+        return None
+
+
+def jobs(address: str) -> list[dict]:
+    """Jobs the cluster knows: dicts with jid, name, state, start-time..."""
+    return rest(address, "/jobs/overview")["jobs"]
+
+
+def running_job_id(address: str, name: str = JOB_NAME) -> str:
+    running = [job["jid"] for job in jobs(address) if job["name"] == name and job["state"] == "RUNNING"]
+    if len(running) != 1:
+        raise ClusterError(f"expected one running {name} job at {address}, found {len(running)}")
+    return running[0]
+
+
+# --- the cluster ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpResult:
+    kafka_seconds: float
+    flink_seconds: float
+    started: list[str]
+
+
+def up(spec: ClusterSpec = ClusterSpec(), timeout: float = START_TIMEOUT_S) -> UpResult:  # noqa: B008
+    """Start whatever part of the cluster is not running; return once Kafka and Flink serve."""
+    with _exclusive(spec):
+        spec.root.joinpath(SPEC_FILE_NAME).write_text(
+            json.dumps({k: v for k, v in asdict(spec).items() if k != "root"}, indent=2) + "\n"
+        )
+        began = time.monotonic()
+        started = _kafka_up(spec, began + timeout)
+        kafka_seconds = time.monotonic() - began
+        began = time.monotonic()
+        started += _flink_up(spec, began + timeout)
+        return UpResult(kafka_seconds, time.monotonic() - began, started)
+
+
+def _kafka_cluster_id(spec: ClusterSpec) -> str:
+    # One id for the three nodes, kept so a node whose data was wiped can be formatted to rejoin.
+    id_file = spec.root / "kafka" / "cluster-id"
+    if not id_file.exists():
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(kafka_broker._new_cluster_id() + "\n")
+    return id_file.read_text().strip()
+
+
+def start_kafka_node(spec: ClusterSpec, node: BrokerNode) -> subprocess.Popen:
+    hint = "choose other ports with `usagewatch cluster up --kafka-port`"
+    return kafka_broker.launch(node, _kafka_cluster_id(spec), hint)
+
+
+def _kafka_up(spec: ClusterSpec, deadline: float) -> list[str]:
+    nodes = spec.kafka_nodes()
+    # All nodes are launched before waiting: none serves until a majority of controllers is up.
+    launched = {
+        node.node_id: start_kafka_node(spec, node) for node in nodes if kafka_broker.running_pid(node) is None
+    }
+    for node in nodes:
+        if node.node_id in launched:
+            kafka_broker.wait_until_serving(node, launched[node.node_id], deadline)
+    kafka_broker.ensure_topics(
+        spec.bootstrap_servers,
+        PROJECT_TOPICS,
+        replication=KAFKA_REPLICATION,
+        configs={"min.insync.replicas": str(KAFKA_MIN_INSYNC)},
+    )
+    return [f"kafka-{node_id}" for node_id in launched]
+
+
+def _flink_up(spec: ClusterSpec, deadline: float) -> list[str]:
+    _prepare_flink_files(spec)
+    launched = {}
+    for name in spec.flink_processes:
+        if flink_pid(spec, name) is None:
+            launched[name] = start_flink_process(spec, name)
+    wait_for_taskmanagers(spec, spec.taskmanagers, deadline, launched)
+    return list(launched)
+
+
+def wait_for_taskmanagers(
+    spec: ClusterSpec, count: int, deadline: float, launched: dict[str, subprocess.Popen] | None = None
+) -> None:
+    """Return once the JobManager answers and `count` TaskManagers have registered with it."""
+    while True:
+        overview = _overview_or_none(spec.address)
+        if overview is not None and overview["taskmanagers"] >= count:
+            return
+        for name, process in (launched or {}).items():
+            if process.poll() is not None:
+                raise ClusterError(
+                    f"{name} exited with code {process.returncode}; see {spec.log_dir / (name + '.log')}"
+                )
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"Flink at {spec.address} did not report {count} TaskManagers in time; logs in {spec.log_dir}"
+            )
+        time.sleep(POLL_INTERVAL_S)
+
+
+def down(spec: ClusterSpec = ClusterSpec()) -> list[str]:  # noqa: B008
+    """Stop every process of the cluster that is ours: TaskManagers, JobManager, then Kafka."""
+    stopped = []
+    with _exclusive(spec), ThreadPoolExecutor() as pool:
+        # In parallel: a Kafka node shutting down alone waits for a quorum the others already left.
+        taskmanagers = [name for name in spec.flink_processes if name != "jobmanager"]
+        stages = [
+            {name: partial(_stop_flink_process, spec, name) for name in taskmanagers},
+            {"jobmanager": partial(_stop_flink_process, spec, "jobmanager")},
+            {
+                f"kafka-{node.node_id}": partial(kafka_broker.stop_node, node, STOP_TIMEOUT_S)
+                for node in spec.kafka_nodes()
+            },
+        ]
+        for stage in stages:
+            futures = {name: pool.submit(stop) for name, stop in stage.items()}
+            stopped += [name for name, future in futures.items() if future.result() is not None]
+    return stopped
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    pid: int | None
+    rss_mib: float
+
+
+def status(spec: ClusterSpec = ClusterSpec()) -> list[ProcessStatus]:  # noqa: B008
+    pids = {name: flink_pid(spec, name) for name in spec.flink_processes}
+    pids |= {f"kafka-{node.node_id}": kafka_broker.running_pid(node) for node in spec.kafka_nodes()}
+    return [ProcessStatus(name, pid, rss_mib(pid)) for name, pid in pids.items()]
+
+
+# --- jobs -----------------------------------------------------------------------------------------------
+
+
+def flink_run_command(
+    address: str, job_args: list[str], from_savepoint: str | None = None, detached: bool = True
+) -> list[str]:
+    """`flink run --python` for the aggregation job; job_args go to the script after `--`."""
+    command = [str(FLINK_DIST / "bin" / "flink"), "run", "--jobmanager", address]
+    if detached:
+        command.append("--detached")
+    if from_savepoint:
+        command += ["--fromSavepoint", from_savepoint]
+    command += ["--python", str(flink_job.JOB_SCRIPT), "--pyFiles", str(paths.REPO_ROOT / "pipelines")]
+    return [*command, "--", *job_args]
+
+
+def submit(
+    spec: ClusterSpec,
+    address: str,
+    job_args: list[str],
+    from_savepoint: str | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> str:
+    """Submit the job (detached); returns its job id once the cluster has accepted it."""
+    flink_job.build_job_arg_parser().parse_args(job_args)  # a bad option fails here, not in the cluster
+    _prepare_flink_files(spec)  # the client reads the same config.yaml (Python interpreter, logs)
+    log = spec.log_dir / "submit.log"
+    offset = log.stat().st_size if log.exists() else 0
+    client = kafka_broker.spawn(
+        flink_run_command(address, job_args, from_savepoint), log, env=flink_env(spec)
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        output = log.read_bytes()[offset:].decode(errors="replace")
+        submitted = re.search(r"JobID ([0-9a-f]{32})", output)
+        if submitted:
+            break
+        if client.poll() is not None or time.monotonic() > deadline:
+            kafka_broker.stop_process(client.pid, STOP_TIMEOUT_S, log.with_suffix(".pid"))
+            tail = "\n".join(output.splitlines()[-30:])
+            raise ClusterError(f"flink run did not submit the job (exit {client.returncode}):\n{tail}")
+        time.sleep(POLL_INTERVAL_S)
+    # Detached, the job script returns once the cluster has the job (jobs/usage_aggregates.py); the
+    # client is stopped only if it outlives the deadline.
+    try:
+        client.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(client.pid, signal.SIGTERM)
+        client.wait(timeout=STOP_TIMEOUT_S)
+    return submitted.group(1)
+
+
+def stop_with_savepoint(
+    address: str, job_id: str, target_dir: str, timeout: float = SAVEPOINT_TIMEOUT_S
+) -> str:
+    """Stop the job with a savepoint (no drain: open windows stay in the savepoint); its location."""
+    trigger = rest(address, f"/jobs/{job_id}/stop", {"targetDirectory": target_dir, "drain": False})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = rest(address, f"/jobs/{job_id}/savepoints/{trigger['request-id']}")
+        if answer["status"]["id"] == "COMPLETED":
+            operation = answer.get("operation", {})
+            if "location" not in operation:
+                raise ClusterError(f"savepoint of {job_id} failed: {operation.get('failure-cause')}")
+            # Return only once the job has ended: its successor must not run beside it.
+            while rest(address, f"/jobs/{job_id}")["state"] != "FINISHED":
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"job {job_id} did not finish after its savepoint")
+                time.sleep(POLL_INTERVAL_S)
+            return operation["location"]
+        time.sleep(POLL_INTERVAL_S)
+    raise ClusterError(f"savepoint of {job_id} not complete after {timeout:.0f} s")
+
+
+def cancel(address: str, job_id: str) -> None:
+    """Cancel the job without a savepoint (its retained checkpoints stay)."""
+    rest(address, f"/jobs/{job_id}?mode=cancel", method="PATCH")
+
+
+def latest_savepoint(savepoint_dir: str) -> str | None:
+    """The newest complete savepoint (one with _metadata) under a local savepoint directory."""
+    root = Path(savepoint_dir.removeprefix("file://"))
+    complete = [metadata.parent for metadata in root.glob("savepoint-*/_metadata")]
+    return max(complete, key=lambda path: path.stat().st_mtime).as_uri() if complete else None
+
+
+def cluster_job_args(args: argparse.Namespace, spec: ClusterSpec) -> list[str]:
+    """The job script's arguments: the stream options given, cluster defaults for Kafka and checkpoints."""
+    # The job's processes do not share our working directory: the lake path must be absolute.
+    args.lake_dir = str(Path(args.lake_dir).resolve())
+    args.bootstrap_servers = args.bootstrap_servers or spec.bootstrap_servers
+    args.checkpoint_dir = args.checkpoint_dir or spec.checkpoint_dir
+    # The connector and UDF jars are on the cluster's classpath (lib/), as in the Docker image.
+    return ["--source", "kafka", *flink_job._job_argv(args), "--pipeline-jars", "none"]
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def _spec_from_args(args: argparse.Namespace) -> ClusterSpec:
+    root = Path(args.root).resolve() if args.root else CLUSTER_RUN_DIR
+    return saved_spec(root)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    spec = ClusterSpec(
+        root=Path(args.root).resolve() if args.root else CLUSTER_RUN_DIR,
+        rest_port=args.rest_port,
+        rpc_port=args.rpc_port,
+        kafka_port=args.kafka_port,
+    )
+    result = up(spec, timeout=args.timeout)
+    print(f"cluster: started {', '.join(result.started) or 'nothing (all running)'}")
+    print(f"cluster: kafka {spec.bootstrap_servers} ready in {result.kafka_seconds:.1f} s")
+    print(f"cluster: flink http://{spec.address} ready in {result.flink_seconds:.1f} s")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    stopped = down(_spec_from_args(args))
+    print(f"cluster: stopped {', '.join(stopped)}" if stopped else "cluster: nothing running")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    processes = status(spec)
+    for process in processes:
+        state = f"running (pid {process.pid}, {process.rss_mib:.0f} MiB RSS)" if process.pid else "stopped"
+        print(f"{process.name:<14} {state}")
+    total = sum(process.rss_mib for process in processes)
+    print(f"{'total RSS':<14} {total:.0f} MiB")
+    overview = _overview_or_none(spec.address)
+    if overview is not None:
+        print(
+            f"flink          {overview['taskmanagers']} TaskManagers, {overview['slots-available']}/"
+            f"{overview['slots-total']} slots free, {overview['jobs-running']} jobs running"
+        )
+    print(f"kafka          {spec.bootstrap_servers}")
+    # LSB convention: 3 = not (fully) running, so scripts can test the state.
+    return 0 if all(process.pid for process in processes) else 3
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    address = args.address or spec.address
+    job_id = submit(spec, address, cluster_job_args(args, spec))
+    print(f"cluster: {JOB_NAME} submitted as job {job_id} to {address}")
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    address = args.address or spec.address
+    savepoint = args.savepoint or latest_savepoint(spec.savepoint_dir)
+    if savepoint is None:
+        print(f"cluster: no savepoint under {spec.savepoint_dir}; give --savepoint", file=sys.stderr)
+        return 2
+    job_id = submit(spec, address, cluster_job_args(args, spec), from_savepoint=savepoint)
+    print(f"cluster: {JOB_NAME} resumed from {savepoint} as job {job_id} (parallelism {args.parallelism})")
+    return 0
+
+
+def _cmd_stop_job(args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    address = args.address or spec.address
+    job_id = args.job_id or running_job_id(address)
+    location = stop_with_savepoint(address, job_id, args.savepoint_dir or spec.savepoint_dir)
+    print(f"cluster: job {job_id} stopped with savepoint {location}")
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    cancel(args.address or spec.address, args.job_id)
+    print(f"cluster: job {args.job_id} cancelled")
+    return 0
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    spec = _spec_from_args(args)
+    for job in jobs(args.address or spec.address):
+        print(f"{job['jid']}  {job['state']:<10} {job['name']}")
+    return 0
+
+
+def _reporting_errors(handler):
+    """Expected failures become one clear message on stderr and exit code 1, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (ClusterError, BrokerError) as error:
+            print(f"cluster: error: {error}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    cluster = subparsers.add_parser(
+        "cluster", help="run a Flink session cluster and a 3-broker Kafka locally, and jobs on it"
+    )
+    actions = cluster.add_subparsers(dest="cluster_command", required=True)
+
+    def action(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, help=help_text)
+        parser.add_argument("--root", help=f"state directory (default {CLUSTER_RUN_DIR})")
+        parser.set_defaults(func=_reporting_errors(handler))
+        return parser
+
+    defaults = ClusterSpec()
+    up_parser = action("up", _cmd_up, "start 1 JobManager, 2 TaskManagers and 3 Kafka brokers")
+    up_parser.add_argument("--rest-port", type=int, default=defaults.rest_port, help="Flink REST/web UI")
+    up_parser.add_argument("--rpc-port", type=int, default=defaults.rpc_port, help="JobManager RPC")
+    up_parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=defaults.kafka_port,
+        help="first of the 3 broker ports; the controllers take the next 3 (default %(default)s)",
+    )
+    up_parser.add_argument("--timeout", type=float, default=START_TIMEOUT_S)
+    action("down", _cmd_down, "stop the cluster's processes (checkpoints, savepoints, Kafka data stay)")
+    action("status", _cmd_status, "processes, memory and slots (exit code 3 unless all run)")
+
+    def job_action(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        parser = action(name, handler, help_text)
+        parser.add_argument("--address", help="Flink REST address host:port (default: this cluster)")
+        return parser
+
+    for name, handler, help_text in (
+        ("submit", _cmd_submit, "submit the aggregation job with `flink run --python`"),
+        ("resume", _cmd_resume, "submit the job from a savepoint (default: the newest), e.g. rescaled"),
+    ):
+        parser = job_action(name, handler, help_text)
+        flink_job._add_stream_options(parser)
+        if name == "resume":
+            parser.add_argument("--savepoint", metavar="URI", help="savepoint to restore from")
+    stop_parser = job_action("stop-job", _cmd_stop_job, "stop the job with a savepoint")
+    stop_parser.add_argument("job_id", nargs="?", help=f"default: the one running {JOB_NAME} job")
+    stop_parser.add_argument("--savepoint-dir", metavar="URI", help="default: the cluster's savepoints/")
+    cancel_parser = job_action("cancel", _cmd_cancel, "cancel a job without a savepoint")
+    cancel_parser.add_argument("job_id")
+    job_action("jobs", _cmd_jobs, "list the cluster's jobs")

@@ -1,0 +1,154 @@
+"""`usagewatch compact`: rewrite each closed lake partition's small committed files into one Parquet file.
+
+Only partitions with Flink's `_SUCCESS` marker are touched: the sink has committed them, so no writer is
+appending to their file list (a late commit may add a new part file, which the next run picks up).
+
+Crash-safe order, and what a reader globbing `part-*` sees at each step:
+
+1. the compacted file is written under a hidden name (`.part-compacted-<uuid>.inprogress`) and fsynced
+   -> the reader sees exactly the old files;
+2. a hidden work directory `.compaction-<uuid>/` gets a manifest naming the old files and the new one
+   -> still exactly the old files;
+3. the old files move into the work directory one rename at a time
+   -> THE WINDOW: a subset of the old files (fewer rows, never a duplicate row);
+4. the new file is renamed to `part-compacted-<uuid>` -> exactly the new file, same rows as before;
+5. the work directory is deleted.
+
+A reader therefore never sees old and new files together. During step 3 (a few renames, milliseconds) it
+may see part of the partition; and a reader that listed the old files before step 3 and opens them
+after it gets "file not found" and must retry. A crash anywhere is repaired by the next run: a work
+directory with a manifest is rolled forward (steps 3-5); a hidden file without one is deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from pipelines.lake.analyst import sql_string_literal
+from pipelines.lake.layout import COMMITTED_FILE_GLOB, SUCCESS_FILE, TABLES, LakeTable
+
+COMPACTED_PREFIX = "part-compacted-"
+WORK_DIR_PREFIX = ".compaction-"
+MANIFEST = "manifest.json"
+# DuckDB's default row group size, spelled out: files stay scan-friendly whatever the defaults become.
+ROW_GROUP_SIZE = 122_880
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    partition: Path
+    files_before: int
+
+
+def closed_partitions(table: LakeTable, lake_dir: Path) -> list[Path]:
+    return sorted(path.parent for path in table.path(lake_dir).glob(f"dt=*/hr=*/{SUCCESS_FILE}"))
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _roll_forward(work_dir: Path) -> None:
+    """Finish a compaction that a crash interrupted after its manifest was written (steps 3-5)."""
+    partition = work_dir.parent
+    manifest = json.loads((work_dir / MANIFEST).read_text())
+    staged = partition / manifest["staged"]
+    if staged.exists():
+        for name in manifest["replaces"]:
+            if (partition / name).exists():
+                (partition / name).rename(work_dir / name)
+        staged.rename(partition / manifest["final"])
+    shutil.rmtree(work_dir)
+
+
+def recover(partition: Path) -> None:
+    """Repair whatever an interrupted run left in the partition."""
+    for work_dir in partition.glob(f"{WORK_DIR_PREFIX}*"):
+        if (work_dir / MANIFEST).is_file():
+            _roll_forward(work_dir)
+        else:
+            shutil.rmtree(work_dir)  # crashed before the manifest: nothing was moved yet
+    for staged in partition.glob(f".{COMPACTED_PREFIX}*.inprogress"):
+        staged.unlink()  # no manifest refers to it any more (a rolled-forward one was renamed above)
+
+
+def compact_partition(
+    con: duckdb.DuckDBPyConnection, partition: Path, min_files: int
+) -> PartitionResult | None:
+    recover(partition)
+    old_files = sorted(partition.glob(COMMITTED_FILE_GLOB))
+    if len(old_files) < min_files:
+        return None
+    token = uuid.uuid4().hex
+    final_name = f"{COMPACTED_PREFIX}{token}"
+    staged = partition / f".{final_name}.inprogress"
+    # union_by_name: files written before and after a schema change compact into one file with every
+    # column; partition columns (dt, hr) live in the path, not the files, so hive partitioning stays off.
+    con.execute(
+        "copy (select * from read_parquet($files, union_by_name = true))"
+        f" to {sql_string_literal(str(staged))} (format parquet, row_group_size {ROW_GROUP_SIZE})",
+        {"files": [str(path) for path in old_files]},
+    )
+    _fsync(staged)
+    work_dir = partition / f"{WORK_DIR_PREFIX}{token}"
+    work_dir.mkdir()
+    manifest = {"staged": staged.name, "final": final_name, "replaces": [path.name for path in old_files]}
+    (work_dir / MANIFEST).write_text(json.dumps(manifest))
+    _fsync(work_dir / MANIFEST)
+    _roll_forward(work_dir)
+    return PartitionResult(partition, len(old_files))
+
+
+def compact(lake_dir: Path, tables: list[LakeTable], min_files: int) -> list[PartitionResult]:
+    results = []
+    with duckdb.connect() as con:
+        for table in tables:
+            for partition in closed_partitions(table, lake_dir):
+                result = compact_partition(con, partition, min_files)
+                if result:
+                    results.append(result)
+    return results
+
+
+def run_compact_command(args: argparse.Namespace) -> int:
+    lake_dir = Path(args.lake)
+    if not lake_dir.is_dir():
+        print(f"error: lake directory {lake_dir} does not exist", file=sys.stderr)
+        return 2
+    if args.min_files < 2:
+        print("error: --min-files must be at least 2", file=sys.stderr)
+        return 2
+    tables = [table for table in TABLES if args.table in (None, table.name)]
+    results = compact(lake_dir, tables, args.min_files)
+    for result in results:
+        print(f"{result.partition.relative_to(lake_dir)}: {result.files_before} files -> 1")
+    print(f"compacted {len(results)} partition(s), {sum(r.files_before for r in results)} files")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compact",
+        help="compact small Parquet files in the lake",
+        description="Rewrite the committed part-* files of every closed partition (one with Flink's "
+        "_SUCCESS marker) into one Parquet file. Open partitions are never touched.",
+    )
+    parser.add_argument("--lake", required=True, help="lake directory")
+    parser.add_argument("--table", choices=[table.name for table in TABLES], help="only this table")
+    parser.add_argument(
+        "--min-files", type=int, default=2, help="compact a partition only from this many files (default 2)"
+    )
+    parser.set_defaults(func=run_compact_command)

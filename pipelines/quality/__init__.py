@@ -1,0 +1,1 @@
+"""Data-quality gates over committed lake partitions."""

@@ -1,0 +1,848 @@
+"""Data-quality gates: Great Expectations suites over each committed lake partition; `usagewatch validate`.
+
+Suites live in schemas/expectations/<name>.json (Great Expectations 1.x suite JSON). A suite's
+meta.usagewatch names the lake table it guards and the SQL file beside it that turns one partition
+into the batch GX checks: DuckDB reads the partition and derives columns (window alignment, clock
+skew, per-minute reconciliation), GX evaluates the expectations and writes its own result JSON.
+
+Every result is stored in the state database (table quality_results) with a fingerprint of the
+partition's files, so later readers can tell a partition that passed from one that failed, was never
+validated, or gained files since it was validated (both "unvalidated"). Detections and reports ask
+`partition_health`; a failed suite also raises a data-quality signal, which the incident engine
+(pipelines/incidents/engine.py) turns into an incident at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipelines.incidents import engine as incidents
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.incidents.alert_state import state_path as configured_state_path
+from pipelines.incidents.alerts import SEVERITIES, alert_id, dedup_key
+from pipelines.incidents.audit import open_audit_log
+from pipelines.incidents.routing import load_router
+from pipelines.infra.config import Config, ConfigError, load_config
+from pipelines.infra.paths import SCHEMAS_DIR
+from pipelines.lake.analyst import format_table, open_lake, sql_string_literal
+from pipelines.lake.layout import COMMITTED_FILE_GLOB, TABLES, LakeTable, TableFiles, scan_files
+from pipelines.stream.contracts import format_event_time, validate_alert
+
+SUITES_DIR = SCHEMAS_DIR / "expectations"
+QUALITY_KEYS = {"results_dir", "reports_dir"}
+LAKE_KEYS = {"path"}
+DEFAULT_RESULTS_DIR = ".run/quality"  # relative to the configuration file
+DEFAULT_REPORTS_DIR = ".run/reports"
+
+DATA_QUALITY_DETECTION = "data_quality"
+# One alert per failing suite and partition hour: re-validating the same hour keeps the same alert id.
+DATA_QUALITY_SUPPRESSION_MINUTES = 60
+DATA_QUALITY_RUNBOOK = (
+    "Investigate: open the Great Expectations result JSON named in the evidence and query the partition "
+    "with `usagewatch sql` (where dt = ... and hr = ...) to see the failing rows; check the producer and "
+    "the GeoIP enrichment for the hour. Respond: fix or replay the partition, then re-run `usagewatch "
+    "validate --date DT`; until it passes, treat detections over that hour as degraded."
+)
+
+STATUSES = ("passed", "failed", "unvalidated")
+
+# Not a GX suite: validate's own check that every committed file of a partition is readable Parquet
+# inside the lake. Readers skip such files (lake.scan_files), so without this finding they would vanish.
+READABLE_FILES_SUITE = "parquet_files_readable"
+READABLE_FILES_WHY = (
+    "a corrupt, truncated, foreign or symlinked file is skipped by every reader: its rows are missing "
+    "from detections and reports until it is replaced or removed"
+)
+
+# `{{ partition <table> }}` or `{{ partition_files <table> }}` inside a suite's batch SQL.
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s+([\w.-]+)\s*\}\}")
+_SQL_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
+
+_SCHEMA = """
+create table if not exists quality_results (
+    validated_at timestamp not null,
+    table_name varchar not null,
+    dt varchar not null,
+    hr varchar not null,
+    suite varchar not null,
+    success boolean not null,
+    evaluated integer not null,
+    unsuccessful integer not null,
+    failing json not null,         -- [{expectation, column, why, observed}] of the failed expectations
+    fingerprint varchar not null,  -- of the partition's committed files when validated
+    result_path varchar not null,  -- Great Expectations' own result JSON
+    primary key (table_name, dt, hr, suite, validated_at)
+);
+"""
+
+
+class QualityError(ValueError):
+    """A suite file or its batch SQL is invalid, or validation could not run; names the file."""
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    results_dir: Path
+    reports_dir: Path
+
+
+def quality_settings(config: Config) -> QualitySettings:
+    section = config.section("quality", QUALITY_KEYS)
+    values = {}
+    for key, default in (("results_dir", DEFAULT_RESULTS_DIR), ("reports_dir", DEFAULT_REPORTS_DIR)):
+        value = section.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise config.error("quality", f"quality.{key} must be a directory path", key)
+        values[key] = config.resolve(value)
+    return QualitySettings(**values)
+
+
+def lake_path(config: Config, override: str | None = None) -> Path:
+    """The lake directory: --lake if given, else lake.path of the configuration."""
+    if override:
+        return Path(override)
+    value = config.section("lake", LAKE_KEYS).get("path")
+    if not isinstance(value, str) or not value:
+        raise config.error("lake", "lake.path must be a directory path", "path")
+    return config.resolve(value)
+
+
+# --- suites ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    table: LakeTable
+    batch_sql: str
+    alert_severity: str
+    description: str
+    definition: dict[str, Any]  # the GX suite JSON
+    path: Path
+
+    def why(self, expectation_type: str, kwargs: dict[str, Any]) -> str:
+        """The suite file's explanation of one expectation (matched by type and column)."""
+        for expectation in self.definition["expectations"]:
+            if expectation["type"] == expectation_type and _column_of(expectation["kwargs"]) == _column_of(
+                kwargs
+            ):
+                return expectation.get("meta", {}).get("why", "")
+        return ""
+
+
+def _column_of(kwargs: dict[str, Any]) -> str | None:
+    if "column" in kwargs:
+        return kwargs["column"]
+    if "column_A" in kwargs:
+        return f"{kwargs['column_A']} = {kwargs['column_B']}"
+    return None
+
+
+def load_suite(path: Path) -> Suite:
+    try:
+        definition = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise QualityError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from error
+    if not isinstance(definition, dict) or not isinstance(definition.get("expectations"), list):
+        raise QualityError(f"{path}: a suite is a JSON object with an 'expectations' list")
+    if definition.get("name") != path.stem:
+        raise QualityError(
+            f"{path}: suite name {definition.get('name')!r} must equal the file name {path.stem!r}"
+        )
+    meta = (definition.get("meta") or {}).get("usagewatch")
+    if not isinstance(meta, dict) or not {"table", "batch", "alert_severity", "description"} <= set(meta):
+        raise QualityError(f"{path}: meta.usagewatch must have table, batch, alert_severity and description")
+    tables = {table.name: table for table in TABLES}
+    if meta["table"] not in tables:
+        raise QualityError(
+            f"{path}: meta.usagewatch.table {meta['table']!r} is not a lake table ({sorted(tables)})"
+        )
+    if meta["alert_severity"] not in SEVERITIES:
+        raise QualityError(f"{path}: meta.usagewatch.alert_severity must be one of {', '.join(SEVERITIES)}")
+    batch_path = path.parent / meta["batch"]
+    if not batch_path.is_file():
+        raise QualityError(f"{path}: batch SQL {meta['batch']} is missing")
+    for placeholder_kind, name in _PLACEHOLDER.findall(batch_path.read_text(encoding="utf-8")):
+        if placeholder_kind not in ("partition", "partition_files") or name not in tables:
+            raise QualityError(f"{batch_path}: unknown placeholder {{{{ {placeholder_kind} {name} }}}}")
+    return Suite(
+        name=path.stem,
+        table=tables[meta["table"]],
+        batch_sql=batch_path.read_text(encoding="utf-8"),
+        alert_severity=meta["alert_severity"],
+        description=meta["description"],
+        definition=definition,
+        path=path,
+    )
+
+
+def load_suites(directory: Path = SUITES_DIR) -> list[Suite]:
+    suites = [load_suite(path) for path in sorted(directory.glob("*.json"))]
+    if not suites:
+        raise QualityError(f"{directory}: no expectation suites (*.json)")
+    return suites
+
+
+def gated_tables(suites: Iterable[Suite]) -> list[LakeTable]:
+    """Lake tables that have at least one suite, in lake.py order."""
+    names = {suite.table.name for suite in suites}
+    return [table for table in TABLES if table.name in names]
+
+
+# --- partitions ------------------------------------------------------------------------------------
+
+
+class _HourOfPartition:
+    """The hour a dt=/hr= partition covers, as naive UTC datetimes (the lake's timestamp convention)."""
+
+    dt: str
+    hr: str
+
+    @property
+    def start(self) -> dt.datetime:
+        return dt.datetime.strptime(f"{self.dt} {self.hr}", "%Y-%m-%d %H")
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.start + dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Partition(_HourOfPartition):
+    table: LakeTable
+    dt: str
+    hr: str
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.table.name} dt={self.dt} hr={self.hr}"
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.glob(COMMITTED_FILE_GLOB))
+
+    def scan(self) -> TableFiles:
+        """The partition's committed files: readable Parquet, and the ones readers skip."""
+        return scan_files(self.folder.parent.parent, self.files())  # folder: <table>/dt=../hr=..
+
+    def fingerprint(self) -> str:
+        """Changes whenever a committed file is added, removed or rewritten."""
+        digest = hashlib.sha256()
+        for path in self.files():
+            stat = path.lstat()  # a symlink planted as a part file may dangle
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+
+
+_PARTITION_FOLDER = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$"), re.compile(r"^hr=(\d{2})$")
+
+
+def committed_partitions(
+    lake_dir: str | Path, tables: Iterable[LakeTable], date: str | None = None
+) -> list[Partition]:
+    """Partitions holding at least one committed file, ordered by time then table."""
+    found = []
+    for table in tables:
+        for day_folder in sorted(table.path(lake_dir).glob("dt=*")):
+            day = _PARTITION_FOLDER[0].match(day_folder.name)
+            if not day or (date and day.group(1) != date):
+                continue
+            for hour_folder in sorted(day_folder.glob("hr=*")):
+                hour = _PARTITION_FOLDER[1].match(hour_folder.name)
+                if hour and any(hour_folder.glob(COMMITTED_FILE_GLOB)):
+                    found.append(Partition(table, day.group(1), hour.group(1), hour_folder))
+    table_order = {table.name: index for index, table in enumerate(TABLES)}
+    return sorted(found, key=lambda p: (p.dt, p.hr, table_order[p.table.name]))
+
+
+def render_batch_sql(suite: Suite, partition: Partition, lake_dir: Path) -> str:
+    """The suite's batch SQL with its placeholders bound to `partition`'s hour (readable files only)."""
+
+    def expand(match: re.Match[str]) -> str:
+        kind, table_name = match.groups()
+        table = next(table for table in TABLES if table.name == table_name)
+        if kind == "partition":
+            # Over the typed lake view: every lake.py column exists; DuckDB prunes to this hour's files.
+            return (
+                f"(select * from {table.name} where dt = {sql_string_literal(partition.dt)} "
+                f"and hr = {sql_string_literal(partition.hr)})"
+            )
+        folder = table.path(lake_dir) / f"dt={partition.dt}" / f"hr={partition.hr}"
+        readable = scan_files(table.path(lake_dir), sorted(folder.glob(COMMITTED_FILE_GLOB))).readable
+        files = "[" + ", ".join(sql_string_literal(str(path)) for path in readable) + "]"
+        options = "union_by_name = true, hive_partitioning = false"
+        return f"read_parquet({files}, {options})"
+
+    return _PLACEHOLDER.sub(expand, suite.batch_sql)
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailedExpectation:
+    expectation: str
+    column: str | None
+    why: str
+    observed: Any
+
+    @property
+    def label(self) -> str:
+        return f"{self.expectation}({self.column})" if self.column else self.expectation
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "expectation": self.expectation,
+            "column": self.column,
+            "why": self.why,
+            "observed": self.observed,
+        }
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    suite: Suite
+    partition: Partition
+    success: bool
+    evaluated: int
+    failing: list[FailedExpectation]
+    fingerprint: str
+    result_path: Path
+    validated_at: dt.datetime
+
+
+def _observed(result: dict[str, Any]) -> Any:
+    """The short, human-sized part of a GX expectation result."""
+    details = result.get("result") or {}
+    if "observed_value" in details:
+        return details["observed_value"]
+    keys = ("element_count", "unexpected_count", "unexpected_percent", "partial_unexpected_list")
+    return {key: details[key] for key in keys if key in details}
+
+
+def _json_safe(value: Any) -> Any:
+    # GX results hold numpy scalars and timestamps; the result files must stay plain JSON.
+    return json.loads(json.dumps(value, default=str))
+
+
+class _Validator:
+    """One ephemeral Great Expectations context (imported lazily: the import alone takes seconds)."""
+
+    def __init__(self, suites: list[Suite]):
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.core.expectation_suite import ExpectationSuite
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.context = gx.get_context(mode="ephemeral")
+        # GX's own per-metric progress bars would drown the one-line-per-partition progress.
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = self.context.data_sources.add_pandas("usagewatch_lake").add_dataframe_asset("partition")
+        self.batch_definition = asset.add_batch_definition_whole_dataframe("one_partition")
+        self.suites = {}
+        for suite in suites:
+            try:
+                self.suites[suite.name] = self.context.suites.add(ExpectationSuite(**suite.definition))
+            except Exception as error:  # GX raises many types for a malformed suite; name the file
+                raise QualityError(f"{suite.path}: not a valid Great Expectations suite: {error}") from error
+
+    def validate(self, suite: Suite, frame) -> dict[str, Any]:
+        batch = self.batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        return _json_safe(batch.validate(self.suites[suite.name]).to_json_dict())
+
+
+def _batch_parameters(sql: str, partition: Partition, validated_at: dt.datetime) -> dict[str, Any]:
+    available = {
+        "validated_at": validated_at.replace(tzinfo=None),
+        "partition_start": partition.start,
+        "partition_end": partition.end,
+    }
+    used = set(_SQL_PARAMETER.findall(sql))
+    unknown = used - available.keys()
+    if unknown:
+        raise QualityError(
+            f"batch SQL uses unknown parameter(s) {sorted(unknown)} (known: {sorted(available)})"
+        )
+    # DuckDB rejects parameters a statement does not use.
+    return {name: value for name, value in available.items() if name in used}
+
+
+def result_file(results_dir: Path, suite: Suite, partition: Partition) -> Path:
+    return (
+        results_dir
+        / partition.table.name
+        / f"dt={partition.dt}"
+        / f"hr={partition.hr}"
+        / f"{suite.name}.json"
+    )
+
+
+def _readable_files_suite(table: LakeTable) -> Suite:
+    return Suite(
+        name=READABLE_FILES_SUITE,
+        table=table,
+        batch_sql="",
+        alert_severity="high",
+        description="Every committed file of the partition is readable Parquet inside the lake.",
+        definition={"name": READABLE_FILES_SUITE, "expectations": []},
+        path=Path(__file__),
+    )
+
+
+def _readable_files_result(
+    partition: Partition, files: TableFiles, results_dir: Path, fingerprint: str, validated_at: dt.datetime
+) -> SuiteResult:
+    """A failed finding naming each unreadable file, with a result JSON like a GX suite's."""
+    suite = _readable_files_suite(partition.table)
+    failing = [
+        FailedExpectation("expect_file_to_be_readable_parquet", bad.path.name, READABLE_FILES_WHY, str(bad))
+        for bad in files.unreadable
+    ]
+    path = result_file(results_dir, suite, partition)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    outcome = {
+        "success": False,
+        "results": [item.to_json() for item in failing],
+        "readable": len(files.readable),
+    }
+    path.write_text(json.dumps(outcome, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return SuiteResult(suite, partition, False, len(failing), failing, fingerprint, path, validated_at)
+
+
+def validate_partitions(
+    lake_dir: str | Path,
+    results_dir: Path,
+    partitions: list[Partition],
+    suites: list[Suite],
+    now: dt.datetime | None = None,
+    progress=None,
+) -> list[SuiteResult]:
+    """Run every suite of each partition's table; write GX's result JSON; return the results."""
+    lake_dir = Path(lake_dir).resolve()
+    validated_at = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    validator = _Validator(suites)
+    con = open_lake(lake_dir, read_only=True)
+    results = []
+    try:
+        for index, partition in enumerate(partitions, start=1):
+            fingerprint = partition.fingerprint()
+            files = partition.scan()
+            if files.unreadable:
+                results.append(
+                    _readable_files_result(partition, files, results_dir, fingerprint, validated_at)
+                )
+            # With no readable file left there is nothing for the suites to check.
+            table_suites = [suite for suite in suites if suite.table == partition.table and files.readable]
+            for suite in table_suites:
+                sql = render_batch_sql(suite, partition, lake_dir)
+                try:
+                    frame = con.execute(sql, _batch_parameters(sql, partition, validated_at)).df()
+                except (duckdb.Error, QualityError) as error:
+                    raise QualityError(
+                        f"{suite.path.with_suffix('.sql')} on {partition.label}: {error}"
+                    ) from error
+                outcome = validator.validate(suite, frame)
+                path = result_file(results_dir, suite, partition)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(outcome, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+                failing = [
+                    FailedExpectation(
+                        expectation=item["expectation_config"]["type"],
+                        column=_column_of(item["expectation_config"]["kwargs"]),
+                        why=suite.why(
+                            item["expectation_config"]["type"], item["expectation_config"]["kwargs"]
+                        ),
+                        observed=_observed(item),
+                    )
+                    for item in outcome["results"]
+                    if not item["success"]
+                ]
+                evaluated = outcome["statistics"]["evaluated_expectations"]
+                results.append(
+                    SuiteResult(
+                        suite,
+                        partition,
+                        outcome["success"],
+                        evaluated,
+                        failing,
+                        fingerprint,
+                        path,
+                        validated_at,
+                    )
+                )
+            if progress:
+                failed = [r.suite.name for r in results if r.partition == partition and not r.success]
+                progress(
+                    index,
+                    len(partitions),
+                    f"{partition.label}: " + (f"FAILED {', '.join(failed)}" if failed else "passed"),
+                )
+    finally:
+        con.close()
+    return results
+
+
+# --- state database --------------------------------------------------------------------------------
+
+
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def store_results(con: duckdb.DuckDBPyConnection, results: list[SuiteResult]) -> None:
+    con.execute(_SCHEMA)
+    con.executemany(
+        "insert or replace into quality_results values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            [_naive_utc(r.validated_at), r.partition.table.name, r.partition.dt, r.partition.hr, r.suite.name,
+             r.success, r.evaluated, len(r.failing), json.dumps([f.to_json() for f in r.failing]),
+             r.fingerprint, str(r.result_path)]
+            for r in results
+        ],
+    )  # fmt: skip
+
+
+def _latest_results(state_path: Path) -> dict[tuple[str, str, str, str], tuple[bool, str, list[dict]]]:
+    """(table, dt, hr, suite) -> (success, fingerprint, failing) of the newest validation, read-only."""
+    if not Path(state_path).exists():
+        return {}
+    con = open_state_read_only(Path(state_path))
+    try:
+        exists = con.execute(
+            "select count(*) from information_schema.tables where table_name = 'quality_results'"
+        ).fetchone()[0]
+        if not exists:
+            return {}
+        rows = con.execute(
+            "select table_name, dt, hr, suite, arg_max(success, validated_at), "
+            "arg_max(fingerprint, validated_at), arg_max(failing, validated_at) "
+            "from quality_results group by all"
+        ).fetchall()
+    finally:
+        con.close()
+    return {
+        (t, d, h, s): (ok, fingerprint, json.loads(failing)) for t, d, h, s, ok, fingerprint, failing in rows
+    }
+
+
+def open_state_read_only(path: Path, wait_seconds: float = 30.0) -> duckdb.DuckDBPyConnection:
+    """Read-only connection to the state database, waiting while a writer holds its lock."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() >= deadline:
+                raise QualityError(f"{path}: cannot open the state database: {error}") from error
+            time.sleep(0.2)
+
+
+# --- health: what detections and reports ask -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartitionHealth(_HourOfPartition):
+    table: str
+    dt: str
+    hr: str
+    status: str  # passed | failed | unvalidated
+    failing: tuple[str, ...] = field(default=())  # "suite: expectation(column)" labels, or why unvalidated
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "dt": self.dt,
+            "hr": self.hr,
+            "status": self.status,
+            "failing": list(self.failing),
+        }
+
+
+def partition_health(
+    state_path: str | Path,
+    lake_dir: str | Path,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    suites: list[Suite] | None = None,
+) -> list[PartitionHealth]:
+    """Health of every committed partition of a gated table whose hour overlaps [start, end).
+
+    failed: the newest validation of the current files failed at least one suite.
+    unvalidated: some suite never ran on the partition, or files changed since it ran.
+    passed: every suite passed on exactly the files now in the partition.
+    """
+    suites = suites if suites is not None else load_suites()
+    latest = _latest_results(Path(state_path))
+    lower = _naive_utc(start) if start else None
+    upper = _naive_utc(end) if end else None
+    health = []
+    for partition in committed_partitions(lake_dir, gated_tables(suites)):
+        if (lower and partition.end <= lower) or (upper and partition.start >= upper):
+            continue
+        fingerprint = partition.fingerprint()
+        failing, missing, stale = [], [], []
+        for suite in (suite for suite in suites if suite.table == partition.table):
+            result = latest.get((partition.table.name, partition.dt, partition.hr, suite.name))
+            if result is None:
+                missing.append(suite.name)
+            elif result[1] != fingerprint:
+                stale.append(suite.name)
+            elif not result[0]:
+                failing += [
+                    f"{suite.name}: {item['expectation']}({item['column']})" if item["column"]
+                    else f"{suite.name}: {item['expectation']}"
+                    for item in result[2]
+                ]  # fmt: skip
+        # validate's unreadable-file finding counts for as long as the files it judged are unchanged
+        files_result = latest.get((partition.table.name, partition.dt, partition.hr, READABLE_FILES_SUITE))
+        if files_result and files_result[1] == fingerprint and not files_result[0]:
+            failing += [f"{READABLE_FILES_SUITE}: {item['column']}" for item in files_result[2]]
+        if failing:
+            status, details = "failed", failing
+        elif missing or stale:
+            status = "unvalidated"
+            details = [f"{name}: never validated" for name in missing] + [
+                f"{name}: files changed since validation" for name in stale
+            ]
+        else:
+            status, details = "passed", []
+        health.append(
+            PartitionHealth(partition.table.name, partition.dt, partition.hr, status, tuple(details))
+        )
+    return health
+
+
+def degraded_note(health: Iterable[PartitionHealth]) -> str | None:
+    """One line saying why results over these partitions are degraded; None when all passed."""
+    bad = [item for item in health if item.status != "passed"]
+    if not bad:
+        return None
+    failed = sum(item.status == "failed" for item in bad)
+    parts = [
+        f"{item.table} dt={item.dt} hr={item.hr} {item.status}"
+        + (f" ({'; '.join(item.failing)})" if item.status == "failed" else "")
+        for item in bad
+    ]
+    return f"degraded: {failed} failed and {len(bad) - failed} unvalidated partition(s): " + ", ".join(parts)
+
+
+def mark_degraded(alerts: list[dict[str, Any]], health: Iterable[PartitionHealth]) -> list[dict[str, Any]]:
+    """Add evidence.data_quality to each alert whose window overlaps a failed or unvalidated partition.
+
+    The alert contract leaves evidence open, so the mark travels with the alert to every sink.
+    """
+    # Each partition's hour once, not once per alert: a run has hundreds of alerts and partitions.
+    bad = [(item, item.start, item.end) for item in health if item.status != "passed"]
+    for alert in alerts:
+        window_start = _naive_utc(dt.datetime.fromisoformat(alert["window_start"]))
+        window_end = _naive_utc(dt.datetime.fromisoformat(alert["window_end"]))
+        overlapping = [item for item, start, end in bad if start < window_end and window_start < end]
+        if overlapping:
+            alert["evidence"]["data_quality"] = {
+                "status": "degraded",
+                "partitions": [item.to_json() for item in overlapping],
+            }
+    return alerts
+
+
+# --- data-quality alerts ---------------------------------------------------------------------------
+
+
+def data_quality_alert(result: SuiteResult, created_at: dt.datetime) -> dict[str, Any]:
+    """The alert for one failed suite on one partition, valid against schemas/alert.schema.json."""
+    partition = result.partition
+    key = dedup_key(
+        DATA_QUALITY_DETECTION, [partition.table.name, partition.dt, partition.hr, result.suite.name]
+    )
+    window_start = partition.start.replace(tzinfo=dt.UTC)
+    alert = {
+        "alert_id": alert_id(key, window_start, DATA_QUALITY_SUPPRESSION_MINUTES),
+        "detection_id": DATA_QUALITY_DETECTION,
+        "title": "Data-quality expectation failed on a lake partition",
+        "severity": result.suite.alert_severity,
+        # The contract has no "partition" entity; region (a slice of the data) is the closest kind.
+        "entity_type": "region",
+        "entity_id": f"{partition.table.name}/dt={partition.dt}/hr={partition.hr}",
+        "account_ids": [],
+        "window_start": format_event_time(window_start),
+        "window_end": format_event_time(partition.end.replace(tzinfo=dt.UTC)),
+        "evidence": {
+            "table": partition.table.name,
+            "dt": partition.dt,
+            "hr": partition.hr,
+            "suite": result.suite.name,
+            "failing_expectations": [_json_safe(item.to_json()) for item in result.failing],
+            "evaluated_expectations": result.evaluated,
+            "result_file": str(result.result_path),
+        },
+        "runbook": DATA_QUALITY_RUNBOOK,
+        "dedup_key": key,
+        "created_at": format_event_time(created_at.astimezone(dt.UTC)),
+        # Broken data is the operator's problem at once, whatever else is going on: its own incident.
+        "risk_score": 100,
+        "immediate": True,
+    }
+    validate_alert(alert)
+    return alert
+
+
+def record_and_route(
+    config: Config, state_path: Path, results: list[SuiteResult], now: dt.datetime, raise_alerts: bool = True
+) -> list[str]:
+    """Store the results and hand one signal per failed suite and partition to the incident engine.
+
+    A data-quality signal is immediate: its incident opens (and pages) at once, like a detection's would.
+    Returns one line per page plus the engine's summary.
+    """
+    signals = [data_quality_alert(result, now) for result in results if not result.success and raise_alerts]
+    router = load_router(config)  # a missing sink secret fails before anything is written
+    settings = incidents.incident_settings(config)
+    with AlertStore.open(state_path) as store:
+        store_results(store.con, results)
+        if not signals:
+            return []
+        policy = incidents.SignalPolicy(
+            DATA_QUALITY_SUPPRESSION_MINUTES, max_contribution=100, links_accounts=False
+        )
+        engine = incidents.raise_signals(
+            store,
+            router,
+            open_audit_log(config, state_path),
+            signals,
+            {DATA_QUALITY_DETECTION: policy},
+            settings,
+            now,
+        )
+        engine.delivery = router.deliver(
+            store, now, incident_ids=[change["incident_id"] for change in engine.changes]
+        )
+    return [*(incidents.page_line(page) for page in engine.pages), engine.describe()]
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+def parse_day(text: str, today: dt.date | None = None) -> dt.date:
+    """YYYY-MM-DD, or 'today' / 'yesterday' (UTC) so cron jobs need no date arithmetic."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    relative = {"today": today, "yesterday": today - dt.timedelta(days=1)}
+    if text in relative:
+        return relative[text]
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD, today or yesterday)") from None
+
+
+def print_progress(step: str):
+    """A progress callback printing `[i/n] message` lines to stderr (readable in logs, unlike bars)."""
+    started = time.monotonic()
+
+    def report(index: int, total: int, message: str) -> None:
+        print(
+            f"{step} [{index}/{total}] {time.monotonic() - started:6.1f}s {message}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return report
+
+
+def _summary_rows(results: list[SuiteResult]) -> list[tuple]:
+    return [
+        (
+            r.partition.table.name,
+            r.partition.dt,
+            r.partition.hr,
+            r.suite.name,
+            "passed" if r.success else "FAILED",
+            "; ".join(f.label for f in r.failing),
+        )
+        for r in results
+    ]
+
+
+def run_validate_command(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        lake_dir = lake_path(config, args.lake)
+        settings = quality_settings(config)
+        state_file = configured_state_path(config, args.state)
+        if not lake_dir.is_dir():
+            print(f"error: lake directory {lake_dir} does not exist", file=sys.stderr)
+            return 2
+        suites = load_suites()
+        tables = [table for table in gated_tables(suites) if not args.table or table.name in args.table]
+        day = args.date.isoformat() if args.date else None
+        partitions = committed_partitions(lake_dir, tables, day)
+        if args.only_new:
+            settled = {(h.table, h.dt, h.hr) for h in partition_health(state_file, lake_dir, suites=suites)
+                       if h.status != "unvalidated"}  # fmt: skip
+            partitions = [p for p in partitions if (p.table.name, p.dt, p.hr) not in settled]
+        if not partitions:
+            print(f"nothing to validate in {lake_dir}" + (f" for {day}" if day else ""))
+            return 0
+        print(f"validating {len(partitions)} partition(s) with {len(suites)} suite(s)", file=sys.stderr)
+        now = dt.datetime.now(dt.UTC)
+        results = validate_partitions(
+            lake_dir, settings.results_dir, partitions, suites, now, print_progress("validate")
+        )
+        alert_lines = record_and_route(config, state_file, results, now, raise_alerts=not args.no_alerts)
+    except ValueError as error:  # ConfigError, QualityError, AlertStateError, RoutingError, bad --date
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+    print(
+        format_table(["table", "dt", "hr", "suite", "status", "failing expectations"], _summary_rows(results))
+    )
+    for line in alert_lines:
+        print(line)
+    failed = sum(not result.success for result in results)
+    print(
+        f"{len(results) - failed} passed, {failed} failed; results in {state_file} and {settings.results_dir}"
+    )
+    return 1 if failed else 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="run the data-quality expectation suites over the lake",
+        description="Run the Great Expectations suites of schemas/expectations on every committed partition "
+        "(or one day's), store the results in the state database and GX result JSON, and raise a "
+        "data-quality alert through the routing for each failed suite. Exit 1 when any suite failed.",
+    )
+    parser.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
+    parser.add_argument("--lake", help="lake directory (default: lake.path of the configuration)")
+    parser.add_argument(
+        "--date",
+        type=parse_day,
+        metavar="YYYY-MM-DD",
+        help="only this day's partitions (UTC; or today, yesterday)",
+    )
+    parser.add_argument(
+        "--only-new",
+        action="store_true",
+        help="skip partitions already validated on their current files (for schedules)",
+    )
+    parser.add_argument("--table", action="append", help="only this lake table (repeatable)")
+    parser.add_argument("--state", help="state database (default: state.path of the configuration)")
+    parser.add_argument(
+        "--no-alerts", action="store_true", help="store results but raise no data-quality alerts"
+    )
+    parser.set_defaults(func=run_validate_command)

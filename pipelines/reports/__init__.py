@@ -1,0 +1,1 @@
+"""Compliance reports and the scheduler that runs them."""

@@ -1,0 +1,652 @@
+"""`usagewatch report`: the compliance summary of one day or week, as HTML, Markdown and JSON.
+
+Figures come from the lake (read-only DuckDB), incidents, rings and signals from the state database,
+data-quality health from pipelines/quality/gates.py, and the audit log's head hash ties the report to the log.
+Charts are Altair specs rendered to PNG by vl-convert: embedded as data URIs in the HTML (one
+self-contained file that opens offline) and written beside the Markdown. The JSON twin holds every
+figure the others show.
+After writing, the report itself is appended to the audit log (kind "report", with file hashes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipelines.incidents import audit
+from pipelines.incidents.alert_state import state_path as configured_state_path
+from pipelines.incidents.alerts import SEVERITIES
+from pipelines.infra.config import ConfigError, load_config
+from pipelines.lake.analyst import open_lake, to_json_value
+from pipelines.quality.gates import (
+    QualityError,
+    degraded_note,
+    lake_path,
+    open_state_read_only,
+    parse_day,
+    partition_health,
+    print_progress,
+    quality_settings,
+)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+PERIODS = ("daily", "weekly")
+TOP_ACCOUNTS = 10
+CHART_COUNTRIES = 15
+SEVERITY_COLOURS = ["#95a5a6", "#5dade2", "#f4d03f", "#e67e22", "#922b21"]  # info .. critical, as SEVERITIES
+# Headless Chromium flags for printing the PDF (and for the rendering test): no network, no profile.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+# --- queries ----------------------------------------------------------------------------------------
+
+# A temp view shared by the lake queries: the period's events, each flagged with the restricted-list
+# row in force at its own event time (the list is dated; rows of one country never overlap in time).
+# DuckDB cannot bind parameters in a view definition, so the bounds are formatted in as literals; they
+# come from Period (datetimes), never from user text.
+PERIOD_EVENTS_SQL = """
+create or replace temp view period_events as
+with events_in_period as (
+    select *
+    from events
+    where event_time >= timestamp '{start}' and event_time < timestamp '{end}'
+        -- dt prunes whole hive partitions before any file is opened
+        and dt between '{first_day}' and '{last_day}'
+)
+
+select
+    events_in_period.*,
+    restricted.country_code is not null as restricted,
+    restricted.regime,
+    -- "served" means the API answered the request; 4xx/5xx were refused or failed
+    events_in_period.status_code between 200 and 399 as served
+from events_in_period
+left join restricted_countries as restricted
+    on events_in_period.country = restricted.country_code
+    and events_in_period.event_time >= restricted.effective_from
+    and (restricted.effective_to is null or events_in_period.event_time < restricted.effective_to)
+"""
+
+# Events that reached the job after their one-minute window had closed: they are in the archive (and so
+# in every figure of this report) but not in the *_minute aggregates, which is what readers must know.
+LATE_EVENTS_SQL = """
+select
+    count(*) as events,
+    count(distinct account_id) as accounts,
+    max(epoch_ms(watermark_at_arrival) - epoch_ms(event_time)) / 1000.0 as max_behind_watermark_s
+from late_events
+where event_time >= $start and event_time < $end
+"""
+
+# Dead letters in the lake come from replays (a streaming job sends its own to the dead-letter topic);
+# they are partitioned by when they failed, so the period selects on failed_at. The reason prefix is the
+# parser's (ParseAccessEvent.eventTimeOutOfBounds).
+DEAD_LETTERS_SQL = """
+select
+    count(*) as records,
+    count(*) filter (where starts_with(reason, 'event_time out of bounds')) as event_time_out_of_bounds
+from dead_letters
+where failed_at >= $start and failed_at < $end
+"""
+
+TOTALS_SQL = """
+select
+    count(*) as requests,
+    count(*) filter (where served) as served,
+    count(distinct account_id) as accounts,
+    count(distinct country) as countries,
+    coalesce(sum(output_tokens), 0) as output_tokens,
+    count(*) filter (where country is null) as unknown_geo_requests
+from period_events
+"""
+
+TRAFFIC_BY_COUNTRY_SQL = """
+select
+    coalesce(country, 'unknown') as country,
+    bool_or(restricted) as restricted,
+    count(*) as requests,
+    count(*) filter (where served) as served,
+    count(distinct account_id) as accounts,
+    coalesce(sum(output_tokens), 0) as output_tokens
+from period_events
+group by all
+order by requests desc, country
+"""
+
+HOURLY_TRAFFIC_SQL = """
+select
+    time_bucket(interval 1 hour, event_time) as hour,
+    case when restricted then 'restricted regions' else 'other regions' end as region,
+    count(*) as requests
+from period_events
+group by all
+order by hour, region
+"""
+
+RESTRICTED_ACCESS_SQL = """
+select
+    account_id,
+    list_sort(list(distinct country)) as countries,
+    list_sort(list(distinct regime)) as regimes,
+    count(*) as attempted,
+    count(*) filter (where served) as served,
+    count(*) filter (where not served) as refused,
+    coalesce(sum(output_tokens) filter (where served), 0) as output_tokens_served,
+    min(event_time) as first_seen,
+    max(event_time) as last_seen
+from period_events
+where restricted
+group by account_id
+order by attempted desc, account_id
+"""
+
+TOP_ACCOUNTS_SQL = """
+select
+    account_id,
+    count(*) as requests,
+    coalesce(sum(input_tokens), 0) as input_tokens,
+    coalesce(sum(output_tokens), 0) as output_tokens,
+    count(distinct country) as countries,
+    count(distinct source_ip) as source_ips
+from period_events
+group by account_id
+order by output_tokens desc, account_id
+limit $top
+"""
+
+RING_VOLUME_SQL = """
+select count(*) as requests, coalesce(sum(output_tokens), 0) as output_tokens
+from period_events
+where list_contains($accounts, account_id)
+"""
+
+
+# --- period -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    kind: str  # daily | weekly
+    start: dt.datetime  # naive UTC, inclusive
+    end: dt.datetime  # naive UTC, exclusive
+
+    @property
+    def label(self) -> str:
+        if self.kind == "daily":
+            return self.start.date().isoformat()
+        year, week, _ = self.start.isocalendar()
+        return f"{year}-W{week:02d}"
+
+    @property
+    def title(self) -> str:
+        if self.kind == "daily":
+            return f"Daily compliance summary, {self.start:%A %d %B %Y} (UTC)"
+        last_day = self.end - dt.timedelta(days=1)
+        return f"Weekly compliance summary, {self.label}: {self.start:%d %b} – {last_day:%d %b %Y} (UTC)"
+
+
+def report_period(kind: str, day: dt.date | None, today: dt.date | None = None) -> Period:
+    """daily: the given day (default yesterday); weekly: the ISO week holding it (default last week)."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    if kind == "daily":
+        start = day or today - dt.timedelta(days=1)
+        end = start + dt.timedelta(days=1)
+    else:
+        anchor = day or today - dt.timedelta(days=7)
+        start = anchor - dt.timedelta(days=anchor.weekday())
+        end = start + dt.timedelta(days=7)
+    return Period(kind, dt.datetime.combine(start, dt.time()), dt.datetime.combine(end, dt.time()))
+
+
+# --- gathering ----------------------------------------------------------------------------------------
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict[str, Any] | None = None) -> list[dict]:
+    cursor = con.execute(sql, parameters or {})
+    columns = [column[0] for column in cursor.description]
+    return [
+        {name: to_json_value(value) for name, value in zip(columns, row, strict=True)}
+        for row in cursor.fetchall()
+    ]
+
+
+def _state_rows(state_file: Path, table: str, sql: str, period: Period) -> list[dict[str, Any]]:
+    """Rows of one state table for the period; [] when there is no state (or no such table) yet."""
+    if not state_file.exists():
+        return []
+    con = open_state_read_only(state_file)
+    try:
+        exists = con.execute(
+            "select count(*) from information_schema.tables where table_name = ?", [table]
+        ).fetchone()[0]
+        return _rows(con, sql, {"start": period.start, "end": period.end}) if exists else []
+    finally:
+        con.close()
+
+
+def _stored_signals(state_file: Path, period: Period) -> list[dict[str, Any]]:
+    """Signals whose window starts in the period, with lifecycle."""
+    return _state_rows(
+        state_file,
+        "signals",
+        "select detection_id, severity, status, suppressed_by from signals "
+        "where window_start >= $start and window_start < $end",
+        period,
+    )
+
+
+def _stored_incidents(state_file: Path, period: Period) -> list[dict[str, Any]]:
+    """Incidents active in the period (event time), most severe first; merged ones are counted once,
+    in the incident they were merged into."""
+    rows = _state_rows(
+        state_file,
+        "incidents",
+        "select incident_id, ack_by, ack_at, resolved_by, resolved_at, incident from incidents "
+        "where merged_into is null and first_seen < $end and last_seen >= $start",
+        period,
+    )
+    for row in rows:
+        row["incident"] = json.loads(row["incident"])
+    return sorted(
+        rows,
+        key=lambda r: (
+            -SEVERITIES.index(r["incident"]["severity"]),
+            -r["incident"]["risk_score"],
+            r["incident_id"],
+        ),
+    )
+
+
+def _signal_summary(stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per detection and severity: how many signals, and where they stand (duplicates counted apart)."""
+    counts: Counter = Counter()
+    for row in stored:
+        key = (row["detection_id"], row["severity"])
+        counts[key + ("total",)] += 1
+        counts[key + ("suppressed" if row["suppressed_by"] else row["status"],)] += 1
+    keys = sorted({key[:2] for key in counts}, key=lambda k: (k[0], -SEVERITIES.index(k[1])))
+    return [
+        {
+            "detection_id": detection,
+            "severity": severity,
+            "signals": counts[(detection, severity, "total")],
+            **{
+                status: counts[(detection, severity, status)]
+                for status in ("open", "acknowledged", "resolved")
+            },
+            "suppressed": counts[(detection, severity, "suppressed")],
+        }
+        for detection, severity in keys
+    ]
+
+
+def _overlaps(start: str, end: str, periods: list[dict[str, Any]]) -> bool:
+    """Whether [start, end] (RFC 3339 text, as the periods) meets any of the periods."""
+    return any(p["start"] <= end and start < p["end"] for p in periods)
+
+
+def _degraded_periods(health) -> list[dict[str, Any]]:
+    """Contiguous hours with any failed or unvalidated partition, merged, with what is wrong."""
+    by_hour: dict[dt.datetime, list] = {}
+    for item in health:
+        if item.status != "passed":
+            by_hour.setdefault(item.start, []).append(item)
+    periods: list[dict[str, Any]] = []
+    for hour in sorted(by_hour):
+        items = by_hour[hour]
+        details = [f"{item.table} {item.status}" + (f": {'; '.join(item.failing)}" if item.failing else "")
+                   for item in items]  # fmt: skip
+        if periods and periods[-1]["_end"] == hour:
+            periods[-1]["_end"] = hour + dt.timedelta(hours=1)
+            periods[-1]["details"] += [f"hr={hour:%H} {text}" for text in details]
+        else:
+            periods.append({"_start": hour, "_end": hour + dt.timedelta(hours=1),
+                            "details": [f"hr={hour:%H} {text}" for text in details]})  # fmt: skip
+    return [
+        {"start": to_json_value(p["_start"]), "end": to_json_value(p["_end"]), "details": p["details"]}
+        for p in periods
+    ]
+
+
+def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, progress=None) -> dict[str, Any]:
+    """Every figure of the report, JSON-ready (this is the JSON twin)."""
+    steps = 6
+    step = progress or (lambda index, total, message: None)
+    con = open_lake(lake_dir, read_only=True)
+    try:
+        con.execute(
+            PERIOD_EVENTS_SQL.format(
+                start=period.start.isoformat(sep=" "),
+                end=period.end.isoformat(sep=" "),
+                first_day=period.start.date().isoformat(),
+                last_day=(period.end - dt.timedelta(microseconds=1)).date().isoformat(),
+            )
+        )
+        step(1, steps, "traffic")
+        totals = _rows(con, TOTALS_SQL)[0]
+        traffic_by_country = _rows(con, TRAFFIC_BY_COUNTRY_SQL)
+        hourly_traffic = _rows(con, HOURLY_TRAFFIC_SQL)
+        step(2, steps, "restricted-region access")
+        restricted_access = _rows(con, RESTRICTED_ACCESS_SQL)
+        step(3, steps, "top accounts")
+        top_accounts = _rows(con, TOP_ACCOUNTS_SQL, {"top": TOP_ACCOUNTS})
+        period_bounds = {"start": period.start.replace(tzinfo=None), "end": period.end.replace(tzinfo=None)}
+        late_events = _rows(con, LATE_EVENTS_SQL, period_bounds)[0]
+        dead_letters = _rows(con, DEAD_LETTERS_SQL, period_bounds)[0]
+        step(4, steps, "incidents and rings")
+        stored = _stored_incidents(state_file, period)
+        rings = []
+        for row in stored:
+            incident = row["incident"]
+            if len(incident["account_ids"]) < 2:
+                continue
+            volume = _rows(con, RING_VOLUME_SQL, {"accounts": incident["account_ids"]})[0]
+            rings.append(
+                {
+                    "incident_id": row["incident_id"],
+                    "title": incident["title"],
+                    "detections": ", ".join(incident["detection_ids"]),
+                    "severity": incident["severity"],
+                    "status": incident["status"],
+                    "accounts": len(incident["account_ids"]),
+                    "requests": volume["requests"],
+                    "output_tokens": volume["output_tokens"],
+                    "first_seen": incident["first_seen"],
+                }
+            )
+        rings.sort(key=lambda ring: (-ring["accounts"], -ring["output_tokens"], ring["incident_id"]))
+    finally:
+        con.close()
+    step(5, steps, "data quality")
+    health = partition_health(state_file, lake_dir, period.start, period.end)
+    degraded = _degraded_periods(health)
+    status_counts = Counter(item.status for item in health)
+    incidents = [
+        {
+            "incident_id": row["incident_id"],
+            "title": row["incident"]["title"],
+            "severity": row["incident"]["severity"],
+            "risk_score": row["incident"]["risk_score"],
+            "detections": ", ".join(row["incident"]["detection_ids"]),
+            "accounts": len(row["incident"]["account_ids"]),
+            "signals": row["incident"]["signal_count"],
+            "first_seen": row["incident"]["first_seen"],
+            "last_seen": row["incident"]["last_seen"],
+            "status": row["incident"]["status"],
+            "acknowledged_by": row["ack_by"],
+            "acknowledged_at": row["ack_at"],
+            "resolved_by": row["resolved_by"],
+            "degraded": "data_quality" in row["incident"]["evidence"]
+            or _overlaps(row["incident"]["first_seen"], row["incident"]["last_seen"], degraded),
+        }
+        for row in stored
+    ]
+    step(6, steps, "assembling")
+    return {
+        "report": {
+            "title": period.title,
+            "period": period.kind,
+            "label": period.label,
+            "start": to_json_value(period.start),
+            "end": to_json_value(period.end),
+            "generated_at": to_json_value(dt.datetime.now(dt.UTC)),
+            "lake": str(lake_dir),
+            "audit_head_hash": head_hash,
+        },
+        "totals": totals,
+        "traffic_by_country": traffic_by_country,
+        "hourly_traffic": hourly_traffic,
+        "restricted_access": restricted_access,
+        "incidents": incidents,
+        "rings": rings,
+        "signals_by_detection": _signal_summary(_stored_signals(state_file, period)),
+        "top_accounts": top_accounts,
+        "data_quality": {
+            "partitions": {status: status_counts[status] for status in ("passed", "failed", "unvalidated")},
+            "problems": [item.to_json() for item in health if item.status != "passed"],
+            "degraded_periods": degraded,
+            "note": degraded_note(health),
+            "late_events": late_events,
+            "dead_letters": dead_letters,
+        },
+    }
+
+
+# --- charts -----------------------------------------------------------------------------------------
+
+
+def chart_specs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Vega-Lite specs (via Altair) for the sections that have data."""
+    import altair as alt
+    import pandas as pd
+
+    specs: dict[str, dict[str, Any]] = {}
+    palette = alt.Scale(domain=["restricted regions", "other regions"], range=["#c0392b", "#2e86c1"])
+    if data["traffic_by_country"]:
+        frame = pd.DataFrame(data["traffic_by_country"][:CHART_COUNTRIES])
+        frame["region"] = frame["restricted"].map({True: "restricted regions", False: "other regions"})
+        specs["traffic_by_country"] = (
+            alt.Chart(frame, title=f"Requests by country (top {CHART_COUNTRIES})")
+            .mark_bar()
+            .encode(
+                x=alt.X("requests:Q", title="requests"),
+                y=alt.Y("country:N", sort="-x", title=None),
+                color=alt.Color("region:N", scale=palette, title=None),
+            )
+            .properties(width=520)
+            .to_dict()
+        )
+    if data["hourly_traffic"]:
+        frame = pd.DataFrame(data["hourly_traffic"])
+        hours = pd.to_datetime(frame["hour"])
+        # A day reads best per clock hour, a week per day; ordinal labels keep single bars readable.
+        daily = data["report"]["period"] == "daily"
+        frame["slot"] = hours.dt.strftime("%H:00" if daily else "%a %d %b")
+        specs["traffic_over_time"] = (
+            alt.Chart(frame, title="Requests per hour (UTC)" if daily else "Requests per day (UTC)")
+            .mark_bar()
+            .encode(
+                x=alt.X("slot:O", title=None, sort=None, axis=alt.Axis(labelAngle=0)),
+                y=alt.Y("sum(requests):Q", title="requests"),
+                color=alt.Color("region:N", scale=palette, title=None),
+            )
+            .properties(width=520, height=180)
+            .to_dict()
+        )
+    if data["signals_by_detection"]:
+        frame = pd.DataFrame(data["signals_by_detection"])
+        specs["signals_by_detection"] = (
+            alt.Chart(frame, title="Signals by detection and severity")
+            .mark_bar()
+            .encode(
+                x=alt.X("sum(signals):Q", title="signals", axis=alt.Axis(format="d", tickMinStep=1)),
+                y=alt.Y("detection_id:N", title=None),
+                color=alt.Color(
+                    "severity:N",
+                    scale=alt.Scale(domain=list(SEVERITIES), range=SEVERITY_COLOURS),
+                ),
+            )
+            .properties(width=520)
+            .to_dict()
+        )  # fmt: skip
+    if data["top_accounts"]:
+        frame = pd.DataFrame(data["top_accounts"])
+        specs["top_accounts"] = (
+            alt.Chart(frame, title="Top accounts by output tokens")
+            .mark_bar(color="#7d3c98")
+            .encode(
+                x=alt.X("output_tokens:Q", title="output tokens"),
+                y=alt.Y("account_id:N", sort="-x", title=None),
+            )
+            .properties(width=520)
+            .to_dict()
+        )
+    return specs
+
+
+def render_charts(specs: dict[str, dict[str, Any]]) -> dict[str, bytes]:
+    import vl_convert
+
+    return {name: vl_convert.vegalite_to_png(spec, scale=2) for name, spec in specs.items()}
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+def _environment():
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,  # a typo in a template fails the report instead of blanking a cell
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["number"] = lambda value: f"{value:,}" if isinstance(value, int) else value
+    environment.filters["cell"] = lambda value: "" if value is None else (
+        ", ".join(map(str, value)) if isinstance(value, list) else value
+    )  # fmt: skip
+    return environment
+
+
+def find_chromium() -> str | None:
+    return next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
+
+
+def print_pdf(html_path: Path, pdf_path: Path, chromium: str) -> None:
+    """Print the HTML to PDF with headless Chromium (a throwaway profile; no network is needed)."""
+    with tempfile.TemporaryDirectory(prefix="usagewatch-chromium-") as profile:
+        completed = subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
+             f"--print-to-pdf={pdf_path}", html_path.resolve().as_uri()],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    if completed.returncode != 0 or not pdf_path.exists():
+        raise RuntimeError(f"chromium could not print {html_path}: {completed.stderr.strip()[-500:]}")
+
+
+def write_report(data: dict[str, Any], charts: dict[str, bytes], out_dir: Path) -> dict[str, Path]:
+    """Write the HTML (charts embedded), the Markdown (charts beside it) and the JSON; return the paths."""
+    stem = f"usagewatch-{data['report']['period']}-{data['report']['label']}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chart_dir = out_dir / f"{stem}-charts"
+    chart_dir.mkdir(exist_ok=True)
+    chart_files = {}
+    for name, png in charts.items():
+        (chart_dir / f"{name}.png").write_bytes(png)
+        chart_files[name] = f"{chart_dir.name}/{name}.png"
+    data = {**data, "charts": chart_files}
+    environment = _environment()
+    embedded = {
+        name: "data:image/png;base64," + base64.b64encode(png).decode() for name, png in charts.items()
+    }
+    paths = {
+        "html": out_dir / f"{stem}.html",
+        "markdown": out_dir / f"{stem}.md",
+        "json": out_dir / f"{stem}.json",
+    }
+    paths["html"].write_text(
+        environment.get_template("report.html.j2").render(data=data, charts=embedded), "utf-8"
+    )
+    paths["markdown"].write_text(
+        environment.get_template("report.md.j2").render(data=data, charts=chart_files), "utf-8"
+    )
+    paths["json"].write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", "utf-8")
+    return paths
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        lake_dir = lake_path(config, args.lake)
+        state_file = configured_state_path(config, args.state)
+        out_dir = Path(args.out) if args.out else quality_settings(config).reports_dir
+        audit_log = audit.open_audit_log(config, args.state)
+        if not lake_dir.is_dir():
+            print(f"error: lake directory {lake_dir} does not exist", file=sys.stderr)
+            return 2
+        chromium = find_chromium() if args.pdf else None
+        if args.pdf and not chromium:
+            print("error: --pdf needs chromium on PATH (apt-get install chromium)", file=sys.stderr)
+            return 2
+        period = report_period(args.period, args.date)
+        progress = print_progress("report")
+        head = audit_log.head_hash()
+        data = gather(lake_dir, state_file, period, head, progress)
+        charts = render_charts(chart_specs(data))
+        paths = write_report(data, charts, out_dir)
+        if chromium:
+            paths["pdf"] = paths["html"].with_suffix(".pdf")
+            print_pdf(paths["html"], paths["pdf"], chromium)
+        record = audit_log.append(
+            "report",
+            {
+                "period": period.kind,
+                "label": period.label,
+                "start": data["report"]["start"],
+                "end": data["report"]["end"],
+                "head_hash_in_report": head,
+                "files": {kind: {"path": str(path), "sha256": _sha256(path)} for kind, path in paths.items()},
+            },
+        )
+    except (ValueError, QualityError, duckdb.Error, RuntimeError) as error:  # ConfigError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+    for kind, path in paths.items():
+        print(f"{kind:>8}: {path}")
+    if data["data_quality"]["note"]:
+        print(data["data_quality"]["note"])
+    print(f"audit: report recorded as seq {record['seq']}; head hash quoted in the report: {head}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="write a compliance summary (HTML, Markdown, JSON)",
+        description="Summarise one day or ISO week: traffic by country, restricted-region access by account, "
+        "incidents and their acknowledgements, rings, signals by detection, top accounts, data quality, and "
+        "the audit head hash.",
+    )
+    parser.add_argument("--period", choices=PERIODS, required=True)
+    parser.add_argument(
+        "--date",
+        type=parse_day,
+        metavar="YYYY-MM-DD",
+        help="the day to report (daily; default yesterday) or a day of the week to report (weekly; default "
+        "last week); also today or yesterday",
+    )
+    parser.add_argument("--out", help="output directory (default: quality.reports_dir of the configuration)")
+    parser.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
+    parser.add_argument("--lake", help="lake directory (default: lake.path of the configuration)")
+    parser.add_argument("--state", help="state database (default: state.path of the configuration)")
+    parser.add_argument(
+        "--pdf", action="store_true", help="also print the HTML to PDF with headless Chromium"
+    )
+    parser.set_defaults(func=run_report_command)

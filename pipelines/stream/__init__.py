@@ -1,0 +1,2 @@
+"""The streaming stage: event contracts, producer-side privacy, the Flink aggregation job, its JVM
+parser."""

@@ -1,0 +1,85 @@
+"""The data contracts: JSON Schemas for access events, signals (alerts) and incidents; their validators."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from pipelines.infra.paths import SCHEMAS_DIR
+
+ACCESS_EVENT_SCHEMA = "access_event.schema.json"
+ALERT_SCHEMA = "alert.schema.json"
+INCIDENT_SCHEMA = "incident.schema.json"
+
+
+class ContractViolation(ValueError):
+    """A record does not satisfy its schema; `violations` lists every problem found."""
+
+    def __init__(self, schema_name: str, violations: list[str]):
+        self.schema_name = schema_name
+        self.violations = violations
+        super().__init__(f"{schema_name}: {'; '.join(violations)}")
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    path = SCHEMAS_DIR / name
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from error
+    Draft202012Validator.check_schema(schema)
+    return schema
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    # Without a format checker jsonschema treats "format" as an annotation and accepts any string as an IP.
+    return Draft202012Validator(load_schema(name), format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def _violations(name: str, obj: Any) -> list[str]:
+    messages = []
+    for error in sorted(_validator(name).iter_errors(obj), key=lambda e: list(e.absolute_path)):
+        # An anyOf failure (source_ip) only says "not valid under any of the given schemas"; its
+        # sub-errors name the formats that were tried.
+        detail = " and ".join(sub.message for sub in error.context) if error.context else error.message
+        location = "/".join(str(part) for part in error.absolute_path) or "(record)"
+        messages.append(f"{location}: {detail}")
+    return messages
+
+
+def validate_event(obj: Any) -> None:
+    """Raise ContractViolation unless obj is a valid access event."""
+    violations = _violations(ACCESS_EVENT_SCHEMA, obj)
+    if violations:
+        raise ContractViolation(ACCESS_EVENT_SCHEMA, violations)
+
+
+def validate_alert(obj: Any) -> None:
+    """Raise ContractViolation unless obj is a valid alert."""
+    violations = _violations(ALERT_SCHEMA, obj)
+    if violations:
+        raise ContractViolation(ALERT_SCHEMA, violations)
+
+
+def validate_incident(obj: Any) -> None:
+    """Raise ContractViolation unless obj is a valid incident document (routed copies included)."""
+    violations = _violations(INCIDENT_SCHEMA, obj)
+    if violations:
+        raise ContractViolation(INCIDENT_SCHEMA, violations)
+
+
+def format_event_time(moment: datetime) -> str:
+    """RFC 3339 UTC with exactly milliseconds, e.g. 2026-11-27T08:00:00.123Z.
+
+    Naive datetimes are taken as UTC, the lake's convention for TIMESTAMP(3) columns. Sub-millisecond
+    digits are truncated, not rounded, so a time never moves into the next window.
+    """
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"

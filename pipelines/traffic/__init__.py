@@ -1,0 +1,1 @@
+"""Traffic generators: the classic seeded generator and the field profile."""

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs import usage_aggregates  # noqa: E402
-from pipelines import flink_job  # noqa: E402
+from pipelines.stream import flink_job  # noqa: E402
 
 
 def configuration_with_object_reuse(config: flink_job.JobConfig) -> dict[str, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs import usage_aggregates  # noqa: E402
-from pipelines import flink_job  # noqa: E402
+from pipelines.stream import flink_job  # noqa: E402
 
 JAVA_PARSE_DDL = flink_job.FUNCTION_DDL[1]
 PYTHON_PARSE_DDL = (

@@ -16,7 +16,7 @@ import pytest
 from lakefixture import FIXTURE_FILE_NAME, read_jsonl, write_events
 
 from pipelines.commands import cli
-from pipelines.detect.detections import parse_duration, parse_moment, run_incrementally
+from pipelines.detect.detections import run_incrementally
 from pipelines.incidents.alert_state import AlertStore
 from pipelines.infra.config import load_config
 from pipelines.infra.paths import REPO_ROOT
@@ -108,20 +108,6 @@ def test_unknown_detection_and_missing_lake_are_errors(tmp_path, capsys):
     assert detect(tmp_path, "--detection", "no_such_rule") == 1
     assert "unknown detection(s) ['no_such_rule']" in capsys.readouterr().err
     assert cli.main(["detect", "--lake", str(tmp_path / "missing")]) == 2
-
-
-def test_duration_and_time_arguments():
-    assert parse_duration("60s") == dt.timedelta(seconds=60)
-    assert parse_duration("1.5h") == dt.timedelta(minutes=90)
-    assert parse_duration("7d") == dt.timedelta(days=7)
-    now = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
-    assert parse_moment("24h", now) == dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-    assert parse_moment("2026-03-01T10:00") == dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)
-    assert parse_moment("2026-03-01T11:00+01:00") == dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)
-    with pytest.raises(Exception, match="not a duration"):
-        parse_duration("soon")
-    with pytest.raises(Exception, match="neither a time"):
-        parse_moment("yesterday")
 
 
 def add_lake_file(tmp_path: Path, events: list[dict], name: str) -> Path:

@@ -24,7 +24,6 @@ from pipelines.traffic.generator import (
     generate_events,
     generate_records,
     labels,
-    parse_duration,
     produce_to_kafka,
 )
 
@@ -269,14 +268,6 @@ def test_malformed_records_are_exact_in_number_and_never_valid():
     # The valid stream is untouched by the mixing-in.
     clean = [record.value for record in generate_records(CONFIG)]
     assert [record.value for record in records if not record.malformed] == clean
-
-
-def test_parse_duration_accepts_units_and_rejects_nonsense():
-    assert parse_duration("30m") == timedelta(minutes=30)
-    assert parse_duration("1h30m") == timedelta(minutes=90)
-    for bad in ("30", "m", "-5m", "0m", "2 weeks"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            parse_duration(bad)
 
 
 def test_config_rejects_too_few_accounts_and_unknown_scenarios():

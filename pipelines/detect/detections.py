@@ -24,6 +24,7 @@ from typing import Any
 import duckdb
 import yaml
 
+from pipelines.commands import arguments
 from pipelines.detect.enrichment import install as install_enrichment
 from pipelines.incidents import engine as incidents
 from pipelines.incidents.alert_state import AlertStateError, AlertStore, state_path
@@ -37,12 +38,12 @@ from pipelines.incidents.alerts import (
 )
 from pipelines.incidents.audit import open_audit_log
 from pipelines.incidents.routing import RoutingError, load_router
+from pipelines.infra import clock
 from pipelines.infra.config import (
     Config,
     ConfigError,
     load_config,
     load_yaml,
-    parse_duration,
     yaml_error_message,
 )
 from pipelines.infra.paths import SQL_DIR
@@ -296,20 +297,6 @@ def summarize(selected: list[Detection], alerts: list[dict[str, Any]]) -> str:
 
 
 # --- time ranges: `detect --since/--until` and the incremental loop's look-back ---------------------
-
-
-def parse_moment(text: str, now: dt.datetime | None = None) -> dt.datetime:
-    """An RFC 3339 time or date (UTC when no offset is given), or a duration meaning that long ago."""
-    try:
-        moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        try:
-            return (now or dt.datetime.now(dt.UTC)) - parse_duration(text)
-        except argparse.ArgumentTypeError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is neither a time (2026-03-01, 2026-03-01T10:00Z) nor a duration (24h, 7d)"
-            ) from None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def _time_column(table: LakeTable) -> str:
@@ -603,17 +590,19 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--since",
-        type=parse_moment,
+        type=arguments.moment,
         help="only data at or after this time (2026-03-01T10:00Z) or this long ago (24h)",
     )
-    parser.add_argument("--until", type=parse_moment, help="only data before this time (or this long ago)")
     parser.add_argument(
-        "--every", type=parse_duration, metavar="DURATION", help="run incrementally, e.g. 60s"
+        "--until", type=arguments.moment, help="only data before this time (or this long ago)"
+    )
+    parser.add_argument(
+        "--every", type=arguments.duration, metavar="DURATION", help="run incrementally, e.g. 60s"
     )
     parser.add_argument(
         "--lookback",
-        type=parse_duration,
-        default=parse_duration("24h"),
+        type=arguments.duration,
+        default=clock.parse_duration("24h"),
         metavar="DURATION",
         help="with --every: how far before the new files' hours the detections look (default 24h)",
     )

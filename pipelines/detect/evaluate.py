@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipelines.commands import arguments
 from pipelines.detect.detections import DetectionError
 from pipelines.detect.evaluation import ENGINES, evaluate
 from pipelines.detect.incident_scoring import PAGE_SEVERITY
-from pipelines.infra.config import parse_duration
 from pipelines.lake.analyst import format_table
 
 
@@ -103,7 +103,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--every",
-        type=parse_duration,
+        type=arguments.duration,
         metavar="DURATION",
         help="run detect once per DURATION of event time, as `detect --every` would (time to detect)",
     )

@@ -45,6 +45,7 @@ import duckdb
 import pyarrow as pa
 
 from pipelines.incidents.alerts import SEVERITIES, headline
+from pipelines.infra.clock import naive_utc
 from pipelines.infra.config import Config, ConfigError, load_config
 from pipelines.lake.analyst import format_table
 
@@ -172,11 +173,6 @@ _INCIDENT_COLUMNS = (
 
 class AlertStateError(ValueError):
     """An unknown signal or incident, an invalid transition, or a state database that cannot be opened."""
-
-
-def naive_utc(moment: dt.datetime) -> dt.datetime:
-    """The state tables store naive UTC timestamps (the lake's convention)."""
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def parse_time(text: str) -> dt.datetime:

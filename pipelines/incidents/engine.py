@@ -54,7 +54,8 @@ from pipelines.incidents.alert_state import (
 from pipelines.incidents.alerts import SEVERITIES
 from pipelines.incidents.audit import AuditLog, open_audit_log
 from pipelines.incidents.routing import DeliveryReport, Router, RoutingError, load_router
-from pipelines.infra.config import Config, ConfigError, load_config, parse_duration
+from pipelines.infra import clock
+from pipelines.infra.config import Config, ConfigError, load_config
 from pipelines.lake.analyst import format_table, terminal_safe
 from pipelines.stream.contracts import format_event_time
 
@@ -104,8 +105,8 @@ def incident_settings(config: Config) -> IncidentSettings:
         return config.check_number(value, low, high, "incidents", key, whole=whole)
 
     try:
-        window = parse_duration(section["window"]) if "window" in section else defaults.window
-    except argparse.ArgumentTypeError as error:
+        window = clock.parse_duration(section["window"]) if "window" in section else defaults.window
+    except ValueError as error:
         raise config.error("incidents", f"incidents.window: {error}", "window") from None
     tiers = section.get("severity_tiers", dict(defaults.severity_tiers))
     if not isinstance(tiers, dict) or set(tiers) - {"low", "medium", "high", "critical"}:

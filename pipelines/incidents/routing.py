@@ -429,7 +429,7 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float) -> Sink:
             raise config.error("routing", f"{where}: jsonl needs 'path'")
         return JsonlSink(**common, path=config.resolve(spec["path"]))
     if kind == "kafka":
-        from pipelines import kafka_broker  # the broker module pulls in the Kafka admin client
+        from pipelines.infra import kafka_broker  # the broker module pulls in the Kafka admin client
 
         return KafkaSink(
             **common,

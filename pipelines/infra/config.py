@@ -8,11 +8,8 @@ variable that holds the secret.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,18 +169,6 @@ def _first_non_finite(value: Any, path: KeyPath = ()) -> tuple[KeyPath, float] |
         if found is not None:
             return found
     return None
-
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """'60s', '5m', '24h', '7d' or plain seconds (an argparse type; settings use it too)."""
-    match = _DURATION.match(str(text).strip().lower())
-    if not match or float(match.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 60s, 5m, 24h or 7d")
-    return dt.timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
 def config_path(explicit: str | None = None) -> Path:

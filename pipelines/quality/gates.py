@@ -35,6 +35,7 @@ from pipelines.incidents.alert_state import state_path as configured_state_path
 from pipelines.incidents.alerts import SEVERITIES, alert_id, dedup_key
 from pipelines.incidents.audit import open_audit_log
 from pipelines.incidents.routing import load_router
+from pipelines.infra.clock import naive_utc
 from pipelines.infra.config import Config, ConfigError, load_config
 from pipelines.infra.paths import SCHEMAS_DIR
 from pipelines.lake.analyst import format_table, open_lake, sql_string_literal
@@ -501,16 +502,12 @@ def validate_partitions(
 # --- state database --------------------------------------------------------------------------------
 
 
-def _naive_utc(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
-
-
 def store_results(con: duckdb.DuckDBPyConnection, results: list[SuiteResult]) -> None:
     con.execute(_SCHEMA)
     con.executemany(
         "insert or replace into quality_results values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            [_naive_utc(r.validated_at), r.partition.table.name, r.partition.dt, r.partition.hr, r.suite.name,
+            [naive_utc(r.validated_at), r.partition.table.name, r.partition.dt, r.partition.hr, r.suite.name,
              r.success, r.evaluated, len(r.failing), json.dumps([f.to_json() for f in r.failing]),
              r.fingerprint, str(r.result_path)]
             for r in results
@@ -589,8 +586,8 @@ def partition_health(
     """
     suites = suites if suites is not None else load_suites()
     latest = _latest_results(Path(state_path))
-    lower = _naive_utc(start) if start else None
-    upper = _naive_utc(end) if end else None
+    lower = naive_utc(start) if start else None
+    upper = naive_utc(end) if end else None
     health = []
     for partition in committed_partitions(lake_dir, gated_tables(suites)):
         if (lower and partition.end <= lower) or (upper and partition.start >= upper):
@@ -650,8 +647,8 @@ def mark_degraded(alerts: list[dict[str, Any]], health: Iterable[PartitionHealth
     # Each partition's hour once, not once per alert: a run has hundreds of alerts and partitions.
     bad = [(item, item.start, item.end) for item in health if item.status != "passed"]
     for alert in alerts:
-        window_start = _naive_utc(dt.datetime.fromisoformat(alert["window_start"]))
-        window_end = _naive_utc(dt.datetime.fromisoformat(alert["window_end"]))
+        window_start = naive_utc(dt.datetime.fromisoformat(alert["window_start"]))
+        window_end = naive_utc(dt.datetime.fromisoformat(alert["window_end"]))
         overlapping = [item for item, start, end in bad if start < window_end and window_start < end]
         if overlapping:
             alert["evidence"]["data_quality"] = {

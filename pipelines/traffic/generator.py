@@ -24,7 +24,6 @@ import heapq
 import json
 import math
 import random
-import re
 import sys
 import time
 import uuid
@@ -37,6 +36,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
+from pipelines.commands import arguments
 from pipelines.detect import enrichment
 from pipelines.infra.config import load_config
 from pipelines.stream.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema
@@ -1046,30 +1046,6 @@ def produce_to_kafka(
 
 
 # --- command line ----------------------------------------------------------------------------------
-_DURATION_PART = re.compile(r"(\d+)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'30m', '2h', '1h30m', '45s', '1d' -> timedelta."""
-    if not re.fullmatch(r"(\d+[smhd])+", text.strip()):
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use e.g. 30m, 2h, 1h30m")
-    seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"duration {text!r} must be positive")
-    return timedelta(seconds=seconds)
-
-
-def parse_start(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"invalid --start {text!r}: use ISO 8601, e.g. 2026-11-27T08:00:00Z"
-        ) from error
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _parse_scenarios(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
@@ -1107,13 +1083,13 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--start",
-        type=parse_start,
+        type=arguments.moment,
         default=None,
         help="first event time, ISO 8601 (default: now, rounded down to the minute, UTC)",
     )
     parser.add_argument(
         "--duration",
-        type=parse_duration,
+        type=arguments.duration,
         default=None,
         help="length of event time to generate, e.g. 30m, 2h (default: classic 30m, field 6h)",
     )

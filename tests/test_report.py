@@ -285,3 +285,54 @@ def test_dead_letters_for_an_event_time_out_of_bounds_are_counted_in_the_report(
     for kind in ("html", "markdown"):
         assert "Dead letters" in written[kind].read_text()
         assert "2 for an event time out of bounds" in written[kind].read_text()
+
+
+def test_the_country_chart_always_shows_restricted_countries_beyond_the_top_cut():
+    busy = [{"country": f"C{rank:02d}", "restricted": False, "requests": 1000 - rank, "served": 1,
+             "accounts": 1, "output_tokens": 1} for rank in range(report.CHART_COUNTRIES + 5)]  # fmt: skip
+    quiet_restricted = {"country": "IR", "restricted": True, "requests": 3, "served": 0, "accounts": 1,
+                        "output_tokens": 0}  # fmt: skip
+    data = {"traffic_by_country": [*busy, quiet_restricted],
+            "traffic_over_time": {"slot_minutes": 60, "slots": []},
+            "signals_by_detection": [], "top_accounts": [], "report": {"period": "daily"}}  # fmt: skip
+    values = report.chart_specs(data)["traffic_by_country"]
+    charted = {row["country"] for dataset in values["datasets"].values() for row in dataset}
+    assert "IR" in charted
+    assert len(charted) == report.CHART_COUNTRIES + 1
+
+
+@pytest.mark.parametrize(
+    ("period", "span", "width"),
+    [("daily", dt.timedelta(minutes=30), 1), ("daily", dt.timedelta(hours=3), 5),
+     ("daily", dt.timedelta(hours=23), 60), ("daily", None, 1), ("weekly", dt.timedelta(hours=1), 1440)],
+)  # fmt: skip
+def test_the_time_chart_slot_fits_the_traffic_span(period, span, width):
+    first = "2026-03-01T08:00:00Z"
+    last = (dt.datetime(2026, 3, 1, 8, tzinfo=dt.UTC) + span).isoformat() if span is not None else None
+    assert report.slot_minutes(period, first if span is not None else None, last) == width
+
+
+def test_a_short_day_of_traffic_is_charted_in_many_slots_not_one_hourly_bar(daily):
+    over_time = daily["data"]["traffic_over_time"]
+    assert over_time["slot_minutes"] < 60
+    assert len({slot["slot_start"] for slot in over_time["slots"]}) >= 6
+
+
+def test_timestamps_in_the_html_sit_in_cells_that_do_not_wrap(daily):
+    html = daily["html"]
+    assert re.search(r"\.time \{ white-space: nowrap;", html)
+    # Every timestamp the page shows went through the display filter into a .time element.
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", html)
+    shown = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", html)
+    in_time_elements = re.findall(r'class="time">\(?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d', html)
+    assert shown and len(shown) == len(in_time_elements)
+
+
+def test_a_missing_report_query_fails_naming_its_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "REPORT_SQL_DIR", tmp_path)
+    report.report_sql.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=re.escape(str(tmp_path / "totals.sql"))):
+            report.report_sql("totals")
+    finally:
+        report.report_sql.cache_clear()

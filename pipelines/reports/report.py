@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import functools
 import hashlib
 import json
 import shutil
@@ -30,6 +31,7 @@ from pipelines.incidents import audit
 from pipelines.incidents.alert_state import state_path as configured_state_path
 from pipelines.incidents.alerts import SEVERITIES
 from pipelines.infra.config import ConfigError, load_config
+from pipelines.infra.paths import SQL_DIR
 from pipelines.lake.analyst import open_lake, to_json_value
 from pipelines.quality.gates import (
     QualityError,
@@ -61,126 +63,35 @@ CHROMIUM_FLAGS = (
 
 # --- queries ----------------------------------------------------------------------------------------
 
-# A temp view shared by the lake queries: the period's events, each flagged with the restricted-list
-# row in force at its own event time (the list is dated; rows of one country never overlap in time).
-# DuckDB cannot bind parameters in a view definition, so the bounds are formatted in as literals; they
-# come from Period (datetimes), never from user text.
-PERIOD_EVENTS_SQL = """
-create or replace temp view period_events as
-with events_in_period as (
-    select *
-    from events
-    where event_time >= timestamp '{start}' and event_time < timestamp '{end}'
-        -- dt prunes whole hive partitions before any file is opened
-        and dt between '{first_day}' and '{last_day}'
-)
+REPORT_SQL_DIR = SQL_DIR / "reports"
+# Widths the time chart may use, finest first: the finest that draws at most TIME_CHART_SLOTS bars over
+# the traffic's span wins (a weekly report always charts days).
+SLOT_MINUTES = (1, 5, 15, 60)
+TIME_CHART_SLOTS = 60
 
-select
-    events_in_period.*,
-    restricted.country_code is not null as restricted,
-    restricted.regime,
-    -- "served" means the API answered the request; 4xx/5xx were refused or failed
-    events_in_period.status_code between 200 and 399 as served
-from events_in_period
-left join restricted_countries as restricted
-    on events_in_period.country = restricted.country_code
-    and events_in_period.event_time >= restricted.effective_from
-    and (restricted.effective_to is null or events_in_period.event_time < restricted.effective_to)
-"""
 
-# Events that reached the job after their one-minute window had closed: they are in the archive (and so
-# in every figure of this report) but not in the *_minute aggregates, which is what readers must know.
-LATE_EVENTS_SQL = """
-select
-    count(*) as events,
-    count(distinct account_id) as accounts,
-    max(epoch_ms(watermark_at_arrival) - epoch_ms(event_time)) / 1000.0 as max_behind_watermark_s
-from late_events
-where event_time >= $start and event_time < $end
-"""
+@functools.cache
+def report_sql(name: str) -> str:
+    """sql/reports/<name>.sql, the text of one of the report's queries."""
+    path = REPORT_SQL_DIR / f"{name}.sql"
+    try:
+        return path.read_text("utf-8")
+    except OSError as error:
+        raise RuntimeError(f"{path}: cannot read the report query ({error.strerror})") from None
 
-# Dead letters in the lake come from replays (a streaming job sends its own to the dead-letter topic);
-# they are partitioned by when they failed, so the period selects on failed_at. The reason prefix is the
-# parser's (ParseAccessEvent.eventTimeOutOfBounds).
-DEAD_LETTERS_SQL = """
-select
-    count(*) as records,
-    count(*) filter (where starts_with(reason, 'event_time out of bounds')) as event_time_out_of_bounds
-from dead_letters
-where failed_at >= $start and failed_at < $end
-"""
 
-TOTALS_SQL = """
-select
-    count(*) as requests,
-    count(*) filter (where served) as served,
-    count(distinct account_id) as accounts,
-    count(distinct country) as countries,
-    coalesce(sum(output_tokens), 0) as output_tokens,
-    count(*) filter (where country is null) as unknown_geo_requests
-from period_events
-"""
-
-TRAFFIC_BY_COUNTRY_SQL = """
-select
-    coalesce(country, 'unknown') as country,
-    bool_or(restricted) as restricted,
-    count(*) as requests,
-    count(*) filter (where served) as served,
-    count(distinct account_id) as accounts,
-    coalesce(sum(output_tokens), 0) as output_tokens
-from period_events
-group by all
-order by requests desc, country
-"""
-
-HOURLY_TRAFFIC_SQL = """
-select
-    time_bucket(interval 1 hour, event_time) as hour,
-    case when restricted then 'restricted regions' else 'other regions' end as region,
-    count(*) as requests
-from period_events
-group by all
-order by hour, region
-"""
-
-RESTRICTED_ACCESS_SQL = """
-select
-    account_id,
-    list_sort(list(distinct country)) as countries,
-    list_sort(list(distinct regime)) as regimes,
-    count(*) as attempted,
-    count(*) filter (where served) as served,
-    count(*) filter (where not served) as refused,
-    coalesce(sum(output_tokens) filter (where served), 0) as output_tokens_served,
-    min(event_time) as first_seen,
-    max(event_time) as last_seen
-from period_events
-where restricted
-group by account_id
-order by attempted desc, account_id
-"""
-
-TOP_ACCOUNTS_SQL = """
-select
-    account_id,
-    count(*) as requests,
-    coalesce(sum(input_tokens), 0) as input_tokens,
-    coalesce(sum(output_tokens), 0) as output_tokens,
-    count(distinct country) as countries,
-    count(distinct source_ip) as source_ips
-from period_events
-group by account_id
-order by output_tokens desc, account_id
-limit $top
-"""
-
-RING_VOLUME_SQL = """
-select count(*) as requests, coalesce(sum(output_tokens), 0) as output_tokens
-from period_events
-where list_contains($accounts, account_id)
-"""
-
+def slot_minutes(period_kind: str, first_event: str | None, last_event: str | None) -> int:
+    """The time chart's slot width: days for a week; for a day, the finest width that keeps the chart
+    readable over the span the traffic actually covers (RFC 3339 bounds, None when there is none)."""
+    if period_kind == "weekly":
+        return 24 * 60
+    span = (
+        dt.datetime.fromisoformat(last_event) - dt.datetime.fromisoformat(first_event)
+        if first_event and last_event
+        else dt.timedelta(0)
+    )
+    fitting = (width for width in SLOT_MINUTES if span / dt.timedelta(minutes=width) < TIME_CHART_SLOTS)
+    return next(fitting, SLOT_MINUTES[-1])
 
 # --- period -----------------------------------------------------------------------------------------
 
@@ -231,7 +142,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, parameters: dict[str, Any] |
     ]
 
 
-def _state_rows(state_file: Path, table: str, sql: str, period: Period) -> list[dict[str, Any]]:
+def _state_rows(state_file: Path, table: str, query: str, period: Period) -> list[dict[str, Any]]:
     """Rows of one state table for the period; [] when there is no state (or no such table) yet."""
     if not state_file.exists():
         return []
@@ -240,32 +151,20 @@ def _state_rows(state_file: Path, table: str, sql: str, period: Period) -> list[
         exists = con.execute(
             "select count(*) from information_schema.tables where table_name = ?", [table]
         ).fetchone()[0]
-        return _rows(con, sql, {"start": period.start, "end": period.end}) if exists else []
+        return _rows(con, report_sql(query), {"start": period.start, "end": period.end}) if exists else []
     finally:
         con.close()
 
 
 def _stored_signals(state_file: Path, period: Period) -> list[dict[str, Any]]:
     """Signals whose window starts in the period, with lifecycle."""
-    return _state_rows(
-        state_file,
-        "signals",
-        "select detection_id, severity, status, suppressed_by from signals "
-        "where window_start >= $start and window_start < $end",
-        period,
-    )
+    return _state_rows(state_file, "signals", "stored_signals", period)
 
 
 def _stored_incidents(state_file: Path, period: Period) -> list[dict[str, Any]]:
     """Incidents active in the period (event time), most severe first; merged ones are counted once,
     in the incident they were merged into."""
-    rows = _state_rows(
-        state_file,
-        "incidents",
-        "select incident_id, ack_by, ack_at, resolved_by, resolved_at, incident from incidents "
-        "where merged_into is null and first_seen < $end and last_seen >= $start",
-        period,
-    )
+    rows = _state_rows(state_file, "incidents", "stored_incidents", period)
     for row in rows:
         row["incident"] = json.loads(row["incident"])
     return sorted(
@@ -336,7 +235,7 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
     con = open_lake(lake_dir, read_only=True)
     try:
         con.execute(
-            PERIOD_EVENTS_SQL.format(
+            report_sql("period_events").format(
                 start=period.start.isoformat(sep=" "),
                 end=period.end.isoformat(sep=" "),
                 first_day=period.start.date().isoformat(),
@@ -344,16 +243,17 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
             )
         )
         step(1, steps, "traffic")
-        totals = _rows(con, TOTALS_SQL)[0]
-        traffic_by_country = _rows(con, TRAFFIC_BY_COUNTRY_SQL)
-        hourly_traffic = _rows(con, HOURLY_TRAFFIC_SQL)
+        totals = _rows(con, report_sql("totals"))[0]
+        traffic_by_country = _rows(con, report_sql("traffic_by_country"))
+        slot = slot_minutes(period.kind, totals["first_event"], totals["last_event"])
+        traffic_over_time = _rows(con, report_sql("traffic_over_time"), {"slot_minutes": slot})
         step(2, steps, "restricted-region access")
-        restricted_access = _rows(con, RESTRICTED_ACCESS_SQL)
+        restricted_access = _rows(con, report_sql("restricted_access"))
         step(3, steps, "top accounts")
-        top_accounts = _rows(con, TOP_ACCOUNTS_SQL, {"top": TOP_ACCOUNTS})
+        top_accounts = _rows(con, report_sql("top_accounts"), {"top": TOP_ACCOUNTS})
         period_bounds = {"start": period.start.replace(tzinfo=None), "end": period.end.replace(tzinfo=None)}
-        late_events = _rows(con, LATE_EVENTS_SQL, period_bounds)[0]
-        dead_letters = _rows(con, DEAD_LETTERS_SQL, period_bounds)[0]
+        late_events = _rows(con, report_sql("late_events"), period_bounds)[0]
+        dead_letters = _rows(con, report_sql("dead_letters"), period_bounds)[0]
         step(4, steps, "incidents and rings")
         stored = _stored_incidents(state_file, period)
         rings = []
@@ -361,7 +261,7 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
             incident = row["incident"]
             if len(incident["account_ids"]) < 2:
                 continue
-            volume = _rows(con, RING_VOLUME_SQL, {"accounts": incident["account_ids"]})[0]
+            volume = _rows(con, report_sql("ring_volume"), {"accounts": incident["account_ids"]})[0]
             rings.append(
                 {
                     "incident_id": row["incident_id"],
@@ -416,7 +316,7 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
         },
         "totals": totals,
         "traffic_by_country": traffic_by_country,
-        "hourly_traffic": hourly_traffic,
+        "traffic_over_time": {"slot_minutes": slot, "slots": traffic_over_time},
         "restricted_access": restricted_access,
         "incidents": incidents,
         "rings": rings,
@@ -444,10 +344,10 @@ def chart_specs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     specs: dict[str, dict[str, Any]] = {}
     palette = alt.Scale(domain=["restricted regions", "other regions"], range=["#c0392b", "#2e86c1"])
     if data["traffic_by_country"]:
-        frame = pd.DataFrame(data["traffic_by_country"][:CHART_COUNTRIES])
+        frame = pd.DataFrame(chart_countries(data["traffic_by_country"]))
         frame["region"] = frame["restricted"].map({True: "restricted regions", False: "other regions"})
         specs["traffic_by_country"] = (
-            alt.Chart(frame, title=f"Requests by country (top {CHART_COUNTRIES})")
+            alt.Chart(frame, title=f"Requests by country (top {CHART_COUNTRIES} and every restricted one)")
             .mark_bar()
             .encode(
                 x=alt.X("requests:Q", title="requests"),
@@ -457,17 +357,21 @@ def chart_specs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             .properties(width=520)
             .to_dict()
         )
-    if data["hourly_traffic"]:
-        frame = pd.DataFrame(data["hourly_traffic"])
-        hours = pd.to_datetime(frame["hour"])
-        # A day reads best per clock hour, a week per day; ordinal labels keep single bars readable.
-        daily = data["report"]["period"] == "daily"
-        frame["slot"] = hours.dt.strftime("%H:00" if daily else "%a %d %b")
+    over_time = data["traffic_over_time"]
+    if over_time["slots"]:
+        frame = pd.DataFrame(over_time["slots"])
+        width = over_time["slot_minutes"]
+        # Ordinal slot labels keep single bars readable; a week reads per day, a day per clock time.
+        starts = pd.to_datetime(frame["slot_start"])
+        frame["slot"] = starts.dt.strftime("%a %d %b" if width >= 24 * 60 else "%H:%M")
+        title = "Requests per day (UTC)" if width >= 24 * 60 else (
+            "Requests per hour (UTC)" if width == 60 else f"Requests per {width} minute(s) (UTC)"
+        )  # fmt: skip
         specs["traffic_over_time"] = (
-            alt.Chart(frame, title="Requests per hour (UTC)" if daily else "Requests per day (UTC)")
+            alt.Chart(frame, title=title)
             .mark_bar()
             .encode(
-                x=alt.X("slot:O", title=None, sort=None, axis=alt.Axis(labelAngle=0)),
+                x=alt.X("slot:O", title=None, sort=None, axis=alt.Axis(labelAngle=0, labelOverlap="greedy")),
                 y=alt.Y("sum(requests):Q", title="requests"),
                 color=alt.Color("region:N", scale=palette, title=None),
             )
@@ -505,6 +409,13 @@ def chart_specs(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return specs
 
 
+def chart_countries(traffic_by_country: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The busiest CHART_COUNTRIES countries, plus every restricted country however small: the chart
+    exists to show restricted-region traffic, so a cut must never hide it."""
+    busiest = traffic_by_country[:CHART_COUNTRIES]
+    return busiest + [row for row in traffic_by_country[CHART_COUNTRIES:] if row["restricted"]]
+
+
 def render_charts(specs: dict[str, dict[str, Any]]) -> dict[str, bytes]:
     import vl_convert
 
@@ -512,6 +423,14 @@ def render_charts(specs: dict[str, dict[str, Any]]) -> dict[str, bytes]:
 
 
 # --- writing ----------------------------------------------------------------------------------------
+
+
+def display_time(value: str | None) -> str:
+    """'2026-03-01T10:00:05.123Z' -> '2026-03-01 10:00:05': one width for every timestamp cell (UTC is
+    said in the column header), so a column never wraps mid-value."""
+    if not value:
+        return ""
+    return dt.datetime.fromisoformat(value).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _environment():
@@ -524,6 +443,7 @@ def _environment():
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.filters["when"] = display_time
     environment.filters["number"] = lambda value: f"{value:,}" if isinstance(value, int) else value
     environment.filters["cell"] = lambda value: "" if value is None else (
         ", ".join(map(str, value)) if isinstance(value, list) else value

@@ -22,7 +22,7 @@ from groundtruth import (
 )
 
 from pipelines.lake.analyst import open_lake
-from pipelines.stream.flink_job import run_job
+from pipelines.stream.flink_job import JOB_RUN_DIR, run_job
 from pipelines.traffic.generator import GeneratorConfig, generate_records, produce_to_kafka
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ BROKEN_FIELDS = [
 ]
 
 
-def test_replay_archives_valid_events_dead_letters_violations_and_counts_late_events(tmp_path):
+def test_replay_archives_valid_events_dead_letters_violations_and_counts_late_events(tmp_path, capfd):
     config = GeneratorConfig(seed=3, accounts=300, start=START, duration=timedelta(minutes=30), scenarios=())
     events = [json.loads(record.value) for record in generate_records(config)]
     template = dict(events[0])
@@ -111,7 +111,17 @@ def test_replay_archives_valid_events_dead_letters_violations_and_counts_late_ev
     source.write_text("\n".join(lines) + "\n")
 
     lake_dir = tmp_path / "lake"
+    logged_before = {log: log.stat().st_size for log in JOB_RUN_DIR.glob("flink-*.log")}
     assert run_job(["--source", "file", "--input", str(source), "--lake", str(lake_dir)]) == 0
+    # The JVM's INFO chatter (Hadoop's CodecPool per Parquet file, Flink's start-up) is in the job's
+    # Flink log, not on the console.
+    console = capfd.readouterr()
+    assert " INFO " not in console.out + console.err
+    logged_now = "".join(
+        log.read_bytes()[logged_before.get(log, 0):].decode(errors="replace")
+        for log in JOB_RUN_DIR.glob("flink-*.log")
+    )
+    assert "CodecPool" in logged_now
 
     con = open_lake(lake_dir)
     try:

@@ -24,6 +24,7 @@ from pipelines.lake import layout as lake
 JOB_SCRIPT = paths.REPO_ROOT / "jobs" / "usage_aggregates.py"
 JOB_RUN_DIR = paths.RUN_DIR / "job"
 JOB_LOG = JOB_RUN_DIR / "job.log"
+JOB_LOG4J_PROPERTIES = Path(__file__).resolve().parent / "log4j-job.properties"
 
 MAX_SQL_INT = 2**31 - 1
 
@@ -510,9 +511,21 @@ def job_command(job_args: list[str]) -> list[str]:
     return [sys.executable, str(JOB_SCRIPT), *job_args]
 
 
+def job_environment() -> dict[str, str]:
+    """The job process's environment: PyFlink's gateway reads LOG4J_PROPERTIES and FLINK_LOG_DIR when it
+    starts the JVM, so the JVM logs to JOB_RUN_DIR and only its warnings reach the console. A caller's own
+    settings win."""
+    JOB_RUN_DIR.mkdir(parents=True, exist_ok=True)
+    return {
+        "LOG4J_PROPERTIES": str(JOB_LOG4J_PROPERTIES),
+        "FLINK_LOG_DIR": str(JOB_RUN_DIR),
+        **os.environ,
+    }
+
+
 def run_job(job_args: list[str]) -> int:
     """Run the job in the foreground (bounded jobs return when the input is consumed)."""
-    return subprocess.call(job_command(job_args), cwd=paths.REPO_ROOT)
+    return subprocess.call(job_command(job_args), cwd=paths.REPO_ROOT, env=job_environment())
 
 
 def _pid_file() -> Path:
@@ -541,6 +554,7 @@ def start_detached(job_args: list[str]) -> int:
     process = subprocess.Popen(
         job_command(job_args),
         cwd=paths.REPO_ROOT,
+        env=job_environment(),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

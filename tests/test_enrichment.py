@@ -47,20 +47,21 @@ def test_country_blocks_are_where_the_database_places_them():
 def test_enriched_view_fills_only_the_gaps(tmp_path):
     write_events(tmp_path, [
         {**BASE, "event_id": "a", "account_id": "unresolved", "source_ip": "8.8.8.8"},
-        {**BASE, "event_id": "b", "account_id": "edge", "source_ip": "8.8.4.4", "country": "FR", "asn": 3215},
+        {**BASE, "event_id": "b", "account_id": "edge", "source_ip": "8.8.4.4", "country": "FR", "asn": 3215,
+         "org_id": "org-fr"},
         {**BASE, "event_id": "c", "account_id": "private", "source_ip": "192.168.1.1"},
     ])  # fmt: skip
-    con = open_lake(tmp_path)
+    con = open_lake(tmp_path)  # what `usagewatch sql` and the detection runner both open
     try:
-        enrichment.install(con)
-        enrichment.install(con)  # idempotent: every detection run calls it
+        enrichment.register_lookup(con)  # idempotent: open_lake has registered it already
         rows = con.execute(
-            "select account_id, country, asn_key, country_source from events_enriched order by account_id"
+            "select account_id, country, asn_key, country_source, org_key from events_enriched "
+            "order by account_id"
         ).fetchall()
     finally:
         con.close()
     assert rows == [
-        ("edge", "FR", "AS3215", "edge"),
-        ("private", None, None, None),
-        ("unresolved", "US", "name:GOOGLE", "geoip"),
+        ("edge", "FR", "AS3215", "edge", "org-fr"),
+        ("private", None, None, None, "no-org:private"),
+        ("unresolved", "US", "name:GOOGLE", "geoip", "no-org:unresolved"),
     ]

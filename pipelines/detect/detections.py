@@ -25,7 +25,6 @@ import duckdb
 import yaml
 
 from pipelines.commands import arguments
-from pipelines.detect.enrichment import install as install_enrichment
 from pipelines.incidents import engine as incidents
 from pipelines.incidents.alert_state import AlertStateError, AlertStore, state_path
 from pipelines.incidents.alerts import (
@@ -243,8 +242,6 @@ def run_detection(
     con: duckdb.DuckDBPyConnection, detection: Detection, created_at: dt.datetime
 ) -> list[dict[str, Any]]:
     try:
-        # Detections read events_enriched (geo gaps filled), which needs a Python UDF on this connection.
-        install_enrichment(con)
         cursor = con.execute(detection.sql, detection.parameter_values())
         columns = [column[0] for column in cursor.description]
         rows = cursor.fetchall()

@@ -1,8 +1,9 @@
 """Offline geo enrichment at detection time: fill null country/ASN of events from a GeoIP database.
 
 The edge normally enriches events before they reach Kafka; when it could not (its GeoIP had no answer,
-or the producer sends raw events), `country`/`asn` arrive null. The `events_enriched` view fills the
-gaps from geoip2fast's bundled database (MaxMind GeoLite2 Country + ASN, IPv4 and IPv6; the package's
+or the producer sends raw events), `country`/`asn` arrive null. The `events_enriched` view
+(sql/views/events_enriched.sql) fills the gaps through this module's lookup UDF from geoip2fast's bundled
+database (MaxMind GeoLite2 Country + ASN, IPv4 and IPv6; the package's
 `get_database_info()["source_info"]` names the release). That database carries AS names and prefixes
 but no AS numbers, so `asn` stays null for such events and `asn_key` (the AS number when known, else
 "name:<AS name>") is what detections group ASNs by.
@@ -27,42 +28,6 @@ ENRICHED_VIEW = "events_enriched"
 GEO_STRUCT = "struct(country varchar, asn_name varchar, asn_prefix varchar)"
 # The unit synthetic traffic draws addresses in: an IPv4 /24 or an IPv6 /48 (what detections group by).
 BLOCK_PREFIX = {4: 24, 6: 48}
-
-# Null country or asn: the edge had no answer; anything else is the edge's (fresher) enrichment.
-ENRICHED_VIEW_SQL = f"""
-create or replace view {ENRICHED_VIEW} as
-with unresolved_ips as (
-    -- one lookup per distinct address: a proxy IP with 10,000 events costs one call
-    select distinct source_ip
-    from events
-    where country is null or asn is null
-),
-
-resolved_ips as (
-    select source_ip, {LOOKUP_FUNCTION}(source_ip) as geo
-    from unresolved_ips
-)
-
-select
-    events.* replace (coalesce(events.country, resolved_ips.geo.country) as country),
-    case
-        when events.asn is not null then 'AS' || events.asn
-        when resolved_ips.geo.asn_name is not null then 'name:' || resolved_ips.geo.asn_name
-    end as asn_key,
-    -- GeoIP's accuracy radius (km, 67 % confidence) when the edge sends it as the extra field
-    -- geo_accuracy_km; the geography detections widen their tolerance by it. Unparseable means unknown.
-    try_cast(json_extract_string(events.extras, '$.geo_accuracy_km') as double) as geo_accuracy_km,
-    resolved_ips.geo.asn_name as geoip_asn_name,
-    resolved_ips.geo.asn_prefix as geoip_asn_prefix,
-    -- where the country came from: the edge, this lookup, or nobody
-    case
-        when events.country is not null then 'edge'
-        when resolved_ips.geo.country is not null then 'geoip'
-    end as country_source
-from events
-left join resolved_ips on events.source_ip = resolved_ips.source_ip
-"""
-
 
 @functools.cache
 def _database():
@@ -208,10 +173,10 @@ def country_block(
     raise ValueError(f"GeoIP draws for {country!r} do not verify: has geoip2fast's table layout changed?")
 
 
-def install(con: duckdb.DuckDBPyConnection) -> None:
-    """Register the lookup UDF and create the events_enriched view on a connection with an events view.
+def register_lookup(con: duckdb.DuckDBPyConnection) -> None:
+    """Register the lookup UDF that the events_enriched view calls; idempotent.
 
-    Idempotent, so every detection run can call it on the connection it was given.
+    analyst.open_lake calls it before creating the views; the database loads on the first lookup only.
     """
     registered = con.execute(
         "select count(*) from duckdb_functions() where function_name = $name", {"name": LOOKUP_FUNCTION}
@@ -225,7 +190,6 @@ def install(con: duckdb.DuckDBPyConnection) -> None:
             null_handling="special",  # a null IP returns null instead of skipping the call
             side_effects=False,
         )
-    con.execute(ENRICHED_VIEW_SQL)
 
 
 def measure_cost(con: duckdb.DuckDBPyConnection) -> dict[str, float]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.detect.enrichment import register_lookup
 from pipelines.infra.config import Config, ConfigError, load_config
 from pipelines.infra.paths import SCHEMAS_DIR, SQL_DIR
 from pipelines.lake.layout import TABLES, LakeTable, TableFiles, is_lake
@@ -208,8 +209,8 @@ def open_lake(
     temp_directory: str | Path | None = None,
     state_file: Path | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with one view per lake table plus the reference views, and with
-    `state_file` the state's signals and incidents.
+    """An in-memory DuckDB connection with one view per lake table, events_enriched (geo gaps filled) and
+    the reference views, and with `state_file` the state's signals and incidents.
 
     read_only=True locks the connection down once the views exist: only the lake's table folders and
     the reference directory are readable, whatever `lake_dir` is (so no COPY TO, ATTACH, INSTALL/LOAD,
@@ -223,6 +224,7 @@ def open_lake(
     for bad in (bad for table_files in files.values() for bad in table_files.unreadable):
         print(f"warning: skipped {bad}", file=sys.stderr)
     con = duckdb.connect()
+    register_lookup(con)  # events_enriched calls it
     for view_file in sorted(VIEWS_DIR.glob("*.sql")):
         try:
             con.execute(render_view_sql(view_file, lake_dir, files))

@@ -14,7 +14,7 @@ with template_accounts as (
         prompt_fingerprint,
         time_bucket(to_hours($window_hours), event_time) as window_start,
         account_id,
-        any_value(coalesce(org_id, 'no-org:' || account_id)) as org_key,
+        any_value(org_key) as org_key,
         count(*) as requests,
         count(*) filter (where list_contains(request_tags, 'reasoning_elicitation')) as reasoning_requests,
         sum(input_tokens) as input_tokens,

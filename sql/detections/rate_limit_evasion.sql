@@ -30,7 +30,7 @@ throttling as (
         account_id,
         time_bucket(to_minutes($window_minutes), event_time) as window_start,
         count(*) filter (where status_code = 429) as throttled_requests,
-        any_value(coalesce(org_id, 'no-org:' || account_id)) as org_key
+        any_value(org_key) as org_key
     from events_enriched
     group by account_id, time_bucket(to_minutes($window_minutes), event_time)
 ),

@@ -21,8 +21,7 @@
 with recursive windowed_events as (
     select
         *,
-        time_bucket(to_hours($window_hours), event_time) as window_start,
-        coalesce(org_id, 'no-org:' || account_id) as org_key
+        time_bucket(to_hours($window_hours), event_time) as window_start
     from events_enriched
 ),
 
@@ -117,14 +116,15 @@ sync_links as (
     select
         members.window_start,
         members.account_id,
-        coalesce(orgs.org_id, 'no-org:' || members.account_id) as org_key,
+        orgs.org_key,
         'timing' as family,
         members.group_key as resource
     from synchronized_accounts(
         $window_hours, $sync_max_active_share, $sync_min_active_minutes, $sync_min_jaccard, $sync_min_accounts
     ) as members
+    -- every account in account_minute has events, so the left join always finds its org
     left join (
-        select account_id, any_value(org_id) as org_id from events_enriched group by account_id
+        select account_id, any_value(org_key) as org_key from events_enriched group by account_id
     ) as orgs using (account_id)
 ),
 

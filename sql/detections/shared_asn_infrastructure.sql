@@ -12,7 +12,7 @@ with account_networks as (
         asn_key,
         time_bucket(to_minutes($window_minutes), event_time) as window_start,
         account_id,
-        any_value(coalesce(org_id, 'no-org:' || account_id)) as org_key,
+        any_value(org_key) as org_key,
         -- an account counts fully if any of its requests through this AS came via an anonymizer
         max(case when list_contains($anonymizer_asn_types, asn_type) then 1.0 else $ordinary_network_weight end)
             as weight,

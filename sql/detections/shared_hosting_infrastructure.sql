@@ -17,9 +17,9 @@ with anonymizer_events as (
         asn_type,
         country,
         account_id,
-        -- An account without an organisation is an organisation of its own, so a ring of throw-away
-        -- accounts without orgs counts as many orgs.
-        coalesce(org_id, 'no-org:' || account_id) as org_key,
+        -- org_key (events_enriched): an account without an organisation is an organisation of its own, so
+        -- a ring of throw-away accounts without orgs counts as many orgs.
+        org_key,
         prompt_fingerprint,
         payment_fingerprint,
         input_tokens,

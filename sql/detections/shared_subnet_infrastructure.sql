@@ -45,7 +45,7 @@ block_events as (
             ) || '::/48'
         end as network_block,
         account_id,
-        coalesce(org_id, 'no-org:' || account_id) as org_key,
+        org_key,
         asn_key,
         asn_type,
         source_ip,

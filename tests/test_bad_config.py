@@ -22,8 +22,9 @@ DETECTION = "restricted_region_access"
 @pytest.fixture
 def detection_dir(tmp_path: Path) -> Path:
     """A copy of one shipped detection, to break in each test."""
-    for suffix in (".yml", ".sql"):
-        shutil.copy(DETECTIONS_DIR / f"{DETECTION}{suffix}", tmp_path / f"{DETECTION}{suffix}")
+    (tmp_path / DETECTION).mkdir()
+    for name in ("rule.yml", "query.sql"):
+        shutil.copy(DETECTIONS_DIR / DETECTION / name, tmp_path / DETECTION / name)
     return tmp_path
 
 
@@ -41,47 +42,47 @@ def write_config(tmp_path: Path, text: str) -> str:
 
 
 def test_the_copied_detection_loads(detection_dir):
-    assert load_detection(detection_dir / f"{DETECTION}.yml").id == DETECTION
+    assert load_detection(detection_dir / DETECTION).id == DETECTION
 
 
 def test_an_unknown_detection_parameter_names_the_yaml_line(detection_dir):
-    yml = detection_dir / f"{DETECTION}.yml"
+    yml = detection_dir / DETECTION / "rule.yml"
     yml.write_text(
         yml.read_text().replace(
             "parameters:\n", "parameters:\n  min_requestz:\n    value: 3\n    description: a typo\n", 1
         )
     )
     with pytest.raises(
-        DetectionError, match=rf"{DETECTION}\.yml:{line_of(yml, 'parameters:')}: .*min_requestz"
+        DetectionError, match=rf"{DETECTION}/rule\.yml:{line_of(yml, 'parameters:')}: .*min_requestz"
     ):
         load_detections(detection_dir)
 
 
 def test_a_parameter_the_sql_uses_but_the_yaml_lacks_names_the_sql_file(detection_dir):
-    sql = detection_dir / f"{DETECTION}.sql"
+    sql = detection_dir / DETECTION / "query.sql"
     sql.write_text(sql.read_text().replace("$min_requests", "$min_request_count", 1))
-    with pytest.raises(DetectionError, match=rf"{DETECTION}\.sql: .*min_request_count"):
+    with pytest.raises(DetectionError, match=rf"{DETECTION}/query\.sql: .*min_request_count"):
         load_detections(detection_dir)
 
 
 def test_malformed_detection_yaml_names_the_line(detection_dir):
-    yml = detection_dir / f"{DETECTION}.yml"
+    yml = detection_dir / DETECTION / "rule.yml"
     lines = yml.read_text().splitlines()
     lines.insert(3, "title: [unclosed")
     yml.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DetectionError, match=rf"{DETECTION}\.yml:\d+: invalid YAML"):
+    with pytest.raises(DetectionError, match=rf"{DETECTION}/rule\.yml:\d+: invalid YAML"):
         load_detections(detection_dir)
 
 
 def test_detection_sql_that_does_not_parse_names_the_file_and_line(detection_dir):
-    sql = detection_dir / f"{DETECTION}.sql"
+    sql = detection_dir / DETECTION / "query.sql"
     text = sql.read_text()
     sql.write_text(
         text.replace("group by account_id, window_start", "group by by account_id, window_start", 1)
     )
     broken_line = line_of(sql, "group by by")
     # DuckDB's parser error carries "LINE n:" counted within the statement, which starts the file.
-    with pytest.raises(DetectionError, match=rf"(?s){DETECTION}\.sql: .*LINE {broken_line}:"):
+    with pytest.raises(DetectionError, match=rf"(?s){DETECTION}/query\.sql: .*LINE {broken_line}:"):
         load_detections(detection_dir)
 
 
@@ -286,11 +287,12 @@ def test_a_configuration_that_is_not_utf8_is_refused_naming_the_file(tmp_path):
 
 
 def test_a_duplicated_key_in_a_detection_is_refused_naming_both_lines(detection_dir):
-    yml = detection_dir / f"{DETECTION}.yml"
+    yml = detection_dir / DETECTION / "rule.yml"
     text = yml.read_text()
     yml.write_text(text + "severity: info\n")
     first, again = line_of(yml, "severity:"), len(yml.read_text().splitlines())
     with pytest.raises(
-        DetectionError, match=rf"{DETECTION}\.yml:{again}: .*duplicate key 'severity' \(first on line {first}"
+        DetectionError,
+        match=rf"{DETECTION}/rule\.yml:{again}: .*duplicate key 'severity' \(first on line {first}",
     ):
         load_detections(detection_dir)

@@ -16,14 +16,13 @@ import pytest
 from lakefixture import FIXTURE_FILE_NAME, read_jsonl, write_events
 
 from pipelines.commands import cli
-from pipelines.detect.detections import run_incrementally
+from pipelines.detect.detections import DETECTIONS_DIR, run_incrementally
 from pipelines.incidents.alert_state import AlertStore
 from pipelines.infra.config import load_config
 from pipelines.infra.paths import REPO_ROOT
 from pipelines.stream.contracts import validate_alert, validate_incident
 
-FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
-TRAVEL_EVENTS = read_jsonl(FIXTURES_DIR / "impossible_travel" / "positive.jsonl")
+TRAVEL_EVENTS = read_jsonl(DETECTIONS_DIR / "impossible_travel" / "positive.jsonl")
 DEADLINE_SECONDS = 60
 
 

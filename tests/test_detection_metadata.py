@@ -12,20 +12,20 @@ from pipelines.detect.detections import (
     DetectionError,
     load_detection,
     load_detections,
+    rule_folders,
     run_detection,
 )
 from pipelines.incidents.alerts import SEVERITIES
 from pipelines.lake.analyst import open_lake
 from pipelines.stream.contracts import ALERT_SCHEMA, load_schema
 
-FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
-YML_FILES = sorted(DETECTIONS_DIR.glob("*.yml"))
-VALID_YML = (DETECTIONS_DIR / "shared_hosting_infrastructure.yml").read_text()
-VALID_SQL = (DETECTIONS_DIR / "shared_hosting_infrastructure.sql").read_text()
+RULE_FOLDERS = rule_folders()
+VALID_YML = (DETECTIONS_DIR / "shared_hosting_infrastructure" / "rule.yml").read_text()
+VALID_SQL = (DETECTIONS_DIR / "shared_hosting_infrastructure" / "query.sql").read_text()
 
 
 def test_there_are_detections():
-    assert {path.stem for path in YML_FILES} >= {
+    assert {folder.name for folder in RULE_FOLDERS} >= {
         "restricted_region_access",
         "impossible_travel",
         "shared_hosting_infrastructure",
@@ -45,10 +45,10 @@ def test_severity_order_matches_alert_schema():
     assert list(SEVERITIES) == load_schema(ALERT_SCHEMA)["properties"]["severity"]["enum"]
 
 
-@pytest.mark.parametrize("yml_path", YML_FILES, ids=lambda path: path.stem)
-def test_detection_metadata_is_valid(yml_path):
-    detection = load_detection(yml_path)
-    assert detection.id == yml_path.stem
+@pytest.mark.parametrize("folder", RULE_FOLDERS, ids=lambda path: path.name)
+def test_detection_metadata_is_valid(folder):
+    detection = load_detection(folder)
+    assert detection.id == folder.name
     assert detection.severity in SEVERITIES
     assert detection.runbook["investigate"].strip() and detection.runbook["respond"].strip()
     assert detection.false_positives and detection.tags
@@ -56,20 +56,21 @@ def test_detection_metadata_is_valid(yml_path):
         assert spec["description"].strip(), name
 
 
-@pytest.mark.parametrize("yml_path", YML_FILES, ids=lambda path: path.stem)
-def test_every_detection_has_fixtures(yml_path):
-    folder = FIXTURES_DIR / yml_path.stem
+@pytest.mark.parametrize("folder", RULE_FOLDERS, ids=lambda path: path.name)
+def test_every_detection_has_fixtures(folder):
     for name in ("positive.jsonl", "expected.yml"):
-        assert (folder / name).is_file(), f"{yml_path.stem} lacks fixture {name}"
+        assert (folder / name).is_file(), f"{folder.name} lacks fixture {name}"
     # Without negatives of its own, a detection is judged on the shared benign population with every trap.
-    assert (folder / "negative.jsonl").is_file() or (FIXTURES_DIR / "benign_traps.jsonl").is_file()
+    assert (folder / "negative.jsonl").is_file() or (DETECTIONS_DIR / "benign_traps.jsonl").is_file()
 
 
 def write_detection(directory: Path, yml: str, sql: str = VALID_SQL, name: str = "candidate") -> Path:
-    yml = yml.replace("id: shared_hosting_infrastructure", f"id: {name}")
-    (directory / f"{name}.yml").write_text(yml)
-    (directory / f"{name}.sql").write_text(sql)
-    return directory / f"{name}.yml"
+    """A rule folder `name` under directory; returns the folder."""
+    folder = directory / name
+    folder.mkdir()
+    (folder / "rule.yml").write_text(yml.replace("id: shared_hosting_infrastructure", f"id: {name}"))
+    (folder / "query.sql").write_text(sql)
+    return folder
 
 
 def test_valid_copy_passes_lint(tmp_path):
@@ -79,25 +80,33 @@ def test_valid_copy_passes_lint(tmp_path):
 @pytest.mark.parametrize(
     ("yml", "sql", "message"),
     [
-        (VALID_YML.replace("severity: high", "severity: urgent"), VALID_SQL, r"candidate\.yml:3: severity"),
+        (
+            VALID_YML.replace("severity: high", "severity: urgent"),
+            VALID_SQL,
+            r"candidate/rule\.yml:3: severity",
+        ),
         (
             VALID_YML.replace("enabled: true", "enabled: yes please"),
             VALID_SQL,
-            r"candidate\.yml:\d+: 'enabled'",
+            r"candidate/rule\.yml:\d+: 'enabled'",
         ),
         (VALID_YML.replace("suppression_minutes: 60", "suppression_minutes: true"), VALID_SQL, "suppression"),
         (VALID_YML.replace("entity_type: ip", "entity_type: host"), VALID_SQL, "entity_type must be one of"),
         (VALID_YML.replace("title:", "titel:"), VALID_SQL, "unknown key 'titel'"),
         (VALID_YML.replace("  respond: >", "  remedy: >"), VALID_SQL, "runbook must have"),
-        (VALID_YML + "extra: [unclosed\n", VALID_SQL, r"candidate\.yml:\d+: invalid YAML"),
+        (VALID_YML + "extra: [unclosed\n", VALID_SQL, r"candidate/rule\.yml:\d+: invalid YAML"),
         (
             VALID_YML,
             VALID_SQL.replace("$min_distinct_orgs", "$min_orgs"),
-            r"candidate\.sql: .*\['min_orgs'\]",
+            r"candidate/query\.sql: .*\['min_orgs'\]",
         ),
         (VALID_YML, VALID_SQL.replace("$hydra_distinct_orgs", "100"), "declared but unused"),
-        (VALID_YML, "create table alerts as select 1 as entity_id", r"candidate\.sql: only SELECT"),
-        (VALID_YML, "select 1 as entity_id; select 2 as entity_id", r"candidate\.sql: expected exactly one"),
+        (VALID_YML, "create table alerts as select 1 as entity_id", r"candidate/query\.sql: only SELECT"),
+        (
+            VALID_YML,
+            "select 1 as entity_id; select 2 as entity_id",
+            r"candidate/query\.sql: expected exactly one",
+        ),
     ],
 )
 def test_lint_rejects_broken_detection(tmp_path, yml, sql, message):
@@ -108,30 +117,32 @@ def test_lint_rejects_broken_detection(tmp_path, yml, sql, message):
 def test_lint_line_points_at_the_bad_key(tmp_path):
     broken = VALID_YML.replace("entity_type: ip", "entity_type: host")
     line = broken.splitlines().index("entity_type: host") + 1
-    with pytest.raises(DetectionError, match=rf"candidate\.yml:{line}: "):
+    with pytest.raises(DetectionError, match=rf"candidate/rule\.yml:{line}: "):
         load_detection(write_detection(tmp_path, broken))
 
 
 def test_lint_rejects_sql_without_metadata(tmp_path):
-    (tmp_path / "lonely.sql").write_text("select 1 as entity_id")
-    with pytest.raises(DetectionError, match=r"SQL without metadata YAML: \['lonely'\]"):
+    (tmp_path / "lonely").mkdir()
+    (tmp_path / "lonely" / "query.sql").write_text("select 1 as entity_id")
+    with pytest.raises(DetectionError, match=r"lonely: rule folder without its rule\.yml"):
         load_detections(tmp_path)
 
 
 def test_lint_rejects_missing_sql(tmp_path):
-    yml_path = write_detection(tmp_path, VALID_YML)
-    yml_path.with_suffix(".sql").unlink()
-    with pytest.raises(DetectionError, match=r"candidate\.sql is missing"):
-        load_detection(yml_path)
+    folder = write_detection(tmp_path, VALID_YML)
+    (folder / "query.sql").unlink()
+    with pytest.raises(DetectionError, match=r"candidate/rule\.yml: SQL file query\.sql is missing"):
+        load_detection(folder)
 
 
 def test_dedup_key_must_be_a_result_column(tmp_path):
-    yml_path = write_detection(tmp_path, VALID_YML.replace("  - entity_id\n", "  - source_address\n"))
-    detection = load_detection(yml_path)
+    detection = load_detection(
+        write_detection(tmp_path, VALID_YML.replace("  - entity_id\n", "  - source_address\n"))
+    )
     con = open_lake(tmp_path / "empty-lake")
     try:
         with pytest.raises(
-            DetectionError, match=r"candidate\.sql: result lacks column\(s\) \['source_address'\]"
+            DetectionError, match=r"candidate/query\.sql: result lacks column\(s\) \['source_address'\]"
         ):
             run_detection(con, detection, created_at=datetime.now(UTC))
     finally:

@@ -10,17 +10,22 @@ import pytest
 import yaml
 from lakefixture import parse_utc, read_jsonl, write_events, write_table
 
-from pipelines.detect.detections import DETECTIONS_DIR, DetectionError, load_detections, run_detections
+from pipelines.detect.detections import (
+    DETECTIONS_DIR,
+    DetectionError,
+    load_detections,
+    rule_folders,
+    run_detections,
+)
 from pipelines.lake.analyst import open_lake
 from pipelines.lake.layout import ACCOUNT_MINUTE
 from pipelines.stream.contracts import validate_alert, validate_event
 
-FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
 # The benign population with every false-positive trap (corporate NAT, heavy batch user, travellers, VPN
 # users, teams sharing templates): the negative fixture of each detection that has none of its own.
-BENIGN_TRAPS = FIXTURES_DIR / "benign_traps.jsonl"
+BENIGN_TRAPS = DETECTIONS_DIR / "benign_traps.jsonl"
 NOW = dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC)
-DETECTION_IDS = sorted(path.stem for path in DETECTIONS_DIR.glob("*.yml"))
+DETECTION_IDS = [folder.name for folder in rule_folders()]
 
 
 def account_minutes(events: list[dict]) -> list[dict]:
@@ -58,7 +63,7 @@ def run_on_fixture(tmp_path: Path, events: list[dict], detection_id: str) -> lis
 
 def fixture_events(detection_id: str, kind: str) -> list[dict]:
     """<kind>.jsonl (negatives default to the shared benign traps) plus every <kind>-<scenario>.jsonl."""
-    folder = FIXTURES_DIR / detection_id
+    folder = DETECTIONS_DIR / detection_id
     main = folder / f"{kind}.jsonl"
     if not main.exists() and kind == "negative":
         main = BENIGN_TRAPS
@@ -67,7 +72,7 @@ def fixture_events(detection_id: str, kind: str) -> list[dict]:
 
 
 def expected_alerts(detection_id: str, kind: str) -> list[tuple[str, str]]:
-    expected = yaml.safe_load((FIXTURES_DIR / detection_id / "expected.yml").read_text())
+    expected = yaml.safe_load((DETECTIONS_DIR / detection_id / "expected.yml").read_text())
     return sorted((item["entity_id"], item["severity"]) for item in expected[kind])
 
 
@@ -109,7 +114,7 @@ def test_extraction_profile_shows_each_contribution(tmp_path):
 
 
 def test_ring_clustering_finds_a_rotating_residential_ring_whole(tmp_path):
-    events = read_jsonl(FIXTURES_DIR / "ring_clustering" / "positive-rotating-residential.jsonl")
+    events = read_jsonl(DETECTIONS_DIR / "ring_clustering" / "positive-rotating-residential.jsonl")
     (ring,) = run_on_fixture(tmp_path, events, "ring_clustering")
     members = [f"acct-rotating-{group}-{member}" for group in range(3) for member in range(4)]
     assert ring["account_ids"] == members
@@ -119,7 +124,7 @@ def test_ring_clustering_finds_a_rotating_residential_ring_whole(tmp_path):
 
 
 def test_alert_ids_are_stable_across_runs(tmp_path):
-    events = read_jsonl(FIXTURES_DIR / "shared_hosting_infrastructure" / "positive.jsonl")
+    events = read_jsonl(DETECTIONS_DIR / "shared_hosting_infrastructure" / "positive.jsonl")
     first = run_on_fixture(tmp_path / "a", events, "shared_hosting_infrastructure")
     second = run_on_fixture(tmp_path / "b", events, "shared_hosting_infrastructure")
     assert [alert["alert_id"] for alert in first] == [alert["alert_id"] for alert in second]
@@ -127,7 +132,7 @@ def test_alert_ids_are_stable_across_runs(tmp_path):
 
 
 def test_shared_hosting_alert_lists_every_ring_account(tmp_path):
-    events = read_jsonl(FIXTURES_DIR / "shared_hosting_infrastructure" / "positive.jsonl")
+    events = read_jsonl(DETECTIONS_DIR / "shared_hosting_infrastructure" / "positive.jsonl")
     alerts = run_on_fixture(tmp_path, events, "shared_hosting_infrastructure")
     ring = next(alert for alert in alerts if alert["entity_id"] == "203.0.113.10")
     assert ring["account_ids"] == [f"acct-ring-{i:02d}" for i in range(12)]
@@ -140,7 +145,9 @@ def test_shared_hosting_alert_lists_every_ring_account(tmp_path):
 
 
 def test_shared_hosting_names_the_coordinated_accounts_not_the_proxy_services_customers(tmp_path):
-    events = read_jsonl(FIXTURES_DIR / "shared_hosting_infrastructure" / "positive-field-proxy-service.jsonl")
+    events = read_jsonl(
+        DETECTIONS_DIR / "shared_hosting_infrastructure" / "positive-field-proxy-service.jsonl"
+    )
     signals = run_on_fixture(tmp_path, events, "shared_hosting_infrastructure")
     named = {account for signal in signals for account in signal["account_ids"]}
     assert named and all(account.startswith("acct-hydra-proxy-ring-") for account in named)
@@ -182,7 +189,7 @@ def test_impossible_travel_evidence(tmp_path):
 
 def test_impossible_travel_accuracy_radius_absorbs_coarse_geoip(tmp_path):
     events = [
-        event for event in read_jsonl(FIXTURES_DIR / "impossible_travel" / "negative-geoip-noise.jsonl")
+        event for event in read_jsonl(DETECTIONS_DIR / "impossible_travel" / "negative-geoip-noise.jsonl")
         if event["account_id"] == "acct-coarse-geo"
     ]  # fmt: skip
     assert run_on_fixture(tmp_path / "wide", events, "impossible_travel") == []
@@ -193,7 +200,7 @@ def test_impossible_travel_accuracy_radius_absorbs_coarse_geoip(tmp_path):
 
 
 def test_restricted_region_evidence(tmp_path):
-    events = read_jsonl(FIXTURES_DIR / "restricted_region_access" / "positive.jsonl")
+    events = read_jsonl(DETECTIONS_DIR / "restricted_region_access" / "positive.jsonl")
     alerts = {
         alert["entity_id"]: alert for alert in run_on_fixture(tmp_path, events, "restricted_region_access")
     }
@@ -218,16 +225,19 @@ def test_every_detection_runs_on_an_empty_lake(tmp_path):
 
 
 def test_detection_sql_error_names_the_sql_file(tmp_path):
-    (tmp_path / "broken.sql").write_text("select entity_id from no_such_table where 1 = $threshold\n")
-    metadata = (DETECTIONS_DIR / "impossible_travel.yml").read_text()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "query.sql").write_text(
+        "select entity_id from no_such_table where 1 = $threshold\n"
+    )
+    metadata = (DETECTIONS_DIR / "impossible_travel" / "rule.yml").read_text()
     metadata = metadata.replace("id: impossible_travel", "id: broken")
     parameters_at = metadata.index("parameters:")
     metadata = metadata[:parameters_at] + "parameters:\n  threshold: {value: 1, description: anything}\n"
-    (tmp_path / "broken.yml").write_text(metadata)
+    (tmp_path / "broken" / "rule.yml").write_text(metadata)
     detections = load_detections(tmp_path)
     con = open_lake(tmp_path / "lake")
     try:
-        with pytest.raises(DetectionError, match=r"broken\.sql: .*no_such_table"):
+        with pytest.raises(DetectionError, match=r"broken/query\.sql: .*no_such_table"):
             run_detections(con, detections=detections, now=NOW)
     finally:
         con.close()
@@ -237,7 +247,8 @@ def test_detect_command_writes_jsonl_and_summary(tmp_path, capsys):
     import argparse
 
     from pipelines.detect import detections
-    events = read_jsonl(FIXTURES_DIR / "impossible_travel" / "positive.jsonl")
+
+    events = read_jsonl(DETECTIONS_DIR / "impossible_travel" / "positive.jsonl")
     write_events(tmp_path / "lake", events)
     parser = argparse.ArgumentParser()
     detections.add_parser(parser.add_subparsers())

@@ -15,13 +15,12 @@ from lakefixture import read_jsonl, write_events
 from signalfixture import NOW, RING, Engine, ring_signals, signal
 
 from pipelines.commands import cli
-from pipelines.detect.detections import detect_and_route
+from pipelines.detect.detections import DETECTIONS_DIR, detect_and_route
 from pipelines.incidents.alert_state import Delivery
 from pipelines.incidents.routing import ALERTMANAGER_ALERTNAME, PagerDutySink, RoutingError, load_router
 from pipelines.infra.config import ConfigError, load_config
 from pipelines.stream.contracts import validate_incident
 
-FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
 FAST_RETRY = (
     "  retry: {attempts: 2, backoff_seconds: 0.01, max_backoff_seconds: 0.02}\n  timeout_seconds: 5\n"
 )
@@ -87,7 +86,7 @@ def receiver():
 
 @pytest.fixture
 def lake(tmp_path) -> Path:
-    write_events(tmp_path / "lake", read_jsonl(FIXTURES_DIR / "impossible_travel" / "positive.jsonl"))
+    write_events(tmp_path / "lake", read_jsonl(DETECTIONS_DIR / "impossible_travel" / "positive.jsonl"))
     return tmp_path / "lake"
 
 

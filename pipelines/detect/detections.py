@@ -1,4 +1,5 @@
-"""Detections as code: sql/detections/<name>.sql + <name>.yml, linted on load and run over the lake.
+"""Detections as code: one folder per rule, sql/detections/<id>/ with query.sql, rule.yml and the rule's
+fixtures; linted on load and run over the lake.
 
 The YAML holds the metadata (severity, runbook, dedup keys, suppression, risk) and every threshold as a
 named parameter; the SQL binds them as DuckDB named parameters ($name) and returns one row per signal.
@@ -55,7 +56,7 @@ DETECTIONS_DIR = SQL_DIR / "detections"
 
 # key -> (expected Python type(s), what to say when it is wrong)
 _METADATA_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "id": (str, "a string equal to the file name"),
+    "id": (str, "a string equal to the rule's folder name"),
     "title": (str, "a non-empty string"),
     "severity": (str, f"one of {', '.join(SEVERITIES)}"),
     "description": (str, "a non-empty string"),
@@ -119,7 +120,7 @@ def sql_parameters(sql: str) -> set[str]:
     return set(_SQL_PARAMETER.findall(_SQL_STRING.sub("''", _SQL_COMMENT.sub("", sql))))
 
 
-def _metadata_problems(meta: dict[str, Any], stem: str) -> list[tuple[str | None, str]]:
+def _metadata_problems(meta: dict[str, Any], folder_name: str) -> list[tuple[str | None, str]]:
     """(key, problem) pairs; key None means the whole document."""
     problems: list[tuple[str | None, str]] = []
     for key in meta.keys() - _METADATA_KEYS.keys():
@@ -137,8 +138,8 @@ def _metadata_problems(meta: dict[str, Any], stem: str) -> list[tuple[str | None
             problems.append((key, f"{key!r} must be {expectation}, got {value!r}"))
     if problems:
         return problems
-    if meta["id"] != stem:
-        problems.append(("id", f"id {meta['id']!r} must equal the file name {stem!r}"))
+    if meta["id"] != folder_name:
+        problems.append(("id", f"id {meta['id']!r} must equal the folder name {folder_name!r}"))
     if meta["severity"] not in SEVERITIES:
         problems.append(("severity", f"severity {meta['severity']!r} must be one of {', '.join(SEVERITIES)}"))
     entity_types = load_schema(ALERT_SCHEMA)["properties"]["entity_type"]["enum"]
@@ -179,8 +180,15 @@ def _metadata_problems(meta: dict[str, Any], stem: str) -> list[tuple[str | None
     return problems
 
 
-def load_detection(yml_path: Path) -> Detection:
-    """Parse and lint one detection; raise DetectionError naming the file (and line) on any problem."""
+RULE_FILE = "rule.yml"
+QUERY_FILE = "query.sql"
+
+
+def load_detection(folder: Path) -> Detection:
+    """Parse and lint one rule folder; raise DetectionError naming the file (and line) on any problem."""
+    yml_path, sql_path = folder / RULE_FILE, folder / QUERY_FILE
+    if not yml_path.is_file():
+        raise DetectionError(f"{folder}: rule folder without its {RULE_FILE}")
     text = yml_path.read_text(encoding="utf-8")
     try:
         meta, all_key_lines = load_yaml(text)  # a key given twice is an error, not "last one wins"
@@ -189,16 +197,15 @@ def load_detection(yml_path: Path) -> Detection:
         raise DetectionError(yaml_error_message(yml_path, error)) from error
     if not isinstance(meta, dict):
         raise DetectionError(f"{yml_path}:1: a detection must be a YAML mapping")
-    problems = _metadata_problems(meta, yml_path.stem)
+    problems = _metadata_problems(meta, folder.name)
     if problems:
         key, message = problems[0]
         line = key_lines.get(key, 1) if key else 1
         extra = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise DetectionError(f"{yml_path}:{line}: {message}{extra}")
 
-    sql_path = yml_path.with_suffix(".sql")
     if not sql_path.is_file():
-        raise DetectionError(f"{yml_path}: SQL file {sql_path.name} is missing")
+        raise DetectionError(f"{yml_path}: SQL file {QUERY_FILE} is missing")
     sql = sql_path.read_text(encoding="utf-8").strip().rstrip(";")
     try:
         check_read_only(sql)
@@ -207,7 +214,7 @@ def load_detection(yml_path: Path) -> Detection:
     used, declared = sql_parameters(sql), set(meta["parameters"])
     if used - declared:
         raise DetectionError(
-            f"{sql_path}: parameters used but not declared in {yml_path.name}: {sorted(used - declared)}"
+            f"{sql_path}: parameters used but not declared in {RULE_FILE}: {sorted(used - declared)}"
         )
     if declared - used:
         line = key_lines.get("parameters", 1)
@@ -217,13 +224,14 @@ def load_detection(yml_path: Path) -> Detection:
     return Detection(**meta, sql=sql, yml_path=yml_path, sql_path=sql_path)
 
 
+def rule_folders(directory: Path = DETECTIONS_DIR) -> list[Path]:
+    """Every rule folder: each sub-folder is one rule (files beside them are shared fixtures)."""
+    return sorted(path for path in directory.iterdir() if path.is_dir())
+
+
 def load_detections(directory: Path = DETECTIONS_DIR) -> list[Detection]:
-    """Every detection in the directory, linted; a .sql without its .yml is an error too."""
-    metadata_stems = {path.stem for path in directory.glob("*.yml")}
-    orphans = {path.stem for path in directory.glob("*.sql")} - metadata_stems
-    if orphans:
-        raise DetectionError(f"{directory}: SQL without metadata YAML: {sorted(orphans)}")
-    return [load_detection(path) for path in sorted(directory.glob("*.yml"))]
+    """Every rule folder in the directory, linted; a folder without its rule.yml or query.sql is an error."""
+    return [load_detection(folder) for folder in rule_folders(directory)]
 
 
 def _select(detections: list[Detection], only: str | Iterable[str] | None) -> list[Detection]:
@@ -565,7 +573,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "detect",
         help="run the detections over the lake; correlate their signals into incidents and route those",
-        description="Run every enabled detection under sql/detections once (or only --detection NAME), "
+        description="Run every enabled detection under sql/detections/<id>/ once (or only --detection NAME), "
         "record their signals in the state database (re-runs raise nothing new), correlate them into "
         "incidents, audit both and route the incidents opened or changed to the sinks of usagewatch.yml; "
         "prints one line per page. With --every, keep running over newly committed lake files until "

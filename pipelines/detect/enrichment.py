@@ -29,6 +29,7 @@ GEO_STRUCT = "struct(country varchar, asn_name varchar, asn_prefix varchar)"
 # The unit synthetic traffic draws addresses in: an IPv4 /24 or an IPv6 /48 (what detections group by).
 BLOCK_PREFIX = {4: 24, 6: 48}
 
+
 @functools.cache
 def _database():
     # Imported lazily: loading the 22 MB database is only worth it when a lookup is needed.

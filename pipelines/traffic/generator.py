@@ -69,7 +69,7 @@ PAYMENT_RING_ACCOUNTS = 6
 TEMPLATE_RING_ACCOUNTS = 8
 SYNC_RING_ACCOUNTS = 8
 RATE_LIMIT_RING_ACCOUNTS = 6
-# The per-account limit the rate-limit ring stays under (sql/detections/rate_limit_evasion.yml).
+# The per-account limit the rate-limit ring stays under (sql/detections/rate_limit_evasion/rule.yml).
 RATE_LIMIT_PER_MINUTE = 20
 # Countries the hopper's residential-proxy exits cycle through, a few minutes each.
 HOPPER_PLACES = ("Chicago", "Sao Paulo", "Madrid", "Seoul", "Stockholm", "Mumbai")

@@ -30,6 +30,12 @@ POLICIES = {
     "impossible_travel": incidents.SignalPolicy(60, 50, False),
     "restricted_region_access": incidents.SignalPolicy(60, 100, False),
 }
+# A few ids per detection, enough to see incidents carry the union of their signals' techniques.
+TECHNIQUES = {
+    "shared_hosting_infrastructure": {"attack": ["T1090"], "atlas": ["AML.T0008.005"]},
+    "ring_clustering": {"attack": ["T1585"], "atlas": ["AML.T0021", "AML.T0024.002"]},
+    "extraction_profile": {"attack": ["T1119"], "atlas": ["AML.T0024.002"]},
+}
 JSONL_SINK = "    - {name: file, type: jsonl, path: routed.jsonl, min_severity: medium}\n"
 ENTITY_TYPES = {
     "shared_hosting_infrastructure": "ip",
@@ -66,6 +72,7 @@ def signal(
         "created_at": format_event_time(NOW),
         "risk_score": risk,
         "immediate": immediate,
+        "techniques": TECHNIQUES.get(detection, {"attack": [], "atlas": []}),
     }
     validate_alert(document)
     return document

@@ -40,6 +40,7 @@ def make_alert(entity: str, window_start: str, severity: str = "high") -> dict:
         "created_at": "2026-03-02T00:00:00.000Z",
         "risk_score": 30,
         "immediate": False,
+        "techniques": {"attack": ["T1078"], "atlas": ["AML.T0012"]},
     }
     validate_alert(alert)
     return alert

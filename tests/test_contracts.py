@@ -59,6 +59,7 @@ VALID_ALERT = {
     "created_at": "2026-11-27T08:31:02.5Z",
     "risk_score": 60,
     "immediate": False,
+    "techniques": {"attack": ["T1090"], "atlas": ["AML.T0024.002"]},
 }
 
 
@@ -179,10 +180,13 @@ def test_alert_missing_any_field_is_rejected(field):
         ("created_at", "2026-11-27T08:31:02"),  # no offset: ambiguous
         ("evidence", []),
         ("dedup_key", "k" * 256),
+        ("techniques", {"attack": ["T1090"]}),  # both frameworks, even when one has none
+        ("techniques", {"attack": ["t1090"], "atlas": []}),
+        ("techniques", {"attack": [], "atlas": ["T0024.002"]}),  # an ATLAS id starts with AML.
     ],
 )
 def test_alert_breaking_a_field_rule_is_rejected(field, bad_value):
-    with pytest.raises(ContractViolation, match=f"^alert.schema.json: {field}:"):
+    with pytest.raises(ContractViolation, match=f"^alert.schema.json: {field}[:/]"):
         validate_alert({**VALID_ALERT, field: bad_value})
 
 

@@ -10,6 +10,7 @@ import pytest
 from pipelines.detect.detections import (
     DETECTIONS_DIR,
     DetectionError,
+    known_techniques,
     load_detection,
     load_detections,
     rule_folders,
@@ -83,17 +84,21 @@ def test_valid_copy_passes_lint(tmp_path):
         (
             VALID_YML.replace("severity: high", "severity: urgent"),
             VALID_SQL,
-            r"candidate/rule\.yml:3: severity",
+            r"candidate/rule\.yml:7: severity: 'urgent' is not one of",
         ),
         (
             VALID_YML.replace("enabled: true", "enabled: yes please"),
             VALID_SQL,
-            r"candidate/rule\.yml:\d+: 'enabled'",
+            r"candidate/rule\.yml:\d+: enabled: 'yes please' is not of type 'boolean'",
         ),
         (VALID_YML.replace("suppression_minutes: 60", "suppression_minutes: true"), VALID_SQL, "suppression"),
-        (VALID_YML.replace("entity_type: ip", "entity_type: host"), VALID_SQL, "entity_type must be one of"),
+        (
+            VALID_YML.replace("entity_type: ip", "entity_type: host"),
+            VALID_SQL,
+            "entity_type: 'host' is not one of",
+        ),
         (VALID_YML.replace("title:", "titel:"), VALID_SQL, "unknown key 'titel'"),
-        (VALID_YML.replace("  respond: >", "  remedy: >"), VALID_SQL, "runbook must have"),
+        (VALID_YML.replace("  respond: >", "  remedy: >"), VALID_SQL, r"runbook: .*'remedy' was unexpected"),
         (VALID_YML + "extra: [unclosed\n", VALID_SQL, r"candidate/rule\.yml:\d+: invalid YAML"),
         (
             VALID_YML,
@@ -107,6 +112,51 @@ def test_valid_copy_passes_lint(tmp_path):
             "select 1 as entity_id; select 2 as entity_id",
             r"candidate/query\.sql: expected exactly one",
         ),
+        (
+            VALID_YML.replace("maturity: stable", "maturity: beta"),
+            VALID_SQL,
+            "maturity: 'beta' is not one of",
+        ),
+        (VALID_YML.replace("version: 1", "version: 0"), VALID_SQL, "version: 0 is less than the minimum"),
+        (VALID_YML.replace("created: 2026-11-27", "created: 27/11/2026"), VALID_SQL, "created: '27/11/2026'"),
+        (
+            VALID_YML.replace("created: 2026-11-27", "created: 2026-27-11"),
+            VALID_SQL,
+            r"candidate/rule\.yml: invalid YAML value: month must be in 1\.\.12",
+        ),
+        (
+            VALID_YML.replace("updated: 2026-11-30", "updated: 2026-11-01"),
+            VALID_SQL,
+            "updated 2026-11-01 is before created 2026-11-27",
+        ),
+        # ATT&CK ids are structured now, not free-text tags
+        (
+            VALID_YML.replace("  - distillation\n", "  - attack.t1090\n"),
+            VALID_SQL,
+            r"tags\.0: 'attack\.t1090'",
+        ),
+        (
+            VALID_YML.replace("    - T1090  #", "    - T1090.999  #"),
+            VALID_SQL,
+            r"T1090\.999 is not in techniques\.json",
+        ),
+        (
+            VALID_YML.replace("    - T1090  #", "    - T1086  #"),
+            VALID_SQL,
+            "T1086 is not in techniques.json",
+        ),  # revoked
+        (
+            VALID_YML.replace("    - AML.T0008.005", "    - AML.T0024.9"),
+            VALID_SQL,
+            r"techniques\.atlas\.0: 'AML",
+        ),
+        (
+            VALID_YML[: VALID_YML.index("techniques:")]
+            + "techniques: {attack: [], atlas: []}\n"
+            + VALID_YML[VALID_YML.index("entity_type:") :],
+            VALID_SQL,
+            "techniques must name at least one ATT&CK or ATLAS technique",
+        ),
     ],
 )
 def test_lint_rejects_broken_detection(tmp_path, yml, sql, message):
@@ -119,6 +169,22 @@ def test_lint_line_points_at_the_bad_key(tmp_path):
     line = broken.splitlines().index("entity_type: host") + 1
     with pytest.raises(DetectionError, match=rf"candidate/rule\.yml:{line}: "):
         load_detection(write_detection(tmp_path, broken))
+
+
+def test_lint_line_points_at_the_unknown_technique_inside_its_list(tmp_path):
+    broken = VALID_YML.replace("    - T1583.003  #", "    - T1583.099  #")
+    line = next(number for number, text in enumerate(broken.splitlines(), 1) if "T1583.099" in text)
+    with pytest.raises(DetectionError, match=rf"candidate/rule\.yml:{line}: techniques\.attack: T1583\.099"):
+        load_detection(write_detection(tmp_path, broken))
+
+
+def test_every_technique_a_rule_names_is_in_the_bundled_reference_with_its_parent():
+    reference = known_techniques()
+    for detection in load_detections():
+        for framework, ids in detection.techniques.items():
+            for technique in ids:
+                parent = reference[framework][technique].get("parent")
+                assert parent is None or parent in reference[framework], (detection.id, technique)
 
 
 def test_lint_rejects_sql_without_metadata(tmp_path):

@@ -34,6 +34,11 @@ def test_a_ring_from_five_detections_over_six_hours_is_one_incident_naming_every
     assert set(incident["detection_ids"]) == set(POLICIES) - {"impossible_travel", "restricted_region_access"}
     assert {"type": "ip", "id": "203.0.113.7"} in incident["entities"]
     assert {"type": "template", "id": "tmpl-77"} in incident["entities"]
+    # the union of its signals' techniques, each id once (AML.T0024.002 comes from two detections)
+    assert incident["techniques"] == {
+        "attack": ["T1090", "T1119", "T1585"],
+        "atlas": ["AML.T0008.005", "AML.T0021", "AML.T0024.002"],
+    }
     contributions = {c["detection_id"]: c["contribution"] for c in incident["evidence"]["contributions"]}
     # The hosting IP's six hourly signals are one finding (one dedup_key): they count once.
     assert contributions["shared_hosting_infrastructure"] == 40

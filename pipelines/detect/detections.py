@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import re
 import signal
@@ -42,41 +43,21 @@ from pipelines.infra import clock
 from pipelines.infra.config import (
     Config,
     ConfigError,
+    KeyPath,
     load_config,
     load_yaml,
     yaml_error_message,
 )
-from pipelines.infra.paths import SQL_DIR
+from pipelines.infra.paths import SCHEMAS_DIR, SQL_DIR
 from pipelines.lake.analyst import ReadOnlyViolation, check_read_only, format_table, open_lake
 from pipelines.lake.layout import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
 from pipelines.quality import gates as quality
-from pipelines.stream.contracts import ALERT_SCHEMA, load_schema
+from pipelines.stream.contracts import DETECTION_SCHEMA, load_schema, schema_errors
 
 DETECTIONS_DIR = SQL_DIR / "detections"
 
-# key -> (expected Python type(s), what to say when it is wrong)
-_METADATA_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "id": (str, "a string equal to the rule's folder name"),
-    "title": (str, "a non-empty string"),
-    "severity": (str, f"one of {', '.join(SEVERITIES)}"),
-    "description": (str, "a non-empty string"),
-    "runbook": (dict, "a mapping with 'investigate' and 'respond' strings"),
-    "false_positives": (list, "a non-empty list of strings"),
-    "tags": (list, "a non-empty list of strings"),
-    "entity_type": (str, "an entity_type of the alert schema"),
-    "dedup_keys": (list, "a non-empty list of result column names"),
-    "suppression_minutes": (int, "a positive integer"),
-    "enabled": (bool, "true or false"),
-    "parameters": (dict, "a mapping of name -> {value, description}"),
-    "risk": (dict, "a mapping of score, max_contribution and links_accounts"),
-}
-
-# risk key -> what it must be. A detection's rows are signals; the incident engine sums their risk.
-_RISK_KEYS = {
-    "score": "an integer 0-100: the risk of one signal when the SQL returns no risk_score column",
-    "max_contribution": "an integer 1-100: the most this detection adds to one incident's risk",
-    "links_accounts": "true when a signal naming several accounts ties them into one campaign",
-}
+# The technique ids a rule may name (ATT&CK Enterprise and MITRE ATLAS; where they come from: its "about").
+TECHNIQUES_REFERENCE = SCHEMAS_DIR / "reference" / "techniques.json"
 
 _SQL_COMMENT = re.compile(r"--[^\n]*")
 _SQL_STRING = re.compile(r"'(?:[^']|'')*'")
@@ -90,12 +71,17 @@ class DetectionError(ValueError):
 @dataclass(frozen=True)
 class Detection:
     id: str
+    version: int
+    maturity: str
+    created: str
+    updated: str
     title: str
     severity: str
     description: str
     runbook: dict[str, str]
     false_positives: list[str]
     tags: list[str]
+    techniques: dict[str, list[str]]
     entity_type: str
     dedup_keys: list[str]
     suppression_minutes: int
@@ -120,64 +106,55 @@ def sql_parameters(sql: str) -> set[str]:
     return set(_SQL_PARAMETER.findall(_SQL_STRING.sub("''", _SQL_COMMENT.sub("", sql))))
 
 
-def _metadata_problems(meta: dict[str, Any], folder_name: str) -> list[tuple[str | None, str]]:
-    """(key, problem) pairs; key None means the whole document."""
-    problems: list[tuple[str | None, str]] = []
-    for key in meta.keys() - _METADATA_KEYS.keys():
-        problems.append((key, f"unknown key {key!r}"))
-    for key, (expected_type, expectation) in _METADATA_KEYS.items():
-        if key not in meta:
-            problems.append((None, f"missing key {key!r} ({expectation})"))
-            continue
-        value = meta[key]
-        # bool is an int in Python; `suppression_minutes: true` must not pass as 1.
-        wrong_type = not isinstance(value, expected_type) or (
-            expected_type is int and isinstance(value, bool)
-        )
-        if wrong_type or (isinstance(value, str | list | dict) and not value):
-            problems.append((key, f"{key!r} must be {expectation}, got {value!r}"))
+@functools.cache
+def known_techniques() -> dict[str, dict[str, dict[str, Any]]]:
+    """framework ("attack", "atlas") -> technique id -> {name, tactics or parent, ...}."""
+    reference = json.loads(TECHNIQUES_REFERENCE.read_text(encoding="utf-8"))
+    return {framework: reference[framework]["techniques"] for framework in ("attack", "atlas")}
+
+
+def _metadata_problems(meta: dict[str, Any], folder_name: str) -> list[tuple[KeyPath, str]]:
+    """(path of the offending key, problem) pairs, schema first; the empty path means the whole document."""
+    known_keys = load_schema(DETECTION_SCHEMA)["properties"]
+    problems: list[tuple[KeyPath, str]] = [
+        ((key,), f"unknown key {key!r}") for key in meta if key not in known_keys
+    ]
+    for path, message in schema_errors(DETECTION_SCHEMA, {k: v for k, v in meta.items() if k in known_keys}):
+        location = ".".join(str(part) for part in path)
+        problems.append((tuple(path), f"{location}: {message}" if path else message))
     if problems:
         return problems
     if meta["id"] != folder_name:
-        problems.append(("id", f"id {meta['id']!r} must equal the folder name {folder_name!r}"))
-    if meta["severity"] not in SEVERITIES:
-        problems.append(("severity", f"severity {meta['severity']!r} must be one of {', '.join(SEVERITIES)}"))
-    entity_types = load_schema(ALERT_SCHEMA)["properties"]["entity_type"]["enum"]
-    if meta["entity_type"] not in entity_types:
-        problems.append(("entity_type", f"entity_type must be one of {', '.join(entity_types)}"))
-    runbook = meta["runbook"]
-    if set(runbook) != {"investigate", "respond"} or not all(
-        isinstance(text, str) and text.strip() for text in runbook.values()
-    ):
-        problems.append(
-            ("runbook", "runbook must have exactly 'investigate' and 'respond', both non-empty text")
-        )
-    for key in ("false_positives", "tags", "dedup_keys"):
-        if not all(isinstance(item, str) and item for item in meta[key]):
-            problems.append((key, f"{key!r} must contain only non-empty strings"))
-    if meta["suppression_minutes"] <= 0:
-        problems.append(("suppression_minutes", "suppression_minutes must be positive"))
-    risk = meta["risk"]
-    if set(risk) != set(_RISK_KEYS):
-        problems.append(("risk", f"risk must have exactly {', '.join(_RISK_KEYS)}"))
-    else:
-        for key in ("score", "max_contribution"):
-            value, low = risk[key], 0 if key == "score" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 100:
-                problems.append(("risk", f"risk.{key} must be {_RISK_KEYS[key]}, got {value!r}"))
-        if not isinstance(risk["links_accounts"], bool):
-            links = risk["links_accounts"]
-            problems.append(("risk", f"risk.links_accounts must be true or false, got {links!r}"))
-    for name, spec in meta["parameters"].items():
-        if not (isinstance(spec, dict) and set(spec) == {"value", "description"}):
-            problems.append(
-                ("parameters", f"parameter {name!r} must be a mapping of exactly value and description")
-            )
-        elif not (isinstance(spec["description"], str) and spec["description"].strip()):
-            problems.append(("parameters", f"parameter {name!r} needs a description"))
-        elif spec["value"] is None:
-            problems.append(("parameters", f"parameter {name!r} has no value"))
+        problems.append((("id",), f"id {meta['id']!r} must equal the folder name {folder_name!r}"))
+    if meta["updated"] < meta["created"]:  # both YYYY-MM-DD, so text order is date order
+        problems.append((("updated",), f"updated {meta['updated']} is before created {meta['created']}"))
+    techniques = meta["techniques"]
+    if not techniques["attack"] and not techniques["atlas"]:
+        problems.append((("techniques",), "techniques must name at least one ATT&CK or ATLAS technique"))
+    for framework, known in known_techniques().items():
+        for index, technique in enumerate(techniques[framework]):
+            if technique not in known:
+                problems.append(
+                    (
+                        ("techniques", framework, index),
+                        f"techniques.{framework}: {technique} is not in {TECHNIQUES_REFERENCE.name} "
+                        "(a revoked or deprecated id, or a typo)",
+                    )
+                )
     return problems
+
+
+def _line_of(path: KeyPath, key_lines: dict[KeyPath, int]) -> int:
+    """The line of the deepest key on `path` that the YAML has (1 for the document itself)."""
+    for length in range(len(path), 0, -1):
+        if path[:length] in key_lines:
+            return key_lines[path[:length]]
+    return 1
+
+
+def _as_text_dates(meta: dict[str, Any]) -> dict[str, Any]:
+    """YAML reads created: 2026-11-27 as a date; the schema and the signals want the text."""
+    return {key: value.isoformat() if isinstance(value, dt.date) else value for key, value in meta.items()}
 
 
 RULE_FILE = "rule.yml"
@@ -191,16 +168,18 @@ def load_detection(folder: Path) -> Detection:
         raise DetectionError(f"{folder}: rule folder without its {RULE_FILE}")
     text = yml_path.read_text(encoding="utf-8")
     try:
-        meta, all_key_lines = load_yaml(text)  # a key given twice is an error, not "last one wins"
-        key_lines = {key[0]: line for key, line in all_key_lines.items() if len(key) == 1}
+        meta, key_lines = load_yaml(text)  # a key given twice is an error, not "last one wins"
     except yaml.YAMLError as error:
         raise DetectionError(yaml_error_message(yml_path, error)) from error
+    except ValueError as error:  # a scalar YAML cannot build, e.g. the date 2026-27-11
+        raise DetectionError(f"{yml_path}: invalid YAML value: {error}") from error
     if not isinstance(meta, dict):
         raise DetectionError(f"{yml_path}:1: a detection must be a YAML mapping")
+    meta = _as_text_dates(meta)
     problems = _metadata_problems(meta, folder.name)
     if problems:
-        key, message = problems[0]
-        line = key_lines.get(key, 1) if key else 1
+        path, message = problems[0]
+        line = _line_of(path, key_lines)
         extra = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise DetectionError(f"{yml_path}:{line}: {message}{extra}")
 
@@ -217,7 +196,7 @@ def load_detection(folder: Path) -> Detection:
             f"{sql_path}: parameters used but not declared in {RULE_FILE}: {sorted(used - declared)}"
         )
     if declared - used:
-        line = key_lines.get("parameters", 1)
+        line = key_lines.get(("parameters",), 1)
         raise DetectionError(
             f"{yml_path}:{line}: parameters declared but unused in SQL: {sorted(declared - used)}"
         )

@@ -79,6 +79,7 @@ def build_alert(detection, row: dict[str, Any], created_at: dt.datetime) -> dict
         "created_at": format_event_time(_utc(created_at)),
         "risk_score": int(round(risk)) if risk is not None else detection.risk["score"],
         "immediate": bool(row.get(IMMEDIATE_COLUMN) or False),
+        "techniques": {framework: list(ids) for framework, ids in detection.techniques.items()},
     }
     validate_alert(alert)
     return alert

@@ -281,6 +281,14 @@ def incident_id_for(signal: dict[str, Any], window: dt.timedelta) -> str:
 # --- the engine ---------------------------------------------------------------------------------------
 
 
+TECHNIQUE_FRAMEWORKS = ("attack", "atlas")  # the keys of schemas/techniques.schema.json
+
+
+def _technique_pairs(techniques: dict[str, list[str]] | None) -> set[tuple[str, str]]:
+    """{"attack": [...], "atlas": [...]} as (framework, id) pairs; signals stored before techniques: none."""
+    return {(framework, technique) for framework, ids in (techniques or {}).items() for technique in ids}
+
+
 @dataclass
 class _Working:
     """One incident while a run decides about it: what it held before, and what it holds now."""
@@ -291,6 +299,7 @@ class _Working:
     accounts: set[str]
     entities: set[tuple[str, str]]
     detections: set[str]
+    techniques: set[tuple[str, str]]  # (framework, technique id), the union of the signals'
     signal_ids: set[str]
     members: set[str]
     first_seen: str
@@ -316,6 +325,8 @@ class _Working:
             accounts=set(doc["account_ids"]),
             entities={(e["type"], e["id"]) for e in doc["entities"]},
             detections=set(doc["detection_ids"]),
+            # incidents stored before signals carried techniques have none yet
+            techniques=_technique_pairs(doc.get("techniques")),
             signal_ids=set(signal_ids),
             members=set(members),
             first_seen=doc["first_seen"],
@@ -338,6 +349,7 @@ class _Working:
             if entity:
                 self.entities.add((entity["type"], entity["id"]))
             self.detections.add(signal["detection_id"])
+            self.techniques |= _technique_pairs(signal.get("techniques"))
             self.signal_ids.add(signal["alert_id"])
             self.first_seen = min(self.first_seen, signal["window_start"], key=parse_time)
             self.last_seen = max(self.last_seen, signal["window_end"], key=parse_time)
@@ -349,6 +361,7 @@ class _Working:
         self.accounts |= other.accounts
         self.entities |= other.entities
         self.detections |= other.detections
+        self.techniques |= other.techniques
         self.signal_ids |= other.signal_ids
         self.members |= other.members
         self.first_seen = min(self.first_seen, other.first_seen, key=parse_time)
@@ -497,6 +510,7 @@ def _correlate_and_update(
                 accounts=set(),
                 entities=set(),
                 detections=set(),
+                techniques=set(),
                 signal_ids=set(),
                 members=set(),
                 first_seen=earliest["window_start"],
@@ -648,6 +662,10 @@ def _document(incident: _Working, stamp: str, tokens: int | None) -> dict[str, A
         "account_ids": sorted(incident.accounts),
         "entities": entities,
         "detection_ids": sorted(incident.detections),
+        "techniques": {
+            framework: sorted(technique for kind, technique in incident.techniques if kind == framework)
+            for framework in TECHNIQUE_FRAMEWORKS
+        },
         "signal_count": len(incident.signal_ids),
         "first_seen": incident.first_seen,
         "last_seen": incident.last_seen,

@@ -694,6 +694,7 @@ def data_quality_alert(result: SuiteResult, created_at: dt.datetime) -> dict[str
         # Broken data is the operator's problem at once, whatever else is going on: its own incident.
         "risk_score": 100,
         "immediate": True,
+        "techniques": {"attack": [], "atlas": []},  # broken data is no adversary's technique
     }
     validate_alert(alert)
     return alert

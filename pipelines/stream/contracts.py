@@ -8,12 +8,15 @@ from functools import cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 from pipelines.infra.paths import SCHEMAS_DIR
 
 ACCESS_EVENT_SCHEMA = "access_event.schema.json"
 ALERT_SCHEMA = "alert.schema.json"
 INCIDENT_SCHEMA = "incident.schema.json"
+DETECTION_SCHEMA = "detection.schema.json"
+TECHNIQUES_SCHEMA = "techniques.schema.json"
 
 
 class ContractViolation(ValueError):
@@ -37,20 +40,38 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
+def _registry() -> Registry:
+    """Every schema under schemas/ by its $id, so one schema can $ref another (techniques.schema.json)."""
+    resources = [
+        Resource.from_contents(load_schema(path.name)) for path in sorted(SCHEMAS_DIR.glob("*.schema.json"))
+    ]
+    return Registry().with_resources((resource.id(), resource) for resource in resources)
+
+
+@cache
 def _validator(name: str) -> Draft202012Validator:
     # Without a format checker jsonschema treats "format" as an annotation and accepts any string as an IP.
-    return Draft202012Validator(load_schema(name), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return Draft202012Validator(
+        load_schema(name), registry=_registry(), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
 
 
-def _violations(name: str, obj: Any) -> list[str]:
-    messages = []
+def schema_errors(name: str, obj: Any) -> list[tuple[list[str | int], str]]:
+    """(path inside obj, message) of every violation of schema `name`, in document order."""
+    found = []
     for error in sorted(_validator(name).iter_errors(obj), key=lambda e: list(e.absolute_path)):
         # An anyOf failure (source_ip) only says "not valid under any of the given schemas"; its
         # sub-errors name the formats that were tried.
         detail = " and ".join(sub.message for sub in error.context) if error.context else error.message
-        location = "/".join(str(part) for part in error.absolute_path) or "(record)"
-        messages.append(f"{location}: {detail}")
-    return messages
+        found.append((list(error.absolute_path), detail))
+    return found
+
+
+def _violations(name: str, obj: Any) -> list[str]:
+    return [
+        f"{'/'.join(str(part) for part in path) or '(record)'}: {detail}"
+        for path, detail in schema_errors(name, obj)
+    ]
 
 
 def validate_event(obj: Any) -> None:

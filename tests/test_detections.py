@@ -2,100 +2,80 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
-import yaml
-from lakefixture import parse_utc, read_jsonl, write_events, write_table
+from lakefixture import read_jsonl, write_events
 
+from pipelines.detect import catalog
 from pipelines.detect.detections import (
     DETECTIONS_DIR,
     DetectionError,
+    load_detection,
     load_detections,
     rule_folders,
     run_detections,
 )
 from pipelines.lake.analyst import open_lake
-from pipelines.lake.layout import ACCOUNT_MINUTE
 from pipelines.stream.contracts import validate_alert, validate_event
 
-# The benign population with every false-positive trap (corporate NAT, heavy batch user, travellers, VPN
-# users, teams sharing templates): the negative fixture of each detection that has none of its own.
-BENIGN_TRAPS = DETECTIONS_DIR / "benign_traps.jsonl"
-NOW = dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.UTC)
+NOW = catalog.FIXTURE_NOW
 DETECTION_IDS = [folder.name for folder in rule_folders()]
 
 
-def account_minutes(events: list[dict]) -> list[dict]:
-    """The job's account_minute rows for these events (the columns the detections read)."""
-    rows: dict[tuple[str, dt.datetime], dict] = {}
-    for event in events:
-        minute = parse_utc(event["event_time"]).replace(second=0, microsecond=0)
-        row = rows.setdefault(
-            (event["account_id"], minute),
-            {"window_start": minute, "window_end": minute + dt.timedelta(minutes=1),
-             "account_id": event["account_id"], "requests": 0, "input_tokens": 0, "output_tokens": 0,
-             "reasoning_requests": 0, "error_requests": 0},
-        )  # fmt: skip
-        row["requests"] += 1
-        row["input_tokens"] += event["input_tokens"]
-        row["output_tokens"] += event["output_tokens"]
-        row["reasoning_requests"] += "reasoning_elicitation" in (event.get("request_tags") or [])
-        row["error_requests"] += event["status_code"] >= 400
-    return [
-        {**row, "window_start": row["window_start"].replace(tzinfo=dt.UTC),
-         "window_end": row["window_end"].replace(tzinfo=dt.UTC)}
-        for row in rows.values()
-    ]  # fmt: skip
-
-
 def run_on_fixture(tmp_path: Path, events: list[dict], detection_id: str) -> list[dict]:
-    write_events(tmp_path / "lake", events)
-    write_table(tmp_path / "lake", ACCOUNT_MINUTE, account_minutes(events), time_column="window_start")
-    con = open_lake(tmp_path / "lake")
-    try:
-        return run_detections(con, only=detection_id, now=NOW)
-    finally:
-        con.close()
+    """One detection's signals over a lake built from these events, as `detections test` builds it."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    events_file = tmp_path / "fixture-events.jsonl"
+    events_file.write_text("".join(json.dumps(event) + "\n" for event in events))
+    return catalog.lake_signals(load_detection(DETECTIONS_DIR / detection_id), [events_file], tmp_path)
 
 
 def fixture_events(detection_id: str, kind: str) -> list[dict]:
-    """<kind>.jsonl (negatives default to the shared benign traps) plus every <kind>-<scenario>.jsonl."""
-    folder = DETECTIONS_DIR / detection_id
-    main = folder / f"{kind}.jsonl"
-    if not main.exists() and kind == "negative":
-        main = BENIGN_TRAPS
-    paths = [main, *sorted(folder.glob(f"{kind}-*.jsonl"))]
-    return [event for path in paths for event in read_jsonl(path)]
+    files = catalog.fixture_files(DETECTIONS_DIR / detection_id, kind)
+    return [event for path in files for event in read_jsonl(path)]
 
 
-def expected_alerts(detection_id: str, kind: str) -> list[tuple[str, str]]:
-    expected = yaml.safe_load((DETECTIONS_DIR / detection_id / "expected.yml").read_text())
-    return sorted((item["entity_id"], item["severity"]) for item in expected[kind])
-
-
-@pytest.mark.parametrize("kind", ["positive", "negative"])
+@pytest.mark.parametrize("kind", catalog.FIXTURE_KINDS)
 @pytest.mark.parametrize("detection_id", DETECTION_IDS)
-def test_detection_fixture(tmp_path, detection_id, kind):
-    events = fixture_events(detection_id, kind)
-    for event in events:
+def test_detection_fixture(detection_id, kind):
+    """What `usagewatch detections test` runs: expected.yml exactly, positives yield something, negatives
+    only context, every signal's evidence valid against the rule's evidence.schema.json."""
+    for event in fixture_events(detection_id, kind):
         validate_event(event)  # fixtures are real contract events, not a private dialect
 
-    alerts = run_on_fixture(tmp_path, events, detection_id)
+    result = catalog.run_fixture(load_detection(DETECTIONS_DIR / detection_id), kind)
 
-    for alert in alerts:
-        validate_alert(alert)
-        assert alert["detection_id"] == detection_id
-        assert alert["created_at"] == "2026-03-02T00:00:00.000Z"
-    found = sorted((alert["entity_id"], alert["severity"]) for alert in alerts)
-    assert found == expected_alerts(detection_id, kind)
-    if kind == "positive":
-        assert alerts, "a positive fixture that yields nothing tests nothing"
-    else:
-        # negatives may only carry context (risk below 40: info or low), never strong evidence
-        assert all(alert["risk_score"] < 40 and alert["severity"] in ("info", "low") for alert in alerts)
+    assert result.problems == [], result.describe()
+    assert result.found == catalog.expected_signals(DETECTIONS_DIR / detection_id, kind)
+
+
+def _typed_paths(schema: dict, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
+    """Key path -> JSON type (null left out: nullability may differ) of every property, nested too."""
+    found = {}
+    for name, spec in schema.get("properties", {}).items():
+        kinds = spec.get("type", "time" if "$ref" in spec or "anyOf" in spec else None)
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        non_null = [kind for kind in kinds if kind != "null"]
+        items = spec.get("items", {}).get("type")
+        found[(*path, name)] = "/".join(non_null) + (f"<{items}>" if items else "")
+        found.update(_typed_paths(spec, (*path, name)))
+    return found
+
+
+def test_an_evidence_key_has_one_type_in_every_detection():
+    types: dict[tuple[str, ...], dict[str, str]] = {}
+    for folder in rule_folders():
+        schema = catalog.evidence_validator(folder).schema
+        for path, kind in _typed_paths(schema).items():
+            types.setdefault(path, {})[folder.name] = kind
+    clashes = {path: kinds for path, kinds in types.items() if len(set(kinds.values())) > 1}
+    assert clashes == {}
+    assert types[("asns",)] == {
+        "shared_hosting_infrastructure": "array<string>",
+        "shared_subnet_infrastructure": "array<string>",
+    }
 
 
 def test_extraction_profile_shows_each_contribution(tmp_path):

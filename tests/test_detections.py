@@ -51,31 +51,30 @@ def test_detection_fixture(detection_id, kind):
     assert result.found == catalog.expected_signals(DETECTIONS_DIR / detection_id, kind)
 
 
-def _typed_paths(schema: dict, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
-    """Key path -> JSON type (null left out: nullability may differ) of every property, nested too."""
-    found = {}
-    for name, spec in schema.get("properties", {}).items():
-        kinds = spec.get("type", "time" if "$ref" in spec or "anyOf" in spec else None)
-        kinds = [kinds] if isinstance(kinds, str) else kinds
-        non_null = [kind for kind in kinds if kind != "null"]
-        items = spec.get("items", {}).get("type")
-        found[(*path, name)] = "/".join(non_null) + (f"<{items}>" if items else "")
-        found.update(_typed_paths(spec, (*path, name)))
-    return found
-
-
 def test_an_evidence_key_has_one_type_in_every_detection():
-    types: dict[tuple[str, ...], dict[str, str]] = {}
-    for folder in rule_folders():
-        schema = catalog.evidence_validator(folder).schema
-        for path, kind in _typed_paths(schema).items():
-            types.setdefault(path, {})[folder.name] = kind
-    clashes = {path: kinds for path, kinds in types.items() if len(set(kinds.values())) > 1}
-    assert clashes == {}
-    assert types[("asns",)] == {
+    assert catalog.evidence_type_clashes(rule_folders()) == []
+    # the case that used to differ: AS numbers and AS names are both asn_key text
+    assert catalog.evidence_types(rule_folders())[("asns",)] == {
         "shared_hosting_infrastructure": "array<string>",
         "shared_subnet_infrastructure": "array<string>",
     }
+
+
+def test_evidence_types_clash_when_one_rule_changes_a_key(tmp_path):
+    for rule in ("shared_hosting_infrastructure", "shared_subnet_infrastructure"):
+        (tmp_path / rule).mkdir()
+        (tmp_path / rule / "evidence.schema.json").write_bytes(
+            (DETECTIONS_DIR / rule / "evidence.schema.json").read_bytes()
+        )
+    numbered = tmp_path / "shared_subnet_infrastructure" / "evidence.schema.json"
+    numbered.write_text(
+        numbered.read_text().replace(
+            '"asns": {"type": "array", "items": {"type": "string"}}',
+            '"asns": {"type": "array", "items": {"type": "integer"}}',
+        )
+    )
+    (clash,) = catalog.evidence_type_clashes(sorted(tmp_path.iterdir()))
+    assert clash.startswith("evidence key asns has different types")
 
 
 def test_extraction_profile_shows_each_contribution(tmp_path):

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "signals": ("pipelines.incidents.alert_state", "list and show the signals the detections raised"),
     "alerts": ("pipelines.incidents.alert_state", "deprecated name of `signals`"),
     "audit": ("pipelines.incidents.audit", "verify the hash-chained audit log"),
+    "detections": ("pipelines.commands.detections", "list, lint and test the detection rules"),
     "evaluate": ("pipelines.detect.evaluate", "backtest the detections on a labelled event file"),
     "validate": ("pipelines.quality.gates", "run the data-quality expectation suites over the lake"),
     "report": ("pipelines.reports.report", "write a compliance summary (HTML, Markdown, JSON)"),

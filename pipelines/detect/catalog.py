@@ -220,14 +220,72 @@ def lint_folder(folder: Path, con: duckdb.DuckDBPyConnection) -> tuple[Detection
     return detection, problems
 
 
+def _typed_paths(schema: dict[str, Any], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
+    """Key path -> JSON type of every property, nested ones too. Null is left out: a key may be null in
+    one detection (no input tokens to divide by) and never in another."""
+    found = {}
+    for name, spec in schema.get("properties", {}).items():
+        kinds = spec.get("type", "time" if "$ref" in spec or "anyOf" in spec else "any")
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        items = spec.get("items", {}).get("type")
+        found[(*path, name)] = "/".join(kind for kind in kinds if kind != "null") + (
+            f"<{items}>" if items else ""
+        )
+        found.update(_typed_paths(spec, (*path, name)))
+    return found
+
+
+def evidence_types(folders: list[Path]) -> dict[tuple[str, ...], dict[str, str]]:
+    """Evidence key path -> {rule id: its JSON type}, over the rules' evidence schemas."""
+    types: dict[tuple[str, ...], dict[str, str]] = {}
+    for folder in folders:
+        for path, kind in _typed_paths(evidence_validator(folder).schema).items():
+            types.setdefault(path, {})[folder.name] = kind
+    return types
+
+
+def evidence_type_clashes(folders: list[Path]) -> list[str]:
+    """One line per evidence key that has different types in different rules."""
+    return [
+        f"evidence key {'.'.join(path)} has different types: {kinds}"
+        for path, kinds in evidence_types(folders).items()
+        if len(set(kinds.values())) > 1
+    ]
+
+
 def lint_catalogue(directory: Path = DETECTIONS_DIR) -> dict[str, list[str]]:
-    """Rule id -> its problems (empty when clean), every folder checked even when one fails."""
+    """Rule id (or "catalogue" for problems across rules) -> its problems (empty when clean); every
+    folder is checked even when one fails."""
     with tempfile.TemporaryDirectory(prefix="usagewatch-lint-") as empty_lake:
         con = open_lake(empty_lake)
         try:
-            return {folder.name: lint_folder(folder, con)[1] for folder in rule_folders(directory)}
+            problems = {folder.name: lint_folder(folder, con)[1] for folder in rule_folders(directory)}
         finally:
             con.close()
+    with_schema = [
+        folder
+        for folder in rule_folders(directory)
+        if not any(EVIDENCE_SCHEMA_FILE in problem for problem in problems[folder.name])
+    ]
+    problems["catalogue"] = evidence_type_clashes(with_schema)
+    return problems
+
+
+def run_catalogue_tests(only: list[str] | None = None) -> tuple[list[FixtureResult], list[str]]:
+    """(fixture results, rules that failed to load) for every rule or those named in `only`."""
+    folders = {folder.name: folder for folder in rule_folders()}
+    unknown = sorted(set(only or ()) - set(folders))
+    if unknown:
+        raise DetectionError(f"unknown detection(s) {unknown}; known: {sorted(folders)}")
+    results, broken = [], []
+    for name in only or sorted(folders):
+        try:
+            detection = load_detection(folders[name])
+        except DetectionError as error:
+            broken.append(str(error))
+            continue
+        results += check_fixtures(detection)
+    return results, broken
 
 
 def catalogue_rows(detections: list[Detection]) -> list[tuple[str, ...]]:

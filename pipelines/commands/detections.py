@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pipelines.detect import catalog
-from pipelines.detect.detections import DetectionError, load_detections
+from pipelines.detect.detections import DETECTIONS_DIR, DetectionError, load_detections
 from pipelines.lake.analyst import format_table
 
 
@@ -22,7 +23,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_lint(args: argparse.Namespace) -> int:
-    problems = catalog.lint_catalogue()
+    problems = catalog.lint_catalogue(args.rules)
     for name, found in problems.items():
         if found or name != "catalogue":
             print(f"{name}: {'ok' if not found else 'FAILED'}")
@@ -39,7 +40,7 @@ def run_lint(args: argparse.Namespace) -> int:
 
 def run_test(args: argparse.Namespace) -> int:
     try:
-        results, broken = catalog.run_catalogue_tests(args.detection)
+        results, broken = catalog.run_catalogue_tests(args.detection, args.rules)
     except DetectionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -64,7 +65,15 @@ def add_parser(subparsers) -> None:
     )
     actions = parser.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="one line per rule").set_defaults(func=run_list)
-    actions.add_parser("lint", help="check every rule without running it on data").set_defaults(func=run_lint)
+    lint = actions.add_parser("lint", help="check every rule without running it on data")
     test = actions.add_parser("test", help="run every rule's fixtures")
     test.add_argument("--detection", action="append", metavar="NAME", help="only this rule (repeatable)")
-    test.set_defaults(func=run_test)
+    for action, handler in ((lint, run_lint), (test, run_test)):
+        action.add_argument(
+            "--rules",
+            type=Path,
+            default=DETECTIONS_DIR,
+            metavar="DIR",
+            help="folder of rule folders (default: sql/detections; try a rule in development elsewhere)",
+        )
+        action.set_defaults(func=handler)

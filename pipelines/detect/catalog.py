@@ -47,7 +47,7 @@ from pipelines.lake.analyst import open_lake
 from pipelines.lake.batch_lake import build_lake
 
 FIXTURE_KINDS = ("positive", "negative")
-BENIGN_TRAPS = DETECTIONS_DIR / "benign_traps.jsonl"
+BENIGN_TRAPS_FILE = "benign_traps.jsonl"
 EVIDENCE_SCHEMA_FILE = "evidence.schema.json"
 EXPECTED_FILE = "expected.yml"
 # created_at of fixture signals: fixed, so a fixture run is the same on every day
@@ -64,7 +64,9 @@ def fixture_files(folder: Path, kind: str) -> list[Path]:
     """<kind>.jsonl (negatives default to the shared benign traps) plus every <kind>-<case>.jsonl."""
     main = folder / f"{kind}.jsonl"
     if not main.exists() and kind == "negative":
-        main = BENIGN_TRAPS
+        # beside the rule folders; a catalogue elsewhere (a rule in development) borrows the shipped one
+        shared = folder.parent / BENIGN_TRAPS_FILE
+        main = shared if shared.exists() else DETECTIONS_DIR / BENIGN_TRAPS_FILE
     cases = sorted(folder.glob(f"{kind}-*.jsonl"))
     return ([main] if main.exists() else []) + cases
 
@@ -271,9 +273,11 @@ def lint_catalogue(directory: Path = DETECTIONS_DIR) -> dict[str, list[str]]:
     return problems
 
 
-def run_catalogue_tests(only: list[str] | None = None) -> tuple[list[FixtureResult], list[str]]:
+def run_catalogue_tests(
+    only: list[str] | None = None, directory: Path = DETECTIONS_DIR
+) -> tuple[list[FixtureResult], list[str]]:
     """(fixture results, rules that failed to load) for every rule or those named in `only`."""
-    folders = {folder.name: folder for folder in rule_folders()}
+    folders = {folder.name: folder for folder in rule_folders(directory)}
     unknown = sorted(set(only or ()) - set(folders))
     if unknown:
         raise DetectionError(f"unknown detection(s) {unknown}; known: {sorted(folders)}")

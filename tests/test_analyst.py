@@ -69,6 +69,23 @@ def test_sql_prints_rows_as_a_table(lake, capsys):
     assert lines[-1] == "(2 rows)"
 
 
+def test_sql_has_the_enriched_view_the_runbooks_send_analysts_to(lake, capsys):
+    """The view the detections read, with the same columns: an analyst re-runs a detection's reasoning."""
+    code, out, err = run_sql(
+        capsys,
+        "--lake",
+        str(lake),
+        "--format",
+        "csv",
+        "select account_id, country, country_source, org_key from events_enriched order by account_id",
+    )
+    assert code == 0, err
+    assert list(csv.reader(io.StringIO(out)))[1:] == [
+        ["acct-1", "DE", "edge", "no-org:acct-1"],
+        ["acct-2", "IR", "edge", "no-org:acct-2"],
+    ]
+
+
 def test_sql_csv_and_json_formats(lake, capsys):
     query = "select account_id, request_tags, dt, hr from events order by account_id"
     code, out, _ = run_sql(capsys, "--lake", str(lake), "--format", "csv", query)

@@ -55,6 +55,9 @@ from pipelines.quality import gates as quality
 from pipelines.stream.contracts import DETECTION_SCHEMA, load_schema, schema_errors
 
 DETECTIONS_DIR = SQL_DIR / "detections"
+# One folder per rule, sql/detections/<id>/: these two files and its fixtures (see detect/catalog.py).
+RULE_FILE = "rule.yml"
+QUERY_FILE = "query.sql"
 
 # The technique ids a rule may name (ATT&CK Enterprise and MITRE ATLAS; where they come from: its "about").
 TECHNIQUES_REFERENCE = SCHEMAS_DIR / "reference" / "techniques.json"
@@ -110,7 +113,7 @@ def sql_parameters(sql: str) -> set[str]:
 def known_techniques() -> dict[str, dict[str, dict[str, Any]]]:
     """framework ("attack", "atlas") -> technique id -> {name, tactics or parent, ...}."""
     reference = json.loads(TECHNIQUES_REFERENCE.read_text(encoding="utf-8"))
-    return {framework: reference[framework]["techniques"] for framework in ("attack", "atlas")}
+    return {framework: reference[framework]["techniques"] for framework in incidents.TECHNIQUE_FRAMEWORKS}
 
 
 def _metadata_problems(meta: dict[str, Any], folder_name: str) -> list[tuple[KeyPath, str]]:
@@ -155,10 +158,6 @@ def _line_of(path: KeyPath, key_lines: dict[KeyPath, int]) -> int:
 def _as_text_dates(meta: dict[str, Any]) -> dict[str, Any]:
     """YAML reads created: 2026-11-27 as a date; the schema and the signals want the text."""
     return {key: value.isoformat() if isinstance(value, dt.date) else value for key, value in meta.items()}
-
-
-RULE_FILE = "rule.yml"
-QUERY_FILE = "query.sql"
 
 
 def load_detection(folder: Path) -> Detection:

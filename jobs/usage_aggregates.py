@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyflink.common import Configuration  # noqa: E402
 from pyflink.table import EnvironmentSettings, TableEnvironment  # noqa: E402
 
-from pipelines.stream.flink_job import build_job_arg_parser, config_from_args, flink_configuration, statements  # noqa: E402
+from pipelines.commands.job_args import build_job_arg_parser, config_from_args  # noqa: E402
+from pipelines.stream.flink_job import flink_configuration, statements  # noqa: E402
 
 
 def build_arg_parser():

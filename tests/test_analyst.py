@@ -15,6 +15,7 @@ import pytest
 from lakefixture import write_events
 from signalfixture import RING, Engine, ring_signals
 
+from pipelines.commands import lake as lake_commands
 from pipelines.incidents.alert_state import AlertStore
 from pipelines.lake import analyst
 from pipelines.lake.layout import EVENTS, TABLES
@@ -50,7 +51,7 @@ def lake(tmp_path):
 
 def run_sql(capsys, *argv: str) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser()
-    analyst.add_parser(parser.add_subparsers())
+    lake_commands.add_parser(parser.add_subparsers())
     args = parser.parse_args(["sql", *argv])
     code = args.func(args)
     captured = capsys.readouterr()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from lakefixture import write_events
 
+from pipelines.commands import lake as lake_commands
 from pipelines.detect.detections import run_detections
 from pipelines.lake import compaction
 from pipelines.lake.analyst import execute_read_only, open_lake
@@ -68,7 +69,7 @@ def committed_files(partition: Path) -> list[str]:
 
 def run_compact(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    compaction.add_parser(parser.add_subparsers())
+    lake_commands.add_parser(parser.add_subparsers())
     args = parser.parse_args(["compact", *argv])
     return args.func(args)
 

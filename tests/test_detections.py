@@ -225,7 +225,7 @@ def test_detection_sql_error_names_the_sql_file(tmp_path):
 def test_detect_command_writes_jsonl_and_summary(tmp_path, capsys):
     import argparse
 
-    from pipelines.detect import detections
+    from pipelines.commands import detect as detections
 
     events = read_jsonl(DETECTIONS_DIR / "impossible_travel" / "positive.jsonl")
     write_events(tmp_path / "lake", events)

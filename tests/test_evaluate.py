@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines.detect import evaluate, sweep
+from pipelines.commands import evaluate
+from pipelines.detect import sweep
 from pipelines.detect.evaluation import evaluate as run_evaluation
 from pipelines.traffic.field_traffic import FieldConfig, field_labels, field_records
 from pipelines.traffic.generator import (

@@ -12,6 +12,7 @@ from statistics import median
 
 import pytest
 
+from pipelines.commands import traffic as traffic_commands
 from pipelines.detect import enrichment
 from pipelines.infra.paths import SCHEMAS_DIR
 from pipelines.stream.contracts import validate_event
@@ -397,7 +398,7 @@ def test_restricted_and_key_sharing_places_are_real_places():
 # --- command line ----------------------------------------------------------------------------------
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="usagewatch")
-    generator.add_parser(parser.add_subparsers(dest="command", required=True))
+    traffic_commands.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -7,12 +7,11 @@ import re
 import pytest
 
 from pipelines.commands.cli import main as usagewatch
+from pipelines.commands.job_args import build_job_arg_parser, config_from_args
 from pipelines.lake import layout as lake
 from pipelines.stream import flink_job
 from pipelines.stream.flink_job import (
     JobConfig,
-    build_job_arg_parser,
-    config_from_args,
     flink_configuration,
     lake_sink_ddl,
     source_ddl,

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kafka import KafkaConsumer
 
+from pipelines.commands import traffic as traffic_commands
 from pipelines.commands.cli import main as usagewatch
 from pipelines.detect import enrichment
 from pipelines.stream.contracts import ContractViolation, validate_event
@@ -279,7 +280,7 @@ def test_config_rejects_too_few_accounts_and_unknown_scenarios():
 
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="usagewatch")
-    generator.add_parser(parser.add_subparsers(dest="command", required=True))
+    traffic_commands.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 

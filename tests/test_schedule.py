@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from pipelines.commands import schedule
 from pipelines.infra import paths
 from pipelines.infra.config import ConfigError, load_config
-from pipelines.reports import schedule
 
 MONDAY = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
 SUNDAY_AFTER = dt.datetime(2026, 12, 6, 1, tzinfo=dt.UTC)

@@ -7,6 +7,7 @@ the domain raises ValueError (it knows nothing of argparse), so each parser is w
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -28,3 +29,15 @@ def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 duration = argument_type(clock.parse_duration)
 moment = argument_type(clock.parse_moment)
+
+
+def day(text: str, today: dt.date | None = None) -> dt.date:
+    """YYYY-MM-DD, or 'today' / 'yesterday' (UTC) so cron jobs need no date arithmetic."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    relative = {"today": today, "yesterday": today - dt.timedelta(days=1)}
+    if text in relative:
+        return relative[text]
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD, today or yesterday)") from None

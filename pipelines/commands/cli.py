@@ -1,8 +1,9 @@
-"""`usagewatch` command line.
+"""`usagewatch` command line: the one entry point, the command registry and the error policy.
 
-Each command lives in its own module, imported only when that command runs: some modules pull in
-heavy libraries (PyFlink, Great Expectations), and `usagewatch sql` should not pay for them.
-A module exposes add_parser(subparsers), registering its command(s) with set_defaults(func=handler).
+Each command group lives in its own module of pipelines/commands, imported only when one of its commands
+runs: some pull in heavy libraries (PyFlink, Great Expectations), and `usagewatch sql` should not pay for
+them. A module exposes add_parser(subparsers), registering its command(s) with set_defaults(func=handler);
+a handler parses nothing itself and calls the domain. Only this package imports argparse.
 """
 
 from __future__ import annotations
@@ -12,32 +13,54 @@ import importlib
 import sys
 import traceback
 
+from pipelines.commands.options import add_verbosity
 from pipelines.infra import redaction
+from pipelines.infra.logs import configure_logging
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipelines.commands.demo", "run the whole pipeline locally end to end"),
-    "kafka": ("pipelines.infra.kafka_broker", "run the local single-node Kafka broker (KRaft)"),
-    "generate": ("pipelines.traffic.generator", "generate seeded synthetic access events with scenarios"),
-    "job": ("pipelines.stream.flink_job", "run the streaming aggregation job on the local MiniCluster"),
-    "replay": ("pipelines.stream.flink_job", "backfill the lake from a JSONL file of access events"),
-    "sql": ("pipelines.lake.analyst", "run one read-only SQL query over the lake"),
+    "kafka": ("pipelines.commands.infra", "run the local single-node Kafka broker (KRaft)"),
+    "generate": ("pipelines.commands.traffic", "generate seeded synthetic access events with scenarios"),
+    "job": ("pipelines.commands.stream", "run the streaming aggregation job on the local MiniCluster"),
+    "replay": ("pipelines.commands.stream", "backfill the lake from a JSONL file of access events"),
+    "sql": ("pipelines.commands.lake", "run one read-only SQL query over the lake"),
     "detect": (
-        "pipelines.detect.detections",
+        "pipelines.commands.detect",
         "run the detections; correlate signals into incidents and route them",
     ),
-    "incidents": ("pipelines.incidents.engine", "list, show, acknowledge and resolve incidents"),
-    "signals": ("pipelines.incidents.alert_state", "list and show the signals the detections raised"),
-    "alerts": ("pipelines.incidents.alert_state", "deprecated name of `signals`"),
-    "audit": ("pipelines.incidents.audit", "verify the hash-chained audit log"),
+    "incidents": ("pipelines.commands.incidents", "list, show, acknowledge and resolve incidents"),
+    "signals": ("pipelines.commands.incidents", "list and show the signals the detections raised"),
+    "alerts": ("pipelines.commands.incidents", "deprecated name of `signals`"),
+    "audit": ("pipelines.commands.incidents", "verify the hash-chained audit log"),
     "detections": ("pipelines.commands.detections", "list, lint and test the detection rules"),
-    "evaluate": ("pipelines.detect.evaluate", "backtest the detections on a labelled event file"),
-    "validate": ("pipelines.quality.gates", "run the data-quality expectation suites over the lake"),
-    "report": ("pipelines.reports.report", "write a compliance summary (HTML, Markdown, JSON)"),
-    "schedule": ("pipelines.reports.schedule", "run detections, validation and reports on cron schedules"),
-    "compact": ("pipelines.lake.compaction", "compact small Parquet files in the lake"),
-    "cluster": ("pipelines.infra.cluster", "run a Flink session cluster and a 3-broker Kafka locally"),
+    "evaluate": ("pipelines.commands.evaluate", "backtest the detections on a labelled event file"),
+    "validate": ("pipelines.commands.quality", "run the data-quality expectation suites over the lake"),
+    "report": ("pipelines.commands.reports", "write a compliance summary (HTML, Markdown, JSON)"),
+    "schedule": ("pipelines.commands.schedule", "run detections, validation and reports on cron schedules"),
+    "compact": ("pipelines.commands.lake", "compact small Parquet files in the lake"),
+    "cluster": ("pipelines.commands.infra", "run a Flink session cluster and a 3-broker Kafka locally"),
 }
+
+# The error policy for what reaches main: an expected failure is one line on stderr,
+# "<command>: error: <message>", with its exit code (2: the configuration is unusable, 1: the
+# infrastructure the command drives failed); anything else is a (redacted) traceback and exit code 1.
+# Handlers that refuse their own input say so themselves (exit code 2). Classes are named, not imported:
+# a module never loaded cannot have raised, and `usagewatch sql` need not load the Kafka client.
+EXPECTED_ERRORS = (
+    ("pipelines.infra.config", "ConfigError", 2),
+    ("pipelines.infra.kafka_broker", "BrokerError", 1),
+    ("pipelines.infra.cluster", "ClusterError", 1),
+    ("kafka.errors", "KafkaError", 1),
+)
+
+
+def exit_code_of(error: Exception) -> int | None:
+    """The exit code of an expected error, None for an unexpected one."""
+    for module, name, code in EXPECTED_ERRORS:
+        if module in sys.modules and isinstance(error, getattr(sys.modules[module], name)):
+            return code
+    return None
 
 
 def _overview_parser() -> argparse.ArgumentParser:
@@ -59,7 +82,18 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usagewatch")
     subparsers = parser.add_subparsers(dest="command", required=True)
     importlib.import_module(module_name).add_parser(subparsers)
+    for command_parser in _leaf_parsers(parser):
+        add_verbosity(command_parser)
     return parser
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers that run something (no sub-commands of their own): each gets --quiet/--verbose."""
+    groups = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not groups:
+        return [parser]
+    children = {id(child): child for group in groups for child in group.choices.values()}  # aliases once
+    return [leaf for child in children.values() for leaf in _leaf_parsers(child)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,12 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         _overview_parser().parse_args(argv[:1] or ["--help"])
     args = build_parser(argv[0]).parse_args(argv)
+    configure_logging(getattr(args, "verbosity", "normal"))
     # Every error path ends here or prints on the way: no registered secret leaves the process, and an
     # unexpected error's traceback is redacted too (its messages may quote a URL or a response).
     with redaction.redacted_output():
         try:
             return int(args.func(args) or 0)
-        except Exception:  # noqa: BLE001 (printed, redacted, as the traceback Python would print)
+        except Exception as error:  # noqa: BLE001 (printed, redacted, as the traceback Python would print)
+            code = exit_code_of(error)
+            if code is not None:
+                print(redaction.redact(f"{argv[0]}: error: {error}"), file=sys.stderr)
+                return code
             print(redaction.redact(traceback.format_exc()).rstrip(), file=sys.stderr)
             return 1
 

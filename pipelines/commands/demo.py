@@ -19,8 +19,13 @@ from pathlib import Path
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import UnknownTopicOrPartitionError
 
-from pipelines.commands import cli
+from pipelines.commands.detect import detect
+from pipelines.commands.quality import validate
+from pipelines.commands.reports import report
+from pipelines.incidents.alert_state import AlertStore
+from pipelines.incidents.engine import page_line
 from pipelines.infra import kafka_broker, paths
+from pipelines.infra.config import load_config
 from pipelines.lake.analyst import open_lake
 from pipelines.stream import flink_job
 from pipelines.traffic.generator import GeneratorConfig, generate_records, produce_to_kafka
@@ -174,21 +179,27 @@ def run_demo(args: argparse.Namespace) -> int:
     incidents_path, signals_path = DEMO_DIR / "incidents.jsonl", DEMO_DIR / "signals.jsonl"
     # The rest is what an operator would run, command by command, against the demo's own state.
     state = DEMO_DIR / "state.duckdb"
-    steps = [
-        ("validate", ["validate", "--lake", str(lake_dir), "--state", str(state)]),
-        ("detect", ["detect", "--lake", str(lake_dir), "--state", str(state), "--output", str(incidents_path),
-                    "--signals", str(signals_path)]),
-        ("report", ["report", "--period", "daily", "--date", "today", "--lake", str(lake_dir),
-                    "--state", str(state), "--out", str(DEMO_DIR / "report")]),
-    ]  # fmt: skip
-    for name, command in steps:
-        progress.step(f"usagewatch {' '.join(command)}")
-        code = cli.main(command)
-        # validate exits 1 when an expectation fails: the detections then say "degraded", and go on.
-        if code not in (0, 1) or (code == 1 and name != "validate"):
-            return code
+    progress.step(f"usagewatch validate --lake {lake_dir} --state {state}")
+    # validate exits 1 when an expectation fails: the detections then say "degraded", and go on.
+    code = validate(lake=lake_dir, state=state)
+    if code not in (0, 1):
+        return code
+    progress.step(
+        f"usagewatch detect --lake {lake_dir} --state {state} --output {incidents_path} "
+        f"--signals {signals_path}"
+    )
+    code = detect(lake_dir, load_config(), state, incidents_path, signals_path)
+    if code != 0:
+        return code
+    report_dir = DEMO_DIR / "report"
+    progress.step(
+        f"usagewatch report --period daily --date today --lake {lake_dir} --state {state} --out {report_dir}"
+    )
+    code = report("daily", datetime.now(UTC).date(), lake=lake_dir, state=state, out=report_dir)
+    if code != 0:
+        return code
     _print_pages(state)
-    reports = sorted((DEMO_DIR / "report").glob("*.html"))
+    reports = sorted(report_dir.glob("*.html"))
     print(f"\nincidents: {incidents_path}\nsignals:   {signals_path}\nlake:      {lake_dir}")
     if reports:
         print(f"report:    {reports[-1]}")
@@ -199,9 +210,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _print_pages(state: Path) -> None:
     """What on-call got from the whole demo: one line per incident, as it was paged."""
-    from pipelines.incidents.alert_state import AlertStore
-    from pipelines.incidents.engine import page_line
-
     with AlertStore.open(state) as store:
         opened = [record["incident"] for record in store.list_incidents() if not record["merged_into"]]
     print(f"\npages: {len(opened)}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipelines.detect import catalog
 from pipelines.detect.detections import DETECTIONS_DIR, DetectionError, load_detections
-from pipelines.lake.analyst import format_table
+from pipelines.infra.rendering import format_table
 
 
 def run_list(args: argparse.Namespace) -> int:

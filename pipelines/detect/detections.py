@@ -9,13 +9,10 @@ correlates, audits and routes; this module never routes by itself.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import functools
 import json
 import re
-import signal
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -26,9 +23,8 @@ from typing import Any
 import duckdb
 import yaml
 
-from pipelines.commands import arguments
 from pipelines.incidents import engine as incidents
-from pipelines.incidents.alert_state import AlertStateError, AlertStore, state_path
+from pipelines.incidents.alert_state import AlertStore, state_path
 from pipelines.incidents.alerts import (
     REQUIRED_RESULT_COLUMNS,
     RISK_SCORE_COLUMN,
@@ -38,18 +34,17 @@ from pipelines.incidents.alerts import (
     fold_duplicates,
 )
 from pipelines.incidents.audit import open_audit_log
-from pipelines.incidents.routing import RoutingError, load_router
-from pipelines.infra import clock
+from pipelines.incidents.routing import load_router
 from pipelines.infra.config import (
     Config,
-    ConfigError,
     KeyPath,
     load_config,
     load_yaml,
     yaml_error_message,
 )
 from pipelines.infra.paths import SCHEMAS_DIR, SQL_DIR
-from pipelines.lake.analyst import ReadOnlyViolation, check_read_only, format_table, open_lake
+from pipelines.infra.rendering import format_table
+from pipelines.lake.analyst import ReadOnlyViolation, check_read_only, open_lake
 from pipelines.lake.layout import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
 from pipelines.quality import gates as quality
 from pipelines.stream.contracts import DETECTION_SCHEMA, load_schema, schema_errors
@@ -479,116 +474,3 @@ def run_incrementally(
         cycles += 1
         stop.wait(every.total_seconds())
     return cycles
-
-
-def run_detect_command(args: argparse.Namespace) -> int:
-    if not Path(args.lake).is_dir():
-        print(f"error: lake directory {args.lake} does not exist", file=sys.stderr)
-        return 2
-    output = Path(args.output) if args.output else None
-    signals_output = Path(args.signals) if args.signals else None
-    for path in (output, signals_output):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        config = load_config(args.config)
-        if args.every:
-            return _detect_every(args, config, output, signals_output)
-        run = detect_and_route(
-            args.lake, config, state=args.state, only=args.detection, since=args.since, until=args.until
-        )
-    except (DetectionError, ConfigError, RoutingError, AlertStateError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    for path, documents in ((output, run.changes), (signals_output, run.signals)):
-        if path is not None:
-            with path.open("w", encoding="utf-8") as sink:
-                for document in documents:
-                    sink.write(json.dumps(document, sort_keys=True) + "\n")
-    print(summarize(run.selected, run.signals))
-    for page in run.engine.pages:
-        print(incidents.page_line(page))
-    print(run.describe())
-    if output is not None:
-        print(f"{len(run.changes)} new or changed incident(s) written to {output}")
-    if signals_output is not None:
-        print(f"{len(run.signals)} signal(s) written to {signals_output}")
-    return 0
-
-
-def _detect_every(
-    args: argparse.Namespace, config: Config, output: Path | None, signals_output: Path | None
-) -> int:
-    stop = threading.Event()
-
-    def request_stop(signum, frame) -> None:
-        print(f"\n{signal.Signals(signum).name}: stopping after the current cycle", file=sys.stderr)
-        stop.set()
-
-    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        cycles = run_incrementally(
-            Path(args.lake),
-            config,
-            args.every,
-            args.lookback,
-            stop,
-            state=args.state,
-            only=args.detection,
-            since=args.since,
-            until=args.until,
-            output=output,
-            signals_output=signals_output,
-        )
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    print(f"stopped after {cycles} cycle(s)")
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "detect",
-        help="run the detections over the lake; correlate their signals into incidents and route those",
-        description="Run every enabled detection under sql/detections/<id>/ once (or only --detection NAME), "
-        "record their signals in the state database (re-runs raise nothing new), correlate them into "
-        "incidents, audit both and route the incidents opened or changed to the sinks of usagewatch.yml; "
-        "prints one line per page. With --every, keep running over newly committed lake files until "
-        "SIGINT/SIGTERM.",
-    )
-    parser.add_argument("--lake", required=True, help="lake directory")
-    parser.add_argument(
-        "--output",
-        help="JSONL file, one incident per line: every incident this run opened or changed, as routed "
-        "(with `change`; with --every: appended)",
-    )
-    parser.add_argument(
-        "--signals",
-        help="JSONL file, one signal per line: every signal this run detected (with --every: appended, "
-        "signals new to the state only)",
-    )
-    parser.add_argument(
-        "--detection", action="append", metavar="NAME", help="run only this detection (repeatable)"
-    )
-    parser.add_argument(
-        "--since",
-        type=arguments.moment,
-        help="only data at or after this time (2026-03-01T10:00Z) or this long ago (24h)",
-    )
-    parser.add_argument(
-        "--until", type=arguments.moment, help="only data before this time (or this long ago)"
-    )
-    parser.add_argument(
-        "--every", type=arguments.duration, metavar="DURATION", help="run incrementally, e.g. 60s"
-    )
-    parser.add_argument(
-        "--lookback",
-        type=arguments.duration,
-        default=clock.parse_duration("24h"),
-        metavar="DURATION",
-        help="with --every: how far before the new files' hours the detections look (default 24h)",
-    )
-    parser.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
-    parser.add_argument("--state", help="state database (default: state.path of the configuration)")
-    parser.set_defaults(func=run_detect_command)

@@ -10,10 +10,7 @@ The table goes to stdout, and with --out to sweep.md, sweep.json and sweep.png (
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -21,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.detect.evaluation import evaluate
-from pipelines.lake.analyst import format_table
+from pipelines.infra.rendering import format_table
 from pipelines.traffic.field_traffic import FieldConfig, field_labels, field_records
 from pipelines.traffic.generator import write_jsonl, write_label_rows
 
@@ -203,27 +200,3 @@ def heatmap_png(cells: list[Cell]) -> bytes:
         + base.mark_text(fontSize=10).encode(x="step:O", y=alt.Y("axis:N", sort=None), text="label:N")
     ).properties(width=420, height=22 * frame["axis"].nunique())
     return render_charts({"sweep": spec.to_dict()})["sweep"]
-
-
-def run_sweep_command(args: argparse.Namespace) -> int:
-    try:
-        seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
-    except ValueError:
-        print(f"evaluate --sweep: --seeds must be integers, comma-separated: {args.seeds!r}", file=sys.stderr)
-        return 2
-    wanted = [name.strip() for name in (args.cells or "").split(",") if name.strip()]
-    axes = tuple(axis for axis in AXES if not wanted or any(name in axis.name for name in wanted))
-    if not axes or not seeds:
-        print("evaluate --sweep: no cell matches --cells, or no seed given", file=sys.stderr)
-        return 2
-    cells = sweep(axes, seeds, log=lambda line: print(line, file=sys.stderr))
-    rendered = table(cells)
-    print(rendered)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "sweep.md").write_text(rendered + "\n", encoding="utf-8")
-        (out / "sweep.json").write_text(json.dumps([cell.to_json() for cell in cells], indent=2) + "\n")
-        (out / "sweep.png").write_bytes(heatmap_png(cells))
-        print(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png", file=sys.stderr)
-    return 0

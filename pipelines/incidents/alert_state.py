@@ -31,10 +31,8 @@ in batches (one statement per table per run over an Arrow table), never one stat
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,10 +42,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from pipelines.incidents.alerts import SEVERITIES, headline
+from pipelines.incidents.alerts import SEVERITIES
 from pipelines.infra.clock import naive_utc
-from pipelines.infra.config import Config, ConfigError, load_config
-from pipelines.lake.analyst import format_table
+from pipelines.infra.config import Config
 
 DEFAULT_STATE_PATH = ".run/state/state.duckdb"  # relative to the configuration file
 STATE_KEYS = {"path", "audit_log"}
@@ -892,137 +889,13 @@ class AlertStore:
             self.con.execute("insert or replace into lake_partitions values (?, ?)", [partition, now])
 
 
-# --- command line: `usagewatch signals list|show` (alias `alerts`) ---------------------------------
-
-
-def short_id(identifier: str | None) -> str:
-    return identifier[:12] if identifier else "-"
-
-
-def _print_record(record: dict[str, Any]) -> None:
-    alert = record["alert"]
-    print(headline(alert))
-    lifecycle = [
-        ("alert_id", record["alert_id"]),
-        ("status", record["status"]),
-        ("severity", record["severity"]),
-        ("dedup_key", record["dedup_key"]),
-        ("incident_id", record["incident_id"]),
-        ("first_seen", record["first_seen"]),
-        ("last_seen", record["last_seen"]),
-        ("suppressed_by", record["suppressed_by"]),
-        ("acknowledged", f"{record['ack_at']} by {record['ack_by']}" if record["ack_at"] else None),
-        (
-            "resolved",
-            f"{record['resolved_at']} by {record['resolved_by']}" if record["resolved_at"] else None,
-        ),
-    ]
-    for name, value in lifecycle:
-        if value is not None:
-            print(f"{name:>14}: {value}")
-    print(json.dumps(alert, indent=2, sort_keys=True))
-
-
-def _run(args: argparse.Namespace, action) -> int:
-    try:
-        config = load_config(args.config)
-        with AlertStore.open(state_path(config, args.state)) as store:
-            return action(store)
-    except (ConfigError, AlertStateError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-
-def run_list_command(args: argparse.Namespace) -> int:
-    def action(store: AlertStore) -> int:
-        records = store.list_alerts(args.status, args.severity, args.detection, args.limit)
-        if args.json:
-            print(
-                json.dumps(
-                    [
-                        json.loads(r["alert"]) | {"status": r["status"], "incident_id": r["incident_id"]}
-                        for r in records
-                    ],
-                    indent=2,
-                    sort_keys=True,
-                )
-            )
-            return 0
-        rows = [
-            (
-                short_id(r["alert_id"]),
-                r["status"],
-                r["severity"],
-                r["detection_id"],
-                r["entity_id"],
-                len(json.loads(r["alert"])["account_ids"]),
-                r["window_start"],
-                short_id(r["incident_id"]),
-                short_id(r["suppressed_by"]),
-            )
-            for r in records
-        ]
-        columns = [
-            "alert_id",
-            "status",
-            "severity",
-            "detection",
-            "entity",
-            "accounts",
-            "window_start",
-            "incident",
-            "suppressed_by",
-        ]
-        print(format_table(columns, rows))
-        return 0
-
-    return _run(args, action)
-
-
-def run_show_command(args: argparse.Namespace) -> int:
-    def action(store: AlertStore) -> int:
-        record = store.get(args.alert_id)
-        if args.json:
-            print(
-                json.dumps(
-                    record["alert"] | {"status": record["status"], "incident_id": record["incident_id"]},
-                    indent=2,
-                    sort_keys=True,
-                )
-            )
-        else:
-            _print_record(record)
-        return 0
-
-    return _run(args, action)
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "signals",
-        aliases=["alerts"],
-        help="list and show signals (what detections found; `alerts` is the deprecated name)",
-        description="Signals are what the detections found. They are never routed on their own: the "
-        "incident engine correlates them into incidents (`usagewatch incidents`), which on-call "
-        "acknowledges and resolves, and with them every signal they hold.",
-    )
-    parser.set_defaults(func=lambda args: parser.print_help() or 2)
-    actions = parser.add_subparsers(dest="signals_command", required=True)
-
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
-        sub.add_argument("--state", help="state database (default: state.path of the configuration)")
-        sub.add_argument("--json", action="store_true", help="JSON output")
-
-    listing = actions.add_parser("list", help="signals, most recent window first")
-    common(listing)
-    listing.add_argument("--status", choices=STATUSES)
-    listing.add_argument("--severity", choices=SEVERITIES, help="this severity and more urgent ones")
-    listing.add_argument("--detection", help="only this detection's signals")
-    listing.add_argument("--limit", type=int, help="at most this many rows")
-    listing.set_defaults(func=run_list_command)
-
-    show = actions.add_parser("show", help="one signal with its lifecycle and full JSON")
-    common(show)
-    show.add_argument("alert_id", help="signal id, or a unique prefix of at least 6 characters")
-    show.set_defaults(func=run_show_command)
+def open_state_read_only(path: Path, wait_seconds: float = 30.0) -> duckdb.DuckDBPyConnection:
+    """Read-only connection to the state database, waiting while a writer holds its lock."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() >= deadline:
+                raise AlertStateError(f"{path}: cannot open the state database: {error}") from error
+            time.sleep(_LOCK_POLL_SECONDS)

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from pipelines.lake.analyst import terminal_safe, to_json_value
+from pipelines.infra.rendering import terminal_safe, to_json_value
 from pipelines.stream.contracts import format_event_time, validate_alert
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")  # ascending urgency, as in the alert schema

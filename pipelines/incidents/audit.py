@@ -10,7 +10,6 @@ via `verify(path, expected_head=...)` / `audit verify --expect-head HASH`.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import fcntl
 import hashlib
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.infra.config import Config, ConfigError, load_config
+from pipelines.infra.config import Config, load_config
 from pipelines.stream.contracts import format_event_time
 
 GENESIS_HASH = "0" * 64
@@ -274,53 +273,3 @@ def append(kind: str, payload: dict[str, Any], config: Config | None = None) -> 
 def head_hash(config: Config | None = None) -> str:
     """Head hash of the configured audit log, to be quoted in reports."""
     return open_audit_log(config).head_hash()
-
-
-def run_verify_command(args: argparse.Namespace) -> int:
-    """The chain, then (unless only --log is given) the state database against it."""
-    # alert_state and audit_state import this module, so they are imported here, at call time.
-    from pipelines.incidents.alert_state import AlertStateError, state_path
-    from pipelines.incidents.audit_state import verify_state
-
-    try:
-        config = load_config(args.config) if args.state or not args.log else None
-        path = Path(args.log) if args.log else audit_log_path(config, args.state)
-        state = state_path(config, args.state) if config is not None else None
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    ok, _, message = verify(path, expected_head=args.expect_head)
-    if ok and state is not None:
-        if state.exists():
-            try:
-                ok, state_message = verify_state(str(state), str(path))
-            except AlertStateError as error:
-                ok, state_message = False, str(error)
-            message += "\n" + state_message
-        else:
-            message += f"\n{state}: no state database: the chain alone was checked"
-    print(("ok: " if ok else "TAMPERED: ") + message, file=sys.stdout if ok else sys.stderr)
-    return 0 if ok else 1
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("audit", help="verify the hash-chained audit log")
-    actions = parser.add_subparsers(dest="audit_command", required=True)
-    verify_parser = actions.add_parser(
-        "verify",
-        help="check the chain and the state database against it; exit 1 naming the first difference",
-        description="Detects any edit, deletion or reordering of records, and any signal, incident or "
-        "status change in the state database without its record or the other way round (unless only "
-        "--log is given). Records cut off the end are detected against the state's audit cursor, and "
-        "in every case against a head hash recorded elsewhere (--expect-head).",
-    )
-    verify_parser.add_argument("--config", help="usagewatch.yml to read state.audit_log from")
-    verify_parser.add_argument(
-        "--log", help="audit log file (default: state.audit_log, else audit.jsonl beside the state database)"
-    )
-    verify_parser.add_argument(
-        "--state",
-        help="state database to cross-check against the chain (its audit log unless --log names one)",
-    )
-    verify_parser.add_argument("--expect-head", metavar="HASH", help="hash the newest record must have")
-    verify_parser.set_defaults(func=run_verify_command)

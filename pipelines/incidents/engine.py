@@ -28,11 +28,8 @@ This module imports neither detections.py nor quality.py; they call it.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
-import json
-import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,21 +39,17 @@ import pyarrow as pa
 
 from pipelines.incidents import audit_state
 from pipelines.incidents.alert_state import (
-    STATUSES,
     AlertStateError,
     AlertStore,
     RecordResult,
     parse_time,
     severity_rank,
-    short_id,
-    state_path,
 )
-from pipelines.incidents.alerts import SEVERITIES
-from pipelines.incidents.audit import AuditLog, open_audit_log
-from pipelines.incidents.routing import DeliveryReport, Router, RoutingError, load_router
+from pipelines.incidents.audit import AuditLog
+from pipelines.incidents.routing import DeliveryReport, Router
 from pipelines.infra import clock
-from pipelines.infra.config import Config, ConfigError, load_config
-from pipelines.lake.analyst import format_table, terminal_safe
+from pipelines.infra.config import Config
+from pipelines.infra.rendering import terminal_safe
 from pipelines.stream.contracts import format_event_time
 
 PAGING_CHANGES = ("opened", "escalated")
@@ -752,143 +745,6 @@ def change_status(
     )
     entry = audit_state.status_entry(change, record["incident"], by, note, sinks)
     return audit_state.apply_records(store, audit_state.append(audit_log, [entry], now), now)
-
-
-# --- command line: `usagewatch incidents list|show|ack|resolve` -------------------------------------
-
-
-def _run(args: argparse.Namespace, action) -> int:
-    try:
-        config = load_config(args.config)
-        with AlertStore.open(state_path(config, args.state)) as store:
-            return action(config, store)
-    except (ConfigError, AlertStateError, RoutingError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-
-def run_list_command(args: argparse.Namespace) -> int:
-    def action(config: Config, store: AlertStore) -> int:
-        records = store.list_incidents(args.status, args.severity, args.limit)
-        if args.json:
-            print(json.dumps([record["incident"] for record in records], indent=2, sort_keys=True))
-            return 0
-        rows = [
-            (
-                short_id(r["incident_id"]),
-                r["status"],
-                r["severity"],
-                r["risk_score"],
-                r["account_count"],
-                r["incident"]["signal_count"],
-                r["first_seen"],
-                r["last_seen"],
-                r["title"],
-            )
-            for r in records
-        ]
-        columns = [
-            "incident_id",
-            "status",
-            "severity",
-            "risk",
-            "accounts",
-            "signals",
-            "first_seen",
-            "last_seen",
-            "title",
-        ]
-        print(format_table(columns, rows))
-        return 0
-
-    return _run(args, action)
-
-
-def run_show_command(args: argparse.Namespace) -> int:
-    def action(config: Config, store: AlertStore) -> int:
-        record = store.get_incident(args.incident_id)
-        if args.json:
-            print(json.dumps(record["incident"], indent=2, sort_keys=True))
-            return 0
-        document = record["incident"]
-        # title and summary carry account and entity ids from event data: escaped for the terminal
-        print(terminal_safe(f"[{document['severity'].upper()}] {document['title']}"))
-        print(terminal_safe(document["summary"]))
-        for name in ("incident_id", "status", "risk_score", "merged_into", "created_at", "updated_at"):
-            if document.get(name) is not None:
-                print(f"{name:>14}: {document[name]}")
-        for delivery in record["deliveries"]:
-            state = (
-                f"delivered {delivery['delivered_at']}"
-                if delivery["delivered_at"]
-                else f"pending, last error: {delivery['last_error']}"
-            )
-            print(f"{'delivery':>14}: {delivery['change']} -> {delivery['sink']}: {state}")
-        print(json.dumps(document, indent=2, sort_keys=True))
-        return 0
-
-    return _run(args, action)
-
-
-def _change_status_command(args: argparse.Namespace, change: str) -> int:
-    def action(config: Config, store: AlertStore) -> int:
-        router = load_router(config)  # fails fast on a missing secret before anything changes
-        now = dt.datetime.now(dt.UTC)
-        copy = change_status(
-            store,
-            router,
-            open_audit_log(config, args.state),
-            args.incident_id,
-            change,
-            args.by,
-            args.note,
-            now,
-        )
-        report = router.deliver(store, now, incident_ids=[copy["incident_id"]])
-        if args.json:
-            print(json.dumps(copy, indent=2, sort_keys=True))
-        else:
-            print(
-                f"{copy['incident_id']} {change} by {args.by} ({copy['signal_count']} signal(s)); "
-                f"{report.describe()}"
-            )
-        return 0
-
-    return _run(args, action)
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("incidents", help="list, show, acknowledge and resolve incidents")
-    parser.set_defaults(func=lambda args: parser.print_help() or 2)
-    actions = parser.add_subparsers(dest="incidents_command", required=True)
-
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
-        sub.add_argument("--state", help="state database (default: state.path of the configuration)")
-        sub.add_argument("--json", action="store_true", help="JSON output (the incident documents)")
-
-    listing = actions.add_parser("list", help="incidents, most recently updated first")
-    common(listing)
-    listing.add_argument("--status", choices=STATUSES)
-    listing.add_argument("--severity", choices=SEVERITIES, help="this severity and more urgent ones")
-    listing.add_argument("--limit", type=int, help="at most this many rows")
-    listing.set_defaults(func=run_list_command)
-
-    show = actions.add_parser("show", help="one incident: summary, deliveries, full document")
-    common(show)
-    show.add_argument("incident_id", help="incident id, or a unique prefix of at least 6 characters")
-    show.set_defaults(func=run_show_command)
-
-    for name, change, text in (
-        ("ack", "acknowledged", "acknowledge an open incident and its signals (routed, audited)"),
-        ("resolve", "resolved", "resolve an incident and its signals (routed, audited)"),
-    ):
-        sub = actions.add_parser(name, help=text)
-        common(sub)
-        sub.add_argument("incident_id", help="incident id, or a unique prefix of at least 6 characters")
-        sub.add_argument("--by", required=True, help="who is acting (recorded and audited)")
-        sub.add_argument("--note", help="free text kept with the incident")
-        sub.set_defaults(func=lambda args, change=change: _change_status_command(args, change))
 
 
 def lake_output_tokens(con) -> OutputTokens:

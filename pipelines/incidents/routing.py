@@ -33,7 +33,7 @@ from pipelines.incidents.alerts import SEVERITIES
 from pipelines.incidents.audit import last_line
 from pipelines.infra.config import Config
 from pipelines.infra.redaction import redact, redact_url, register_secret
-from pipelines.lake.analyst import terminal_safe
+from pipelines.infra.rendering import terminal_safe
 
 if TYPE_CHECKING:  # the store is handed in by the caller; only the types are needed here
     from pipelines.incidents.alert_state import AlertStore, Delivery

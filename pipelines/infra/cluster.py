@@ -16,7 +16,6 @@ only processes recorded in its PID files, and only if their command line is ours
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import importlib.util
 import json
@@ -38,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.infra import kafka_broker, paths
-from pipelines.infra.kafka_broker import HOST, PROJECT_TOPICS, BrokerError, BrokerNode
+from pipelines.infra.kafka_broker import HOST, PROJECT_TOPICS, BrokerNode
 from pipelines.stream import flink_job
 
 CLUSTER_RUN_DIR = paths.RUN_DIR / "cluster"
@@ -471,7 +470,6 @@ def submit(
     timeout: float = START_TIMEOUT_S,
 ) -> str:
     """Submit the job (detached); returns its job id once the cluster has accepted it."""
-    flink_job.build_job_arg_parser().parse_args(job_args)  # a bad option fails here, not in the cluster
     _prepare_flink_files(spec)  # the client reads the same config.yaml (Python interpreter, logs)
     log = spec.log_dir / "submit.log"
     offset = log.stat().st_size if log.exists() else 0
@@ -531,163 +529,3 @@ def latest_savepoint(savepoint_dir: str) -> str | None:
     root = Path(savepoint_dir.removeprefix("file://"))
     complete = [metadata.parent for metadata in root.glob("savepoint-*/_metadata")]
     return max(complete, key=lambda path: path.stat().st_mtime).as_uri() if complete else None
-
-
-def cluster_job_args(args: argparse.Namespace, spec: ClusterSpec) -> list[str]:
-    """The job script's arguments: the stream options given, cluster defaults for Kafka and checkpoints."""
-    # The job's processes do not share our working directory: the lake path must be absolute.
-    args.lake_dir = str(Path(args.lake_dir).resolve())
-    args.bootstrap_servers = args.bootstrap_servers or spec.bootstrap_servers
-    args.checkpoint_dir = args.checkpoint_dir or spec.checkpoint_dir
-    # The connector and UDF jars are on the cluster's classpath (lib/), as in the Docker image.
-    return ["--source", "kafka", *flink_job._job_argv(args), "--pipeline-jars", "none"]
-
-
-# --- command line ---------------------------------------------------------------------------------------
-
-
-def _spec_from_args(args: argparse.Namespace) -> ClusterSpec:
-    root = Path(args.root).resolve() if args.root else CLUSTER_RUN_DIR
-    return saved_spec(root)
-
-
-def _cmd_up(args: argparse.Namespace) -> int:
-    spec = ClusterSpec(
-        root=Path(args.root).resolve() if args.root else CLUSTER_RUN_DIR,
-        rest_port=args.rest_port,
-        rpc_port=args.rpc_port,
-        kafka_port=args.kafka_port,
-    )
-    result = up(spec, timeout=args.timeout)
-    print(f"cluster: started {', '.join(result.started) or 'nothing (all running)'}")
-    print(f"cluster: kafka {spec.bootstrap_servers} ready in {result.kafka_seconds:.1f} s")
-    print(f"cluster: flink http://{spec.address} ready in {result.flink_seconds:.1f} s")
-    return 0
-
-
-def _cmd_down(args: argparse.Namespace) -> int:
-    stopped = down(_spec_from_args(args))
-    print(f"cluster: stopped {', '.join(stopped)}" if stopped else "cluster: nothing running")
-    return 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    spec = _spec_from_args(args)
-    processes = status(spec)
-    for process in processes:
-        state = f"running (pid {process.pid}, {process.rss_mib:.0f} MiB RSS)" if process.pid else "stopped"
-        print(f"{process.name:<14} {state}")
-    total = sum(process.rss_mib for process in processes)
-    print(f"{'total RSS':<14} {total:.0f} MiB")
-    overview = _overview_or_none(spec.address)
-    if overview is not None:
-        print(
-            f"flink          {overview['taskmanagers']} TaskManagers, {overview['slots-available']}/"
-            f"{overview['slots-total']} slots free, {overview['jobs-running']} jobs running"
-        )
-    print(f"kafka          {spec.bootstrap_servers}")
-    # LSB convention: 3 = not (fully) running, so scripts can test the state.
-    return 0 if all(process.pid for process in processes) else 3
-
-
-def _cmd_submit(args: argparse.Namespace) -> int:
-    spec = _spec_from_args(args)
-    address = args.address or spec.address
-    job_id = submit(spec, address, cluster_job_args(args, spec))
-    print(f"cluster: {JOB_NAME} submitted as job {job_id} to {address}")
-    return 0
-
-
-def _cmd_resume(args: argparse.Namespace) -> int:
-    spec = _spec_from_args(args)
-    address = args.address or spec.address
-    savepoint = args.savepoint or latest_savepoint(spec.savepoint_dir)
-    if savepoint is None:
-        print(f"cluster: no savepoint under {spec.savepoint_dir}; give --savepoint", file=sys.stderr)
-        return 2
-    job_id = submit(spec, address, cluster_job_args(args, spec), from_savepoint=savepoint)
-    print(f"cluster: {JOB_NAME} resumed from {savepoint} as job {job_id} (parallelism {args.parallelism})")
-    return 0
-
-
-def _cmd_stop_job(args: argparse.Namespace) -> int:
-    spec = _spec_from_args(args)
-    address = args.address or spec.address
-    job_id = args.job_id or running_job_id(address)
-    location = stop_with_savepoint(address, job_id, args.savepoint_dir or spec.savepoint_dir)
-    print(f"cluster: job {job_id} stopped with savepoint {location}")
-    return 0
-
-
-def _cmd_cancel(args: argparse.Namespace) -> int:
-    spec = _spec_from_args(args)
-    cancel(args.address or spec.address, args.job_id)
-    print(f"cluster: job {args.job_id} cancelled")
-    return 0
-
-
-def _cmd_jobs(args: argparse.Namespace) -> int:
-    spec = _spec_from_args(args)
-    for job in jobs(args.address or spec.address):
-        print(f"{job['jid']}  {job['state']:<10} {job['name']}")
-    return 0
-
-
-def _reporting_errors(handler):
-    """Expected failures become one clear message on stderr and exit code 1, not a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (ClusterError, BrokerError) as error:
-            print(f"cluster: error: {error}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    cluster = subparsers.add_parser(
-        "cluster", help="run a Flink session cluster and a 3-broker Kafka locally, and jobs on it"
-    )
-    actions = cluster.add_subparsers(dest="cluster_command", required=True)
-
-    def action(name: str, handler, help_text: str) -> argparse.ArgumentParser:
-        parser = actions.add_parser(name, help=help_text)
-        parser.add_argument("--root", help=f"state directory (default {CLUSTER_RUN_DIR})")
-        parser.set_defaults(func=_reporting_errors(handler))
-        return parser
-
-    defaults = ClusterSpec()
-    up_parser = action("up", _cmd_up, "start 1 JobManager, 2 TaskManagers and 3 Kafka brokers")
-    up_parser.add_argument("--rest-port", type=int, default=defaults.rest_port, help="Flink REST/web UI")
-    up_parser.add_argument("--rpc-port", type=int, default=defaults.rpc_port, help="JobManager RPC")
-    up_parser.add_argument(
-        "--kafka-port",
-        type=int,
-        default=defaults.kafka_port,
-        help="first of the 3 broker ports; the controllers take the next 3 (default %(default)s)",
-    )
-    up_parser.add_argument("--timeout", type=float, default=START_TIMEOUT_S)
-    action("down", _cmd_down, "stop the cluster's processes (checkpoints, savepoints, Kafka data stay)")
-    action("status", _cmd_status, "processes, memory and slots (exit code 3 unless all run)")
-
-    def job_action(name: str, handler, help_text: str) -> argparse.ArgumentParser:
-        parser = action(name, handler, help_text)
-        parser.add_argument("--address", help="Flink REST address host:port (default: this cluster)")
-        return parser
-
-    for name, handler, help_text in (
-        ("submit", _cmd_submit, "submit the aggregation job with `flink run --python`"),
-        ("resume", _cmd_resume, "submit the job from a savepoint (default: the newest), e.g. rescaled"),
-    ):
-        parser = job_action(name, handler, help_text)
-        flink_job._add_stream_options(parser)
-        if name == "resume":
-            parser.add_argument("--savepoint", metavar="URI", help="savepoint to restore from")
-    stop_parser = job_action("stop-job", _cmd_stop_job, "stop the job with a savepoint")
-    stop_parser.add_argument("job_id", nargs="?", help=f"default: the one running {JOB_NAME} job")
-    stop_parser.add_argument("--savepoint-dir", metavar="URI", help="default: the cluster's savepoints/")
-    cancel_parser = job_action("cancel", _cmd_cancel, "cancel a job without a savepoint")
-    cancel_parser.add_argument("job_id")
-    job_action("jobs", _cmd_jobs, "list the cluster's jobs")

@@ -10,7 +10,6 @@ runs three of them with its own quorum and replication settings, through the sam
 
 from __future__ import annotations
 
-import argparse
 import base64
 import fcntl
 import os
@@ -18,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -512,85 +510,3 @@ def ensure_topics(
                     f"{topic.get('error_message') or ''}".rstrip()
                 )
         admin.wait_for_topics(list(topics), timeout_ms=int(timeout * 1000))
-
-
-def _start_command(args: argparse.Namespace) -> int:
-    result = start(timeout=args.timeout)
-    if result.already_running:
-        print(f"kafka: already running (pid {result.pid}) on {result.bootstrap}")
-    else:
-        print(f"kafka: started (pid {result.pid}) on {result.bootstrap} in {result.seconds:.1f} s")
-    return 0
-
-
-def _stop_command(args: argparse.Namespace) -> int:
-    pid = stop(timeout=args.timeout)
-    print(f"kafka: stopped (pid {pid})" if pid is not None else "kafka: not running")
-    return 0
-
-
-def _status_command(args: argparse.Namespace) -> int:
-    current = status()
-    if current.running:
-        print(f"kafka: running (pid {current.pid}) on {current.bootstrap}")
-        return 0
-    print(f"kafka: stopped (would listen on {current.bootstrap})")
-    # LSB convention: 3 = not running, so scripts can test the state.
-    return 3
-
-
-def _topics_command(args: argparse.Namespace) -> int:
-    ensure_topics(args.bootstrap or bootstrap_servers(), PROJECT_TOPICS)
-    for name, partitions in PROJECT_TOPICS.items():
-        print(f"kafka: topic {name} ({partitions} partition{'s' if partitions > 1 else ''}) ready")
-    return 0
-
-
-def _reporting_errors(handler):
-    """Turn the expected failures into one clear line on stderr and exit code 1, not a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (BrokerError, KafkaError) as error:
-            print(f"kafka: error: {error}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    kafka = subparsers.add_parser("kafka", help="run the local single-node Kafka broker (KRaft)")
-    actions = kafka.add_subparsers(dest="kafka_command", required=True)
-
-    start_parser = actions.add_parser("start", help="start the broker (no-op if already running)")
-    start_parser.add_argument(
-        "--timeout",
-        type=float,
-        default=START_TIMEOUT_S,
-        help="seconds to wait for the broker to answer (default %(default)s)",
-    )
-    start_parser.set_defaults(func=_reporting_errors(_start_command))
-
-    stop_parser = actions.add_parser("stop", help="stop the broker started by `kafka start`")
-    stop_parser.add_argument(
-        "--timeout",
-        type=float,
-        default=STOP_TIMEOUT_S,
-        help="seconds to wait after SIGTERM before SIGKILL (default %(default)s)",
-    )
-    stop_parser.set_defaults(func=_reporting_errors(_stop_command))
-
-    status_parser = actions.add_parser(
-        "status", help="running/stopped, pid and bootstrap address (exit code 3 when stopped)"
-    )
-    status_parser.set_defaults(func=_reporting_errors(_status_command))
-
-    topics_parser = actions.add_parser(
-        "topics", help=f"create {', '.join(PROJECT_TOPICS)} if missing (idempotent)"
-    )
-    topics_parser.add_argument(
-        "--bootstrap",
-        help=f"broker address (default {HOST}:${BROKER_PORT_ENV} or {HOST}:{DEFAULT_BROKER_PORT})",
-    )
-    topics_parser.set_defaults(func=_reporting_errors(_topics_command))

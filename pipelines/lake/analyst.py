@@ -1,17 +1,10 @@
-"""DuckDB analyst layer: views over the Parquet lake (and the state's signals and incidents) and the
-read-only `usagewatch sql` command."""
+"""DuckDB analyst layer: views over the Parquet lake (and the state's signals and incidents), and the
+read-only query under limits that `usagewatch sql` runs (pipelines/commands/lake.py)."""
 
 from __future__ import annotations
 
-import argparse
-import csv
-import datetime as dt
-import decimal
-import json
-import math
 import re
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +12,9 @@ from pathlib import Path
 import duckdb
 
 from pipelines.detect.enrichment import register_lookup
-from pipelines.infra.config import Config, ConfigError, load_config
+from pipelines.infra.config import Config
 from pipelines.infra.paths import SCHEMAS_DIR, SQL_DIR
-from pipelines.lake.layout import TABLES, LakeTable, TableFiles, is_lake
-from pipelines.stream.contracts import format_event_time
+from pipelines.lake.layout import TABLES, LakeTable, TableFiles, sql_string_literal
 
 VIEWS_DIR = SQL_DIR / "views"
 REFERENCE_DIR = SCHEMAS_DIR / "reference"
@@ -88,11 +80,6 @@ def analyst_limits(config: Config) -> AnalystLimits:
     )
 
 
-def sql_string_literal(value: str) -> str:
-    """Quote a value as a SQL string literal (single quotes doubled), safe inside generated SQL."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _typed_empty_relation(table: LakeTable) -> str:
     columns = ", ".join(
         f"cast(null as {_DUCKDB_TYPES[flink_type]}) as {name}" for name, flink_type in table.columns
@@ -139,7 +126,7 @@ def render_view_sql(view_file: Path, lake_dir: str | Path, files: dict[str, Tabl
 
 
 # The state database's tables as analysts see them: (name, expression over the stored row, type).
-_STATE_TABLES = {
+STATE_TABLES = {
     "signals": (
         ("alert_id", "alert_id", "varchar"),
         ("detection_id", "detection_id", "varchar"),
@@ -191,7 +178,7 @@ def _load_state(con: duckdb.DuckDBPyConnection, state_file: Path) -> None:
                 "select table_name from duckdb_tables() where database_name = 'state_db'"
             ).fetchall()
         }
-    for table, columns in _STATE_TABLES.items():
+    for table, columns in STATE_TABLES.items():
         if table in present:
             select = ", ".join(f"{expression} as {name}" for name, expression, _ in columns)
             con.execute(f"create table {table} as select {select} from state_db.{table}")
@@ -298,151 +285,3 @@ def query_with_limits(
         raise QueryTimeout(f"timed out after {timeout_seconds:g} s (analyst.timeout_seconds)") from error
     finally:
         timer.cancel()
-
-
-def to_json_value(value):
-    """A JSON-safe rendering of a DuckDB value (timestamps as RFC 3339 UTC with Z)."""
-    if isinstance(value, dt.datetime):
-        return format_event_time(value)
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/Infinity
-    if isinstance(value, list | tuple):
-        return [to_json_value(item) for item in value]
-    if isinstance(value, dict):
-        return {str(key): to_json_value(item) for key, item in value.items()}
-    return value
-
-
-def _escape_character(character: str) -> str:
-    code = ord(character)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def terminal_safe(text: str) -> str:
-    """Text with every non-printable character escaped (\\x1b, \\x00, \\u202e...).
-
-    Data in the lake comes from producers that may be hostile: a raw ESC could rewrite the analyst's
-    terminal, NUL and C1 controls confuse it, and bidi overrides make a cell read differently.
-    """
-    if text.isprintable():
-        return text
-    return "".join(
-        character if character.isprintable() else _escape_character(character) for character in text
-    )
-
-
-def _display(value) -> str:
-    if value is None:
-        return "NULL"
-    rendered = to_json_value(value)
-    return rendered if isinstance(rendered, str) else json.dumps(rendered)
-
-
-def format_table(columns: list[str], rows: list[tuple], cut: bool = False) -> str:
-    """Rows as an aligned text table, every cell escaped for the terminal (see terminal_safe)."""
-    cells = [[terminal_safe(_display(value)) for value in row] for row in rows]
-    columns = [terminal_safe(name) for name in columns]
-    widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(columns)]
-
-    def line(values: list[str]) -> str:
-        return " | ".join(value.ljust(width) for value, width in zip(values, widths, strict=True)).rstrip()
-
-    separator = "-+-".join("-" * width for width in widths)
-    body = [line(columns), separator, *(line(row) for row in cells)]
-    body.append(_cut_note(len(rows)) if cut else f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return "\n".join(body)
-
-
-def _cut_note(shown: int) -> str:
-    return f"(first {shown} rows; more were cut: --limit N to change, --limit 0 for all)"
-
-
-def _write_output(columns: list[str], rows: list[tuple], output_format: str, cut: bool) -> None:
-    if cut and output_format != "table":
-        print(_cut_note(len(rows)), file=sys.stderr)  # stdout stays a clean CSV / JSON lines export
-    if output_format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows([[_display(v) if v is not None else "" for v in row] for row in rows])
-    elif output_format == "json":
-        for row in rows:
-            print(json.dumps({name: to_json_value(v) for name, v in zip(columns, row, strict=True)}))
-    else:
-        print(format_table(columns, rows, cut))
-
-
-def run_sql_command(args: argparse.Namespace) -> int:
-    # Imported here: the state module uses this one's table formatting.
-    from pipelines.incidents.alert_state import state_path
-
-    lake = Path(args.lake)
-    if not lake.is_dir():
-        print(f"error: lake directory {lake} does not exist", file=sys.stderr)
-        return 2
-    if not is_lake(lake):
-        tables = ", ".join(table.name for table in TABLES)
-        print(f"error: {lake} is not a lake: it holds none of the table folders ({tables})", file=sys.stderr)
-        return 2
-    if args.limit < 0:
-        print("error: --limit must be 0 (no limit) or more", file=sys.stderr)
-        return 2
-    try:
-        config = load_config(args.config)
-        limits, state_file = analyst_limits(config), state_path(config, args.state)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="usagewatch-sql-") as spill:
-        try:
-            con = open_lake(lake, read_only=True, limits=limits, temp_directory=spill, state_file=state_file)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        try:
-            columns, rows, cut = query_with_limits(
-                con, args.query, limits.timeout_seconds, args.limit or None
-            )
-        except ReadOnlyViolation as refusal:
-            print(f"refused: {refusal}", file=sys.stderr)
-            return 2
-        except (duckdb.Error, QueryTimeout) as error:
-            print(f"query failed: {error}", file=sys.stderr)
-            return 1
-        finally:
-            con.close()
-    _write_output(columns, rows, args.format, cut)
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "sql",
-        help="run one read-only SQL query over the lake",
-        description="Run one SELECT/WITH query over the lake views "
-        f"({', '.join(table.name for table in TABLES)}, restricted_countries) and the state database's "
-        f"{' and '.join(_STATE_TABLES)} (copied in at start). Only the lake's table folders and the "
-        "reference data are readable; the query runs under the analyst: limits and is interrupted at "
-        "analyst.timeout_seconds.",
-    )
-    parser.add_argument("--lake", required=True, help="lake directory (only its table folders are readable)")
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="usagewatch.yml whose analyst: section sets the query limits and whose state.path holds the "
-        "signals and incidents (default: repo root, or $USAGEWATCH_CONFIG)",
-    )
-    parser.add_argument("--state", help="state database (default: state.path of the configuration)")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    parser.add_argument(
-        "--limit",
-        type=int,
-        metavar="N",
-        default=DEFAULT_ROW_LIMIT,
-        help=f"print at most N rows, with a note when more were cut (default {DEFAULT_ROW_LIMIT}; 0: all)",
-    )
-    parser.add_argument("query", help="one SELECT or WITH statement")
-    parser.set_defaults(func=run_sql_command)

@@ -65,7 +65,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.lake import layout as lake
-from pipelines.lake.analyst import sql_string_literal
+from pipelines.lake.layout import sql_string_literal
 from pipelines.stream.contracts import ACCESS_EVENT_SCHEMA, ContractViolation, load_schema, validate_event
 from pipelines.stream.flink_job import WINDOW_AGGREGATES, WINDOW_KEYS, WINDOWED_TABLES
 

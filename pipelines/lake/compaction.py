@@ -22,19 +22,16 @@ directory with a manifest is rolled forward (steps 3-5); a hidden file without o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from pipelines.lake.analyst import sql_string_literal
-from pipelines.lake.layout import COMMITTED_FILE_GLOB, SUCCESS_FILE, TABLES, LakeTable
+from pipelines.lake.layout import COMMITTED_FILE_GLOB, SUCCESS_FILE, LakeTable, sql_string_literal
 
 COMPACTED_PREFIX = "part-compacted-"
 WORK_DIR_PREFIX = ".compaction-"
@@ -121,34 +118,3 @@ def compact(lake_dir: Path, tables: list[LakeTable], min_files: int) -> list[Par
                 if result:
                     results.append(result)
     return results
-
-
-def run_compact_command(args: argparse.Namespace) -> int:
-    lake_dir = Path(args.lake)
-    if not lake_dir.is_dir():
-        print(f"error: lake directory {lake_dir} does not exist", file=sys.stderr)
-        return 2
-    if args.min_files < 2:
-        print("error: --min-files must be at least 2", file=sys.stderr)
-        return 2
-    tables = [table for table in TABLES if args.table in (None, table.name)]
-    results = compact(lake_dir, tables, args.min_files)
-    for result in results:
-        print(f"{result.partition.relative_to(lake_dir)}: {result.files_before} files -> 1")
-    print(f"compacted {len(results)} partition(s), {sum(r.files_before for r in results)} files")
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "compact",
-        help="compact small Parquet files in the lake",
-        description="Rewrite the committed part-* files of every closed partition (one with Flink's "
-        "_SUCCESS marker) into one Parquet file. Open partitions are never touched.",
-    )
-    parser.add_argument("--lake", required=True, help="lake directory")
-    parser.add_argument("--table", choices=[table.name for table in TABLES], help="only this table")
-    parser.add_argument(
-        "--min-files", type=int, default=2, help="compact a partition only from this many files (default 2)"
-    )
-    parser.set_defaults(func=run_compact_command)

@@ -13,12 +13,30 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.infra.config import Config
+
 PARTITION_COLUMNS = ("dt", "hr")
 # Committed data files start with this; in-progress ones are hidden (leading dot).
 PART_FILE_PREFIX = "part-"
 COMMITTED_FILE_GLOB = f"{PART_FILE_PREFIX}*"
 # Flink's partition-commit marker (success-file policy, see flink_job.py): the partition is closed.
 SUCCESS_FILE = "_SUCCESS"
+LAKE_KEYS = {"path"}
+
+
+def sql_string_literal(value: str) -> str:
+    """Quote a value as a SQL string literal (single quotes doubled), safe inside generated SQL."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def lake_path(config: Config, override: str | Path | None = None) -> Path:
+    """Where the lake is: the --lake given, else lake.path of the configuration (relative to its file)."""
+    if override:
+        return Path(override)
+    value = config.section("lake", LAKE_KEYS).get("path")
+    if not isinstance(value, str) or not value:
+        raise config.error("lake", "lake.path must be a directory path", "path")
+    return config.resolve(value)
 
 
 # Flink SQL type -> the Arrow type Flink's Parquet writer produces (timestamps: no zone, values UTC).

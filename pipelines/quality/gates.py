@@ -14,14 +14,11 @@ validated, or gained files since it was validated (both "unvalidated"). Detectio
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
 import os
 import re
-import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,21 +27,26 @@ from typing import Any
 import duckdb
 
 from pipelines.incidents import engine as incidents
-from pipelines.incidents.alert_state import AlertStore
-from pipelines.incidents.alert_state import state_path as configured_state_path
+from pipelines.incidents.alert_state import AlertStore, open_state_read_only
 from pipelines.incidents.alerts import SEVERITIES, alert_id, dedup_key
 from pipelines.incidents.audit import open_audit_log
 from pipelines.incidents.routing import load_router
 from pipelines.infra.clock import naive_utc
-from pipelines.infra.config import Config, ConfigError, load_config
+from pipelines.infra.config import Config
 from pipelines.infra.paths import SCHEMAS_DIR
-from pipelines.lake.analyst import format_table, open_lake, sql_string_literal
-from pipelines.lake.layout import COMMITTED_FILE_GLOB, TABLES, LakeTable, TableFiles, scan_files
+from pipelines.lake.analyst import open_lake
+from pipelines.lake.layout import (
+    COMMITTED_FILE_GLOB,
+    TABLES,
+    LakeTable,
+    TableFiles,
+    scan_files,
+    sql_string_literal,
+)
 from pipelines.stream.contracts import format_event_time, validate_alert
 
 SUITES_DIR = SCHEMAS_DIR / "expectations"
 QUALITY_KEYS = {"results_dir", "reports_dir"}
-LAKE_KEYS = {"path"}
 DEFAULT_RESULTS_DIR = ".run/quality"  # relative to the configuration file
 DEFAULT_REPORTS_DIR = ".run/reports"
 
@@ -112,16 +114,6 @@ def quality_settings(config: Config) -> QualitySettings:
             raise config.error("quality", f"quality.{key} must be a directory path", key)
         values[key] = config.resolve(value)
     return QualitySettings(**values)
-
-
-def lake_path(config: Config, override: str | None = None) -> Path:
-    """The lake directory: --lake if given, else lake.path of the configuration."""
-    if override:
-        return Path(override)
-    value = config.section("lake", LAKE_KEYS).get("path")
-    if not isinstance(value, str) or not value:
-        raise config.error("lake", "lake.path must be a directory path", "path")
-    return config.resolve(value)
 
 
 # --- suites ----------------------------------------------------------------------------------------
@@ -538,18 +530,6 @@ def _latest_results(state_path: Path) -> dict[tuple[str, str, str, str], tuple[b
     }
 
 
-def open_state_read_only(path: Path, wait_seconds: float = 30.0) -> duckdb.DuckDBPyConnection:
-    """Read-only connection to the state database, waiting while a writer holds its lock."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            return duckdb.connect(str(path), read_only=True)
-        except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or time.monotonic() >= deadline:
-                raise QualityError(f"{path}: cannot open the state database: {error}") from error
-            time.sleep(0.2)
-
-
 # --- health: what detections and reports ask -------------------------------------------------------
 
 
@@ -731,116 +711,3 @@ def record_and_route(
             store, now, incident_ids=[change["incident_id"] for change in engine.changes]
         )
     return [*(incidents.page_line(page) for page in engine.pages), engine.describe()]
-
-
-# --- command line ----------------------------------------------------------------------------------
-
-
-def parse_day(text: str, today: dt.date | None = None) -> dt.date:
-    """YYYY-MM-DD, or 'today' / 'yesterday' (UTC) so cron jobs need no date arithmetic."""
-    today = today or dt.datetime.now(dt.UTC).date()
-    relative = {"today": today, "yesterday": today - dt.timedelta(days=1)}
-    if text in relative:
-        return relative[text]
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD, today or yesterday)") from None
-
-
-def print_progress(step: str):
-    """A progress callback printing `[i/n] message` lines to stderr (readable in logs, unlike bars)."""
-    started = time.monotonic()
-
-    def report(index: int, total: int, message: str) -> None:
-        print(
-            f"{step} [{index}/{total}] {time.monotonic() - started:6.1f}s {message}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    return report
-
-
-def _summary_rows(results: list[SuiteResult]) -> list[tuple]:
-    return [
-        (
-            r.partition.table.name,
-            r.partition.dt,
-            r.partition.hr,
-            r.suite.name,
-            "passed" if r.success else "FAILED",
-            "; ".join(f.label for f in r.failing),
-        )
-        for r in results
-    ]
-
-
-def run_validate_command(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-        lake_dir = lake_path(config, args.lake)
-        settings = quality_settings(config)
-        state_file = configured_state_path(config, args.state)
-        if not lake_dir.is_dir():
-            print(f"error: lake directory {lake_dir} does not exist", file=sys.stderr)
-            return 2
-        suites = load_suites()
-        tables = [table for table in gated_tables(suites) if not args.table or table.name in args.table]
-        day = args.date.isoformat() if args.date else None
-        partitions = committed_partitions(lake_dir, tables, day)
-        if args.only_new:
-            settled = {(h.table, h.dt, h.hr) for h in partition_health(state_file, lake_dir, suites=suites)
-                       if h.status != "unvalidated"}  # fmt: skip
-            partitions = [p for p in partitions if (p.table.name, p.dt, p.hr) not in settled]
-        if not partitions:
-            print(f"nothing to validate in {lake_dir}" + (f" for {day}" if day else ""))
-            return 0
-        print(f"validating {len(partitions)} partition(s) with {len(suites)} suite(s)", file=sys.stderr)
-        now = dt.datetime.now(dt.UTC)
-        results = validate_partitions(
-            lake_dir, settings.results_dir, partitions, suites, now, print_progress("validate")
-        )
-        alert_lines = record_and_route(config, state_file, results, now, raise_alerts=not args.no_alerts)
-    except ValueError as error:  # ConfigError, QualityError, AlertStateError, RoutingError, bad --date
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
-    print(
-        format_table(["table", "dt", "hr", "suite", "status", "failing expectations"], _summary_rows(results))
-    )
-    for line in alert_lines:
-        print(line)
-    failed = sum(not result.success for result in results)
-    print(
-        f"{len(results) - failed} passed, {failed} failed; results in {state_file} and {settings.results_dir}"
-    )
-    return 1 if failed else 0
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "validate",
-        help="run the data-quality expectation suites over the lake",
-        description="Run the Great Expectations suites of schemas/expectations on every committed partition "
-        "(or one day's), store the results in the state database and GX result JSON, and raise a "
-        "data-quality alert through the routing for each failed suite. Exit 1 when any suite failed.",
-    )
-    parser.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
-    parser.add_argument("--lake", help="lake directory (default: lake.path of the configuration)")
-    parser.add_argument(
-        "--date",
-        type=parse_day,
-        metavar="YYYY-MM-DD",
-        help="only this day's partitions (UTC; or today, yesterday)",
-    )
-    parser.add_argument(
-        "--only-new",
-        action="store_true",
-        help="skip partitions already validated on their current files (for schedules)",
-    )
-    parser.add_argument("--table", action="append", help="only this lake table (repeatable)")
-    parser.add_argument("--state", help="state database (default: state.path of the configuration)")
-    parser.add_argument(
-        "--no-alerts", action="store_true", help="store results but raise no data-quality alerts"
-    )
-    parser.set_defaults(func=run_validate_command)

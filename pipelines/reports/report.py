@@ -10,7 +10,6 @@ After writing, the report itself is appended to the audit log (kind "report", wi
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import functools
@@ -18,7 +17,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -27,22 +25,13 @@ from typing import Any
 
 import duckdb
 
-from pipelines.incidents import audit
-from pipelines.incidents.alert_state import state_path as configured_state_path
+from pipelines.incidents.alert_state import open_state_read_only
 from pipelines.incidents.alerts import SEVERITIES
-from pipelines.infra.config import ConfigError, load_config
+from pipelines.incidents.audit import AuditLog
 from pipelines.infra.paths import SQL_DIR
-from pipelines.lake.analyst import open_lake, to_json_value
-from pipelines.quality.gates import (
-    QualityError,
-    degraded_note,
-    lake_path,
-    open_state_read_only,
-    parse_day,
-    partition_health,
-    print_progress,
-    quality_settings,
-)
+from pipelines.infra.rendering import to_json_value
+from pipelines.lake.analyst import open_lake
+from pipelines.quality.gates import degraded_note, partition_health
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 PERIODS = ("daily", "weekly")
@@ -501,72 +490,18 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def run_report_command(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-        lake_dir = lake_path(config, args.lake)
-        state_file = configured_state_path(config, args.state)
-        out_dir = Path(args.out) if args.out else quality_settings(config).reports_dir
-        audit_log = audit.open_audit_log(config, args.state)
-        if not lake_dir.is_dir():
-            print(f"error: lake directory {lake_dir} does not exist", file=sys.stderr)
-            return 2
-        chromium = find_chromium() if args.pdf else None
-        if args.pdf and not chromium:
-            print("error: --pdf needs chromium on PATH (apt-get install chromium)", file=sys.stderr)
-            return 2
-        period = report_period(args.period, args.date)
-        progress = print_progress("report")
-        head = audit_log.head_hash()
-        data = gather(lake_dir, state_file, period, head, progress)
-        charts = render_charts(chart_specs(data))
-        paths = write_report(data, charts, out_dir)
-        if chromium:
-            paths["pdf"] = paths["html"].with_suffix(".pdf")
-            print_pdf(paths["html"], paths["pdf"], chromium)
-        record = audit_log.append(
-            "report",
-            {
-                "period": period.kind,
-                "label": period.label,
-                "start": data["report"]["start"],
-                "end": data["report"]["end"],
-                "head_hash_in_report": head,
-                "files": {kind: {"path": str(path), "sha256": _sha256(path)} for kind, path in paths.items()},
-            },
-        )
-    except (ValueError, QualityError, duckdb.Error, RuntimeError) as error:  # ConfigError is a ValueError
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
-    for kind, path in paths.items():
-        print(f"{kind:>8}: {path}")
-    if data["data_quality"]["note"]:
-        print(data["data_quality"]["note"])
-    print(f"audit: report recorded as seq {record['seq']}; head hash quoted in the report: {head}")
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
+def record_report(
+    audit_log: AuditLog, period: Period, data: dict[str, Any], head: str, paths: dict[str, Path]
+) -> dict[str, Any]:
+    """Append the written report to the audit log: its period, the head hash it quotes, its files' hashes."""
+    return audit_log.append(
         "report",
-        help="write a compliance summary (HTML, Markdown, JSON)",
-        description="Summarise one day or ISO week: traffic by country, restricted-region access by account, "
-        "incidents and their acknowledgements, rings, signals by detection, top accounts, data quality, and "
-        "the audit head hash.",
+        {
+            "period": period.kind,
+            "label": period.label,
+            "start": data["report"]["start"],
+            "end": data["report"]["end"],
+            "head_hash_in_report": head,
+            "files": {kind: {"path": str(path), "sha256": _sha256(path)} for kind, path in paths.items()},
+        },
     )
-    parser.add_argument("--period", choices=PERIODS, required=True)
-    parser.add_argument(
-        "--date",
-        type=parse_day,
-        metavar="YYYY-MM-DD",
-        help="the day to report (daily; default yesterday) or a day of the week to report (weekly; default "
-        "last week); also today or yesterday",
-    )
-    parser.add_argument("--out", help="output directory (default: quality.reports_dir of the configuration)")
-    parser.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
-    parser.add_argument("--lake", help="lake directory (default: lake.path of the configuration)")
-    parser.add_argument("--state", help="state database (default: state.path of the configuration)")
-    parser.add_argument(
-        "--pdf", action="store_true", help="also print the HTML to PDF with headless Chromium"
-    )
-    parser.set_defaults(func=run_report_command)

@@ -8,7 +8,6 @@ cluster.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.infra import paths
-from pipelines.infra.kafka_broker import DLQ_TOPIC, EVENTS_TOPIC, bootstrap_servers
+from pipelines.infra.kafka_broker import DLQ_TOPIC, EVENTS_TOPIC
 from pipelines.lake import layout as lake
 
 JOB_SCRIPT = paths.REPO_ROOT / "jobs" / "usage_aggregates.py"
@@ -411,99 +410,6 @@ def statements(config: JobConfig) -> tuple[list[str], list[str]]:
     return ddl, inserts
 
 
-# --- command line: the job's own arguments (shared by jobs/usage_aggregates.py and `flink run`) --------
-
-
-def _add_event_time_bounds(parser: argparse.ArgumentParser) -> None:
-    defaults = JobConfig(lake_dir="")
-    parser.add_argument(
-        "--max-future-skew-s",
-        type=int,
-        default=defaults.max_future_skew_s,
-        help="dead-letter events dated more than this after their arrival",
-    )
-    parser.add_argument(
-        "--max-event-age-s",
-        type=int,
-        default=defaults.max_event_age_s,
-        help="dead-letter events dated more than this before their arrival (a file arrives when written)",
-    )
-
-
-def _add_stream_options(parser: argparse.ArgumentParser) -> None:
-    """Options of a streaming run, shared by the job script and `usagewatch job start`."""
-    parser.add_argument("--lake", dest="lake_dir", required=True, help="lake root directory")
-    parser.add_argument("--bootstrap-servers", default=None, help="Kafka bootstrap servers")
-    parser.add_argument("--topic", default=EVENTS_TOPIC)
-    parser.add_argument("--dlq-topic", default=DLQ_TOPIC)
-    parser.add_argument("--group-id", default="usagewatch-aggregates")
-    parser.add_argument("--bounded", action="store_true", help="stop at the latest offsets seen at start")
-    parser.add_argument("--checkpoint-dir", default=None, help="URI, default: <lake>/../checkpoints")
-    parser.add_argument("--checkpoint-interval-s", type=int, default=10)
-    parser.add_argument("--watermark-delay-s", type=int, default=10, help="allowed out-of-orderness")
-    _add_event_time_bounds(parser)
-    parser.add_argument("--idle-timeout-s", type=int, default=30)
-    parser.add_argument("--parallelism", type=int, default=1)
-    parser.add_argument(
-        "--resume-from", default=None, metavar="URI", help="checkpoint or savepoint to restore from"
-    )
-
-
-def build_job_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="usage_aggregates",
-        description="usagewatch aggregation job: Kafka (or a JSONL file) -> Parquet lake + dead letters",
-    )
-    parser.add_argument("--source", choices=("kafka", "file"), default="kafka")
-    parser.add_argument("--input", dest="input_path", help="JSONL file of access events (--source file)")
-    _add_stream_options(parser)
-    parser.add_argument(
-        "--pipeline-jars",
-        choices=("auto", "none"),
-        default="auto",
-        help="auto: ship the locally fetched connector jars; none: the cluster's flink/lib has them",
-    )
-    return parser
-
-
-def _job_argv(args: argparse.Namespace) -> list[str]:
-    """The job script's arguments for the stream options set on `usagewatch job start`."""
-    template = argparse.ArgumentParser(add_help=False)
-    _add_stream_options(template)
-    argv = []
-    for action in template._actions:
-        value = getattr(args, action.dest)
-        if action.required or value != action.default:
-            flag = action.option_strings[0]
-            argv += [flag] if isinstance(value, bool) else [flag, str(value)]
-    return argv
-
-
-def config_from_args(args: argparse.Namespace) -> JobConfig:
-    jars: tuple[str, ...] = ()
-    if args.pipeline_jars == "auto":
-        jars = tuple(str(jar) for jar in paths.flink_job_jars())
-    return JobConfig(
-        lake_dir=args.lake_dir,
-        source=args.source,
-        input_path=args.input_path,
-        bootstrap_servers=args.bootstrap_servers or bootstrap_servers(),
-        topic=args.topic,
-        dlq_topic=args.dlq_topic,
-        group_id=args.group_id,
-        bounded=args.bounded,
-        checkpoint_dir=args.checkpoint_dir,
-        checkpoint_interval_s=args.checkpoint_interval_s,
-        watermark_delay_s=args.watermark_delay_s,
-        max_future_skew_s=args.max_future_skew_s,
-        max_event_age_s=args.max_event_age_s,
-        idle_timeout_s=args.idle_timeout_s,
-        parallelism=args.parallelism,
-        pipeline_jars=jars,
-        resume_from=args.resume_from,
-    )
-
-
 # --- running the job locally (embedded MiniCluster in a child process) ---------------------------------
 
 
@@ -586,89 +492,3 @@ def _exited(pid: int) -> bool:
         return os.waitpid(pid, os.WNOHANG)[0] == pid
     except ChildProcessError:
         return not Path(f"/proc/{pid}").exists()
-
-
-def _cmd_job(args: argparse.Namespace) -> int:
-    if args.action == "stop":
-        print("stopped" if stop_detached() else "no job running")
-        return 0
-    if args.action == "status":
-        pid = running_job_pid()
-        print(f"running (pid {pid}), log {JOB_LOG}" if pid else "stopped")
-        return 0
-    if args.resume:
-        checkpoints = args.checkpoint_dir or default_checkpoint_dir(args.lake_dir)
-        args.resume_from = args.resume_from or latest_checkpoint(checkpoints)
-        if args.resume_from is None:
-            print(f"job: no complete checkpoint under {checkpoints} to resume from", file=sys.stderr)
-            return 2
-        print(f"resuming from {args.resume_from}")
-    job_args = ["--source", "kafka", *_job_argv(args)]
-    if args.detach:
-        pid = start_detached(job_args)
-        print(f"aggregation job started (pid {pid}), log {JOB_LOG}")
-        return 0
-    return run_job(job_args)
-
-
-def _cmd_replay(args: argparse.Namespace) -> int:
-    input_path = Path(args.input)
-    if not input_path.is_file():
-        print(f"replay: input file not found: {input_path}", file=sys.stderr)
-        return 2
-    if args.engine == "duckdb":
-        from pipelines.lake.batch_lake import BatchLakeError, build_lake  # imports this module
-
-        try:
-            report = build_lake(input_path, Path(args.lake))
-        except BatchLakeError as error:
-            print(f"replay: {error}", file=sys.stderr)
-            return 2
-        print(f"replay (duckdb): {report.summary()}")
-        return 0
-    job_args = ["--source", "file", "--input", str(input_path.resolve()), "--lake", args.lake]
-    job_args += ["--checkpoint-interval-s", str(args.checkpoint_interval_s)]
-    job_args += [
-        "--max-future-skew-s",
-        str(args.max_future_skew_s),
-        "--max-event-age-s",
-        str(args.max_event_age_s),
-    ]
-    started = time.monotonic()
-    code = run_job(job_args)
-    if code == 0:
-        print(f"replay: {input_path} -> {args.lake} in {time.monotonic() - started:.1f} s")
-    return code
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    job = subparsers.add_parser("job", help="run the streaming aggregation job on the local MiniCluster")
-    actions = job.add_subparsers(dest="action", required=True)
-    start = actions.add_parser("start", help="start the job (Kafka -> lake)")
-    _add_stream_options(start)
-    start.add_argument("--detach", action="store_true", help="run in the background, log to .run/job")
-    start.add_argument(
-        "--resume",
-        action="store_true",
-        help="restore from --resume-from, else from the newest retained checkpoint (after a crash or stop)",
-    )
-    actions.add_parser("stop", help="stop the job started with --detach")
-    actions.add_parser("status", help="is a detached job running")
-    job.set_defaults(func=_cmd_job)
-
-    replay = subparsers.add_parser("replay", help="backfill the lake from a JSONL file of access events")
-    replay.add_argument("--input", required=True, help="JSONL file, one access event per line")
-    replay.add_argument("--lake", required=True, help="lake root directory")
-    replay.add_argument(
-        "--engine",
-        choices=("flink", "duckdb"),
-        default="flink",
-        help="flink: the aggregation job itself (default); duckdb: the same lake built as one DuckDB batch"
-        " (pipelines/lake/batch_lake.py), much faster, no late events",
-    )
-    # A backfill needs no fresh lake every 10 s: rarer checkpoints mean fewer, larger Parquet files and
-    # less snapshot work (the benchmark's profile: ~1.45x throughput at 60 s).
-    replay.add_argument("--checkpoint-interval-s", type=int, default=60, help="flink only")
-    # A backfill of events older than the horizon needs a longer one (flink only).
-    _add_event_time_bounds(replay)
-    replay.set_defaults(func=_cmd_replay)

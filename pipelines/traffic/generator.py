@@ -18,29 +18,25 @@ a real producer fleet delivers them.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import heapq
 import json
 import math
 import random
-import sys
 import time
 import uuid
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
-from pipelines.commands import arguments
 from pipelines.detect import enrichment
-from pipelines.infra.config import load_config
 from pipelines.stream.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema
-from pipelines.stream.privacy import Privacy, load_privacy
+from pipelines.stream.privacy import Privacy
 
 SCENARIOS = (
     "hydra",
@@ -162,7 +158,7 @@ ERROR_STATUSES = (429, 429, 429, 400, 401, 500, 529)
 
 
 # --- configuration ---------------------------------------------------------------------------------
-def _this_minute() -> datetime:
+def this_minute() -> datetime:
     return datetime.now(UTC).replace(second=0, microsecond=0)
 
 
@@ -191,7 +187,7 @@ class EventTimeSpan:
 class GeneratorConfig(EventTimeSpan):
     seed: int = 1
     accounts: int = 200  # benign accounts, traps included
-    start: datetime = field(default_factory=_this_minute)
+    start: datetime = field(default_factory=this_minute)
     duration: timedelta = timedelta(minutes=30)
     scenarios: tuple[str, ...] = SCENARIOS
     hydra_accounts: int = 40
@@ -1045,201 +1041,11 @@ def produce_to_kafka(
     return acknowledged
 
 
-# --- command line ----------------------------------------------------------------------------------
-def _parse_scenarios(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
 
-
-def _non_negative(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{text} must be >= 0")
-        return value
-
-    return parse
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "generate",
-        help="generate seeded synthetic access events (benign traffic, traps and attack scenarios)",
-        description="Generate access events for [start, start+duration) to a JSONL file or a Kafka topic.",
-    )
-    parser.add_argument("--seed", type=int, default=1, help="random seed; same seed, same output (default 1)")
-    parser.add_argument(
-        "--profile",
-        choices=PROFILES,
-        default="classic",
-        help="classic: scenarios that mirror the detection catalogue (default); field: realistic benign "
-        "noise classes and campaign variants over six hours (pipelines/traffic/field_traffic)",
-    )
-    parser.add_argument(
-        "--accounts",
-        type=int,
-        default=None,
-        help=f"benign accounts; classic: including the {BENIGN_TRAP_ACCOUNTS} trap accounts (default 200); "
-        "field: default 1000",
-    )
-    parser.add_argument(
-        "--start",
-        type=arguments.moment,
-        default=None,
-        help="first event time, ISO 8601 (default: now, rounded down to the minute, UTC)",
-    )
-    parser.add_argument(
-        "--duration",
-        type=arguments.duration,
-        default=None,
-        help="length of event time to generate, e.g. 30m, 2h (default: classic 30m, field 6h)",
-    )
-    parser.add_argument(
-        "--scenarios",
-        type=_parse_scenarios,
-        default=None,
-        help="comma list of attack scenarios (field: campaign kinds), empty for none (default: all of the "
-        f"profile's; classic: {','.join(SCENARIOS)})",
-    )
-    parser.add_argument(
-        "--hydra-accounts",
-        type=_non_negative(int),
-        default=40,
-        help="classic profile: hydra ring size (default 40)",
-    )
-    parser.add_argument(
-        "--max-disorder-s",
-        type=_non_negative(float),
-        default=None,
-        help="events arrive at most this many seconds out of event-time order (default: classic 5, field 4)",
-    )
-    parser.add_argument(
-        "--malformed",
-        type=_non_negative(int),
-        default=0,
-        help="mix this many malformed records into the output (default 0)",
-    )
-    sink = parser.add_mutually_exclusive_group(required=True)
-    sink.add_argument("--out", type=Path, help="write JSONL to this file")
-    sink.add_argument("--bootstrap", metavar="HOST:PORT", help="produce to Kafka at this bootstrap server")
-    parser.add_argument("--topic", default="access-events", help="Kafka topic (default access-events)")
-    parser.add_argument(
-        "--rate",
-        type=_non_negative(float),
-        default=0.0,
-        help="Kafka only: max events per second, 0 = as fast as possible",
-    )
-    parser.add_argument(
-        "--time-compression",
-        type=_non_negative(float),
-        default=0.0,
-        metavar="K",
-        help="Kafka only: replay event time K times faster than real time, 0 = no pacing",
-    )
-    parser.add_argument(
-        "--labels", type=Path, help="write ground truth CSV (account_id,group,scenario_or_benign)"
-    )
-    parser.add_argument(
-        "--privacy",
-        action="store_true",
-        help="apply the privacy section of the configuration (keyed-hash api_key_id, truncated IPs)",
-    )
-    parser.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
-    parser.set_defaults(func=run_generate)
-
-
-def _private(records: Iterable[Record], privacy: Privacy) -> Iterator[Record]:
+def pseudonymised(records: Iterable[Record], privacy: Privacy) -> Iterator[Record]:
     """Pseudonymise valid events as a producer would before they leave for Kafka (see privacy.py)."""
     for record in records:
         if record.malformed:
             yield record
         else:
             yield record._replace(value=encode_event(privacy.apply(json.loads(record.value))))
-
-
-def _classic_profile(args: argparse.Namespace) -> tuple[GeneratorConfig, Callable, Callable]:
-    """(config, its labels, its records) of the classic profile; ValueError on bad options."""
-    scenarios = SCENARIOS if args.scenarios is None else args.scenarios
-    unknown = sorted(set(scenarios) - set(SCENARIOS))
-    if unknown:
-        raise ValueError(f"unknown scenario(s) {unknown}; choose from {','.join(SCENARIOS)}")
-    config = GeneratorConfig(
-        seed=args.seed,
-        accounts=200 if args.accounts is None else args.accounts,
-        start=args.start or _this_minute(),
-        duration=args.duration or timedelta(minutes=30),
-        scenarios=scenarios,
-        hydra_accounts=args.hydra_accounts,
-        max_disorder_s=5.0 if args.max_disorder_s is None else args.max_disorder_s,
-        malformed=args.malformed,
-    )
-    return config, labels, generate_records
-
-
-def _field_profile(args: argparse.Namespace) -> tuple[object, Callable, Callable]:
-    from pipelines.traffic.field_traffic import FieldConfig, field_labels, field_records
-
-    defaults = FieldConfig(start=args.start or _this_minute())
-    config = replace(
-        defaults,
-        seed=args.seed,
-        benign_accounts=defaults.benign_accounts if args.accounts is None else args.accounts,
-        duration=args.duration or defaults.duration,
-        max_disorder_s=defaults.max_disorder_s if args.max_disorder_s is None else args.max_disorder_s,
-        malformed=args.malformed,
-    )
-    if args.scenarios is not None:
-        config = config.only(*args.scenarios)
-    return config, field_labels, field_records
-
-
-def run_generate(args: argparse.Namespace) -> int:
-    if args.out is not None and (args.rate or args.time_compression):
-        print("usagewatch generate: --rate/--time-compression only apply with --bootstrap", file=sys.stderr)
-        return 2
-    try:
-        profile = _field_profile if args.profile == "field" else _classic_profile
-        config, label_rows, make_records = profile(args)
-    except ValueError as error:
-        print(f"usagewatch generate: {error}", file=sys.stderr)
-        return 2
-    if args.labels is not None:
-        rows = write_label_rows(label_rows(config), args.labels)
-        print(f"wrote {rows} label rows to {args.labels}", file=sys.stderr)
-    records = make_records(config)
-    if args.privacy:
-        try:
-            privacy = load_privacy(load_config(args.config))
-        except ValueError as error:  # ConfigError (file:line) or PrivacyError (the pepper variable)
-            print(f"usagewatch generate: {error}", file=sys.stderr)
-            return 2
-        records = _private(records, privacy)
-    started = time.perf_counter()
-    if args.out is not None:
-        valid, malformed = write_jsonl(records, args.out)
-        target = str(args.out)
-    else:
-        counts = [0, 0]
-
-        def counted(records: Iterable[Record]) -> Iterator[Record]:
-            for record in records:
-                counts[record.malformed] += 1
-                yield record
-
-        acknowledged = produce_to_kafka(
-            counted(records),
-            args.bootstrap,
-            args.topic,
-            args.rate,
-            time_compression=args.time_compression,
-        )
-        valid, malformed = counts
-        target = f"{args.bootstrap}/{args.topic} ({acknowledged} acknowledged)"
-    elapsed = time.perf_counter() - started
-    total = valid + malformed
-    print(
-        f"generated {valid} events + {malformed} malformed records for "
-        f"{format_event_time(config.start)} +{config.duration} -> {target} in {elapsed:.2f}s "
-        f"({total / elapsed if elapsed else 0:,.0f} records/s)",
-        file=sys.stderr,
-    )
-    return 0

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from pipelines.traffic.field_traffic.world import GeoNoise
-from pipelines.traffic.generator import EventTimeSpan, _this_minute
+from pipelines.traffic.generator import EventTimeSpan, this_minute
 
 Range = tuple[float, float]
 
@@ -91,7 +91,7 @@ ENTERPRISE_RATE_LIMIT_PER_MINUTE = 600
 @dataclass(frozen=True)
 class FieldConfig(EventTimeSpan):
     seed: int = 1
-    start: datetime = field(default_factory=_this_minute)
+    start: datetime = field(default_factory=this_minute)
     duration: timedelta = timedelta(hours=6)
     benign_accounts: int = 1000
     max_disorder_s: float = 4.0

@@ -1,5 +1,5 @@
 """`usagewatch evaluate`: the command over pipelines/detect/evaluation.py (one corpus) and
-pipelines/detect/sweep.py."""
+pipelines/detect/sweep.py (--sweep)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pipelines.commands import arguments
 from pipelines.detect.detections import DetectionError
 from pipelines.detect.evaluation import ENGINES, evaluate
 from pipelines.detect.incident_scoring import PAGE_SEVERITY
-from pipelines.lake.analyst import format_table
+from pipelines.detect.sweep import AXES, heatmap_png, sweep, table
+from pipelines.infra.rendering import format_table
 
 
 def render_report(report: dict[str, Any]) -> str:
@@ -61,8 +62,7 @@ def render_report(report: dict[str, Any]) -> str:
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
     if args.sweep:
-        from pipelines.detect import sweep
-        return sweep.run_sweep_command(args)
+        return run_sweep_command(args)
     if not (args.events and args.labels):
         print("evaluate: --events and --labels are required (or --sweep)", file=sys.stderr)
         return 2
@@ -115,3 +115,27 @@ def add_parser(subparsers) -> None:
         "--cells", help="with --sweep: only cells whose name contains one of these (comma-separated)"
     )
     parser.set_defaults(func=run_evaluate_command)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    except ValueError:
+        print(f"evaluate --sweep: --seeds must be integers, comma-separated: {args.seeds!r}", file=sys.stderr)
+        return 2
+    wanted = [name.strip() for name in (args.cells or "").split(",") if name.strip()]
+    axes = tuple(axis for axis in AXES if not wanted or any(name in axis.name for name in wanted))
+    if not axes or not seeds:
+        print("evaluate --sweep: no cell matches --cells, or no seed given", file=sys.stderr)
+        return 2
+    cells = sweep(axes, seeds, log=lambda line: print(line, file=sys.stderr))
+    rendered = table(cells)
+    print(rendered)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "sweep.md").write_text(rendered + "\n", encoding="utf-8")
+        (out / "sweep.json").write_text(json.dumps([cell.to_json() for cell in cells], indent=2) + "\n")
+        (out / "sweep.png").write_bytes(heatmap_png(cells))
+        print(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png", file=sys.stderr)
+    return 0

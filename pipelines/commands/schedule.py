@@ -11,6 +11,11 @@ run exactly the same commands. A job still running when its next time comes is n
 
 Cron expressions have the standard 5 fields (minute hour day month weekday, 0 or 7 = Sunday), read in
 UTC; a 6th, leading field is seconds.
+
+This module is part of the commands layer, not of reports: a job *is* a usagewatch command line (the
+configuration, the crontab and docker share that contract), checked against the command registry and run
+through the same entry point, `python -m pipelines.commands.cli`, in a child process so that a crash, a
+leak or a slow import (PyFlink, Great Expectations) stays in the job.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.commands.cli import COMMANDS
+from pipelines.commands.options import add_config
 from pipelines.infra.config import Config, ConfigError, load_config
 
 SCHEDULE_KEYS = {"jobs", "log_dir"}
@@ -95,7 +102,6 @@ def cron_trigger(expression: str):
 
 def load_jobs(config: Config) -> list[ScheduledJob]:
     """The schedule section's jobs, checked: valid cron, a known usagewatch command, unique names."""
-    from pipelines.commands.cli import COMMANDS
 
     section = config.section("schedule", SCHEDULE_KEYS)
     specs = section.get("jobs") or []
@@ -240,7 +246,7 @@ def add_parser(subparsers) -> None:
         description="Run the jobs of the configuration's schedule section on their cron expressions (UTC) "
         "until stopped (SIGINT/SIGTERM). Each run's output is appended to <log_dir>/<job>.log.",
     )
-    parser.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
+    add_config(parser)
     action = parser.add_mutually_exclusive_group()
     action.add_argument(
         "--list", action="store_true", help="show the jobs and their next run times, then exit"

@@ -1,0 +1,162 @@
+"""`usagewatch detect`: run the detections over the lake, once or --every so often, and hand their signals
+to the incident engine (pipelines/detect/detections.py: detect_and_route, run_incrementally)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from pipelines.commands import arguments
+from pipelines.commands.options import add_config, add_lake, add_state, config_of, lake_of
+from pipelines.detect.detections import (
+    DetectionError,
+    detect_and_route,
+    run_incrementally,
+    summarize,
+)
+from pipelines.incidents import engine as incidents
+from pipelines.incidents.alert_state import AlertStateError
+from pipelines.incidents.routing import RoutingError
+from pipelines.infra import clock
+from pipelines.infra.config import Config, ConfigError
+
+
+def run_detect_command(args: argparse.Namespace) -> int:
+    try:
+        config = config_of(args)
+        lake = lake_of(args, config)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if not lake.is_dir():
+        print(f"error: lake directory {lake} does not exist", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output else None
+    signals_output = Path(args.signals) if args.signals else None
+    if args.every:
+        return _detect_every(args, lake, config, output, signals_output)
+    return detect(lake, config, args.state, output, signals_output, args.detection, args.since, args.until)
+
+
+def detect(
+    lake: Path,
+    config: Config,
+    state: str | Path | None = None,
+    output: Path | None = None,
+    signals_output: Path | None = None,
+    only: list[str] | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> int:
+    """One detect run as the command prints it (the demo's step too); the exit code."""
+    for path in (output, signals_output):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run = detect_and_route(lake, config, state=state, only=only, since=since, until=until)
+    except (DetectionError, ConfigError, RoutingError, AlertStateError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path, documents in ((output, run.changes), (signals_output, run.signals)):
+        if path is not None:
+            with path.open("w", encoding="utf-8") as sink:
+                for document in documents:
+                    sink.write(json.dumps(document, sort_keys=True) + "\n")
+    print(summarize(run.selected, run.signals))
+    for page in run.engine.pages:
+        print(incidents.page_line(page))
+    print(run.describe())
+    if output is not None:
+        print(f"{len(run.changes)} new or changed incident(s) written to {output}")
+    if signals_output is not None:
+        print(f"{len(run.signals)} signal(s) written to {signals_output}")
+    return 0
+
+
+def _detect_every(
+    args: argparse.Namespace, lake: Path, config: Config, output: Path | None, signals_output: Path | None
+) -> int:
+    for path in (output, signals_output):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def request_stop(signum, frame) -> None:
+        print(f"\n{signal.Signals(signum).name}: stopping after the current cycle", file=sys.stderr)
+        stop.set()
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cycles = run_incrementally(
+            lake,
+            config,
+            args.every,
+            args.lookback,
+            stop,
+            state=args.state,
+            only=args.detection,
+            since=args.since,
+            until=args.until,
+            output=output,
+            signals_output=signals_output,
+        )
+    except (DetectionError, ConfigError, RoutingError, AlertStateError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print(f"stopped after {cycles} cycle(s)")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "detect",
+        help="run the detections over the lake; correlate their signals into incidents and route those",
+        description="Run every enabled detection under sql/detections/<id>/ once (or only --detection NAME), "
+        "record their signals in the state database (re-runs raise nothing new), correlate them into "
+        "incidents, audit both and route the incidents opened or changed to the sinks of usagewatch.yml; "
+        "prints one line per page. With --every, keep running over newly committed lake files until "
+        "SIGINT/SIGTERM.",
+    )
+    add_lake(parser)
+    parser.add_argument(
+        "--output",
+        help="JSONL file, one incident per line: every incident this run opened or changed, as routed "
+        "(with `change`; with --every: appended)",
+    )
+    parser.add_argument(
+        "--signals",
+        help="JSONL file, one signal per line: every signal this run detected (with --every: appended, "
+        "signals new to the state only)",
+    )
+    parser.add_argument(
+        "--detection", action="append", metavar="NAME", help="run only this detection (repeatable)"
+    )
+    parser.add_argument(
+        "--since",
+        type=arguments.moment,
+        help="only data at or after this time (2026-03-01T10:00Z) or this long ago (24h)",
+    )
+    parser.add_argument(
+        "--until", type=arguments.moment, help="only data before this time (or this long ago)"
+    )
+    parser.add_argument(
+        "--every", type=arguments.duration, metavar="DURATION", help="run incrementally, e.g. 60s"
+    )
+    parser.add_argument(
+        "--lookback",
+        type=arguments.duration,
+        default=clock.parse_duration("24h"),
+        metavar="DURATION",
+        help="with --every: how far before the new files' hours the detections look (default 24h)",
+    )
+    add_config(parser)
+    add_state(parser)
+    parser.set_defaults(func=run_detect_command)

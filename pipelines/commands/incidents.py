@@ -1,0 +1,349 @@
+"""On-call commands: `usagewatch incidents list|show|ack|resolve`, `usagewatch signals list|show` (alias
+`alerts`, deprecated) and `usagewatch audit verify`."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelines.commands.options import add_config, add_state, config_of, state_of
+from pipelines.incidents.alert_state import STATUSES, AlertStateError, AlertStore, state_path
+from pipelines.incidents.alerts import SEVERITIES, headline
+from pipelines.incidents.audit import audit_log_path, open_audit_log, verify
+from pipelines.incidents.audit_state import verify_state
+from pipelines.incidents.engine import change_status
+from pipelines.incidents.routing import RoutingError, load_router
+from pipelines.infra.config import Config, ConfigError, load_config
+from pipelines.infra.rendering import format_table, terminal_safe
+
+
+def add_parser(subparsers) -> None:
+    """All three groups: cli imports this module for any of them."""
+    _add_incidents_parser(subparsers)
+    _add_signals_parser(subparsers)
+    _add_audit_parser(subparsers)
+
+
+# --- incidents -------------------------------------------------------------------------------------
+
+
+def _with_incident_store(args: argparse.Namespace, action) -> int:
+    try:
+        config = config_of(args)
+        with AlertStore.open(state_of(args, config)) as store:
+            return action(config, store)
+    except (ConfigError, AlertStateError, RoutingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def run_incidents_list(args: argparse.Namespace) -> int:
+    def action(config: Config, store: AlertStore) -> int:
+        records = store.list_incidents(args.status, args.severity, args.limit)
+        if args.json:
+            print(json.dumps([record["incident"] for record in records], indent=2, sort_keys=True))
+            return 0
+        rows = [
+            (
+                short_id(r["incident_id"]),
+                r["status"],
+                r["severity"],
+                r["risk_score"],
+                r["account_count"],
+                r["incident"]["signal_count"],
+                r["first_seen"],
+                r["last_seen"],
+                r["title"],
+            )
+            for r in records
+        ]
+        columns = [
+            "incident_id",
+            "status",
+            "severity",
+            "risk",
+            "accounts",
+            "signals",
+            "first_seen",
+            "last_seen",
+            "title",
+        ]
+        print(format_table(columns, rows))
+        return 0
+
+    return _with_incident_store(args, action)
+
+
+def run_incidents_show(args: argparse.Namespace) -> int:
+    def action(config: Config, store: AlertStore) -> int:
+        record = store.get_incident(args.incident_id)
+        if args.json:
+            print(json.dumps(record["incident"], indent=2, sort_keys=True))
+            return 0
+        document = record["incident"]
+        # title and summary carry account and entity ids from event data: escaped for the terminal
+        print(terminal_safe(f"[{document['severity'].upper()}] {document['title']}"))
+        print(terminal_safe(document["summary"]))
+        for name in ("incident_id", "status", "risk_score", "merged_into", "created_at", "updated_at"):
+            if document.get(name) is not None:
+                print(f"{name:>14}: {document[name]}")
+        for delivery in record["deliveries"]:
+            state = (
+                f"delivered {delivery['delivered_at']}"
+                if delivery["delivered_at"]
+                else f"pending, last error: {delivery['last_error']}"
+            )
+            print(f"{'delivery':>14}: {delivery['change']} -> {delivery['sink']}: {state}")
+        print(json.dumps(document, indent=2, sort_keys=True))
+        return 0
+
+    return _with_incident_store(args, action)
+
+
+def _change_status_command(args: argparse.Namespace, change: str) -> int:
+    def action(config: Config, store: AlertStore) -> int:
+        router = load_router(config)  # fails fast on a missing secret before anything changes
+        now = dt.datetime.now(dt.UTC)
+        copy = change_status(
+            store,
+            router,
+            open_audit_log(config, args.state),
+            args.incident_id,
+            change,
+            args.by,
+            args.note,
+            now,
+        )
+        report = router.deliver(store, now, incident_ids=[copy["incident_id"]])
+        if args.json:
+            print(json.dumps(copy, indent=2, sort_keys=True))
+        else:
+            print(
+                f"{copy['incident_id']} {change} by {args.by} ({copy['signal_count']} signal(s)); "
+                f"{report.describe()}"
+            )
+        return 0
+
+    return _with_incident_store(args, action)
+
+
+def _add_incidents_parser(subparsers) -> None:
+    parser = subparsers.add_parser("incidents", help="list, show, acknowledge and resolve incidents")
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+    actions = parser.add_subparsers(dest="incidents_command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        add_config(sub)
+        add_state(sub)
+        sub.add_argument("--json", action="store_true", help="JSON output (the incident documents)")
+
+    listing = actions.add_parser("list", help="incidents, most recently updated first")
+    common(listing)
+    listing.add_argument("--status", choices=STATUSES)
+    listing.add_argument("--severity", choices=SEVERITIES, help="this severity and more urgent ones")
+    listing.add_argument("--limit", type=int, help="at most this many rows")
+    listing.set_defaults(func=run_incidents_list)
+
+    show = actions.add_parser("show", help="one incident: summary, deliveries, full document")
+    common(show)
+    show.add_argument("incident_id", help="incident id, or a unique prefix of at least 6 characters")
+    show.set_defaults(func=run_incidents_show)
+
+    for name, change, text in (
+        ("ack", "acknowledged", "acknowledge an open incident and its signals (routed, audited)"),
+        ("resolve", "resolved", "resolve an incident and its signals (routed, audited)"),
+    ):
+        sub = actions.add_parser(name, help=text)
+        common(sub)
+        sub.add_argument("incident_id", help="incident id, or a unique prefix of at least 6 characters")
+        sub.add_argument("--by", required=True, help="who is acting (recorded and audited)")
+        sub.add_argument("--note", help="free text kept with the incident")
+        sub.set_defaults(func=lambda args, change=change: _change_status_command(args, change))
+
+
+# --- signals (alias alerts) ------------------------------------------------------------------------
+
+
+def short_id(identifier: str | None) -> str:
+    return identifier[:12] if identifier else "-"
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    alert = record["alert"]
+    print(headline(alert))
+    lifecycle = [
+        ("alert_id", record["alert_id"]),
+        ("status", record["status"]),
+        ("severity", record["severity"]),
+        ("dedup_key", record["dedup_key"]),
+        ("incident_id", record["incident_id"]),
+        ("first_seen", record["first_seen"]),
+        ("last_seen", record["last_seen"]),
+        ("suppressed_by", record["suppressed_by"]),
+        ("acknowledged", f"{record['ack_at']} by {record['ack_by']}" if record["ack_at"] else None),
+        (
+            "resolved",
+            f"{record['resolved_at']} by {record['resolved_by']}" if record["resolved_at"] else None,
+        ),
+    ]
+    for name, value in lifecycle:
+        if value is not None:
+            print(f"{name:>14}: {value}")
+    print(json.dumps(alert, indent=2, sort_keys=True))
+
+
+def _with_signal_store(args: argparse.Namespace, action) -> int:
+    try:
+        with AlertStore.open(state_of(args)) as store:
+            return action(store)
+    except (ConfigError, AlertStateError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def run_signals_list(args: argparse.Namespace) -> int:
+    def action(store: AlertStore) -> int:
+        records = store.list_alerts(args.status, args.severity, args.detection, args.limit)
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        json.loads(r["alert"]) | {"status": r["status"], "incident_id": r["incident_id"]}
+                        for r in records
+                    ],
+                    indent=2,
+                    sort_keys=True,
+                )
+            )
+            return 0
+        rows = [
+            (
+                short_id(r["alert_id"]),
+                r["status"],
+                r["severity"],
+                r["detection_id"],
+                r["entity_id"],
+                len(json.loads(r["alert"])["account_ids"]),
+                r["window_start"],
+                short_id(r["incident_id"]),
+                short_id(r["suppressed_by"]),
+            )
+            for r in records
+        ]
+        columns = [
+            "alert_id",
+            "status",
+            "severity",
+            "detection",
+            "entity",
+            "accounts",
+            "window_start",
+            "incident",
+            "suppressed_by",
+        ]
+        print(format_table(columns, rows))
+        return 0
+
+    return _with_signal_store(args, action)
+
+
+def run_signals_show(args: argparse.Namespace) -> int:
+    def action(store: AlertStore) -> int:
+        record = store.get(args.alert_id)
+        if args.json:
+            print(
+                json.dumps(
+                    record["alert"] | {"status": record["status"], "incident_id": record["incident_id"]},
+                    indent=2,
+                    sort_keys=True,
+                )
+            )
+        else:
+            _print_record(record)
+        return 0
+
+    return _with_signal_store(args, action)
+
+
+def _add_signals_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "signals",
+        aliases=["alerts"],
+        help="list and show signals (what detections found; `alerts` is the deprecated name)",
+        description="Signals are what the detections found. They are never routed on their own: the "
+        "incident engine correlates them into incidents (`usagewatch incidents`), which on-call "
+        "acknowledges and resolves, and with them every signal they hold.",
+    )
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+    actions = parser.add_subparsers(dest="signals_command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        add_config(sub)
+        add_state(sub)
+        sub.add_argument("--json", action="store_true", help="JSON output")
+
+    listing = actions.add_parser("list", help="signals, most recent window first")
+    common(listing)
+    listing.add_argument("--status", choices=STATUSES)
+    listing.add_argument("--severity", choices=SEVERITIES, help="this severity and more urgent ones")
+    listing.add_argument("--detection", help="only this detection's signals")
+    listing.add_argument("--limit", type=int, help="at most this many rows")
+    listing.set_defaults(func=run_signals_list)
+
+    show = actions.add_parser("show", help="one signal with its lifecycle and full JSON")
+    common(show)
+    show.add_argument("alert_id", help="signal id, or a unique prefix of at least 6 characters")
+    show.set_defaults(func=run_signals_show)
+
+
+# --- audit -----------------------------------------------------------------------------------------
+
+
+def run_verify_command(args: argparse.Namespace) -> int:
+    """The chain, then (unless only --log is given) the state database against it."""
+    try:
+        config = load_config(args.config) if args.state or not args.log else None
+        path = Path(args.log) if args.log else audit_log_path(config, args.state)
+        state = state_path(config, args.state) if config is not None else None
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    ok, _, message = verify(path, expected_head=args.expect_head)
+    if ok and state is not None:
+        if state.exists():
+            try:
+                ok, state_message = verify_state(str(state), str(path))
+            except AlertStateError as error:
+                ok, state_message = False, str(error)
+            message += "\n" + state_message
+        else:
+            message += f"\n{state}: no state database: the chain alone was checked"
+    print(("ok: " if ok else "TAMPERED: ") + message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def _add_audit_parser(subparsers) -> None:
+    parser = subparsers.add_parser("audit", help="verify the hash-chained audit log")
+    actions = parser.add_subparsers(dest="audit_command", required=True)
+    verify_parser = actions.add_parser(
+        "verify",
+        help="check the chain and the state database against it; exit 1 naming the first difference",
+        description="Detects any edit, deletion or reordering of records, and any signal, incident or "
+        "status change in the state database without its record or the other way round (unless only "
+        "--log is given). Records cut off the end are detected against the state's audit cursor, and "
+        "in every case against a head hash recorded elsewhere (--expect-head).",
+    )
+    add_config(verify_parser, "usagewatch.yml to read state.audit_log from")
+    verify_parser.add_argument(
+        "--log", help="audit log file (default: state.audit_log, else audit.jsonl beside the state database)"
+    )
+    add_state(
+        verify_parser,
+        "state database to cross-check against the chain (its audit log unless --log names one)",
+    )
+    verify_parser.add_argument("--expect-head", metavar="HASH", help="hash the newest record must have")
+    verify_parser.set_defaults(func=run_verify_command)

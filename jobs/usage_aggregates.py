@@ -7,6 +7,7 @@ The statements themselves live in pipelines/stream/flink_job.py, where they are 
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -17,7 +18,10 @@ from pyflink.common import Configuration  # noqa: E402
 from pyflink.table import EnvironmentSettings, TableEnvironment  # noqa: E402
 
 from pipelines.commands.job_args import build_job_arg_parser, config_from_args  # noqa: E402
+from pipelines.infra.logs import configure_logging  # noqa: E402
 from pipelines.stream.flink_job import flink_configuration, statements  # noqa: E402
+
+logger = logging.getLogger("usagewatch.job")
 
 
 def build_arg_parser():
@@ -25,6 +29,8 @@ def build_arg_parser():
 
 
 def main(argv: list[str] | None = None) -> None:
+    # The job runs for days (job.log of `usagewatch job start`): JSON lines, like the other services.
+    configure_logging(json_lines=True)
     config = config_from_args(build_arg_parser().parse_args(argv))
     settings = Configuration()
     for key, value in flink_configuration(config).items():
@@ -40,7 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         statement_set.add_insert_sql(insert)
     result = statement_set.execute()
     job_client = result.get_job_client()
-    print(f"usagewatch-aggregates submitted as job {job_client.get_job_id()}", flush=True)
+    job_id = str(job_client.get_job_id())
+    logger.info(
+        f"usagewatch-aggregates submitted as job {job_id}", extra={"fields": {"flink_job_id": job_id}}
+    )
     # `flink run --detached` hands the job to the cluster: the client must not stay to watch it.
     if table_env.get_config().get("execution.attached", "true").lower() == "true":
         # Bounded sources finish on their own; a streaming job runs until it is stopped.

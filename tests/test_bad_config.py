@@ -184,7 +184,6 @@ def test_a_duplicated_key_inside_a_section_is_refused(tmp_path):
 
 def _readers():
     from pipelines.commands.schedule import load_jobs
-
     from pipelines.incidents.alert_state import state_path
     from pipelines.lake.analyst import analyst_limits
     from pipelines.lake.layout import lake_path

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import os
 import re
 import signal
@@ -124,6 +126,11 @@ def test_every_detects_new_files_and_partitions_incrementally(tmp_path):
     output, signals = tmp_path / "loop.jsonl", tmp_path / "loop-signals.jsonl"
     stop = threading.Event()
     cycles: list[str] = []
+    collector = logging.Handler()
+    collector.emit = lambda record: cycles.append(record.getMessage())
+    detections_logger = logging.getLogger("pipelines.detect.detections")
+    detections_logger.addHandler(collector)
+    detections_logger.setLevel(logging.INFO)
     loop = threading.Thread(
         target=run_incrementally,
         args=(tmp_path / "lake", config, dt.timedelta(seconds=0.05), dt.timedelta(hours=24), stop),
@@ -131,7 +138,6 @@ def test_every_detects_new_files_and_partitions_incrementally(tmp_path):
             "only": ["impossible_travel"],
             "output": output,
             "signals_output": signals,
-            "log": cycles.append,
         },
     )
     loop.start()
@@ -159,6 +165,8 @@ def test_every_detects_new_files_and_partitions_incrementally(tmp_path):
     finally:
         stop.set()
         loop.join(timeout=DEADLINE_SECONDS)
+        detections_logger.removeHandler(collector)
+        detections_logger.setLevel(logging.NOTSET)
     assert not loop.is_alive()
     assert len(read_jsonl(output)) == 2  # each incident once, though the hopper was re-run with hr=11
     assert len(read_jsonl(signals)) == 2  # each signal once
@@ -191,7 +199,12 @@ def test_every_stops_cleanly_on_sigterm(tmp_path):
         if process.poll() is None:
             process.kill()
         reader.join(timeout=DEADLINE_SECONDS)
-    printed = "".join(output)
-    assert "signals: 2 new" in printed
-    assert "SIGTERM: stopping after the current cycle" in printed
-    assert re.search(r"stopped after \d+ cycle\(s\)", printed)
+    # A service's log: every line a JSON object with its level and logger, cycles with their counts.
+    logged = [record for record in map(json.loads, output) if "logger" in record]  # stdout sink: incidents
+    assert {"ts", "level", "logger", "message"} <= set(logged[0])
+    cycles = [line for line in logged if "new lake file(s)" in line["message"]]
+    assert cycles[0]["new_files"] >= 1 and cycles[0]["signals"] == 2
+    assert "signals: 2 new" in cycles[0]["message"]
+    messages = [line["message"] for line in logged]
+    assert "SIGTERM: stopping after the current cycle" in messages
+    assert any(re.fullmatch(r"stopped after \d+ cycle\(s\)", message) for message in messages)

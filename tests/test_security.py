@@ -17,6 +17,7 @@ from pipelines.detect.detections import run_detections
 from pipelines.incidents.alert_state import AlertStore
 from pipelines.incidents.routing import RoutingError, load_router
 from pipelines.infra.config import DEFAULT_CONFIG, ConfigError, load_config
+from pipelines.infra.paths import SQL_DIR
 from pipelines.lake import analyst
 from pipelines.stream.privacy import Privacy, PrivacyError, load_privacy, pseudonymise, truncate_ip
 from pipelines.traffic.generator import GeneratorConfig, generate_events
@@ -26,6 +27,8 @@ EVENT = {
     "api_key_id": "key-1", "source_ip": "192.0.2.1", "country": "DE", "input_tokens": 10,
 }  # fmt: skip
 PEPPER = "a-test-pepper-of-enough-bytes"
+
+TRAVEL_POSITIVE = SQL_DIR / "detections" / "impossible_travel" / "positive.jsonl"
 
 
 @pytest.fixture
@@ -262,8 +265,7 @@ def test_state_override_carries_the_audit_log_with_it(tmp_path):
 
     from pipelines.commands import cli
     from pipelines.incidents import audit
-    fixtures = Path(__file__).parent / "detections" / "fixtures" / "impossible_travel" / "positive.jsonl"
-    write_events(tmp_path / "lake", read_jsonl(fixtures))
+    write_events(tmp_path / "lake", read_jsonl(TRAVEL_POSITIVE))
     # Like the shipped configuration: a state path, no explicit audit_log.
     config = write_config(
         tmp_path,
@@ -308,9 +310,7 @@ def test_a_bad_lake_file_is_named_and_skipped_and_the_rest_stays_queryable(tmp_p
 
     from pipelines.commands import cli
     from pipelines.lake import layout as lake
-    events = read_jsonl(
-        Path(__file__).parent / "detections" / "fixtures" / "impossible_travel" / "positive.jsonl"
-    )
+    events = read_jsonl(TRAVEL_POSITIVE)
     lake_dir = tmp_path / "lake"
     [first, *_] = write_events(lake_dir, events)
     bad = first.parent / "part-bad-0"

@@ -63,6 +63,15 @@ def exit_code_of(error: Exception) -> int | None:
     return None
 
 
+def wants_json_lines(args: argparse.Namespace) -> bool:
+    """--log-format when given; otherwise JSON lines for the commands that declare themselves long-running
+    (set_defaults(long_running=predicate over their arguments)), which a log shipper reads, not a person."""
+    if getattr(args, "log_format", None):
+        return args.log_format == "json"
+    long_running = getattr(args, "long_running", None)
+    return bool(long_running and long_running(args))
+
+
 def _overview_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="usagewatch",
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         _overview_parser().parse_args(argv[:1] or ["--help"])
     args = build_parser(argv[0]).parse_args(argv)
-    configure_logging(getattr(args, "verbosity", "normal"))
+    configure_logging(getattr(args, "verbosity", "normal"), json_lines=wants_json_lines(args))
     # Every error path ends here or prints on the way: no registered secret leaves the process, and an
     # unexpected error's traceback is redacted too (its messages may quote a URL or a response).
     with redaction.redacted_output():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import signal
 import sys
 import threading
@@ -24,6 +25,8 @@ from pipelines.incidents.alert_state import AlertStateError
 from pipelines.incidents.routing import RoutingError
 from pipelines.infra import clock
 from pipelines.infra.config import Config, ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def run_detect_command(args: argparse.Namespace) -> int:
@@ -87,7 +90,7 @@ def _detect_every(
     stop = threading.Event()
 
     def request_stop(signum, frame) -> None:
-        print(f"\n{signal.Signals(signum).name}: stopping after the current cycle", file=sys.stderr)
+        logger.warning(f"{signal.Signals(signum).name}: stopping after the current cycle")
         stop.set()
 
     previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -111,7 +114,7 @@ def _detect_every(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    print(f"stopped after {cycles} cycle(s)")
+    logger.info(f"stopped after {cycles} cycle(s)", extra={"fields": {"cycles": cycles}})
     return 0
 
 
@@ -159,4 +162,5 @@ def add_parser(subparsers) -> None:
     )
     add_config(parser)
     add_state(parser)
-    parser.set_defaults(func=run_detect_command)
+    # --every runs as a service: JSON lines for its log
+    parser.set_defaults(func=run_detect_command, long_running=lambda args: args.every is not None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from pipelines.detect.evaluation import ENGINES, evaluate
 from pipelines.detect.incident_scoring import PAGE_SEVERITY
 from pipelines.detect.sweep import AXES, heatmap_png, sweep, table
 from pipelines.infra.rendering import format_table
+
+logger = logging.getLogger(__name__)
 
 
 def render_report(report: dict[str, Any]) -> str:
@@ -128,7 +131,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if not axes or not seeds:
         print("evaluate --sweep: no cell matches --cells, or no seed given", file=sys.stderr)
         return 2
-    cells = sweep(axes, seeds, log=lambda line: print(line, file=sys.stderr))
+    cells = sweep(axes, seeds, log=logger.info)
     rendered = table(cells)
     print(rendered)
     if args.out:
@@ -137,5 +140,5 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         (out / "sweep.md").write_text(rendered + "\n", encoding="utf-8")
         (out / "sweep.json").write_text(json.dumps([cell.to_json() for cell in cells], indent=2) + "\n")
         (out / "sweep.png").write_bytes(heatmap_png(cells))
-        print(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png", file=sys.stderr)
+        logger.info(f"wrote {out / 'sweep.md'}, sweep.json and sweep.png")
     return 0

@@ -38,6 +38,11 @@ def add_verbosity(parser: argparse.ArgumentParser) -> None:
     level.add_argument(
         "--verbose", dest="verbosity", action="store_const", const="verbose", help="log debugging detail"
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines as text or JSON lines (default: JSON for long-running commands, text otherwise)",
+    )
     parser.set_defaults(verbosity="normal")
 
 

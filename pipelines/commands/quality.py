@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from pipelines.quality.gates import (
     record_and_route,
     validate_partitions,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def _summary_rows(results: list[SuiteResult]) -> list[tuple]:
@@ -74,7 +77,7 @@ def validate(
         if not partitions:
             print(f"nothing to validate in {lake_dir}" + (f" for {day_text}" if day_text else ""))
             return 0
-        print(f"validating {len(partitions)} partition(s) with {len(suites)} suite(s)", file=sys.stderr)
+        logger.info(f"validating {len(partitions)} partition(s) with {len(suites)} suite(s)")
         now = dt.datetime.now(dt.UTC)
         results = validate_partitions(
             lake_dir, settings.results_dir, partitions, suites, now, print_progress("validate")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import re
 import shlex
@@ -36,6 +37,8 @@ from typing import Any
 from pipelines.commands.cli import COMMANDS
 from pipelines.commands.options import add_config
 from pipelines.infra.config import Config, ConfigError, load_config
+
+logger = logging.getLogger(__name__)
 
 SCHEDULE_KEYS = {"jobs", "log_dir"}
 JOB_KEYS = {"name", "cron", "command"}
@@ -157,7 +160,9 @@ def run_job(job: ScheduledJob, config: Config, logs: Path) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    print(f"{stamp} {job.name}: start {job.command}", flush=True)
+    logger.info(
+        f"{job.name}: start {job.command}", extra={"fields": {"job": job.name, "command": job.command}}
+    )
     environment = {**os.environ, "USAGEWATCH_CONFIG": str(config.path.resolve())}
     with (logs / f"{job.name}.log").open("a", encoding="utf-8") as log:
         log.write(f"--- {stamp} {job.command}\n")
@@ -171,7 +176,11 @@ def run_job(job: ScheduledJob, config: Config, logs: Path) -> int:
             check=False,
         )
         log.write(f"--- exit {completed.returncode}\n")
-    print(f"{job.name}: exit {completed.returncode} after {time.monotonic() - started:.1f}s", flush=True)
+    seconds = round(time.monotonic() - started, 1)
+    logger.info(
+        f"{job.name}: exit {completed.returncode} after {seconds:.1f}s",
+        extra={"fields": {"job": job.name, "exit_code": completed.returncode, "seconds": seconds}},
+    )
     return completed.returncode
 
 
@@ -231,7 +240,10 @@ def run_schedule_command(args: argparse.Namespace) -> int:
     scheduler = build_scheduler(config, jobs)
     # SIGTERM (systemd stop, docker stop) shuts down like Ctrl-C: the running job finishes first.
     signal.signal(signal.SIGTERM, lambda signum, frame: scheduler.shutdown(wait=False))
-    print(f"scheduling {len(jobs)} job(s) from {config.path}; logs in {logs}", flush=True)
+    logger.info(
+        f"scheduling {len(jobs)} job(s) from {config.path}; logs in {logs}",
+        extra={"fields": {"jobs": [job.name for job in jobs], "log_dir": str(logs)}},
+    )
     try:
         scheduler.start()
     except KeyboardInterrupt:
@@ -252,4 +264,5 @@ def add_parser(subparsers) -> None:
         "--list", action="store_true", help="show the jobs and their next run times, then exit"
     )
     action.add_argument("--run", metavar="JOB", help="run this job once now, then exit with its exit code")
-    parser.set_defaults(func=run_schedule_command)
+    # the scheduler runs for days under a service manager: JSON lines for its log; --list/--run are one-offs
+    parser.set_defaults(func=run_schedule_command, long_running=lambda args: not (args.list or args.run))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +31,8 @@ from pipelines.traffic.generator import (
     write_jsonl,
     write_label_rows,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def _parse_scenarios(text: str) -> tuple[str, ...]:
@@ -179,7 +182,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return 2
     if args.labels is not None:
         rows = write_label_rows(label_rows(config), args.labels)
-        print(f"wrote {rows} label rows to {args.labels}", file=sys.stderr)
+        logger.info(f"wrote {rows} label rows to {args.labels}")
     records = make_records(config)
     if args.privacy:
         try:
@@ -211,10 +214,10 @@ def run_generate(args: argparse.Namespace) -> int:
         target = f"{args.bootstrap}/{args.topic} ({acknowledged} acknowledged)"
     elapsed = time.perf_counter() - started
     total = valid + malformed
-    print(
+    logger.info(
         f"generated {valid} events + {malformed} malformed records for "
         f"{format_event_time(config.start)} +{config.duration} -> {target} in {elapsed:.2f}s "
         f"({total / elapsed if elapsed else 0:,.0f} records/s)",
-        file=sys.stderr,
+        extra={"fields": {"events": valid, "malformed": malformed, "seconds": round(elapsed, 3)}},
     )
     return 0

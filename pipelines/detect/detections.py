@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 import re
 import threading
 from collections import Counter
@@ -48,6 +49,8 @@ from pipelines.lake.analyst import ReadOnlyViolation, check_read_only, open_lake
 from pipelines.lake.layout import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
 from pipelines.quality import gates as quality
 from pipelines.stream.contracts import DETECTION_SCHEMA, load_schema, schema_errors
+
+logger = logging.getLogger(__name__)
 
 DETECTIONS_DIR = SQL_DIR / "detections"
 # One folder per rule, sql/detections/<id>/: these two files and its fixtures (see detect/catalog.py).
@@ -429,7 +432,6 @@ def run_incrementally(
     until: dt.datetime | None = None,
     output: Path | None = None,
     signals_output: Path | None = None,
-    log=print,
 ) -> int:
     """Each cycle: find newly committed lake files; if any, detect over their hours (minus `lookback`,
     so windows reaching back are complete), then mark them processed; otherwise only retry the outbox.
@@ -446,7 +448,11 @@ def run_incrementally(
                 store.mark_processed({}, scan.completed_partitions, now)
                 delivery = router.deliver(store, now)  # sinks that were down get their backlog
                 if delivery.delivered or delivery.failed:
-                    log(f"{now:%H:%M:%S} no new lake files; outbox: {delivery.describe()}")
+                    logger.info(
+                        f"no new lake files; outbox: {delivery.describe()}",
+                        extra={"fields": {"cycle": cycles, "new_files": 0, "delivered": delivery.delivered,
+                                          "failed": delivery.failed}},
+                    )  # fmt: skip
         if scan.new_files:
             start = scan.earliest_partition - lookback
             run = detect_and_route(
@@ -468,9 +474,15 @@ def run_incrementally(
                 with output.open("a", encoding="utf-8") as sink:
                     for change in run.changes:
                         sink.write(json.dumps(change, sort_keys=True) + "\n")
-            log(f"{now:%H:%M:%S} {len(scan.new_files)} new lake file(s); {run.describe()}")
+            logger.info(
+                f"{len(scan.new_files)} new lake file(s); {run.describe()}",
+                extra={"fields": {"cycle": cycles, "new_files": len(scan.new_files),
+                                  "signals": len(run.signals), "incident_changes": len(run.changes),
+                                  "pages": len(run.engine.pages)}},
+            )  # fmt: skip
             for page in run.engine.pages:
-                log(incidents.page_line(page))
+                page_fields = {"incident_id": page["incident_id"], "severity": page["severity"]}
+                logger.info(incidents.page_line(page), extra={"fields": page_fields})
         cycles += 1
         stop.wait(every.total_seconds())
     return cycles

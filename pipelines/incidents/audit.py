@@ -14,8 +14,8 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +24,8 @@ from typing import Any
 
 from pipelines.infra.config import Config, load_config
 from pipelines.stream.contracts import format_event_time
+
+logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 # Beside the state database in use, unless state.audit_log names a file: the log moves with --state.
@@ -94,9 +96,8 @@ def _repair_torn_tail(handle) -> None:
         handle.write(b"\n")
         return
     handle.truncate(end - len(line))
-    print(
-        f"audit: {handle.name}: removed a torn last line ({len(line)} bytes) left by an interrupted append",
-        file=sys.stderr,
+    logger.warning(
+        f"audit: {handle.name}: removed a torn last line ({len(line)} bytes) left by an interrupted append"
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
+import logging
 from typing import Any
 
 from pipelines.incidents.alert_state import (
@@ -34,6 +34,8 @@ from pipelines.incidents.alert_state import (
 from pipelines.incidents.audit import AuditBatch, AuditLog
 from pipelines.incidents.routing import ACTION_OF_CHANGE
 from pipelines.stream.contracts import format_event_time
+
+logger = logging.getLogger(__name__)
 
 SIGNAL = "signal"
 INCIDENT = "incident"
@@ -256,10 +258,9 @@ def reconcile(store: AlertStore, audit_log: AuditLog, now: dt.datetime) -> int:
     apply_records(store, pending, now)
     applied = sum(1 for record, _ in pending if record["kind"] in (SIGNAL, INCIDENT))
     if applied:
-        print(
+        logger.warning(
             f"audit: applied {applied} record(s) an interrupted run had audited but not recorded "
-            f"(seq {pending[0][0]['seq']}..{pending[-1][0]['seq']})",
-            file=sys.stderr,
+            f"(seq {pending[0][0]['seq']}..{pending[-1][0]['seq']})"
         )
     return applied
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import os
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -34,6 +34,8 @@ from pipelines.incidents.audit import last_line
 from pipelines.infra.config import Config
 from pipelines.infra.redaction import redact, redact_url, register_secret
 from pipelines.infra.rendering import terminal_safe
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the store is handed in by the caller; only the types are needed here
     from pipelines.incidents.alert_state import AlertStore, Delivery
@@ -584,9 +586,9 @@ class Router:
             except (DeliveryError, OSError, ValueError) as error:
                 # Stored in the outbox, shown by `incidents show`, printed: never with a secret in it.
                 error_text = redact(error)
-                print(
+                logger.warning(
                     f"routing: {sink.name} attempt {attempt}/{self.retry.attempts} failed: {error_text}",
-                    file=sys.stderr,
+                    extra={"fields": {"sink": sink.name, "attempt": attempt}},
                 )
                 if attempt < self.retry.attempts:
                     sleep(self.retry.delay(attempt))

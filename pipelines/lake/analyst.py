@@ -3,8 +3,8 @@ read-only query under limits that `usagewatch sql` runs (pipelines/commands/lake
 
 from __future__ import annotations
 
+import logging
 import re
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +15,8 @@ from pipelines.detect.enrichment import register_lookup
 from pipelines.infra.config import Config
 from pipelines.infra.paths import SCHEMAS_DIR, SQL_DIR
 from pipelines.lake.layout import TABLES, LakeTable, TableFiles, sql_string_literal
+
+logger = logging.getLogger(__name__)
 
 VIEWS_DIR = SQL_DIR / "views"
 REFERENCE_DIR = SCHEMAS_DIR / "reference"
@@ -209,7 +211,7 @@ def open_lake(
     lake_dir = Path(lake_dir).resolve()
     files = {table.name: table.committed_files(lake_dir) for table in TABLES}
     for bad in (bad for table_files in files.values() for bad in table_files.unreadable):
-        print(f"warning: skipped {bad}", file=sys.stderr)
+        logger.warning(f"warning: skipped {bad}")
     con = duckdb.connect()
     register_lookup(con)  # events_enriched calls it
     for view_file in sorted(VIEWS_DIR.glob("*.sql")):

@@ -47,7 +47,9 @@ def test_a_ring_from_five_detections_over_six_hours_is_one_incident_naming_every
     assert incident["severity"] == "critical"
     assert incident["signal_count"] == len(ring_signals())
     assert "40 accounts" in incident["summary"] and "203.0.113.7" in incident["summary"]
-    assert engine.routed() == run.changes
+    (routed,) = engine.routed()
+    assert routed.pop("incident_page").endswith(f"incident-{incident['incident_id']}.html")  # its link
+    assert routed == incident
 
 
 def test_the_ring_growing_later_updates_the_same_incident_without_a_page(engine):

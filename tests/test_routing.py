@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,11 +21,14 @@ from pipelines.detect.detections import DETECTIONS_DIR, detect_and_route
 from pipelines.incidents.alert_state import Delivery
 from pipelines.incidents.routing import ALERTMANAGER_ALERTNAME, PagerDutySink, RoutingError, load_router
 from pipelines.infra.config import ConfigError, load_config
+from pipelines.quality.gates import quality_settings
+from pipelines.reports.incident_page import incident_pages_dir, page_file_name
 from pipelines.stream.contracts import validate_incident
 
 FAST_RETRY = (
     "  retry: {attempts: 2, backoff_seconds: 0.01, max_backoff_seconds: 0.02}\n  timeout_seconds: 5\n"
 )
+PAGES = "  incident_page_base_url: 'https://usagewatch.example/incidents/'\n"
 LATER = NOW + dt.timedelta(hours=1)
 NEWCOMERS = [f"late-{index}" for index in range(5)]
 
@@ -46,17 +51,22 @@ class Receiver:
     """An HTTP server on 127.0.0.1 that records every POST and answers with the next queued status."""
 
     def __init__(self, port: int = 0):
-        self.requests: list[tuple[str, dict]] = []
-        self.statuses: list[int] = []  # consumed first; 200 once empty
+        self.requests: list[tuple[str, dict]] = []  # the accepted ones
+        self.hits: list[tuple[float, int]] = []  # (monotonic time, status) of every POST
+        self.statuses: list[int | tuple[int, dict[str, str]]] = []  # (with headers) consumed first; then 200
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
+                status, headers = status if isinstance(status, tuple) else (status, {})
+                receiver.hits.append((time.monotonic(), status))
                 if status == 200:
                     receiver.requests.append((self.path, json.loads(body)))
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(b'{"status": "success"}' if status == 200 else b"unavailable")
 
@@ -104,8 +114,7 @@ def http_sinks(receiver: Receiver, pager_min: str = "medium") -> str:
         f"    - {{name: pager, type: pagerduty, routing_key_env: UW_TEST_PD_KEY, url: '{receiver.url}/pd',"
         f" min_severity: {pager_min}}}\n"
         "    - {name: chat, type: slack, webhook_url_env: UW_TEST_SLACK_URL}\n"
-        f"    - {{name: am, type: alertmanager, url: '{receiver.url}/api/v2/alerts',"
-        " generator_url: 'https://usagewatch.example/incidents/'}\n"
+        f"    - {{name: am, type: alertmanager, url: '{receiver.url}/api/v2/alerts'}}\n"
         "    - {name: file, type: jsonl, path: out/routed.jsonl}\n"
     )
 
@@ -117,7 +126,7 @@ def secrets(receiver, monkeypatch):
 
 
 def test_one_trigger_per_incident_and_an_update_when_the_ring_grows(tmp_path, receiver, secrets):
-    engine = Engine(tmp_path, http_sinks(receiver), retry=FAST_RETRY)
+    engine = Engine(tmp_path, http_sinks(receiver), retry=FAST_RETRY + PAGES)
 
     opened = engine.run(ring_signals() + two_lone_accounts())
 
@@ -131,6 +140,8 @@ def test_one_trigger_per_incident_and_an_update_when_the_ring_grows(tmp_path, re
     assert page["payload"]["severity"] == "critical" and page["payload"]["source"] == "usagewatch"
     assert page["payload"]["custom_details"]["account_count"] == len(RING)
     assert page["payload"]["summary"].startswith("[CRITICAL]")
+    link = f"https://usagewatch.example/incidents/{page_file_name(ring['incident_id'])}"
+    assert page["links"] == [{"href": link, "text": "Incident page"}]
 
     posts = receiver.at("/api/v2/alerts")
     assert all(isinstance(body, list) for body in posts)
@@ -138,11 +149,13 @@ def test_one_trigger_per_incident_and_an_update_when_the_ring_grows(tmp_path, re
     labels = {"alertname": ALERTMANAGER_ALERTNAME, "incident_id": ring["incident_id"], "severity": "critical"}
     assert ring_alert["labels"] == labels
     assert ring_alert["startsAt"] == ring["first_seen"] and ring_alert["endsAt"] > ring_alert["startsAt"]
-    assert ring_alert["generatorURL"] == f"https://usagewatch.example/incidents/{ring['incident_id']}"
+    assert ring_alert["generatorURL"] == link
 
     slack = next(body for body in receiver.at("/slack") if ring["incident_id"][:12] in body["text"])
     assert slack["text"].startswith("[CRITICAL]") and slack["blocks"][0]["text"]["text"] == slack["text"]
     assert ring["summary"] in json.dumps(slack["blocks"])
+    (button,) = [e for b in slack["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert button["type"] == "button" and button["url"] == link
     receiver.requests.clear()
 
     grown = engine.run(grown_ring(), LATER)
@@ -156,11 +169,15 @@ def test_one_trigger_per_incident_and_an_update_when_the_ring_grows(tmp_path, re
     (line,) = receiver.at("/slack")
     assert line == {
         "text": f"incident {ring['incident_id'][:12]} grew: +5 accounts, +1 signals "
-        f"({len(RING) + 5} accounts, risk {update['risk_score']})"
+        f"({len(RING) + 5} accounts, risk {update['risk_score']}) <{link}|incident page>"
     }
     routed = read_jsonl(tmp_path / "out" / "routed.jsonl")
     for incident in routed:
         validate_incident(incident)
+        assert (
+            incident["incident_page"]
+            == f"https://usagewatch.example/incidents/{page_file_name(incident['incident_id'])}"
+        )
     assert [r["change"] for r in routed if r["incident_id"] == ring["incident_id"]] == ["opened", "updated"]
 
     receiver.requests.clear()
@@ -223,6 +240,128 @@ def test_transient_errors_are_retried_within_the_run(tmp_path, receiver):
             store.get_incident(c["incident_id"])["deliveries"][0]["attempts"] for c in run.changes
         )
     assert attempts == [1, 2]
+
+
+def am_engine(tmp_path: Path, receiver: Receiver, retry: str = FAST_RETRY) -> Engine:
+    return Engine(
+        tmp_path, f"    - {{name: am, type: alertmanager, url: '{receiver.url}/am'}}\n", retry=retry
+    )
+
+
+def outbox_row(engine: Engine, incident_id: str) -> dict:
+    with engine.store() as store:
+        (row,) = store.get_incident(incident_id)["deliveries"]
+    return row
+
+
+def test_a_rejected_notification_is_not_retried_and_waits_in_the_outbox(tmp_path, receiver):
+    receiver.statuses = [400]
+    engine = am_engine(tmp_path, receiver)
+
+    run = engine.run(two_lone_accounts()[:2])
+
+    assert [status for _, status in receiver.hits] == [400]  # a 4xx once: the same request cannot cure it
+    (incident,) = run.changes
+    row = outbox_row(engine, incident["incident_id"])
+    assert row["attempts"] == 1 and row["delivered_at"] is None
+    assert "HTTP 400" in row["last_error"] and "not retried" in row["last_error"]
+
+    later = engine.run([], LATER)  # kept, not lost: a later run delivers it
+    assert later.delivery.delivered == 1 and [s for _, s in receiver.hits] == [400, 200]
+
+
+def test_429_waits_what_retry_after_asks(tmp_path, receiver):
+    receiver.statuses = [(429, {"Retry-After": "1"})]
+    # Its own backoff is 0.01 s: a 1 s gap is the receiver's ask, within the 5 s a run waits.
+    engine = am_engine(
+        tmp_path, receiver, FAST_RETRY.replace("max_backoff_seconds: 0.02", "max_backoff_seconds: 5")
+    )
+
+    run = engine.run(two_lone_accounts()[:2])
+
+    assert run.delivery.delivered == 1
+    (first, _), (second, status) = receiver.hits
+    assert status == 200 and second - first >= 1.0
+    assert outbox_row(engine, run.changes[0]["incident_id"])["attempts"] == 2
+
+
+def test_server_errors_are_retried_until_the_attempts_run_out_then_wait_for_retry_after(tmp_path, receiver):
+    receiver.statuses = [503, 502, (429, {"Retry-After": "120"}), 503]
+    engine = am_engine(tmp_path, receiver, retry=FAST_RETRY.replace("attempts: 2", "attempts: 3"))
+
+    run = engine.run(two_lone_accounts()[:2])
+
+    assert [status for _, status in receiver.hits] == [503, 502, 429]
+    row = outbox_row(engine, run.changes[0]["incident_id"])
+    assert (
+        row["attempts"] == 3
+        and "HTTP 429" in row["last_error"]
+        and "gave up after 3 tries" in row["last_error"]
+    )
+    # The next run may not try before the receiver's 120 s, though the backoff alone would be 0.02 s.
+    assert row["next_attempt_at"] >= NOW.replace(tzinfo=None) + dt.timedelta(seconds=119)
+    assert engine.run([], NOW + dt.timedelta(seconds=60)).delivery.delivered == 0
+    assert len(receiver.hits) == 3
+    assert engine.run([], NOW + dt.timedelta(seconds=121)).delivery.delivered == 1
+    assert [status for _, status in receiver.hits[3:]] == [503, 200]
+
+
+HOSTILE_ACCOUNT = "<!channel> & <@U024BE7LH>"
+# Our own markup: a link <https://…|label>; everything else that Slack would parse must be escaped.
+_SLACK_LINK = re.compile(r"<https?://[^<>|]+\|[^<>]+>")
+
+
+def _slack_texts(value) -> list[str]:
+    if isinstance(value, dict):
+        return [text for key, item in value.items() if key != "url" for text in _slack_texts(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _slack_texts(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_slack_text_from_event_data_and_notes_is_escaped(tmp_path, receiver, secrets):
+    engine = Engine(
+        tmp_path,
+        "    - {name: chat, type: slack, webhook_url_env: UW_TEST_SLACK_URL}\n",
+        retry=FAST_RETRY + PAGES,
+    )
+    hostile = [signal("extraction_profile", HOSTILE_ACCOUNT, [HOSTILE_ACCOUNT], 0, 60)]
+    hostile += [signal("shared_hosting_infrastructure", "<!here>&<b>", [HOSTILE_ACCOUNT, "x>y"], 1, 60)]
+    for found in hostile:
+        found["title"] = "<!everyone> title & <@u1>"
+    (incident,) = engine.run(hostile).changes
+    assert HOSTILE_ACCOUNT in incident["account_ids"] and "<!everyone>" in incident["title"]
+    note = ["--note", "<!channel> paging everyone & <@U0G9QF9C6> <https://evil.example|login>"]
+    command = ["incidents", "ack", incident["incident_id"], "--by", "<!subteam^S1> bob", *note]
+    assert cli.main([*command, "--config", str(engine.config.path)]) == 0
+
+    opened, acknowledged = receiver.at("/slack")
+    for message in (opened, acknowledged):
+        texts = _slack_texts(message)
+        everything = "\n".join(texts)
+        assert "&lt;!channel&gt; &amp; &lt;@U024BE7LH&gt;" in everything  # the account id, shown as text
+        for text in texts:
+            markup_left = _SLACK_LINK.sub("", text)
+            assert "<" not in markup_left and ">" not in markup_left, text
+            assert not re.search(r"&(?!amp;|lt;|gt;)", markup_left), text
+    acknowledged_text = "\n".join(_slack_texts(acknowledged))
+    assert "&lt;!channel&gt; paging everyone &amp; &lt;@U0G9QF9C6&gt;" in acknowledged_text
+    assert "&lt;https://evil.example|login&gt;" in acknowledged_text
+    assert "Acknowledged by &lt;!subteam^S1&gt; bob" in acknowledged["text"]
+    assert "&lt;!everyone&gt; title &amp; &lt;@u1&gt;" in opened["text"]
+    assert "&lt;!here&gt;&amp;&lt;b&gt;" in "\n".join(_slack_texts(opened))  # the evidence's IP entity
+
+
+def test_without_a_base_url_notifications_link_the_page_file_under_the_reports_dir(tmp_path, receiver):
+    engine = am_engine(tmp_path, receiver)
+
+    (incident,) = engine.run(two_lone_accounts()[:2]).changes
+
+    ((alert,),) = receiver.at("/am")
+    page = incident_pages_dir(quality_settings(engine.config).reports_dir) / page_file_name(
+        incident["incident_id"]
+    )
+    assert alert["generatorURL"] == page.as_uri() and alert["generatorURL"].startswith("file:///")
 
 
 def test_ack_and_resolve_are_forwarded_and_audited(tmp_path, receiver, secrets, capsys):
@@ -289,7 +428,8 @@ def test_pagerduty_severity_mapping(tmp_path, severity, expected):
         .run([signal("impossible_travel", "acct", ["acct"], 0, 30, severity, immediate=True)])
         .changes
     )
-    delivery = Delivery(1, incident["incident_id"], "pager", "opened", "trigger", 0, incident)
+    routed = {**incident, "incident_page": "https://usagewatch.example/incidents/x.html"}
+    delivery = Delivery(1, incident["incident_id"], "pager", "opened", "trigger", 0, routed)
     assert PagerDutySink(name="pager", routing_key="k").payload(delivery)["payload"]["severity"] == expected
 
 

@@ -2,10 +2,17 @@
 
 Only incidents (schemas/incident.schema.json, made by pipelines/incidents/engine.py) are routed; signals
 never are. Every notification is first written to the outbox (pipelines/incidents/alert_state.py), then
-delivered with bounded retries and exponential backoff; what a sink did not accept stays in the outbox
-and is retried on a later run, so an unreachable sink never loses a notification. Secrets (webhook URLs,
-routing keys) come only from environment variables named by `*_env` keys, checked when the configuration
-is loaded.
+delivered; what a sink did not accept stays in the outbox and is retried on a later run, so an
+unreachable sink never loses a notification. Within a run, HTTP sinks retry through urllib3's `Retry`:
+network errors, 5xx and 429 only, waiting what `Retry-After` asks or else an exponential backoff with
+jitter; any other 4xx is the receiver rejecting the notification, which the same request will not
+change, so it waits in the outbox (with its error) instead. Secrets (webhook URLs, routing keys) come
+only from environment variables named by `*_env` keys, checked when the configuration is loaded.
+
+Every routed copy carries `incident_page`, the link to its incident page (pipelines/reports/
+incident_page.py): `routing.incident_page_base_url` + the page's file name, or the file:// URL of the
+page under the reports directory. PagerDuty gets it in `links`, Alertmanager as `generatorURL`, Slack as
+a button.
 
 Changes: `opened` and `escalated` page (PagerDuty trigger, Slack message, Alertmanager alert);
 `updated` (the incident grew) goes quietly to the sinks it already paged: PagerDuty gets a trigger with
@@ -17,17 +24,21 @@ the sinks that understand them. stdout, jsonl and kafka carry the incident docum
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import logging
 import os
-import time
-import urllib.error
+import random
 import urllib.parse
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import urllib3
+from urllib3.exceptions import InvalidHeader, MaxRetryError
+from urllib3.util import Retry
 
 from pipelines.incidents.alerts import SEVERITIES
 from pipelines.incidents.audit import last_line
@@ -74,7 +85,48 @@ class RoutingError(ValueError):
 
 
 class DeliveryError(RuntimeError):
-    """A sink did not accept a notification."""
+    """A sink did not accept a notification after `tries` tries; `retry_after`: seconds the receiver
+    asked to wait before the next one (its Retry-After header), if it said."""
+
+    def __init__(self, message: str, tries: int = 1, retry_after: float | None = None):
+        super().__init__(message)
+        self.tries = tries
+        self.retry_after = retry_after
+
+
+# What a retry can cure: the receiver failing (5xx) or asking us to slow down (429). Another 4xx says
+# this notification is wrong for this receiver (bad payload, bad key, wrong URL): sending it again
+# within the run changes nothing.
+RETRYABLE_STATUSES = frozenset({429, *range(500, 600)})
+_LONGEST_RETRY_AFTER = 86400  # a day: beyond it a Retry-After is an error of the receiver's, not a plan
+
+
+class _DeliveryRetry(Retry):
+    """urllib3's Retry with the policy's schedule: the first retry already waits (urllib3 retries at
+    once), and the wait is jittered over its upper half so that many runs failing together do not retry
+    together. Retry-After is honoured on every retryable status (urllib3 only on 413, 429 and 503), and
+    never shortened: an ask longer than the policy's longest wait ends the run's tries, and the outbox
+    keeps the notification until then (urllib3 would cap the wait and retry early)."""
+
+    RETRY_AFTER_STATUS_CODES = RETRYABLE_STATUSES
+
+    def get_retry_after(self, response) -> float | None:
+        try:
+            return super().get_retry_after(response)
+        except InvalidHeader:  # a malformed ask falls back to the backoff
+            return None
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        asked = self.get_retry_after(response) if response is not None else None
+        if asked is not None and asked > self.backoff_max:
+            raise MaxRetryError(_pool, url, f"Retry-After {asked:.0f} s is longer than this run waits")
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    def get_backoff_time(self) -> float:
+        if not self.history:
+            return 0.0
+        ceiling = min(self.backoff_max, self.backoff_factor * 2 ** (len(self.history) - 1))
+        return random.uniform(ceiling / 2, ceiling)
 
 
 @dataclass(frozen=True)
@@ -86,9 +138,22 @@ class RetryPolicy:
     def delay(self, failures: int) -> float:
         return min(self.max_backoff_seconds, self.backoff_seconds * 2 ** max(failures - 1, 0))
 
+    def http_retry(self) -> Retry:
+        return _DeliveryRetry(
+            total=self.attempts - 1,
+            status_forcelist=RETRYABLE_STATUSES,
+            allowed_methods=None,  # POST too: PagerDuty and Alertmanager fold repeats by key and labels
+            backoff_factor=self.backoff_seconds,
+            backoff_max=self.max_backoff_seconds,
+            retry_after_max=_LONGEST_RETRY_AFTER,
+            redirect=False,  # a receiver that redirects is misconfigured; never resend a secret elsewhere
+            raise_on_status=False,  # the last response is the error to report
+        )
 
-def _post_json(url: str, body: Any, timeout: float) -> None:
-    """POST `body`; a failure is a DeliveryError whose text names the receiver without its secrets.
+
+def _post_json(url: str, body: Any, timeout: float, retry: RetryPolicy) -> int:
+    """POST `body` with `retry`; return the tries made. A failure is a DeliveryError whose text names the
+    receiver without its secrets.
 
     Userinfo in the URL (`https://user:password@host/…`) is sent as HTTP basic authentication, never
     as part of the host name.
@@ -101,19 +166,32 @@ def _post_json(url: str, body: Any, timeout: float) -> None:
             "Basic " + base64.b64encode(urllib.parse.unquote(userinfo).encode()).decode()
         )
         url = urllib.parse.urlunsplit(split._replace(netloc=host))
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST"
-    )
     receiver = host  # named without its userinfo, path or query: those may be the secret
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
-    except urllib.error.HTTPError as error:
-        detail = error.read(300).decode("utf-8", "replace")
-        raise DeliveryError(redact(f"HTTP {error.code} from {receiver}: {detail}")) from None
-    except (urllib.error.URLError, OSError, ValueError) as error:  # ValueError: http.client.InvalidURL
-        reason = getattr(error, "reason", error)
-        raise DeliveryError(redact(f"cannot reach {receiver}: {reason}")) from None
+        with urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout)) as http:
+            response = http.request(
+                "POST", url, body=json.dumps(body).encode("utf-8"), headers=headers,
+                retries=retry.http_retry(), preload_content=True,
+            )  # fmt: skip
+    except MaxRetryError as error:
+        raise DeliveryError(
+            redact(f"cannot reach {receiver}: {error.reason}"), tries=retry.attempts
+        ) from None
+    except (urllib3.exceptions.HTTPError, OSError, ValueError) as error:  # ValueError: a malformed URL
+        raise DeliveryError(redact(f"cannot reach {receiver}: {error}")) from None
+    tries = len(response.retries.history) + 1 if response.retries else 1
+    if 200 <= response.status < 300:
+        return tries
+    detail = response.data[:300].decode("utf-8", "replace")
+    retryable = response.status in RETRYABLE_STATUSES
+    verdict = f"gave up after {tries} tries" if retryable else "rejected, not retried"
+    # The next run waits as long as the receiver asked.
+    retry_after = (
+        _DeliveryRetry(retry_after_max=_LONGEST_RETRY_AFTER).get_retry_after(response) if retryable else None
+    )
+    raise DeliveryError(
+        redact(f"HTTP {response.status} from {receiver} ({verdict}): {detail}"), tries, retry_after
+    )
 
 
 def incident_headline(incident: dict[str, Any]) -> str:
@@ -142,11 +220,13 @@ class Sink:
     min_severity: str = "info"
     changes: frozenset[str] = frozenset(CHANGES)
     timeout: float = 10.0
+    retry: RetryPolicy = RetryPolicy()
 
     def accepts(self, severity: str) -> bool:
         return SEVERITIES.index(severity) >= SEVERITIES.index(self.min_severity)
 
-    def send(self, delivery: Delivery) -> None:
+    def send(self, delivery: Delivery) -> int:
+        """Deliver one notification; return the tries it took, or raise DeliveryError."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -155,23 +235,25 @@ class Sink:
 
 @dataclass
 class StdoutSink(Sink):
-    def send(self, delivery: Delivery) -> None:
+    def send(self, delivery: Delivery) -> int:
         print(json.dumps(delivery.incident, sort_keys=True), flush=True)
+        return 1
 
 
 @dataclass
 class JsonlSink(Sink):
     path: Path = Path()
 
-    def send(self, delivery: Delivery) -> None:
+    def send(self, delivery: Delivery) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(delivery.incident, sort_keys=True)
         with self.path.open("a+b") as sink:
             # A run killed after this write and before the outbox marked it delivered sends it again:
             # the line is already the file's last one, so it is not written twice.
             if last_line(sink) == line.encode("utf-8"):
-                return
+                return 1
             sink.write((line + "\n").encode("utf-8"))
+        return 1
 
 
 @dataclass
@@ -180,7 +262,7 @@ class KafkaSink(Sink):
     bootstrap: str = ""
     _producer: Any = field(default=None, repr=False)
 
-    def send(self, delivery: Delivery) -> None:
+    def send(self, delivery: Delivery) -> int:
         from kafka import KafkaProducer  # imported on first use: most runs have no Kafka sink
         from kafka.errors import KafkaError
 
@@ -202,10 +284,11 @@ class KafkaSink(Sink):
                 key=delivery.incident["incident_id"].encode("utf-8"),
                 value=json.dumps(delivery.incident, sort_keys=True).encode("utf-8"),
             )
-            future.get(timeout=3 * self.timeout)
+            future.get(timeout=3 * self.timeout)  # the producer retries by itself until then
         except KafkaError as error:
             self.close()  # a fresh producer next time, rather than one stuck on a dead broker
             raise DeliveryError(redact(f"kafka {self.bootstrap} topic {self.topic}: {error!r}")) from None
+        return 1
 
     def close(self) -> None:
         if self._producer is not None:
@@ -213,39 +296,54 @@ class KafkaSink(Sink):
             self._producer = None
 
 
+def slack_escape(text: str) -> str:
+    """Text safe in Slack mrkdwn: Slack reads `<!channel>`, `<@U123>` and `<url|label>` as mentions and
+    links, so &, < and > in data (notes, account ids, titles, evidence) are sent as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _is_web_link(url: str) -> bool:
+    return urllib.parse.urlsplit(url).scheme in ("http", "https")
+
+
 @dataclass
 class SlackSink(Sink):
+    """Slack incoming webhook: `text` (the notification) and `blocks`; every piece of incident data is
+    escaped for mrkdwn (`slack_escape`), the only markup is ours."""
+
     url: str = ""
 
     def payload(self, delivery: Delivery) -> dict[str, Any]:
         incident = delivery.incident
         short = incident["incident_id"][:12]
+        page = incident["incident_page"]
         if delivery.change == "updated":
             growth = incident.get("growth", {})
             grew = ", ".join(f"+{count} {name}" for name, count in growth.items() if count) or "new evidence"
-            return {
-                "text": f"incident {short} grew: {grew} ({len(incident['account_ids'])} accounts, "
+            text = (
+                f"incident {short} grew: {grew} ({len(incident['account_ids'])} accounts, "
                 f"risk {incident['risk_score']})"
-            }
+            )
+            return {"text": slack_escape(text) + (f" <{page}|incident page>" if _is_web_link(page) else "")}
         prefix = {
             "opened": "",
             "escalated": f"Escalated from {incident.get('previous_severity')}: ",
             "acknowledged": f"Acknowledged by {delivery.by}: ",
             "resolved": f"Resolved by {delivery.by}: ",
         }
-        text = prefix[delivery.change] + incident_headline(incident)
-        accounts = ", ".join(_first_accounts(incident))
+        text = slack_escape(prefix[delivery.change] + incident_headline(incident))
+        accounts = slack_escape(", ".join(_first_accounts(incident)))
         more = len(incident["account_ids"]) - ACCOUNTS_IN_NOTIFICATION
-        entities = ", ".join(f"{e['type']} {e['id']}" for e in incident["entities"][:10])
+        entities = slack_escape(", ".join(f"{e['type']} {e['id']}" for e in incident["entities"][:10]))
         fields = [
-            f"*Severity*\n{incident['severity']}",
+            f"*Severity*\n{slack_escape(incident['severity'])}",
             f"*Risk*\n{incident['risk_score']}",
-            f"*Detections*\n{', '.join(incident['detection_ids'])}",
+            f"*Detections*\n{slack_escape(', '.join(incident['detection_ids']))}",
             f"*Infrastructure*\n{entities or '-'}",
         ]
         blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": incident["summary"][:3000]}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(incident["summary"])[:3000]}},
             {"type": "section", "fields": [{"type": "mrkdwn", "text": value[:2000]} for value in fields]},
             {
                 "type": "section",
@@ -258,7 +356,24 @@ class SlackSink(Sink):
         ]
         if delivery.note:
             blocks.append(
-                {"type": "section", "text": {"type": "mrkdwn", "text": f"*Note*: {delivery.note}"[:3000]}}
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": f"*Note*: {slack_escape(delivery.note)}"[:3000]},
+                }
+            )
+        # Slack opens only web links from a button; a file:// page (no base URL configured) is shown as text
+        if _is_web_link(page):
+            blocks.append(
+                {
+                    "type": "actions",
+                    "elements": [
+                        {
+                            "type": "button",
+                            "text": {"type": "plain_text", "text": "Open incident page"},
+                            "url": page,
+                        }
+                    ],
+                }
             )
         blocks.append(
             {
@@ -266,15 +381,18 @@ class SlackSink(Sink):
                 "elements": [
                     {
                         "type": "mrkdwn",
-                        "text": f"incident `{incident['incident_id']}` | {incident['runbook']}"[:2000],
+                        "text": slack_escape(
+                            f"incident `{incident['incident_id']}` | {incident['runbook']}"
+                            + ("" if _is_web_link(page) else f" | page: {page}")
+                        )[:2000],
                     }
                 ],
             }
         )
         return {"text": text, "blocks": blocks}
 
-    def send(self, delivery: Delivery) -> None:
-        _post_json(self.url, self.payload(delivery), self.timeout)
+    def send(self, delivery: Delivery) -> int:
+        return _post_json(self.url, self.payload(delivery), self.timeout, self.retry)
 
 
 @dataclass
@@ -292,6 +410,7 @@ class PagerDutySink(Sink):
         }
         if event["event_action"] == "trigger":
             event["client"] = "usagewatch"
+            event["links"] = [{"href": incident["incident_page"], "text": "Incident page"}]
             event["payload"] = {
                 "summary": incident_headline(incident)[:PAGERDUTY_SUMMARY_MAX],
                 "source": "usagewatch",
@@ -302,6 +421,7 @@ class PagerDutySink(Sink):
                 "class": incident["change"],
                 "custom_details": {
                     "incident_id": incident["incident_id"],
+                    "incident_page": incident["incident_page"],
                     "change": incident["change"],
                     "summary": incident["summary"],
                     "risk_score": incident["risk_score"],
@@ -314,8 +434,8 @@ class PagerDutySink(Sink):
             }
         return event
 
-    def send(self, delivery: Delivery) -> None:
-        _post_json(self.url, self.payload(delivery), self.timeout)
+    def send(self, delivery: Delivery) -> int:
+        return _post_json(self.url, self.payload(delivery), self.timeout, self.retry)
 
 
 @dataclass
@@ -324,18 +444,17 @@ class AlertmanagerSink(Sink):
 
     Labels identify the alert, so they are the same on every post of one incident (alertname,
     incident_id, severity) and Alertmanager groups them; an escalation posts the old severity resolved
-    and the new one firing. Resolve = endsAt now.
+    and the new one firing. Resolve = endsAt now. generatorURL is the incident page.
     """
 
     url: str = ""
-    generator_url: str = ""
 
     def payload(self, delivery: Delivery) -> list[dict[str, Any]]:
         incident = delivery.incident
         now = dt.datetime.now(dt.UTC)
 
         def alert(severity: str, ends_at: dt.datetime) -> dict[str, Any]:
-            body = {
+            return {
                 "labels": {
                     "alertname": ALERTMANAGER_ALERTNAME,
                     "incident_id": incident["incident_id"],
@@ -351,10 +470,8 @@ class AlertmanagerSink(Sink):
                 },
                 "startsAt": incident["first_seen"],
                 "endsAt": _zulu(ends_at),
+                "generatorURL": incident["incident_page"],
             }
-            if self.generator_url:
-                body["generatorURL"] = self.generator_url + incident["incident_id"]
-            return body
 
         if delivery.change == "resolved":
             return [alert(incident["severity"], now)]
@@ -363,8 +480,8 @@ class AlertmanagerSink(Sink):
             alerts.insert(0, alert(incident["previous_severity"], now))
         return alerts
 
-    def send(self, delivery: Delivery) -> None:
-        _post_json(self.url, self.payload(delivery), self.timeout)
+    def send(self, delivery: Delivery) -> int:
+        return _post_json(self.url, self.payload(delivery), self.timeout, self.retry)
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -375,10 +492,10 @@ _SINK_KEYS = {
     "kafka": {"topic", "bootstrap"},
     "slack": {"webhook_url_env"},
     "pagerduty": {"routing_key_env", "url"},
-    "alertmanager": {"url_env", "url", "generator_url"},
+    "alertmanager": {"url_env", "url"},
 }
 _COMMON_SINK_KEYS = {"name", "type", "min_severity"}
-_ROUTING_KEYS = {"sinks", "retry", "timeout_seconds"}
+_ROUTING_KEYS = {"sinks", "retry", "timeout_seconds", "incident_page_base_url"}
 _RETRY_KEYS = {"attempts", "backoff_seconds", "max_backoff_seconds"}
 
 
@@ -407,7 +524,7 @@ def _http_url(config: Config, where: str, url: str, secret: bool = False) -> str
     return url
 
 
-def _build_sink(config: Config, index: int, spec: Any, timeout: float) -> Sink:
+def _build_sink(config: Config, index: int, spec: Any, timeout: float, retry: RetryPolicy) -> Sink:
     if not isinstance(spec, dict):
         raise config.error("routing", f"routing.sinks[{index}] must be a mapping")
     kind = spec.get("type")
@@ -423,7 +540,7 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float) -> Sink:
     min_severity = spec.get("min_severity", "info")
     if min_severity not in SEVERITIES:
         raise config.error("routing", f"{where}: min_severity must be one of {', '.join(SEVERITIES)}")
-    common = {"name": name, "min_severity": min_severity, "timeout": timeout}
+    common = {"name": name, "min_severity": min_severity, "timeout": timeout, "retry": retry}
     if kind == "stdout":
         return StdoutSink(**common)
     if kind == "jsonl":
@@ -456,14 +573,9 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float) -> Sink:
             )
     else:
         url = _http_url(config, where, _secret(config, where, spec, "url_env"), secret=True)
-    generator_url = spec.get("generator_url", "")
-    if not isinstance(generator_url, str):
-        raise config.error(
-            "routing", f"{where}: generator_url must be a URL prefix (the incident id is appended)"
-        )
     # Alertmanager's alert model has no acknowledgement.
     changes = frozenset(CHANGES) - {"acknowledged"}
-    return AlertmanagerSink(**common, changes=changes, url=url, generator_url=generator_url)
+    return AlertmanagerSink(**common, changes=changes, url=url)
 
 
 # Beyond these a setting is a typo or an attack (`attempts: 1e9` retries for ever), not a choice.
@@ -503,12 +615,29 @@ def load_router(config: Config) -> Router:
     specs = section.get("sinks") or []
     if not isinstance(specs, list):
         raise config.error("routing", "routing.sinks must be a list")
-    sinks = [_build_sink(config, index, spec, timeout) for index, spec in enumerate(specs)]
+    sinks = [_build_sink(config, index, spec, timeout, retry) for index, spec in enumerate(specs)]
     names = [sink.name for sink in sinks]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise config.error("routing", f"routing sink names must be unique; give 'name' to: {duplicates}")
-    return Router(sinks, retry)
+    return Router(sinks, retry, incident_page_links(config, section.get("incident_page_base_url")))
+
+
+def incident_page_links(config: Config, base_url: Any) -> Callable[[str], str]:
+    """incident id -> the URL of its page: under `routing.incident_page_base_url` where the pages are
+    served, else the file:// URL where `usagewatch report` writes them (quality.reports_dir)."""
+    from pipelines.quality.gates import quality_settings  # quality routes its own incidents: imports this
+    from pipelines.reports.incident_page import incident_pages_dir, page_file_name
+
+    if base_url is None:
+        directory = incident_pages_dir(quality_settings(config).reports_dir)
+        return lambda incident_id: (directory / page_file_name(incident_id)).as_uri()
+    if not isinstance(base_url, str):
+        raise config.error(
+            "routing", "routing.incident_page_base_url must be a URL", "incident_page_base_url"
+        )
+    prefix = _http_url(config, "routing.incident_page_base_url", base_url).rstrip("/") + "/"
+    return lambda incident_id: prefix + page_file_name(incident_id)
 
 
 # --- delivery -------------------------------------------------------------------------------------
@@ -526,9 +655,10 @@ class DeliveryReport:
 
 
 class Router:
-    def __init__(self, sinks: list[Sink], retry: RetryPolicy):
+    def __init__(self, sinks: list[Sink], retry: RetryPolicy, page_link: Callable[[str], str]):
         self.sinks = {sink.name: sink for sink in sinks}
         self.retry = retry
+        self.page_link = page_link
 
     def trigger_sinks(self, severity: str) -> list[str]:
         """Sinks a page (an incident opened or escalated) of this severity goes to."""
@@ -543,11 +673,12 @@ class Router:
         return ACTION_OF_CHANGE[change]
 
     def deliver(
-        self, store: AlertStore, now: dt.datetime, incident_ids: list[str] | None = None, sleep=time.sleep
+        self, store: AlertStore, now: dt.datetime, incident_ids: list[str] | None = None
     ) -> DeliveryReport:
-        """Deliver every due outbox row; a failure leaves the row for a later run (with backoff)."""
+        """Deliver every due outbox row; a failure leaves the row for a later run (with backoff, or as
+        long as the receiver's Retry-After asked)."""
         report = DeliveryReport()
-        # After one exhausted notification a sink is skipped for the rest of the run: this spares the
+        # After one failed notification a sink is skipped for the rest of the run: this spares the
         # retries of every other one, and keeps an incident's acknowledge from overtaking its trigger.
         unreachable: set[str] = set()
         try:
@@ -560,36 +691,32 @@ class Router:
                     continue
                 if delivery.sink in unreachable:
                     continue
-                tries, error = self._send_with_retries(sink, delivery, sleep)
+                # The link is made at delivery, so a base URL set later reaches the notifications waiting.
+                page = self.page_link(delivery.incident_id)
+                linked = dataclasses.replace(delivery, incident={**delivery.incident, "incident_page": page})
+                try:
+                    tries, error = sink.send(linked), None
+                except DeliveryError as failure:
+                    tries, error = failure.tries, failure
+                except (OSError, ValueError) as failure:  # a local sink: the disk, the file system
+                    tries, error = 1, DeliveryError(redact(failure))
                 attempts = delivery.attempts + tries
                 if error is None:
                     report.delivered += 1
                     store.mark_delivered(delivery, attempts, now)
-                else:
-                    next_attempt = now + dt.timedelta(seconds=self.retry.delay(attempts))
-                    store.mark_failed(delivery, attempts, error, next_attempt)
-                    report.failed.append(f"{delivery.sink}: {error}")
-                    unreachable.add(delivery.sink)
+                    continue
+                # Stored in the outbox, shown by `incidents show`, printed: never with a secret in it.
+                error_text = redact(error)
+                logger.warning(
+                    f"routing: {sink.name} failed after {tries} tries: {error_text}",
+                    extra={"fields": {"sink": sink.name, "tries": tries}},
+                )
+                wait = max(self.retry.delay(attempts), error.retry_after or 0)
+                store.mark_failed(delivery, attempts, error_text, now + dt.timedelta(seconds=wait))
+                report.failed.append(f"{delivery.sink}: {error_text}")
+                unreachable.add(delivery.sink)
         finally:
             for sink in self.sinks.values():
                 sink.close()
         report.pending = store.pending_deliveries()
         return report
-
-    def _send_with_retries(self, sink: Sink, delivery: Delivery, sleep) -> tuple[int, str | None]:
-        """(tries made, None on success or the last error)."""
-        error_text = None
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                sink.send(delivery)
-                return attempt, None
-            except (DeliveryError, OSError, ValueError) as error:
-                # Stored in the outbox, shown by `incidents show`, printed: never with a secret in it.
-                error_text = redact(error)
-                logger.warning(
-                    f"routing: {sink.name} attempt {attempt}/{self.retry.attempts} failed: {error_text}",
-                    extra={"fields": {"sink": sink.name, "attempt": attempt}},
-                )
-                if attempt < self.retry.attempts:
-                    sleep(self.retry.delay(attempt))
-        return self.retry.attempts, error_text

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.commands.options import add_config, add_state, config_of, state_of
+from pipelines.commands.options import add_config, add_lake, add_state, config_of, lake_of, state_of
 from pipelines.incidents.alert_state import STATUSES, AlertStateError, AlertStore, state_path
 from pipelines.incidents.alerts import SEVERITIES, headline
 from pipelines.incidents.audit import audit_log_path, open_audit_log, verify
@@ -19,6 +19,9 @@ from pipelines.incidents.engine import change_status
 from pipelines.incidents.routing import RoutingError, load_router
 from pipelines.infra.config import Config, ConfigError, load_config
 from pipelines.infra.rendering import format_table, terminal_safe
+from pipelines.quality.gates import quality_settings
+from pipelines.reports import incident_page
+from pipelines.reports.incident_page import incident_pages_dir, page_file_name
 
 
 def add_parser(subparsers) -> None:
@@ -80,6 +83,8 @@ def run_incidents_list(args: argparse.Namespace) -> int:
 
 def run_incidents_show(args: argparse.Namespace) -> int:
     def action(config: Config, store: AlertStore) -> int:
+        if args.html:
+            return _write_incident_page(args, config, store)
         record = store.get_incident(args.incident_id)
         if args.json:
             print(json.dumps(record["incident"], indent=2, sort_keys=True))
@@ -102,6 +107,15 @@ def run_incidents_show(args: argparse.Namespace) -> int:
         return 0
 
     return _with_incident_store(args, action)
+
+
+def _write_incident_page(args: argparse.Namespace, config: Config, store: AlertStore) -> int:
+    """`incidents show ID --html`: its page, by default where notifications link it."""
+    incident_id = store.resolve_id(args.incident_id, "incidents", "incident_id")
+    data = incident_page.build_page_data(store, incident_id, lake_of(args, config))
+    default = incident_pages_dir(quality_settings(config).reports_dir) / page_file_name(incident_id)
+    print(incident_page.write_page(data, Path(args.out) if args.out else default))
+    return 0
 
 
 def _change_status_command(args: argparse.Namespace, change: str) -> int:
@@ -151,6 +165,13 @@ def _add_incidents_parser(subparsers) -> None:
     show = actions.add_parser("show", help="one incident: summary, deliveries, full document")
     common(show)
     show.add_argument("incident_id", help="incident id, or a unique prefix of at least 6 characters")
+    show.add_argument(
+        "--html",
+        action="store_true",
+        help="write its page (the ring, its traffic, every signal's evidence) and print the file's path",
+    )
+    show.add_argument("-o", "--out", help="with --html: the file (default: where notifications link it)")
+    add_lake(show, help="with --html: lake directory (default: lake.path of the configuration)")
     show.set_defaults(func=run_incidents_show)
 
     for name, change, text in (

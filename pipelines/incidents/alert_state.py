@@ -605,6 +605,11 @@ class AlertStore:
             grouped.setdefault(incident_id, set()).add(alert_id)
         return grouped
 
+    def incident_signals(self, incident_id: str) -> list[dict[str, Any]]:
+        """The signal documents of one incident (its page shows them all)."""
+        rows = self.con.execute("select alert from signals where incident_id = ?", [incident_id]).fetchall()
+        return [json.loads(alert) for (alert,) in rows]
+
     def save_incidents(
         self,
         documents: list[dict[str, Any]],

@@ -422,12 +422,13 @@ def display_time(value: str | None) -> str:
     return dt.datetime.fromisoformat(value).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _environment():
+def template_environment():
     import jinja2
 
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-        autoescape=jinja2.select_autoescape(["html"]),
+        # The templates are *.html.j2: matching "html" alone never escaped (account ids are attacker-written)
+        autoescape=jinja2.select_autoescape(["html", "html.j2"]),
         undefined=jinja2.StrictUndefined,  # a typo in a template fails the report instead of blanking a cell
         trim_blocks=True,
         lstrip_blocks=True,
@@ -467,7 +468,7 @@ def write_report(data: dict[str, Any], charts: dict[str, bytes], out_dir: Path) 
         (chart_dir / f"{name}.png").write_bytes(png)
         chart_files[name] = f"{chart_dir.name}/{name}.png"
     data = {**data, "charts": chart_files}
-    environment = _environment()
+    environment = template_environment()
     embedded = {
         name: "data:image/png;base64," + base64.b64encode(png).decode() for name, png in charts.items()
     }

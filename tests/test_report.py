@@ -165,6 +165,29 @@ def test_the_report_quotes_the_audit_head_and_is_audited_itself(daily):
     assert set(last["payload"]["files"]) == {"html", "markdown", "json"}
 
 
+def test_each_incident_has_its_page_beside_the_report_linked_from_it(daily):
+    incidents = daily["data"]["incidents"]
+    assert incidents
+    for incident in incidents:
+        page = daily["out"] / incident["page"]
+        assert page.parent == daily["out"] / "incidents" and incident["incident_id"] in page.read_text()
+        assert (
+            f'<a href="{incident["page"]}">' in daily["html"]
+            and f"]({incident['page']})" in daily["markdown"]
+        )
+
+
+def test_account_ids_in_the_report_are_html_escaped(tmp_path):
+    lake = tmp_path / "lake"
+    hostile = '<script>alert("report")</script>'
+    write_events(lake, [{**event, "account_id": hostile} for event in fixture_events()[:3]])
+    period = report.report_period("daily", dt.date.fromisoformat(DAY))
+    data = report.gather(lake, tmp_path / "state.duckdb", period, "0" * 64)
+    assert data["top_accounts"][0]["account_id"] == hostile
+    html = report.write_report(data, {}, tmp_path / "out")["html"].read_text()
+    assert "<script" not in html and "&lt;script&gt;alert(&#34;report&#34;)&lt;/script&gt;" in html
+
+
 def png_scanlines(png: bytes) -> tuple[int, int, list[bytes]]:
     """(width, height, filtered scanlines) of an 8-bit non-interlaced PNG; enough to tell blank from drawn."""
     assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"

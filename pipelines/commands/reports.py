@@ -26,6 +26,7 @@ from pipelines.reports.report import (
     record_report,
     render_charts,
     report_period,
+    write_incident_pages,
     write_report,
 )
 
@@ -63,6 +64,7 @@ def report(
         data = gather(lake_dir, state_file, period, head, progress)
         charts = render_charts(chart_specs(data))
         paths = write_report(data, charts, out_dir)
+        pages = write_incident_pages(data, state_file, lake_dir, out_dir)
         if chromium:
             paths["pdf"] = paths["html"].with_suffix(".pdf")
             print_pdf(paths["html"], paths["pdf"], chromium)
@@ -72,6 +74,8 @@ def report(
         return 2 if isinstance(error, ConfigError) else 1
     for kind, path in paths.items():
         print(f"{kind:>8}: {path}")
+    if pages:
+        print(f"   pages: {len(pages)} incident page(s) in {pages[0].parent}")
     if data["data_quality"]["note"]:
         print(data["data_quality"]["note"])
     print(f"audit: report recorded as seq {record['seq']}; head hash quoted in the report: {head}")

@@ -11,6 +11,7 @@ template engine's HTML escaping (autoescape), the SVG included.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import math
@@ -25,6 +26,7 @@ from pipelines.incidents.engine import signal_entity
 from pipelines.stream.contracts import format_event_time
 
 _INCIDENT_ID = re.compile(r"[0-9A-Za-z_-]+")
+PAGES_FOLDER = "incidents"
 # A hydra ring has thousands of accounts: the picture draws the best-linked ones and says how many more.
 MAX_ACCOUNTS_DRAWN = 120
 MAX_HUBS_DRAWN = 30
@@ -100,7 +102,7 @@ order by 1
 
 def incident_pages_dir(reports_dir: Path) -> Path:
     """Where `usagewatch report` writes the pages, beside the reports."""
-    return reports_dir / "incidents"
+    return reports_dir / PAGES_FOLDER
 
 
 def page_file_name(incident_id: str) -> str:
@@ -340,17 +342,34 @@ def page_data(
     }
 
 
-def build_page_data(store: AlertStore, incident_id: str, lake_dir: Path) -> dict[str, Any]:
-    """page_data over the lake at `lake_dir`; without one the page says so and draws what its signals name."""
+@contextlib.contextmanager
+def _lake(lake_dir: Path):
+    """(connection, None) over the lake, or (None, why not): without a lake a page draws what its signals
+    name and says so."""
     from pipelines.lake.analyst import open_lake
 
     if not lake_dir.is_dir():
-        return page_data(store, incident_id, lake_note=f"no lake at {lake_dir}")
+        yield None, f"no lake at {lake_dir}"
+        return
     con = open_lake(lake_dir)
     try:
-        return page_data(store, incident_id, con)
+        yield con, None
     finally:
         con.close()
+
+
+def build_page_data(store: AlertStore, incident_id: str, lake_dir: Path) -> dict[str, Any]:
+    with _lake(lake_dir) as (con, note):
+        return page_data(store, incident_id, con, note)
+
+
+def write_pages(store: AlertStore, incident_ids: list[str], lake_dir: Path, directory: Path) -> list[Path]:
+    """Each incident's page, named as notifications link it, into `directory`; one lake connection."""
+    with _lake(lake_dir) as (con, note):
+        return [
+            write_page(page_data(store, incident_id, con, note), directory / page_file_name(incident_id))
+            for incident_id in incident_ids
+        ]
 
 
 def render_page(data: dict[str, Any]) -> str:

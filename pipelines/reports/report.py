@@ -25,13 +25,19 @@ from typing import Any
 
 import duckdb
 
-from pipelines.incidents.alert_state import open_state_read_only
+from pipelines.incidents.alert_state import AlertStore, open_state_read_only
 from pipelines.incidents.alerts import SEVERITIES
 from pipelines.incidents.audit import AuditLog
 from pipelines.infra.paths import SQL_DIR
 from pipelines.infra.rendering import to_json_value
 from pipelines.lake.analyst import open_lake
 from pipelines.quality.gates import degraded_note, partition_health
+from pipelines.reports.incident_page import (
+    PAGES_FOLDER,
+    incident_pages_dir,
+    page_file_name,
+    write_pages,
+)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 PERIODS = ("daily", "weekly")
@@ -81,6 +87,7 @@ def slot_minutes(period_kind: str, first_event: str | None, last_event: str | No
     )
     fitting = (width for width in SLOT_MINUTES if span / dt.timedelta(minutes=width) < TIME_CHART_SLOTS)
     return next(fitting, SLOT_MINUTES[-1])
+
 
 # --- period -----------------------------------------------------------------------------------------
 
@@ -283,6 +290,7 @@ def gather(lake_dir: Path, state_file: Path, period: Period, head_hash: str, pro
             "first_seen": row["incident"]["first_seen"],
             "last_seen": row["incident"]["last_seen"],
             "status": row["incident"]["status"],
+            "page": f"{PAGES_FOLDER}/{page_file_name(row['incident_id'])}",  # relative: beside the report
             "acknowledged_by": row["ack_by"],
             "acknowledged_at": row["ack_at"],
             "resolved_by": row["resolved_by"],
@@ -485,6 +493,18 @@ def write_report(data: dict[str, Any], charts: dict[str, bytes], out_dir: Path) 
     )
     paths["json"].write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", "utf-8")
     return paths
+
+
+def write_incident_pages(data: dict[str, Any], state_file: Path, lake_dir: Path, out_dir: Path) -> list[Path]:
+    """The period's incident pages beside the report, where its incident table links them."""
+    incident_ids = [incident["incident_id"] for incident in data["incidents"]]
+    if not incident_ids:
+        return []
+    con = open_state_read_only(state_file)
+    try:
+        return write_pages(AlertStore(con, state_file), incident_ids, lake_dir, incident_pages_dir(out_dir))
+    finally:
+        con.close()
 
 
 def _sha256(path: Path) -> str:

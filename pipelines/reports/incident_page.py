@@ -45,17 +45,22 @@ HUB_COLOURS = {
 }
 _SIZE = 820  # the picture is square; the circles leave room for labels
 
-# What the incident's accounts share while it ran: each (account, kind, value) whose value two or more of
-# them used. Sharing is what ties a ring together; a value one account used links nothing.
-RING_LINKS_SQL = """
-with incident_traffic as (
-    select account_id, source_ip, payment_fingerprint, prompt_fingerprint
+# The first step of both queries: the incident's accounts' events between $start and $end.
+_INCIDENT_TRAFFIC_CTE = """
+incident_traffic as (
+    select event_time, account_id, source_ip, payment_fingerprint, prompt_fingerprint, output_tokens,
+        status_code
     from events
     where list_contains($accounts, account_id)
         and event_time >= $start and event_time < $end
         -- dt prunes whole hive partitions before any file is opened
         and dt between $first_day and $last_day
-),
+)"""
+
+# What the incident's accounts share while it ran: each (account, kind, value) whose value two or more of
+# them used. Sharing is what ties a ring together; a value one account used links nothing.
+RING_LINKS_SQL = f"""
+with {_INCIDENT_TRAFFIC_CTE},
 
 account_values as (
     select account_id, 'ip' as kind, source_ip as value from incident_traffic where source_ip is not null
@@ -78,14 +83,8 @@ order by kind, value, account_id
 
 # The incident's accounts' traffic per bucket, from a little before its first signal to a little after
 # its last: what they did around the finding, not only inside it.
-TIMELINE_SQL = """
-with incident_traffic as (
-    select event_time, account_id, output_tokens, status_code
-    from events
-    where list_contains($accounts, account_id)
-        and event_time >= $start and event_time < $end
-        and dt between $first_day and $last_day
-)
+TIMELINE_SQL = f"""
+with {_INCIDENT_TRAFFIC_CTE}
 
 select
     time_bucket(to_minutes($bucket_minutes), event_time) as bucket_start,

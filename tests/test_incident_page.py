@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import urllib.parse
 from pathlib import Path
 
 import pytest
-from lakefixture import write_events
+from lakefixture import read_jsonl, write_events
 from signalfixture import RING, START, Engine, ring_signals
 from test_report import _render, assert_not_blank
 
@@ -161,3 +162,19 @@ def test_without_a_lake_the_page_draws_what_its_signals_name_and_says_so(ring, t
     assert data["timeline"] == []
     html = incident_page.render_page(data)
     assert f"no lake at {tmp_path / 'no-lake'}" in html
+
+
+def test_detect_writes_the_page_of_each_incident_it_changes_before_the_link_goes_out(tmp_path, capsys):
+    from test_detect_command import TRAVEL_EVENTS, detect
+
+    write_events(tmp_path / "lake", TRAVEL_EVENTS)
+
+    assert detect(tmp_path) == 0
+
+    routed = read_jsonl(tmp_path / "routed.jsonl")
+    assert len(routed) == 2
+    for incident in routed:
+        page = Path(urllib.parse.urlsplit(incident["incident_page"]).path)
+        assert page.parent == tmp_path / ".run" / "reports" / "incidents"  # quality.reports_dir's default
+        html = page.read_text()
+        assert incident["account_ids"][0] in html and "<svg" in html

@@ -48,6 +48,7 @@ from pipelines.infra.rendering import format_table
 from pipelines.lake.analyst import ReadOnlyViolation, check_read_only, open_lake
 from pipelines.lake.layout import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
 from pipelines.quality import gates as quality
+from pipelines.reports.incident_page import incident_pages_dir, write_pages
 from pipelines.stream.contracts import DETECTION_SCHEMA, load_schema, schema_errors
 
 logger = logging.getLogger(__name__)
@@ -372,10 +373,22 @@ def detect_and_route(
                 incidents.lake_output_tokens(con),
                 incidents.lake_account_links(con),
             )
+            _write_incident_pages(config, store, engine, con)
             engine.delivery = router.deliver(store, now)
     finally:
         con.close()
     return DetectRun(selected, signals, engine, quality.degraded_note(health))
+
+
+def _write_incident_pages(config: Config, store: AlertStore, engine: incidents.EngineRun, con) -> None:
+    """The pages of the incidents this run changed, written before their notifications go out, so that the
+    link in them opens the page as it is now."""
+    changed = sorted({change["incident_id"] for change in engine.changes})
+    directory = incident_pages_dir(quality.quality_settings(config).reports_dir)
+    try:
+        write_pages(store, changed, directory, con)
+    except Exception as error:  # noqa: BLE001 (a page is a convenience: never worth a lost page to on-call)
+        print(f"warning: incident pages not written to {directory}: {error}", file=sys.stderr)
 
 
 # --- incremental: `detect --every` ----------------------------------------------------------------

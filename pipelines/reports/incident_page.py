@@ -342,7 +342,7 @@ def page_data(
 
 
 @contextlib.contextmanager
-def _lake(lake_dir: Path):
+def lake_connection(lake_dir: Path):
     """(connection, None) over the lake, or (None, why not): without a lake a page draws what its signals
     name and says so."""
     from pipelines.lake.analyst import open_lake
@@ -358,17 +358,19 @@ def _lake(lake_dir: Path):
 
 
 def build_page_data(store: AlertStore, incident_id: str, lake_dir: Path) -> dict[str, Any]:
-    with _lake(lake_dir) as (con, note):
+    with lake_connection(lake_dir) as (con, note):
         return page_data(store, incident_id, con, note)
 
 
-def write_pages(store: AlertStore, incident_ids: list[str], lake_dir: Path, directory: Path) -> list[Path]:
-    """Each incident's page, named as notifications link it, into `directory`; one lake connection."""
-    with _lake(lake_dir) as (con, note):
-        return [
-            write_page(page_data(store, incident_id, con, note), directory / page_file_name(incident_id))
-            for incident_id in incident_ids
-        ]
+def write_pages(
+    store: AlertStore, incident_ids: list[str], directory: Path, lake_con=None, lake_note: str | None = None
+) -> list[Path]:
+    """Each incident's page into `directory`, named as notifications link it."""
+    pages = []
+    for incident_id in incident_ids:
+        data = page_data(store, incident_id, lake_con, lake_note)
+        pages.append(write_page(data, directory / page_file_name(incident_id)))
+    return pages
 
 
 def render_page(data: dict[str, Any]) -> str:

@@ -35,6 +35,7 @@ from pipelines.quality.gates import degraded_note, partition_health
 from pipelines.reports.incident_page import (
     PAGES_FOLDER,
     incident_pages_dir,
+    lake_connection,
     page_file_name,
     write_pages,
 )
@@ -502,7 +503,9 @@ def write_incident_pages(data: dict[str, Any], state_file: Path, lake_dir: Path,
         return []
     con = open_state_read_only(state_file)
     try:
-        return write_pages(AlertStore(con, state_file), incident_ids, lake_dir, incident_pages_dir(out_dir))
+        with lake_connection(lake_dir) as (lake_con, lake_note):
+            store = AlertStore(con, state_file)
+            return write_pages(store, incident_ids, incident_pages_dir(out_dir), lake_con, lake_note)
     finally:
         con.close()
 

@@ -461,6 +461,22 @@ def test_bad_routing_config_names_the_file_and_line(tmp_path, sinks, message):
         load_router(config)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("'ftp://pages.example/incidents'", "is not an http"),
+        ("42", "must be a URL"),
+        ("'http://h:99999/'", "invalid"),
+    ],
+)
+def test_a_bad_incident_page_base_url_names_the_file_and_its_line(tmp_path, value, message):
+    config = write_config(
+        tmp_path, "    - {type: stdout}\n", FAST_RETRY + f"  incident_page_base_url: {value}\n"
+    )
+    with pytest.raises(ConfigError, match=rf"usagewatch\.yml:7: routing\.incident_page_base_url.*{message}"):
+        load_router(config)
+
+
 def test_a_malformed_secret_url_is_reported_without_echoing_it(tmp_path, monkeypatch):
     monkeypatch.setenv("UW_TEST_SLACK_URL", "hooks.slack.example/T000/B000/secret-token")
     config = write_config(tmp_path, "    - {type: slack, webhook_url_env: UW_TEST_SLACK_URL}\n")

@@ -510,17 +510,18 @@ def _secret(config: Config, where: str, spec: dict[str, Any], key: str) -> str:
     return value
 
 
-def _http_url(config: Config, where: str, url: str, secret: bool = False) -> str:
+def _http_url(config: Config, where: str, url: str, secret: bool = False, key: str | None = None) -> str:
     # A URL read from the environment may carry a token (Slack, webhooks): never echo it; a literal one
     # is named by its scheme and host only.
     shown = "the URL from the environment" if secret else redact_url(url)
+    keys = (key,) if key else ()  # the line of a routing-level key; a sink's errors name the sink
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
     except ValueError:
-        raise config.error("routing", f"{where}: {shown} has an invalid host or port") from None
+        raise config.error("routing", f"{where}: {shown} has an invalid host or port", *keys) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise config.error("routing", f"{where}: {shown} is not an http(s) URL")
+        raise config.error("routing", f"{where}: {shown} is not an http(s) URL", *keys)
     return url
 
 
@@ -636,7 +637,8 @@ def incident_page_links(config: Config, base_url: Any) -> Callable[[str], str]:
         raise config.error(
             "routing", "routing.incident_page_base_url must be a URL", "incident_page_base_url"
         )
-    prefix = _http_url(config, "routing.incident_page_base_url", base_url).rstrip("/") + "/"
+    where = "routing.incident_page_base_url"
+    prefix = _http_url(config, where, base_url, key="incident_page_base_url").rstrip("/") + "/"
     return lambda incident_id: prefix + page_file_name(incident_id)
 
 

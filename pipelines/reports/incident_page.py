@@ -10,9 +10,9 @@ template engine's HTML escaping (autoescape), the SVG included.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -243,9 +243,11 @@ def bucket_minutes(start: dt.datetime, end: dt.datetime) -> int:
     )
 
 
-def lake_timeline(con, incident: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
-    """(bucket minutes, rows) of the accounts' traffic from a tenth of the span (at least 15 minutes)
-    before the first signal to as much after the last."""
+def lake_timeline(
+    con, incident: dict[str, Any]
+) -> tuple[int, dt.datetime, dt.datetime, list[dict[str, Any]]]:
+    """(bucket minutes, start, end, rows) of the accounts' traffic from a tenth of the span (at least 15
+    minutes) before the first signal to as much after the last; naive UTC as the lake keeps time."""
     first, last = parse_time(incident["first_seen"]), parse_time(incident["last_seen"])
     margin = max((last - first) / 10, dt.timedelta(minutes=15))
     start, end = first - margin, last + margin
@@ -254,52 +256,75 @@ def lake_timeline(con, incident: dict[str, Any]) -> tuple[int, list[dict[str, An
         TIMELINE_SQL, {"accounts": incident["account_ids"], "bucket_minutes": width, **_bounds(start, end)}
     )
     columns = [column[0] for column in cursor.description]
-    rows = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
-    for row in rows:
-        row["bucket_start"] = format_event_time(row["bucket_start"].replace(tzinfo=dt.UTC))
-    return width, rows
+    return width, start, end, [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
 
 
-def timeline_chart(rows: list[dict[str, Any]], width: int, incident: dict[str, Any]) -> dict[str, Any]:
-    """A Vega-Lite spec: requests and output tokens per bucket, the incident's span shaded."""
-    values = [
-        {
-            **row,
-            "bucket_end": format_event_time(
-                parse_time(row["bucket_start"]).replace(tzinfo=dt.UTC) + dt.timedelta(minutes=width)
-            ),
-        }
-        for row in rows
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    tooltip: str
+
+
+@dataclass
+class TimelinePanel:
+    title: str
+    colour: str
+    peak: int
+    bars: list[Bar]
+
+
+@dataclass
+class TimelinePicture:
+    """Bars per bucket over [start, end), drawn in Python as the ring is: a page per changed incident at
+    every detect must cost milliseconds (a Vega-Lite chart took 1-3 s to render here)."""
+
+    width: int
+    height: int  # of one panel's plot
+    bucket_minutes: int
+    span_x: tuple[float, float]  # the incident's first to last signal, shaded
+    ticks: list[tuple[float, str]]  # (x, label) under the panels
+    panels: list[TimelinePanel]
+
+
+_TIMELINE_WIDTH, _TIMELINE_HEIGHT, _TIMELINE_TICKS = 900, 120, 6
+
+
+def timeline_picture(
+    rows: list[dict[str, Any]], width: int, start: dt.datetime, end: dt.datetime, incident: dict[str, Any]
+) -> TimelinePicture:
+    seconds = max((end - start).total_seconds(), 1)
+
+    def x_of(moment: dt.datetime) -> float:
+        return round(min(max((moment - start).total_seconds() / seconds, 0), 1) * _TIMELINE_WIDTH, 1)
+
+    bar_width = max(_TIMELINE_WIDTH * width * 60 / seconds - 1, 1)
+    panels = []
+    for name, title, colour in (
+        ("requests", "requests", "#2e86c1"),
+        ("output_tokens", "output tokens", "#7d3c98"),
+    ):
+        peak = max((row[name] for row in rows), default=0)
+        bars = []
+        for row in rows:
+            height = round(_TIMELINE_HEIGHT * row[name] / peak, 1) if peak else 0
+            label = (
+                f"{row['bucket_start']:%d %b %H:%M}: {row[name]:,} {title}, {row['accounts']} account(s), "
+                f"{row['errors']:,} request(s) refused or failed"
+            )
+            bars.append(
+                Bar(x_of(row["bucket_start"]), _TIMELINE_HEIGHT - height, round(bar_width, 1), height, label)
+            )
+        panels.append(TimelinePanel(title, colour, peak, bars))
+    step = (end - start) / (_TIMELINE_TICKS - 1)
+    ticks = [
+        (x_of(start + step * index), f"{start + step * index:%d %b %H:%M}")
+        for index in range(_TIMELINE_TICKS)
     ]
-    span = {
-        "data": {"values": [{"first": incident["first_seen"], "last": incident["last_seen"]}]},
-        "mark": {"type": "rect", "color": "#f5b7b1", "opacity": 0.45},
-        "encoding": {"x": {"field": "first", "type": "temporal"}, "x2": {"field": "last"}},
-    }
-
-    def panel(field_name: str, title: str, colour: str) -> dict[str, Any]:
-        return {
-            "width": 900,
-            "height": 150,
-            "layer": [
-                span,
-                {"data": {"values": values},
-                 "mark": {"type": "bar", "color": colour},
-                 "encoding": {"x": {"field": "bucket_start", "type": "temporal", "title": None,
-                                    "axis": {"format": "%d %b %H:%M"}},
-                              "x2": {"field": "bucket_end"},
-                              "y": {"field": field_name, "type": "quantitative", "title": title}}},
-            ],
-        }  # fmt: skip
-
-    return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": f"Traffic of its accounts per {width} min (UTC); shaded: first to last signal",
-        "vconcat": [
-            panel("requests", "requests", "#2e86c1"),
-            panel("output_tokens", "output tokens", "#7d3c98"),
-        ],
-    }
+    span = (x_of(parse_time(incident["first_seen"])), x_of(parse_time(incident["last_seen"])))
+    return TimelinePicture(_TIMELINE_WIDTH, _TIMELINE_HEIGHT, width, span, ticks, panels)
 
 
 # --- the page -----------------------------------------------------------------------------------------
@@ -322,10 +347,11 @@ def page_data(
         store.incident_signals(record["incident_id"]), key=lambda s: (s["window_start"], s["alert_id"])
     )
     lake_links: list[tuple[str, str, str]] = []
-    width, timeline = 0, []
+    width, timeline, traffic = 0, [], None
     if lake_con is not None:
         lake_links = lake_ring_links(lake_con, incident)
-        width, timeline = lake_timeline(lake_con, incident)
+        width, start, end, timeline = lake_timeline(lake_con, incident)
+        traffic = timeline_picture(timeline, width, start, end, incident) if timeline else None
     picture = lay_out_ring(incident["account_ids"], ring_links(signals, lake_links))
     return {
         "incident": incident,
@@ -336,6 +362,7 @@ def page_data(
         "ring": picture,
         "timeline": timeline,
         "bucket_minutes": width,
+        "traffic": traffic,
         "lake_note": lake_note,
         "generated_at": format_event_time(dt.datetime.now(dt.UTC)),
     }
@@ -373,20 +400,16 @@ def write_pages(
     return pages
 
 
-def render_page(data: dict[str, Any]) -> str:
-    from pipelines.reports.report import render_charts, template_environment  # the report imports this
+@functools.cache
+def _page_template():
+    """Compiled once per process: detect writes a page per changed incident."""
+    from pipelines.reports.report import template_environment  # the report imports this module
 
-    chart = None
-    if data["timeline"]:
-        png = render_charts(
-            {"timeline": timeline_chart(data["timeline"], data["bucket_minutes"], data["incident"])}
-        )
-        chart = "data:image/png;base64," + base64.b64encode(png["timeline"]).decode()
-    return (
-        template_environment()
-        .get_template("incident.html.j2")
-        .render(data=data, timeline_chart=chart, hub_colours=HUB_COLOURS)
-    )
+    return template_environment().get_template("incident.html.j2")
+
+
+def render_page(data: dict[str, Any]) -> str:
+    return _page_template().render(data=data, hub_colours=HUB_COLOURS)
 
 
 def write_page(data: dict[str, Any], path: Path) -> Path:

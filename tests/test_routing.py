@@ -15,11 +15,18 @@ from pathlib import Path
 import pytest
 from lakefixture import read_jsonl, write_events
 from signalfixture import NOW, RING, Engine, ring_signals, signal
+from urllib3.util.retry import RequestHistory
 
 from pipelines.commands import cli
 from pipelines.detect.detections import DETECTIONS_DIR, detect_and_route
 from pipelines.incidents.alert_state import Delivery
-from pipelines.incidents.routing import ALERTMANAGER_ALERTNAME, PagerDutySink, RoutingError, load_router
+from pipelines.incidents.routing import (
+    ALERTMANAGER_ALERTNAME,
+    PagerDutySink,
+    RetryPolicy,
+    RoutingError,
+    load_router,
+)
 from pipelines.infra.config import ConfigError, load_config
 from pipelines.quality.gates import quality_settings
 from pipelines.reports.incident_page import incident_pages_dir, page_file_name
@@ -304,6 +311,19 @@ def test_server_errors_are_retried_until_the_attempts_run_out_then_wait_for_retr
     assert len(receiver.hits) == 3
     assert engine.run([], NOW + dt.timedelta(seconds=121)).delivery.delivered == 1
     assert [status for _, status in receiver.hits[3:]] == [503, 200]
+
+
+def test_the_backoff_doubles_with_jitter_up_to_its_cap():
+    retry = RetryPolicy(attempts=6, backoff_seconds=1, max_backoff_seconds=3).http_retry()
+
+    def waits(failures: int) -> list[float]:
+        failed = retry.new(history=(RequestHistory("POST", "/", None, 503, None),) * failures)
+        return [failed.get_backoff_time() for _ in range(50)]
+
+    first = waits(1)  # urllib3 alone would retry at once
+    assert all(0.5 <= wait <= 1 for wait in first) and len(set(first)) > 1  # jittered
+    assert all(1 <= wait <= 2 for wait in waits(2))
+    assert all(1.5 <= wait <= 3 for wait in waits(5))  # 16 s capped at 3
 
 
 HOSTILE_ACCOUNT = "<!channel> & <@U024BE7LH>"

@@ -343,8 +343,10 @@ def detect_and_route(
     until: dt.datetime | None = None,
     now: dt.datetime | None = None,
     detections: list[Detection] | None = None,
+    incident_pages: bool = True,
 ) -> DetectRun:
     """Run the detections once and hand their signals to the incident engine, then deliver the outbox.
+    `incident_pages`: write the pages of the incidents it changes (notifications link them).
 
     Raises ConfigError / RoutingError (bad routing, missing secret) before any detection runs,
     DetectionError, AlertStateError. `now` is the signals' created_at and the state's clock.
@@ -373,7 +375,8 @@ def detect_and_route(
                 incidents.lake_output_tokens(con),
                 incidents.lake_account_links(con),
             )
-            _write_incident_pages(config, store, engine, con)
+            if incident_pages:
+                _write_incident_pages(config, store, engine, con)
             engine.delivery = router.deliver(store, now)
     finally:
         con.close()

@@ -110,7 +110,10 @@ def run_detect(lake_dir: Path, config: Config, every: dt.timedelta | None) -> De
     pages: list[Page] = []
     signals: list[dict[str, Any]] = []
     for cutoff in cutoffs:
-        run = detect_and_route(lake_dir, config, until=cutoff if every else None, now=cutoff)
+        # A backtest notifies nobody: no incident pages to write, cycle after cycle.
+        run = detect_and_route(
+            lake_dir, config, until=cutoff if every else None, now=cutoff, incident_pages=False
+        )
         signals += run.engine.recorded.new
         pages += [Page(cutoff, tuple(change["account_ids"])) for change in run.engine.pages]
     with AlertStore.open(state_path(config)) as store:

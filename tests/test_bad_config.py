@@ -187,7 +187,7 @@ def _readers():
     from pipelines.incidents.alert_state import state_path
     from pipelines.lake.analyst import analyst_limits
     from pipelines.lake.layout import lake_path
-    from pipelines.quality.gates import quality_settings
+    from pipelines.quality.settings import quality_settings
 
     return {
         "lake": lake_path,

@@ -25,11 +25,12 @@ from pipelines.incidents.routing import (
     PagerDutySink,
     RetryPolicy,
     RoutingError,
+    incident_pages_dir,
     load_router,
+    page_file_name,
 )
 from pipelines.infra.config import ConfigError, load_config
-from pipelines.quality.gates import quality_settings
-from pipelines.reports.incident_page import incident_pages_dir, page_file_name
+from pipelines.quality.settings import quality_settings
 from pipelines.stream.contracts import validate_incident
 
 FAST_RETRY = (

@@ -16,12 +16,11 @@ from pipelines.incidents.alerts import SEVERITIES, headline
 from pipelines.incidents.audit import audit_log_path, open_audit_log, verify
 from pipelines.incidents.audit_state import verify_state
 from pipelines.incidents.engine import change_status
-from pipelines.incidents.routing import RoutingError, load_router
+from pipelines.incidents.routing import RoutingError, incident_pages_dir, load_router, page_file_name
 from pipelines.infra.config import Config, ConfigError, load_config
 from pipelines.infra.rendering import format_table, terminal_safe
-from pipelines.quality.gates import quality_settings
+from pipelines.quality.settings import quality_settings
 from pipelines.reports import incident_page
-from pipelines.reports.incident_page import incident_pages_dir, page_file_name
 
 
 def add_parser(subparsers) -> None:

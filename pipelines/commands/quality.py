@@ -22,10 +22,10 @@ from pipelines.quality.gates import (
     gated_tables,
     load_suites,
     partition_health,
-    quality_settings,
     record_and_route,
     validate_partitions,
 )
+from pipelines.quality.settings import quality_settings
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from pipelines.incidents.alerts import (
     fold_duplicates,
 )
 from pipelines.incidents.audit import open_audit_log
-from pipelines.incidents.routing import load_router
+from pipelines.incidents.routing import incident_pages_dir, load_router
 from pipelines.infra.config import (
     Config,
     KeyPath,
@@ -48,7 +48,8 @@ from pipelines.infra.rendering import format_table
 from pipelines.lake.analyst import ReadOnlyViolation, check_read_only, open_lake
 from pipelines.lake.layout import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
 from pipelines.quality import gates as quality
-from pipelines.reports.incident_page import incident_pages_dir, write_pages
+from pipelines.quality.settings import quality_settings
+from pipelines.reports.incident_page import write_pages
 from pipelines.stream.contracts import DETECTION_SCHEMA, load_schema, schema_errors
 
 logger = logging.getLogger(__name__)
@@ -387,11 +388,11 @@ def _write_incident_pages(config: Config, store: AlertStore, engine: incidents.E
     """The pages of the incidents this run changed, written before their notifications go out, so that the
     link in them opens the page as it is now."""
     changed = sorted({change["incident_id"] for change in engine.changes})
-    directory = incident_pages_dir(quality.quality_settings(config).reports_dir)
+    directory = incident_pages_dir(quality_settings(config).reports_dir)
     try:
         write_pages(store, changed, directory, con)
     except Exception as error:  # noqa: BLE001 (a page is a convenience: never worth a lost page to on-call)
-        print(f"warning: incident pages not written to {directory}: {error}", file=sys.stderr)
+        logger.warning(f"incident pages not written to {directory}: {error}")
 
 
 # --- incremental: `detect --every` ----------------------------------------------------------------

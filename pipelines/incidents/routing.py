@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from pipelines.incidents.audit import last_line
 from pipelines.infra.config import Config
 from pipelines.infra.redaction import redact, redact_url, register_secret
 from pipelines.infra.rendering import terminal_safe
+from pipelines.quality.settings import quality_settings
 
 logger = logging.getLogger(__name__)
 
@@ -624,12 +626,25 @@ def load_router(config: Config) -> Router:
     return Router(sinks, retry, incident_page_links(config, section.get("incident_page_base_url")))
 
 
+PAGES_FOLDER = "incidents"
+_INCIDENT_ID = re.compile(r"[0-9A-Za-z_-]+")
+
+
+def incident_pages_dir(reports_dir: Path) -> Path:
+    """Where the incident pages are written (pipelines/reports/incident_page.py), beside the reports."""
+    return reports_dir / PAGES_FOLDER
+
+
+def page_file_name(incident_id: str) -> str:
+    """A page's file name, also the last segment of its URL under routing.incident_page_base_url."""
+    if not _INCIDENT_ID.fullmatch(incident_id):  # ids are hex digests; anything else is not ours
+        raise ValueError(f"not an incident id: {incident_id!r}")
+    return f"incident-{incident_id}.html"
+
+
 def incident_page_links(config: Config, base_url: Any) -> Callable[[str], str]:
     """incident id -> the URL of its page: under `routing.incident_page_base_url` where the pages are
-    served, else the file:// URL where `usagewatch report` writes them (quality.reports_dir)."""
-    from pipelines.quality.gates import quality_settings  # quality routes its own incidents: imports this
-    from pipelines.reports.incident_page import incident_pages_dir, page_file_name
-
+    served, else the file:// URL where detect and `usagewatch report` write them (quality.reports_dir)."""
     if base_url is None:
         directory = incident_pages_dir(quality_settings(config).reports_dir)
         return lambda incident_id: (directory / page_file_name(incident_id)).as_uri()

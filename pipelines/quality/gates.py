@@ -46,9 +46,6 @@ from pipelines.lake.layout import (
 from pipelines.stream.contracts import format_event_time, validate_alert
 
 SUITES_DIR = SCHEMAS_DIR / "expectations"
-QUALITY_KEYS = {"results_dir", "reports_dir"}
-DEFAULT_RESULTS_DIR = ".run/quality"  # relative to the configuration file
-DEFAULT_REPORTS_DIR = ".run/reports"
 
 DATA_QUALITY_DETECTION = "data_quality"
 # One alert per failing suite and partition hour: re-validating the same hour keeps the same alert id.
@@ -94,26 +91,6 @@ create table if not exists quality_results (
 
 class QualityError(ValueError):
     """A suite file or its batch SQL is invalid, or validation could not run; names the file."""
-
-
-# --- configuration ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QualitySettings:
-    results_dir: Path
-    reports_dir: Path
-
-
-def quality_settings(config: Config) -> QualitySettings:
-    section = config.section("quality", QUALITY_KEYS)
-    values = {}
-    for key, default in (("results_dir", DEFAULT_RESULTS_DIR), ("reports_dir", DEFAULT_REPORTS_DIR)):
-        value = section.get(key, default)
-        if not isinstance(value, str) or not value:
-            raise config.error("quality", f"quality.{key} must be a directory path", key)
-        values[key] = config.resolve(value)
-    return QualitySettings(**values)
 
 
 # --- suites ----------------------------------------------------------------------------------------

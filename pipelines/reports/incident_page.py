@@ -15,7 +15,6 @@ import datetime as dt
 import functools
 import json
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,10 @@ from typing import Any
 
 from pipelines.incidents.alert_state import AlertStore, parse_time
 from pipelines.incidents.engine import signal_entity
+from pipelines.incidents.routing import page_file_name
+from pipelines.reports.templating import template_environment
 from pipelines.stream.contracts import format_event_time
 
-_INCIDENT_ID = re.compile(r"[0-9A-Za-z_-]+")
-PAGES_FOLDER = "incidents"
 # A hydra ring has thousands of accounts: the picture draws the best-linked ones and says how many more.
 MAX_ACCOUNTS_DRAWN = 120
 MAX_HUBS_DRAWN = 30
@@ -97,18 +96,6 @@ from incident_traffic
 group by 1
 order by 1
 """
-
-
-def incident_pages_dir(reports_dir: Path) -> Path:
-    """Where `usagewatch report` writes the pages, beside the reports."""
-    return reports_dir / PAGES_FOLDER
-
-
-def page_file_name(incident_id: str) -> str:
-    """The page's file name, also the last segment of its URL under routing.incident_page_base_url."""
-    if not _INCIDENT_ID.fullmatch(incident_id):  # ids are hex digests; anything else is not ours
-        raise ValueError(f"not an incident id: {incident_id!r}")
-    return f"incident-{incident_id}.html"
 
 
 # --- the ring picture -----------------------------------------------------------------------------------
@@ -403,8 +390,6 @@ def write_pages(
 @functools.cache
 def _page_template():
     """Compiled once per process: detect writes a page per changed incident."""
-    from pipelines.reports.report import template_environment  # the report imports this module
-
     return template_environment().get_template("incident.html.j2")
 
 

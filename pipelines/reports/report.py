@@ -28,19 +28,14 @@ import duckdb
 from pipelines.incidents.alert_state import AlertStore, open_state_read_only
 from pipelines.incidents.alerts import SEVERITIES
 from pipelines.incidents.audit import AuditLog
+from pipelines.incidents.routing import PAGES_FOLDER, incident_pages_dir, page_file_name
 from pipelines.infra.paths import SQL_DIR
 from pipelines.infra.rendering import to_json_value
 from pipelines.lake.analyst import open_lake
 from pipelines.quality.gates import degraded_note, partition_health
-from pipelines.reports.incident_page import (
-    PAGES_FOLDER,
-    incident_pages_dir,
-    lake_connection,
-    page_file_name,
-    write_pages,
-)
+from pipelines.reports.incident_page import lake_connection, write_pages
+from pipelines.reports.templating import template_environment
 
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 PERIODS = ("daily", "weekly")
 TOP_ACCOUNTS = 10
 CHART_COUNTRIES = 15
@@ -421,33 +416,6 @@ def render_charts(specs: dict[str, dict[str, Any]]) -> dict[str, bytes]:
 
 
 # --- writing ----------------------------------------------------------------------------------------
-
-
-def display_time(value: str | None) -> str:
-    """'2026-03-01T10:00:05.123Z' -> '2026-03-01 10:00:05': one width for every timestamp cell (UTC is
-    said in the column header), so a column never wraps mid-value."""
-    if not value:
-        return ""
-    return dt.datetime.fromisoformat(value).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def template_environment():
-    import jinja2
-
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-        # The templates are *.html.j2: matching "html" alone never escaped (account ids are attacker-written)
-        autoescape=jinja2.select_autoescape(["html", "html.j2"]),
-        undefined=jinja2.StrictUndefined,  # a typo in a template fails the report instead of blanking a cell
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters["when"] = display_time
-    environment.filters["number"] = lambda value: f"{value:,}" if isinstance(value, int) else value
-    environment.filters["cell"] = lambda value: "" if value is None else (
-        ", ".join(map(str, value)) if isinstance(value, list) else value
-    )  # fmt: skip
-    return environment
 
 
 def find_chromium() -> str | None:

@@ -113,3 +113,12 @@ def test_only_the_commands_layer_imports_argparse():
         if "argparse" in imported_names(path) and not module_name(path).startswith(COMMANDS)
     )
     assert offenders == []
+
+
+def test_the_readme_architecture_names_every_stage_package():
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    packages = sorted(path.parent.name for path in PACKAGE_DIR.glob("*/__init__.py"))
+    assert packages, "no sub-packages found"
+    missing = [package for package in packages if f"{package}/" not in section]
+    assert not missing, f"README's Architecture section does not name {missing}"

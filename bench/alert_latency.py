@@ -29,13 +29,8 @@ from kafka import KafkaAdminClient, KafkaProducer
 from pipelines.infra import kafka_broker, paths
 from pipelines.stream import flink_job
 from pipelines.stream.contracts import format_event_time
-from pipelines.traffic.generator import (
-    GeneratorConfig,
-    Record,
-    generate_events,
-    generate_records,
-    produce_to_kafka,
-)
+from pipelines.traffic.generator import GeneratorConfig, generate_events, generate_records
+from pipelines.traffic.records import Record, produce_to_kafka
 
 DETECTION = "restricted_region_access"
 POLL_S = 0.2

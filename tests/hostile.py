@@ -6,7 +6,7 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 from pipelines.stream.contracts import ACCESS_EVENT_SCHEMA, format_event_time, load_schema
-from pipelines.traffic.generator import encode_event
+from pipelines.traffic.records import encode_event
 
 MAX_TOKENS = load_schema(ACCESS_EVENT_SCHEMA)["properties"]["input_tokens"]["maximum"]
 NOT_UTF8 = "not UTF-8"

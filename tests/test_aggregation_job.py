@@ -23,7 +23,8 @@ from groundtruth import (
 
 from pipelines.lake.analyst import open_lake
 from pipelines.stream.flink_job import JOB_RUN_DIR, run_job
-from pipelines.traffic.generator import GeneratorConfig, generate_records, produce_to_kafka
+from pipelines.traffic.generator import GeneratorConfig, generate_records
+from pipelines.traffic.records import produce_to_kafka
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,8 @@ from groundtruth import (
 
 from pipelines.infra import cluster, kafka_broker, paths
 from pipelines.stream.flink_job import job_command
-from pipelines.traffic.generator import generate_records, produce_to_kafka
+from pipelines.traffic.generator import generate_records
+from pipelines.traffic.records import produce_to_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

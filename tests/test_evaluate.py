@@ -17,13 +17,8 @@ from pipelines.commands import evaluate
 from pipelines.detect import sweep
 from pipelines.detect.evaluation import evaluate as run_evaluation
 from pipelines.traffic.field_traffic import FieldConfig, field_labels, field_records
-from pipelines.traffic.generator import (
-    GeneratorConfig,
-    generate_records,
-    write_jsonl,
-    write_label_rows,
-    write_labels,
-)
+from pipelines.traffic.generator import GeneratorConfig, generate_records, write_label_rows, write_labels
+from pipelines.traffic.records import write_jsonl
 
 FIELD_START = datetime(2026, 11, 27, tzinfo=UTC)
 

@@ -25,8 +25,8 @@ from pipelines.traffic.generator import (
     generate_events,
     generate_records,
     labels,
-    produce_to_kafka,
 )
+from pipelines.traffic.records import produce_to_kafka
 
 START = datetime(2026, 11, 27, 8, tzinfo=UTC)
 CONFIG = GeneratorConfig(seed=11, start=START, duration=timedelta(minutes=30))

@@ -25,7 +25,8 @@ from streamjob import RunningJob, wait_for
 
 from pipelines.infra import kafka_broker
 from pipelines.stream.flink_job import latest_checkpoint
-from pipelines.traffic.generator import generate_records, produce_to_kafka
+from pipelines.traffic.generator import generate_records
+from pipelines.traffic.records import produce_to_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

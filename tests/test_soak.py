@@ -37,7 +37,8 @@ from pipelines.commands import cli
 from pipelines.incidents.alert_state import AlertStore
 from pipelines.infra import kafka_broker
 from pipelines.stream.flink_job import latest_checkpoint
-from pipelines.traffic.generator import SCENARIOS, Record, encode_event, generate_records, produce_to_kafka
+from pipelines.traffic.generator import SCENARIOS, generate_records
+from pipelines.traffic.records import Record, encode_event, produce_to_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -18,13 +18,8 @@ from hostile import assert_dead_letters, bounded_records, implausible_time_recor
 
 from pipelines.lake.analyst import open_lake
 from pipelines.stream.flink_job import run_job
-from pipelines.traffic.generator import (
-    GeneratorConfig,
-    Record,
-    encode_event,
-    generate_records,
-    produce_to_kafka,
-)
+from pipelines.traffic.generator import GeneratorConfig, generate_records
+from pipelines.traffic.records import Record, encode_event, produce_to_kafka
 
 pytestmark = pytest.mark.integration
 

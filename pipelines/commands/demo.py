@@ -28,7 +28,8 @@ from pipelines.infra import kafka_broker, paths
 from pipelines.infra.config import load_config
 from pipelines.lake.analyst import open_lake
 from pipelines.stream import flink_job
-from pipelines.traffic.generator import GeneratorConfig, generate_records, produce_to_kafka
+from pipelines.traffic.generator import GeneratorConfig, generate_records
+from pipelines.traffic.records import produce_to_kafka
 
 DEMO_DIR = paths.RUN_DIR / "demo"
 # The demo owns these topics and recreates them on every run, so earlier runs never leak in.

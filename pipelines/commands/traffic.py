@@ -22,15 +22,12 @@ from pipelines.traffic.generator import (
     PROFILES,
     SCENARIOS,
     GeneratorConfig,
-    Record,
     generate_records,
     labels,
-    produce_to_kafka,
-    pseudonymised,
     this_minute,
-    write_jsonl,
     write_label_rows,
 )
+from pipelines.traffic.records import Record, produce_to_kafka, pseudonymised, write_jsonl
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.incidents.alerts import SEVERITIES
-from pipelines.traffic.generator import BENIGN, LABEL_COLUMNS
+from pipelines.traffic.generator import LABEL_COLUMNS
+from pipelines.traffic.population import BENIGN
 
 PAGE_SEVERITY = "medium"
 

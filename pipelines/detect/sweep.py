@@ -20,7 +20,8 @@ from typing import Any
 from pipelines.detect.evaluation import evaluate
 from pipelines.infra.rendering import format_table
 from pipelines.traffic.field_traffic import FieldConfig, field_labels, field_records
-from pipelines.traffic.generator import write_jsonl, write_label_rows
+from pipelines.traffic.generator import write_label_rows
+from pipelines.traffic.records import write_jsonl
 
 SWEEP_START = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 CAMPAIGN_CELL_BENIGN_ACCOUNTS = 300

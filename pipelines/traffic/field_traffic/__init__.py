@@ -29,7 +29,8 @@ from pipelines.traffic.field_traffic.config import (
     CampaignKind,
     FieldConfig,
 )
-from pipelines.traffic.generator import DeliveryQueue, Record, _event, records_with_malformed
+from pipelines.traffic.generator import DeliveryQueue, _event
+from pipelines.traffic.records import Record, records_with_malformed
 
 __all__ = [
     "BENIGN_CLASSES",

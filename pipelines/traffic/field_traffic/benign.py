@@ -28,7 +28,7 @@ from pipelines.traffic.field_traffic.world import (
     MOBILE_USER_AGENTS,
     PRIVACY_RELAY_ASNS,
 )
-from pipelines.traffic.generator import BENIGN_USER_AGENTS, Network, RequestStyle, Segment
+from pipelines.traffic.population import BENIGN_USER_AGENTS, Network, RequestStyle, Segment
 
 
 @dataclass

@@ -24,7 +24,8 @@ from pipelines.traffic.field_traffic.world import (
     VPN_EXIT_PLACES,
     km_between,
 )
-from pipelines.traffic.generator import BENIGN_USER_AGENTS, RATE_LIMIT_PER_MINUTE, Segment
+from pipelines.traffic.generator import RATE_LIMIT_PER_MINUTE
+from pipelines.traffic.population import BENIGN_USER_AGENTS, Segment
 
 HARVESTER_USER_AGENTS = ("python-httpx/0.27.2", "python-requests/2.32.3", "aiohttp/3.10.10")
 

@@ -15,19 +15,13 @@ from itertools import accumulate
 
 from pipelines.traffic.field_traffic.config import FieldConfig
 from pipelines.traffic.field_traffic.world import FIELD_PLACES, World
-from pipelines.traffic.generator import (
-    RATE_LIMIT_PER_MINUTE,
-    Account,
-    Network,
-    RequestStyle,
-    Segment,
-    _daytime_activity,
-)
+from pipelines.traffic.generator import RATE_LIMIT_PER_MINUTE
+from pipelines.traffic.population import Account, Network, RequestStyle, Segment, daytime_activity
 
 Activity = Callable[[int], float]  # event time (ms) -> share of the peak rate at that moment
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
-# Model mix weights over generator.MODELS (large, medium, small).
+# Model mix weights over population.MODELS (large, medium, small).
 LARGE_MODEL_FIRST = tuple(accumulate((8, 2, 0)))
 
 
@@ -53,7 +47,7 @@ def office_hours(utc_offset_h: float) -> Activity:
 
 
 def diurnal(utc_offset_h: float) -> Activity:
-    return lambda t_ms: _daytime_activity(t_ms, utc_offset_h)
+    return lambda t_ms: daytime_activity(t_ms, utc_offset_h)
 
 
 def windows(spans: list[tuple[int, int]], outside: float = 0.0) -> Activity:

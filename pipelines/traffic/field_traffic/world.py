@@ -13,7 +13,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from pipelines.traffic.generator import PLACES, Network, _Builder
+from pipelines.traffic.population import PLACES, Builder, Network
 
 # Places beyond the classic generator's table: (country, latitude, longitude, UTC offset in hours).
 EXTRA_PLACES = {
@@ -239,7 +239,7 @@ class World:
 
     def __init__(self, rng: random.Random, noise: GeoNoise = GeoNoise()):
         self.rng = rng
-        self.build = _Builder(rng)
+        self.build = Builder(rng)
         self.noise = noise
 
     def home_city(self, country: str | None = None) -> str:

@@ -13,7 +13,7 @@ from pipelines.commands import lake as lake_commands
 from pipelines.detect.detections import run_detections
 from pipelines.lake import compaction
 from pipelines.lake.analyst import execute_read_only, open_lake
-from pipelines.lake.layout import EVENTS
+from pipelines.lake.layout import EVENTS, SUCCESS_FILE
 from pipelines.traffic.generator import GeneratorConfig, generate_events
 
 START = datetime(2026, 11, 27, 8, 45, tzinfo=UTC)  # spans hours 08 and 09
@@ -48,7 +48,7 @@ def lake(tmp_path: Path) -> Path:
     write_small_files(lake_dir, events, SMALL_FILES_PER_PARTITION)
     for partition in EVENTS.path(lake_dir).glob("dt=*/hr=*"):
         if partition.name != f"hr={OPEN_HOUR}":
-            (partition / compaction.SUCCESS_FILE).touch()
+            (partition / SUCCESS_FILE).touch()
     return lake_dir
 
 

@@ -46,7 +46,8 @@ from pipelines.infra.config import (
 from pipelines.infra.paths import SCHEMAS_DIR, SQL_DIR
 from pipelines.infra.rendering import format_table
 from pipelines.lake.analyst import ReadOnlyViolation, check_read_only, open_lake
-from pipelines.lake.layout import COMMITTED_FILE_GLOB, DEAD_LETTERS, SUCCESS_FILE, TABLES, LakeTable
+from pipelines.lake.layout import DEAD_LETTERS, TABLES, LakeTable
+from pipelines.lake.layout import partitions as lake_partitions
 from pipelines.quality import gates as quality
 from pipelines.quality.settings import quality_settings
 from pipelines.reports.incident_page import write_pages
@@ -413,23 +414,20 @@ def scan_lake(lake_dir: Path, store: AlertStore) -> LakeScan:
     earliest = None
     # Dead letters alone trigger no detection; they are partitioned by processing time anyway.
     for table in (table for table in TABLES if table is not DEAD_LETTERS):
-        for partition in sorted(table.path(lake_dir).glob("dt=*/hr=*")):
-            key = str(partition.relative_to(lake_dir))
+        for partition in lake_partitions(table, lake_dir):
+            key = str(partition.path.relative_to(lake_dir))
             if key in done:
                 continue
             # Checked before listing: Flink writes _SUCCESS after the partition's last file, so a
             # listing taken after seeing the marker is complete.
-            committed = (partition / SUCCESS_FILE).exists()
+            committed = partition.closed
             files = {
-                str(path.relative_to(lake_dir)): path.stat().st_size
-                for path in partition.glob(COMMITTED_FILE_GLOB)
+                str(path.relative_to(lake_dir)): path.stat().st_size for path in partition.committed_files()
             }
             fresh = {path: size for path, size in files.items() if processed.get(path) != size}
             if fresh:
                 new_files.update(fresh)
-                start = dt.datetime.strptime(
-                    f"{partition.parent.name[3:]} {partition.name[3:]}", "%Y-%m-%d %H"
-                ).replace(tzinfo=dt.UTC)
+                start = partition.start.replace(tzinfo=dt.UTC)
                 earliest = start if earliest is None else min(earliest, start)
             if committed:
                 completed.append(key)

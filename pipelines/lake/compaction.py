@@ -31,7 +31,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.lake.layout import COMMITTED_FILE_GLOB, SUCCESS_FILE, LakeTable, sql_string_literal
+from pipelines.lake.layout import COMMITTED_FILE_GLOB, LakeTable, closed_partitions, sql_string_literal
 
 COMPACTED_PREFIX = "part-compacted-"
 WORK_DIR_PREFIX = ".compaction-"
@@ -44,10 +44,6 @@ ROW_GROUP_SIZE = 122_880
 class PartitionResult:
     partition: Path
     files_before: int
-
-
-def closed_partitions(table: LakeTable, lake_dir: Path) -> list[Path]:
-    return sorted(path.parent for path in table.path(lake_dir).glob(f"dt=*/hr=*/{SUCCESS_FILE}"))
 
 
 def _fsync(path: Path) -> None:

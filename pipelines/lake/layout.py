@@ -7,6 +7,8 @@ globs ``part-*`` sees committed data only — exactly once.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,9 @@ PART_FILE_PREFIX = "part-"
 COMMITTED_FILE_GLOB = f"{PART_FILE_PREFIX}*"
 # Flink's partition-commit marker (success-file policy, see flink_job.py): the partition is closed.
 SUCCESS_FILE = "_SUCCESS"
+# Partition folder names; anything else under a table folder is not a partition.
+_DAY_FOLDER = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+_HOUR_FOLDER = re.compile(r"^hr=(\d{2})$")
 LAKE_KEYS = {"path"}
 
 
@@ -253,3 +258,48 @@ def is_lake(lake_dir: str | Path) -> bool:
 def unreadable_files(lake_dir: str | Path, tables=TABLES) -> list[UnreadableFile]:
     """Every committed file that readers skip: corrupt, truncated, not Parquet, or linking elsewhere."""
     return [bad for table in tables for bad in table.committed_files(lake_dir).unreadable]
+
+
+# --- partitions: which exist, which hold committed files, which are closed -------------------------
+
+
+@dataclass(frozen=True)
+class PartitionFolder:
+    """One hour of one table: <lake>/<table>/dt=YYYY-MM-DD/hr=HH."""
+
+    table: LakeTable
+    dt: str
+    hr: str
+    path: Path
+
+    @property
+    def start(self) -> dt.datetime:
+        """The hour's start, naive UTC (the lake's timestamp convention)."""
+        return dt.datetime.strptime(f"{self.dt} {self.hr}", "%Y-%m-%d %H")
+
+    @property
+    def closed(self) -> bool:
+        """Flink committed the partition (success marker): no file will be appended to it."""
+        return (self.path / SUCCESS_FILE).exists()
+
+    def committed_files(self) -> list[Path]:
+        return sorted(self.path.glob(COMMITTED_FILE_GLOB))
+
+
+def partitions(table: LakeTable, lake_dir: str | Path, day: str | None = None) -> list[PartitionFolder]:
+    """The table's partition folders (of one day, YYYY-MM-DD, if given), oldest first."""
+    found = []
+    for day_folder in sorted(table.path(lake_dir).glob("dt=*")):
+        day_match = _DAY_FOLDER.match(day_folder.name)
+        if not day_match or (day and day_match.group(1) != day):
+            continue
+        for hour_folder in sorted(day_folder.glob("hr=*")):
+            hour_match = _HOUR_FOLDER.match(hour_folder.name)
+            if hour_match:
+                found.append(PartitionFolder(table, day_match.group(1), hour_match.group(1), hour_folder))
+    return found
+
+
+def closed_partitions(table: LakeTable, lake_dir: str | Path) -> list[Path]:
+    """The folders of the table's closed partitions (see PartitionFolder.closed), oldest first."""
+    return [partition.path for partition in partitions(table, lake_dir) if partition.closed]

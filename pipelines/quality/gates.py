@@ -43,6 +43,7 @@ from pipelines.lake.layout import (
     scan_files,
     sql_string_literal,
 )
+from pipelines.lake.layout import partitions as lake_partitions
 from pipelines.stream.contracts import format_event_time, validate_alert
 
 SUITES_DIR = SCHEMAS_DIR / "expectations"
@@ -220,23 +221,16 @@ class Partition(_HourOfPartition):
         return digest.hexdigest()
 
 
-_PARTITION_FOLDER = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$"), re.compile(r"^hr=(\d{2})$")
-
-
 def committed_partitions(
     lake_dir: str | Path, tables: Iterable[LakeTable], date: str | None = None
 ) -> list[Partition]:
     """Partitions holding at least one committed file, ordered by time then table."""
-    found = []
-    for table in tables:
-        for day_folder in sorted(table.path(lake_dir).glob("dt=*")):
-            day = _PARTITION_FOLDER[0].match(day_folder.name)
-            if not day or (date and day.group(1) != date):
-                continue
-            for hour_folder in sorted(day_folder.glob("hr=*")):
-                hour = _PARTITION_FOLDER[1].match(hour_folder.name)
-                if hour and any(hour_folder.glob(COMMITTED_FILE_GLOB)):
-                    found.append(Partition(table, day.group(1), hour.group(1), hour_folder))
+    found = [
+        Partition(table, folder.dt, folder.hr, folder.path)
+        for table in tables
+        for folder in lake_partitions(table, lake_dir, date)
+        if folder.committed_files()
+    ]
     table_order = {table.name: index for index, table in enumerate(TABLES)}
     return sorted(found, key=lambda p: (p.dt, p.hr, table_order[p.table.name]))
 

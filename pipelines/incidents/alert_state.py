@@ -25,8 +25,10 @@ DuckDB lets one process hold the file at a time; every command opens it briefly 
 for another holder to finish, so `incidents ack` works while `detect --every` is running. Writes come
 in batches (one statement per table per run over an Arrow table), never one statement per signal.
 
-`usagewatch signals list|show` (alias `alerts`, deprecated) reads the signals; `usagewatch incidents`
-(pipelines/incidents/engine.py) is what on-call works with.
+`usagewatch signals list|show` (alias `alerts`, deprecated) and `usagewatch incidents`
+(pipelines/commands/incidents.py) read it. At ~900 lines this module is one thing, the store: its schema
+and migrations and the AlertStore's reads and batch writes over those tables, kept together so each
+table's invariants live next to every statement that writes it.
 """
 
 from __future__ import annotations

@@ -19,13 +19,12 @@ from pipelines.lake.layout import lake_path
 from pipelines.quality.gates import (
     SuiteResult,
     committed_partitions,
-    gated_tables,
-    load_suites,
     partition_health,
     record_and_route,
     validate_partitions,
 )
 from pipelines.quality.settings import quality_settings
+from pipelines.quality.suites import gated_tables, load_suites
 
 logger = logging.getLogger(__name__)
 

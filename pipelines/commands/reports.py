@@ -16,8 +16,8 @@ from pipelines.incidents.alert_state import state_path
 from pipelines.incidents.audit import open_audit_log
 from pipelines.infra.config import ConfigError, load_config
 from pipelines.lake.layout import lake_path
-from pipelines.quality.gates import QualityError
 from pipelines.quality.settings import quality_settings
+from pipelines.quality.suites import QualityError
 from pipelines.reports.report import (
     PERIODS,
     chart_specs,

@@ -1,8 +1,7 @@
 """Data-quality gates: Great Expectations suites over each committed lake partition; `usagewatch validate`.
 
-Suites live in schemas/expectations/<name>.json (Great Expectations 1.x suite JSON). A suite's
-meta.usagewatch names the lake table it guards and the SQL file beside it that turns one partition
-into the batch GX checks: DuckDB reads the partition and derives columns (window alignment, clock
+Suites (pipelines/quality/suites.py) name the lake table they guard and the SQL file that turns one
+partition into the batch GX checks: DuckDB reads the partition and derives columns (window alignment, clock
 skew, per-minute reconciliation), GX evaluates the expectations and writes its own result JSON.
 
 Every result is stored in the state database (table quality_results) with a fingerprint of the
@@ -28,12 +27,11 @@ import duckdb
 
 from pipelines.incidents import engine as incidents
 from pipelines.incidents.alert_state import AlertStore, open_state_read_only
-from pipelines.incidents.alerts import SEVERITIES, alert_id, dedup_key
+from pipelines.incidents.alerts import alert_id, dedup_key
 from pipelines.incidents.audit import open_audit_log
 from pipelines.incidents.routing import load_router
 from pipelines.infra.clock import naive_utc
 from pipelines.infra.config import Config
-from pipelines.infra.paths import SCHEMAS_DIR
 from pipelines.lake.analyst import open_lake
 from pipelines.lake.layout import (
     COMMITTED_FILE_GLOB,
@@ -44,9 +42,8 @@ from pipelines.lake.layout import (
     sql_string_literal,
 )
 from pipelines.lake.layout import partitions as lake_partitions
+from pipelines.quality.suites import PLACEHOLDER, QualityError, Suite, column_of, gated_tables, load_suites
 from pipelines.stream.contracts import format_event_time, validate_alert
-
-SUITES_DIR = SCHEMAS_DIR / "expectations"
 
 DATA_QUALITY_DETECTION = "data_quality"
 # One alert per failing suite and partition hour: re-validating the same hour keeps the same alert id.
@@ -68,8 +65,6 @@ READABLE_FILES_WHY = (
     "from detections and reports until it is replaced or removed"
 )
 
-# `{{ partition <table> }}` or `{{ partition_files <table> }}` inside a suite's batch SQL.
-_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s+([\w.-]+)\s*\}\}")
 _SQL_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
 
 _SCHEMA = """
@@ -88,92 +83,6 @@ create table if not exists quality_results (
     primary key (table_name, dt, hr, suite, validated_at)
 );
 """
-
-
-class QualityError(ValueError):
-    """A suite file or its batch SQL is invalid, or validation could not run; names the file."""
-
-
-# --- suites ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    table: LakeTable
-    batch_sql: str
-    alert_severity: str
-    description: str
-    definition: dict[str, Any]  # the GX suite JSON
-    path: Path
-
-    def why(self, expectation_type: str, kwargs: dict[str, Any]) -> str:
-        """The suite file's explanation of one expectation (matched by type and column)."""
-        for expectation in self.definition["expectations"]:
-            if expectation["type"] == expectation_type and _column_of(expectation["kwargs"]) == _column_of(
-                kwargs
-            ):
-                return expectation.get("meta", {}).get("why", "")
-        return ""
-
-
-def _column_of(kwargs: dict[str, Any]) -> str | None:
-    if "column" in kwargs:
-        return kwargs["column"]
-    if "column_A" in kwargs:
-        return f"{kwargs['column_A']} = {kwargs['column_B']}"
-    return None
-
-
-def load_suite(path: Path) -> Suite:
-    try:
-        definition = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise QualityError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from error
-    if not isinstance(definition, dict) or not isinstance(definition.get("expectations"), list):
-        raise QualityError(f"{path}: a suite is a JSON object with an 'expectations' list")
-    if definition.get("name") != path.stem:
-        raise QualityError(
-            f"{path}: suite name {definition.get('name')!r} must equal the file name {path.stem!r}"
-        )
-    meta = (definition.get("meta") or {}).get("usagewatch")
-    if not isinstance(meta, dict) or not {"table", "batch", "alert_severity", "description"} <= set(meta):
-        raise QualityError(f"{path}: meta.usagewatch must have table, batch, alert_severity and description")
-    tables = {table.name: table for table in TABLES}
-    if meta["table"] not in tables:
-        raise QualityError(
-            f"{path}: meta.usagewatch.table {meta['table']!r} is not a lake table ({sorted(tables)})"
-        )
-    if meta["alert_severity"] not in SEVERITIES:
-        raise QualityError(f"{path}: meta.usagewatch.alert_severity must be one of {', '.join(SEVERITIES)}")
-    batch_path = path.parent / meta["batch"]
-    if not batch_path.is_file():
-        raise QualityError(f"{path}: batch SQL {meta['batch']} is missing")
-    for placeholder_kind, name in _PLACEHOLDER.findall(batch_path.read_text(encoding="utf-8")):
-        if placeholder_kind not in ("partition", "partition_files") or name not in tables:
-            raise QualityError(f"{batch_path}: unknown placeholder {{{{ {placeholder_kind} {name} }}}}")
-    return Suite(
-        name=path.stem,
-        table=tables[meta["table"]],
-        batch_sql=batch_path.read_text(encoding="utf-8"),
-        alert_severity=meta["alert_severity"],
-        description=meta["description"],
-        definition=definition,
-        path=path,
-    )
-
-
-def load_suites(directory: Path = SUITES_DIR) -> list[Suite]:
-    suites = [load_suite(path) for path in sorted(directory.glob("*.json"))]
-    if not suites:
-        raise QualityError(f"{directory}: no expectation suites (*.json)")
-    return suites
-
-
-def gated_tables(suites: Iterable[Suite]) -> list[LakeTable]:
-    """Lake tables that have at least one suite, in lake.py order."""
-    names = {suite.table.name for suite in suites}
-    return [table for table in TABLES if table.name in names]
 
 
 # --- partitions ------------------------------------------------------------------------------------
@@ -253,7 +162,7 @@ def render_batch_sql(suite: Suite, partition: Partition, lake_dir: Path) -> str:
         options = "union_by_name = true, hive_partitioning = false"
         return f"read_parquet({files}, {options})"
 
-    return _PLACEHOLDER.sub(expand, suite.batch_sql)
+    return PLACEHOLDER.sub(expand, suite.batch_sql)
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -428,7 +337,7 @@ def validate_partitions(
                 failing = [
                     FailedExpectation(
                         expectation=item["expectation_config"]["type"],
-                        column=_column_of(item["expectation_config"]["kwargs"]),
+                        column=column_of(item["expectation_config"]["kwargs"]),
                         why=suite.why(
                             item["expectation_config"]["type"], item["expectation_config"]["kwargs"]
                         ),

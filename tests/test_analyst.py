@@ -6,18 +6,21 @@ import argparse
 import csv
 import io
 import json
+import re
 import time
 import unicodedata
 from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 from lakefixture import write_events
 from signalfixture import RING, Engine, ring_signals
 
 from pipelines.commands import lake as lake_commands
 from pipelines.incidents.alert_state import AlertStore
-from pipelines.lake import analyst
+from pipelines.infra.paths import VIEWS_DIR
+from pipelines.lake import analyst, catalog
 from pipelines.lake.layout import EVENTS, TABLES
 
 EVENTS_ROWS = [
@@ -363,17 +366,20 @@ def test_a_runaway_query_is_interrupted_at_the_timeout(lake, tmp_path, capsys):
     assert time.monotonic() - started < 30  # a full scan would take days
 
 
-def test_terminal_output_stops_at_the_row_limit_and_says_so(lake, capsys):
+def test_piped_output_stops_at_the_row_limit_and_says_so(lake, capsys):
     query = "select range as n from range(1500)"
-    code, out, _ = run_sql(capsys, "--lake", str(lake), query)
+    code, out, _ = run_sql(capsys, "--lake", str(lake), query)  # stdout is not a terminal here
     assert code == 0
     lines = out.splitlines()
     assert len(lines) == 2 + 1000 + 1
-    assert lines[-1] == "(first 1000 rows; more were cut: --limit N to change, --limit 0 for all)"
+    assert lines[-1] == "(… 1,500 rows, showing 1,000; --limit N or --all for more)"
 
     code, out, err = run_sql(capsys, "--lake", str(lake), "--limit", "10", "--format", "csv", query)
     assert len(out.splitlines()) == 1 + 10
-    assert "first 10 rows" in err  # the note stays off stdout, so the CSV stays clean
+    assert "1,500 rows, showing 10" in err  # the note stays off stdout, so the CSV stays clean
+
+    code, out, err = run_sql(capsys, "--lake", str(lake), "--all", "--format", "csv", query)
+    assert len(out.splitlines()) == 1 + 1500 and err == ""
 
     code, out, err = run_sql(capsys, "--lake", str(lake), "--limit", "0", "--format", "json", query)
     assert len(out.splitlines()) == 1500 and err == ""
@@ -435,3 +441,75 @@ def test_without_a_state_the_signals_and_incidents_tables_are_empty(lake, tmp_pa
         "select (select count(*) from signals) + (select count(*) from incidents) as n",
     )  # fmt: skip
     assert code == 0 and "(1 row)" in out and not (tmp_path / "none.duckdb").exists()
+
+
+# --- what the relations and columns mean (issue 13) -------------------------------------------------
+
+
+def test_every_relation_and_column_has_its_description_in_duckdb(lake, tmp_path):
+    Engine(tmp_path).run(ring_signals())
+    con = analyst.open_lake(lake, state_file=tmp_path / "state.duckdb")
+    try:
+        relations = dict(
+            con.execute(
+                "select view_name, comment from duckdb_views() "
+                "where not internal and database_name = 'memory' "
+                "union all select table_name, comment from duckdb_tables() "
+                "where not internal and database_name = 'memory'"
+            ).fetchall()
+        )
+        undescribed = con.execute(
+            "select table_name || '.' || column_name from duckdb_columns() "
+            "where not internal and database_name = 'memory' and comment is null"
+        ).fetchall()
+        columns = con.execute(
+            "select table_name, column_name from duckdb_columns() "
+            "where not internal and database_name = 'memory'"
+        ).fetchall()
+    finally:
+        con.close()
+    assert {"events", "account_minute", "signals", "incidents", "restricted_countries"} <= set(relations)
+    assert [name for name, comment in relations.items() if not comment] == []
+    assert undescribed == []
+    # no description of a relation or column that does not exist (a renamed column leaves none behind)
+    assert set(catalog.load_descriptions()) == set(relations)
+    for path in VIEWS_DIR.glob("*.yml"):
+        own = set(yaml.safe_load(path.read_text()).get("columns") or {})
+        shared = path.name == catalog.SHARED_COLUMNS_FILE
+        existing = {column for table, column in columns if shared or table == path.stem}
+        assert own <= existing, f"{path.name} describes columns that do not exist: {own - existing}"
+
+
+def test_schema_lists_relations_and_columns_with_their_descriptions(lake, capsys):
+    code, out, _ = run_sql(capsys, "--lake", str(lake), "--schema")
+    assert code == 0
+    assert re.search(r"^events +\| view +\| 26 +\| every valid access event", out, re.MULTILINE)
+    assert re.search(r"^signals +\| table +\| \d+ +\| every signal the detections raised", out, re.MULTILINE)
+    watermark = r"^watermark_at_arrival +\| TIMESTAMP +\| the job's event-time watermark"
+    assert re.search(watermark, out, re.MULTILINE)
+
+    code, out, _ = run_sql(capsys, "--lake", str(lake), "--schema", "late_events")
+    assert code == 0 and out.splitlines()[0] == "late_events"
+    # late_events takes the event columns' descriptions from events.yml (columns_from), dt/hr from columns.yml
+    assert re.search(r"^kafka_offset +\| BIGINT +\| Kafka offset of the event", out, re.MULTILINE)
+    assert re.search(r"^dt +\| VARCHAR +\| UTC date partition", out, re.MULTILINE)
+    assert "account_minute" not in out
+
+    code, out, err = run_sql(capsys, "--lake", str(lake), "--schema", "nope\x1b[2J")
+    assert code == 2 and r"no table or view named 'nope\x1b[2J'" in err and out == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("description: x\ncolumns:\n  a: one\n  b: [no, text]\n", r"v\.yml:4: columns\.b must be one line"),
+        ("description: x\ncolums:\n  a: one\n", r"v\.yml:2: unknown key 'colums'"),
+        ("columns:\n  a: one\n", r"v\.yml:1: description must be one line"),
+        ("description: x\ncolumns_from: nowhere\n", r"v\.yml:2: columns_from names no other relation"),
+        ("description: x\ncolumns:\n  a: one\n  a: two\n", r"v\.yml:4: invalid YAML: duplicate key 'a'"),
+    ],
+)
+def test_a_bad_description_file_fails_naming_file_and_line(tmp_path, text, message):
+    (tmp_path / "v.yml").write_text(text)
+    with pytest.raises(catalog.CatalogError, match=message):
+        catalog.load_descriptions(tmp_path)

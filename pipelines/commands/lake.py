@@ -1,5 +1,5 @@
-"""`usagewatch sql` (one read-only analyst query over the lake) and `usagewatch compact` (merge the small
-Parquet files of closed partitions)."""
+"""`usagewatch sql` (read-only analyst queries over the lake: one, or an interactive session) and
+`usagewatch compact` (merge the small Parquet files of closed partitions)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,18 @@ import tempfile
 
 import duckdb
 
+from pipelines.commands import sql_session
 from pipelines.commands.options import add_config, add_lake, add_state, config_of, lake_of, state_of
 from pipelines.infra.config import ConfigError
-from pipelines.infra.rendering import cut_note, display_value, format_table, to_json_value
+from pipelines.infra.rendering import cut_note, display_value, format_table, terminal_safe, to_json_value
+from pipelines.lake import catalog
 from pipelines.lake.analyst import (
     DEFAULT_ROW_LIMIT,
     STATE_TABLES,
+    TERMINAL_ROW_LIMIT,
+    AnalystLimits,
+    QueryInterrupted,
+    QueryResult,
     QueryTimeout,
     ReadOnlyViolation,
     analyst_limits,
@@ -36,21 +42,75 @@ def add_parser(subparsers) -> None:
 # --- sql -------------------------------------------------------------------------------------------
 
 
-def _write_output(columns: list[str], rows: list[tuple], output_format: str, cut: bool) -> None:
-    if cut and output_format != "table":
-        print(cut_note(len(rows)), file=sys.stderr)  # stdout stays a clean CSV / JSON lines export
+def write_result(result: QueryResult, output_format: str) -> None:
+    """The result on stdout as a table, CSV or JSON lines; a cut CSV/JSON export says so on stderr."""
+    if result.cut and output_format != "table":
+        print(cut_note(result.total_rows, len(result.rows)), file=sys.stderr)  # stdout stays a clean export
     if output_format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows([[display_value(v) if v is not None else "" for v in row] for row in rows])
+        writer.writerow(result.columns)
+        writer.writerows([[display_value(v) if v is not None else "" for v in row] for row in result.rows])
     elif output_format == "json":
-        for row in rows:
-            print(json.dumps({name: to_json_value(v) for name, v in zip(columns, row, strict=True)}))
+        for row in result.rows:
+            print(json.dumps({name: to_json_value(v) for name, v in zip(result.columns, row, strict=True)}))
     else:
-        print(format_table(columns, rows, cut))
+        print(format_table(result.columns, result.rows, result.total_rows))
+
+
+def run_query(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    limits: AnalystLimits,
+    max_rows: int | None,
+    output_format: str,
+) -> int:
+    """One analyst query, printed; a refusal or failure is printed instead (exit code 2 or 1)."""
+    try:
+        result = query_with_limits(con, query, limits.timeout_seconds, max_rows)
+    except ReadOnlyViolation as refusal:
+        print(f"refused: {refusal}", file=sys.stderr)
+        return 2
+    except (duckdb.Error, QueryTimeout) as error:
+        print(f"query failed: {error}", file=sys.stderr)
+        return 1
+    except QueryInterrupted:
+        print("interrupted", file=sys.stderr)
+        return 1
+    write_result(result, output_format)
+    return 0
+
+
+def schema_text(
+    con: duckdb.DuckDBPyConnection, relation: str | None = None, with_columns: bool = True
+) -> str | None:
+    """Every relation with its description (then, with_columns, each one's columns); with `relation`,
+    its columns only, or None when there is no such relation."""
+    if relation is not None:
+        columns, rows = catalog.column_rows(con, relation)
+        return f"{terminal_safe(relation)}\n{format_table(columns, rows)}" if rows else None
+    columns, relations = catalog.relation_rows(con)
+    parts = [format_table(columns, relations)]
+    if with_columns:
+        parts += [schema_text(con, name) for name, *_ in relations]
+    return "\n\n".join(parts)
+
+
+def row_limit(args: argparse.Namespace) -> int | None:
+    """Rows to print: --all or --limit 0 print all; else --limit, else a screenful on a terminal."""
+    if args.all or args.limit == 0:
+        return None
+    if args.limit is not None:
+        return args.limit
+    return TERMINAL_ROW_LIMIT if args.format == "table" and sys.stdout.isatty() else DEFAULT_ROW_LIMIT
 
 
 def run_sql_command(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 0:
+        print("error: --limit must be 0 (no limit) or more", file=sys.stderr)
+        return 2
+    if args.schema is not None and args.query is not None:
+        print("error: --schema lists the relations; give it no query", file=sys.stderr)
+        return 2
     try:
         config = config_of(args)
         lake = lake_of(args, config)
@@ -65,9 +125,6 @@ def run_sql_command(args: argparse.Namespace) -> int:
         tables = ", ".join(table.name for table in TABLES)
         print(f"error: {lake} is not a lake: it holds none of the table folders ({tables})", file=sys.stderr)
         return 2
-    if args.limit < 0:
-        print("error: --limit must be 0 (no limit) or more", file=sys.stderr)
-        return 2
     with tempfile.TemporaryDirectory(prefix="usagewatch-sql-") as spill:
         try:
             con = open_lake(lake, read_only=True, limits=limits, temp_directory=spill, state_file=state_file)
@@ -75,30 +132,35 @@ def run_sql_command(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
         try:
-            columns, rows, cut = query_with_limits(
-                con, args.query, limits.timeout_seconds, args.limit or None
-            )
-        except ReadOnlyViolation as refusal:
-            print(f"refused: {refusal}", file=sys.stderr)
-            return 2
-        except (duckdb.Error, QueryTimeout) as error:
-            print(f"query failed: {error}", file=sys.stderr)
-            return 1
+            if args.schema is not None:
+                text = schema_text(con, args.schema or None)
+                if text is None:
+                    print(f"error: no table or view named '{terminal_safe(args.schema)}'", file=sys.stderr)
+                    return 2
+                print(text)
+                return 0
+            max_rows = row_limit(args)
+            if args.query is None:
+                return sql_session.run_session(
+                    execute=lambda statement: run_query(con, statement, limits, max_rows, args.format),
+                    describe=lambda name: schema_text(con, name, with_columns=False),
+                    interrupt=con.interrupt,
+                )
+            return run_query(con, args.query, limits, max_rows, args.format)
         finally:
             con.close()
-    _write_output(columns, rows, args.format, cut)
-    return 0
 
 
 def _add_sql_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "sql",
-        help="run one read-only SQL query over the lake",
+        help="query the lake read-only: one SQL query, or an interactive session without one",
         description="Run one SELECT/WITH query over the lake views "
-        f"({', '.join(table.name for table in TABLES)}, restricted_countries) and the state database's "
-        f"{' and '.join(STATE_TABLES)} (copied in at start). Only the lake's table folders and the "
-        "reference data are readable; the query runs under the analyst: limits and is interrupted at "
-        "analyst.timeout_seconds.",
+        f"({', '.join(table.name for table in TABLES)}, events_enriched, restricted_countries, ...) and the "
+        f"state database's {' and '.join(STATE_TABLES)} (copied in at start); with no query, an interactive "
+        "session (readline, history in the run directory; \\d lists the relations, \\d NAME one's columns). "
+        "Only the lake's table folders and the reference data are readable; every query runs under the "
+        "analyst: limits and is interrupted at analyst.timeout_seconds.",
     )
     add_lake(
         parser,
@@ -111,14 +173,24 @@ def _add_sql_parser(subparsers) -> None:
     )
     add_state(parser)
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    parser.add_argument(
+    limit = parser.add_mutually_exclusive_group()
+    limit.add_argument(
         "--limit",
         type=int,
         metavar="N",
-        default=DEFAULT_ROW_LIMIT,
-        help=f"print at most N rows, with a note when more were cut (default {DEFAULT_ROW_LIMIT}; 0: all)",
+        help=f"print at most N rows, with a note when more were cut (default: {TERMINAL_ROW_LIMIT} on a "
+        f"terminal, {DEFAULT_ROW_LIMIT:,} into a pipe or file; 0: all)",
     )
-    parser.add_argument("query", help="one SELECT or WITH statement")
+    limit.add_argument("--all", action="store_true", help="print every row")
+    parser.add_argument(
+        "--schema",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="list the tables and views and their columns, one line of description each (NAME: only its "
+        "columns)",
+    )
+    parser.add_argument("query", nargs="?", help="one SELECT or WITH statement (none: interactive session)")
     parser.set_defaults(func=run_sql_command)
 
 

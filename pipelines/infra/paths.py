@@ -6,8 +6,13 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS_DIR = REPO_ROOT / "schemas"
-SQL_DIR = REPO_ROOT / "sql"
+# Installed from the wheel, sql/ and schemas/ sit inside the package (setup.py puts them there); in a
+# checkout or an editable install they are the repository's own top-level folders.
+PACKAGED_DATA_DIR = Path(__file__).resolve().parents[1] / "_data"
+DATA_ROOT = PACKAGED_DATA_DIR if PACKAGED_DATA_DIR.is_dir() else REPO_ROOT
+SCHEMAS_DIR = DATA_ROOT / "schemas"
+SQL_DIR = DATA_ROOT / "sql"
+VIEWS_DIR = SQL_DIR / "views"
 
 # Fetched by scripts/bootstrap.sh from Maven Central (git-ignored).
 DEPS_DIR = Path(os.environ.get("USAGEWATCH_DEPS_DIR", REPO_ROOT / ".deps"))

@@ -53,8 +53,9 @@ def display_value(value) -> str:
     return rendered if isinstance(rendered, str) else json.dumps(rendered)
 
 
-def format_table(columns: list[str], rows: list[tuple], cut: bool = False) -> str:
-    """Rows as an aligned text table, every cell escaped for the terminal (see terminal_safe)."""
+def format_table(columns: list[str], rows: list[tuple], total_rows: int | None = None) -> str:
+    """Rows as an aligned text table, every cell escaped for the terminal (see terminal_safe); with
+    `total_rows` beyond the rows given, a note says how many there were."""
     cells = [[terminal_safe(display_value(value)) for value in row] for row in rows]
     columns = [terminal_safe(name) for name in columns]
     widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(columns)]
@@ -64,9 +65,11 @@ def format_table(columns: list[str], rows: list[tuple], cut: bool = False) -> st
 
     separator = "-+-".join("-" * width for width in widths)
     body = [line(columns), separator, *(line(row) for row in cells)]
-    body.append(cut_note(len(rows)) if cut else f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    cut = total_rows is not None and total_rows > len(rows)
+    count = f"({len(rows)} row{'s' if len(rows) != 1 else ''})"
+    body.append(cut_note(total_rows, len(rows)) if cut else count)
     return "\n".join(body)
 
 
-def cut_note(shown: int) -> str:
-    return f"(first {shown} rows; more were cut: --limit N to change, --limit 0 for all)"
+def cut_note(total_rows: int, shown: int) -> str:
+    return f"(… {total_rows:,} rows, showing {shown:,}; --limit N or --all for more)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +14,12 @@ import duckdb
 
 from pipelines.detect.enrichment import register_lookup
 from pipelines.infra.config import Config
-from pipelines.infra.paths import SCHEMAS_DIR, SQL_DIR
+from pipelines.infra.paths import SCHEMAS_DIR, VIEWS_DIR
+from pipelines.lake import catalog
 from pipelines.lake.layout import TABLES, LakeTable, TableFiles, sql_string_literal
 
 logger = logging.getLogger(__name__)
 
-VIEWS_DIR = SQL_DIR / "views"
 REFERENCE_DIR = SCHEMAS_DIR / "reference"
 
 # Flink SQL type -> DuckDB type, for the typed empty relation that pins every view's columns.
@@ -38,7 +39,9 @@ _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s+([\w.-]+)\s*\}\}")
 _READ_ONLY_STATEMENT_TYPES = {duckdb.StatementType.SELECT}
 
 
-# Terminal output: rows shown unless --limit says otherwise.
+# Rows printed unless --limit/--all say otherwise: a screenful on a terminal; 1,000 into a pipe or file
+# (an export should say --limit 0 or --all, and is told on stderr when it was cut).
+TERMINAL_ROW_LIMIT = 50
 DEFAULT_ROW_LIMIT = 1000
 ANALYST_KEYS = frozenset({"timeout_seconds", "memory_limit", "threads", "max_temp_directory_size"})
 # A DuckDB size setting: a number and a unit ("512MiB", "2 GB").
@@ -51,6 +54,10 @@ class ReadOnlyViolation(ValueError):
 
 class QueryTimeout(RuntimeError):
     """The query ran longer than analyst.timeout_seconds and was interrupted."""
+
+
+class QueryInterrupted(RuntimeError):
+    """Someone else called the connection's interrupt() (Ctrl-C in the session) while the query ran."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,11 @@ def analyst_limits(config: Config) -> AnalystLimits:
         threads=int(config.check_number(threads, 1, 256, "analyst", "threads", whole=True)),
         **sizes,
     )
+
+
+def sql_identifier(name: str) -> str:
+    """Quote a name as a SQL identifier (double quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _typed_empty_relation(table: LakeTable) -> str:
@@ -232,6 +244,11 @@ def open_lake(
         except duckdb.Error as error:
             con.close()
             raise ValueError(f"{state_file}: cannot read the state database: {error}") from error
+    try:
+        describe_relations(con, catalog.load_descriptions())
+    except catalog.CatalogError:
+        con.close()
+        raise
     if read_only:
         # Views read lazily, so the table folders must stay readable after external access is off;
         # the lake's root and anything beside the tables stay closed.
@@ -242,6 +259,25 @@ def open_lake(
         con.execute("set enable_external_access = false")
         con.execute("set lock_configuration = true")
     return con
+
+
+def describe_relations(
+    con: duckdb.DuckDBPyConnection, descriptions: dict[str, catalog.RelationDescription]
+) -> None:
+    """COMMENT ON every relation of the connection, and each of its columns, that has a description."""
+    _, relations = catalog.relation_rows(con)
+    for name, kind, _, _ in relations:
+        described = descriptions.get(name)
+        if described is None:
+            continue
+        description = sql_string_literal(described.description)
+        con.execute(f"comment on {kind} {sql_identifier(name)} is {description}")
+        _, columns = catalog.column_rows(con, name)
+        for column, _, _ in columns:
+            if column in described.columns:
+                target = f"{sql_identifier(name)}.{sql_identifier(column)}"
+                description = sql_string_literal(described.columns[column])
+                con.execute(f"comment on column {target} is {description}")
 
 
 def check_read_only(query: str) -> str:
@@ -269,21 +305,46 @@ def execute_read_only(
     return columns, cursor.fetchall()
 
 
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple]  # at most the row limit
+    total_rows: int  # of the whole result: more than len(rows) when the limit cut it
+
+    @property
+    def cut(self) -> bool:
+        return self.total_rows > len(self.rows)
+
+
 def query_with_limits(
     con: duckdb.DuckDBPyConnection, query: str, timeout_seconds: float, max_rows: int | None
-) -> tuple[list[str], list[tuple], bool]:
-    """Run one read-only query, interrupted after `timeout_seconds`; (columns, at most max_rows rows, cut)."""
+) -> QueryResult:
+    """Run one read-only query, interrupted after `timeout_seconds`; at most max_rows rows are kept, the
+    rest only counted (still under the timeout)."""
     check_read_only(query)
-    timer = threading.Timer(timeout_seconds, con.interrupt)  # DuckDB has no statement timeout of its own
+    timed_out = threading.Event()
+
+    def time_out() -> None:
+        timed_out.set()
+        con.interrupt()
+
+    timer = threading.Timer(timeout_seconds, time_out)  # DuckDB has no statement timeout of its own
     timer.start()
     try:
         cursor = con.execute(query)
         columns = [column[0] for column in cursor.description]
         if max_rows is None:
-            return columns, cursor.fetchall(), False
-        rows = cursor.fetchmany(max_rows + 1)  # one more than shown tells whether anything was cut
-        return columns, rows[:max_rows], len(rows) > max_rows
+            rows = cursor.fetchall()
+            return QueryResult(columns, rows, len(rows))
+        rows = cursor.fetchmany(max_rows)
+        with warnings.catch_warnings():
+            # counting the rest as Arrow batches never builds Python tuples; DuckDB warns of the copy
+            warnings.simplefilter("ignore", UserWarning)
+            rest = sum(batch.num_rows for batch in cursor.to_arrow_reader(100_000))
+        return QueryResult(columns, rows, len(rows) + rest)
     except duckdb.InterruptException as error:
+        if not timed_out.is_set():
+            raise QueryInterrupted("interrupted") from error
         raise QueryTimeout(f"timed out after {timeout_seconds:g} s (analyst.timeout_seconds)") from error
     finally:
         timer.cancel()

@@ -153,9 +153,17 @@ ensure_container_tools() {
         return
     fi
     say "installing ${missing[*]} (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${CONTAINER_PACKAGES[@]}" >/dev/null
+    # dpkg is machine-wide: wait (up to 10 minutes) for another install to finish instead of failing.
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        "${CONTAINER_PACKAGES[@]}" >/dev/null
     say "podman ok"
+}
+
+# The Debian bookworm mirror apt is configured with (empty before the first `apt-get update`).
+bookworm_mirror() {
+    apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' |
+        awk '$2 == "bookworm" { print $1; exit }'
 }
 
 # No image registry is reachable from these machines, so the images in docker/ start from a Debian
@@ -173,8 +181,11 @@ ensure_container_base_image() {
         return
     fi
     local mirror rootfs
-    mirror="$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' |
-        awk '$2 == "bookworm" { print $1; exit }')"
+    mirror="$(bookworm_mirror)"
+    if [[ -z "$mirror" ]]; then # no package lists yet on a fresh machine
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+        mirror="$(bookworm_mirror)"
+    fi
     [[ -n "$mirror" ]] || die "no Debian bookworm mirror in apt's sources: cannot debootstrap $CONTAINER_BASE_IMAGE"
     say "building container base image $CONTAINER_BASE_IMAGE (debootstrap)"
     rootfs="$(mktemp -d)"

@@ -133,14 +133,19 @@ def running_job_id(flink_rest: str) -> str | None:
             jobs = json.load(response)["jobs"]
     except OSError:
         return None  # the JobManager is not answering yet
-    running = [job["jid"] for job in jobs if job["name"] == JOB_NAME and job["state"] == "RUNNING"]
-    return running[0] if running else None
+    # RUNNING with every task deployed: a job is RUNNING while its tasks still wait for a TaskManager.
+    for job in jobs:
+        deployed = job["tasks"]["running"] == job["tasks"]["total"]
+        if job["name"] == JOB_NAME and job["state"] == "RUNNING" and deployed:
+            return job["jid"]
+    return None
 
 
 def wait_for(what: str, probe, deadline_s: float, logs_hint: str):
     deadline = time.monotonic() + deadline_s
     while (value := probe()) is None:
-        assert time.monotonic() < deadline, f"{what} not within {deadline_s:.0f} s; {logs_hint}"
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not within {deadline_s:.0f} s; {logs_hint}")
         time.sleep(POLL_INTERVAL_S)
     return value
 
@@ -158,7 +163,7 @@ def committed_events(lake: Path) -> int:
 def test_stack_turns_host_traffic_into_lake_files_and_an_incident(stack: Stack, tmp_path: Path) -> None:
     logs_hint = f"container logs in {stack.logs} after teardown"
     began = time.monotonic()
-    job_id = wait_for("a RUNNING aggregation job", lambda: running_job_id(stack.flink_rest),
+    job_id = wait_for("the aggregation job with every task running", lambda: running_job_id(stack.flink_rest),
                       JOB_RUNNING_DEADLINE_S, logs_hint)  # fmt: skip
     print(f"job {job_id} running {time.monotonic() - began:.1f} s after start-up")
 

@@ -30,6 +30,7 @@ DEPLOYMENT_SPECIFIC_SETTINGS = {
     "jobmanager.rpc.address",
     "jobmanager.memory.process.size",
     "taskmanager.memory.process.size",
+    "pekko.startup-timeout",
 }
 
 

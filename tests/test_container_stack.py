@@ -38,9 +38,10 @@ JOB_NAME = "usagewatch-aggregates"
 SERVICES = ("kafka", "jobmanager", "taskmanager", "submit")
 
 BUILD_TIMEOUT_S = 900.0
-# Two cores shared with the rest of the suite: JVM start-up and `flink run --python` take their time.
-JOB_RUNNING_DEADLINE_S = 300.0
-LAKE_DEADLINE_S = 240.0
+# Deadlines, not expectations. Measured from `up` to every task running: 143 s at load average 25 on the
+# 2-core machine, 433 s at load 37-46 (other work on the cores); events in the lake 54 s and 156 s later.
+JOB_RUNNING_DEADLINE_S = 600.0
+LAKE_DEADLINE_S = 300.0
 COMMAND_TIMEOUT_S = 180.0
 POLL_INTERVAL_S = 2.0
 # Short checkpoints so committed lake files appear within seconds (the compose default is 60 s).

@@ -19,9 +19,10 @@ die() {
 }
 
 podman image exists "$BASE_IMAGE" || die "no image $BASE_IMAGE: run scripts/bootstrap.sh (as root) first"
+# The build copies the jars from the context, which a link to another checkout would leave.
+[[ ! -L .deps ]] || die ".deps is a link: replace it with a copy (cp -a) so the build context holds the jars"
 for jars in .deps/kafka .deps/flink .deps/udf; do
-    [[ -d "$jars" && ! -L .deps ]] ||
-        die "$jars missing or .deps is a link (the build context must hold the jars): run scripts/bootstrap.sh"
+    [[ -d "$jars" ]] || die "$jars missing: run scripts/bootstrap.sh"
 done
 
 # The tags the compose file runs.

@@ -133,8 +133,73 @@ ensure_chromium() {
     say "chromium ok"
 }
 
+# podman runs the images in docker/ (tests/test_container_stack.py); Debian's packages, installed like
+# chromium. runc because crun cannot run containers here (docker/podman/containers.conf says why).
+CONTAINER_PACKAGES=(podman runc debootstrap podman-compose)
+CONTAINER_BASE_IMAGE="${USAGEWATCH_CONTAINER_BASE_IMAGE:-localhost/debian-base:bookworm}"
+
+ensure_container_tools() {
+    local missing=()
+    local tool
+    for tool in "${CONTAINER_PACKAGES[@]}"; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if ((${#missing[@]} == 0)); then
+        say "podman ok"
+        return
+    fi
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        say "${missing[*]} missing: install Debian's ${CONTAINER_PACKAGES[*]} for the container images"
+        return
+    fi
+    say "installing ${missing[*]} (apt-get)"
+    # dpkg is machine-wide: wait (up to 10 minutes) for another install to finish instead of failing.
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+        "${CONTAINER_PACKAGES[@]}" >/dev/null
+    say "podman ok"
+}
+
+# The Debian bookworm mirror apt is configured with (empty before the first `apt-get update`).
+bookworm_mirror() {
+    apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' |
+        awk '$2 == "bookworm" { print $1; exit }'
+}
+
+# No image registry is reachable from these machines, so the images in docker/ start from a Debian
+# bookworm root filesystem made here with debootstrap, from the Debian mirror apt already uses.
+# Built once: instant while the image exists.
+ensure_container_base_image() {
+    command -v podman >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || return 0
+    export CONTAINERS_CONF="${CONTAINERS_CONF:-$REPO_ROOT/docker/podman/containers.conf}"
+    if podman image exists "$CONTAINER_BASE_IMAGE"; then
+        say "container base image ok ($CONTAINER_BASE_IMAGE)"
+        return
+    fi
+    if [[ $(id -u) -ne 0 ]]; then
+        say "container base image missing: run scripts/bootstrap.sh as root to build $CONTAINER_BASE_IMAGE"
+        return
+    fi
+    local mirror rootfs
+    mirror="$(bookworm_mirror)"
+    if [[ -z "$mirror" ]]; then # no package lists yet on a fresh machine
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+        mirror="$(bookworm_mirror)"
+    fi
+    [[ -n "$mirror" ]] || die "no Debian bookworm mirror in apt's sources: cannot debootstrap $CONTAINER_BASE_IMAGE"
+    say "building container base image $CONTAINER_BASE_IMAGE (debootstrap)"
+    rootfs="$(mktemp -d)"
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null ||
+        die "debootstrap failed (its log: $rootfs/debootstrap/debootstrap.log)"
+    tar -C "$rootfs" -c . | podman import --quiet - "$CONTAINER_BASE_IMAGE" >/dev/null
+    rm -rf "$rootfs"
+    say "container base image ok ($CONTAINER_BASE_IMAGE)"
+}
+
 require_tools
 ensure_chromium
+ensure_container_tools
+ensure_container_base_image
 setup_venv
 fetch_jars kafka
 fetch_jars flink

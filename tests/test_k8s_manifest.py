@@ -8,7 +8,14 @@ import importlib.metadata
 
 import pytest
 import yaml
-from test_docker_compose import COMPOSE_FILE, IMAGE_APP_DIR, flink_properties, split_submit_command
+from test_docker_compose import (
+    COMPOSE_FILE,
+    DEPLOYMENT_SPECIFIC_SETTINGS,
+    IMAGE_APP_DIR,
+    flink_properties,
+    split_submit_command,
+    with_defaults,
+)
 
 from jobs.usage_aggregates import build_arg_parser
 from pipelines.infra.cluster import FLINK_DIST
@@ -27,7 +34,7 @@ def deployment() -> dict:
 
 @pytest.fixture(scope="module")
 def compose_services() -> dict:
-    return yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    return with_defaults(yaml.safe_load(COMPOSE_FILE.read_text()))["services"]
 
 
 def driver_and_job_args(deployment: dict) -> tuple[list[str], list[str]]:
@@ -95,5 +102,6 @@ def test_flink_settings_match_compose_and_the_tested_cluster(
     compose = flink_properties(compose_services["jobmanager"])
     assert PORTABLE_SETTINGS.items() <= configuration.items()
     assert PORTABLE_SETTINGS.items() <= compose.items()
-    # Compose also names the JobManager's address; everything else is shared with the manifest.
-    assert {k: v for k, v in compose.items() if k != "jobmanager.rpc.address"} == configuration
+    # Compose also names the JobManager's address and sizes the processes (the operator sizes pods from
+    # their resources); everything else is shared with the manifest.
+    assert {k: v for k, v in compose.items() if k not in DEPLOYMENT_SPECIFIC_SETTINGS} == configuration

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -81,6 +82,17 @@ def test_stop_never_signals_a_foreign_process_named_in_the_pid_file(isolated_run
     finally:
         foreign.kill()
         foreign.wait()
+
+
+def test_waiting_for_topics_names_the_silent_broker_once_its_deadline_passes():
+    # A port nothing listens on: the wait gives up at its deadline with the address in the error.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        bootstrap = f"127.0.0.1:{probe.getsockname()[1]}"
+    began = time.monotonic()
+    with pytest.raises(kafka_broker.BrokerError, match=f"no Kafka broker answered on {bootstrap}"):
+        kafka_broker.wait_and_ensure_topics(bootstrap, timeout=1.0)
+    assert 1.0 <= time.monotonic() - began < 10.0
 
 
 @pytest.mark.integration

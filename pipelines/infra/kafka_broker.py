@@ -331,14 +331,20 @@ def _log_tail(node: BrokerNode, lines: int = 40) -> str:
 
 
 def _broker_answers(port: int) -> bool:
+    return broker_answers(f"{HOST}:{port}")
+
+
+def broker_answers(bootstrap: str) -> bool:
+    """True if the broker at bootstrap (one host:port) answers a metadata request now."""
+    host, _, port = bootstrap.rpartition(":")
     # A plain connect fails instantly while nothing listens; only then pay for a metadata round trip.
     try:
-        socket.create_connection((HOST, port), timeout=1).close()
+        socket.create_connection((host, int(port)), timeout=1).close()
     except OSError:
         return False
     try:
         with KafkaAdminClient(
-            bootstrap_servers=f"{HOST}:{port}",
+            bootstrap_servers=bootstrap,
             client_id="usagewatch-probe",
             bootstrap_timeout_ms=2000,
             request_timeout_ms=2000,
@@ -477,6 +483,17 @@ def stop(timeout: float = STOP_TIMEOUT_S) -> int | None:
 def status() -> BrokerStatus:
     pid = running_pid(_dev_node(broker_port(), controller_port()))
     return BrokerStatus(running=pid is not None, pid=pid, bootstrap=bootstrap_servers())
+
+
+def wait_and_ensure_topics(bootstrap: str, timeout: float) -> None:
+    """ensure_topics(PROJECT_TOPICS) once the broker at bootstrap answers: for a container that starts
+    beside the broker (docker/docker-compose.yml) and cannot rely on start order."""
+    deadline = time.monotonic() + timeout
+    while not broker_answers(bootstrap):
+        if time.monotonic() > deadline:
+            raise BrokerError(f"no Kafka broker answered on {bootstrap} within {timeout:.0f} s")
+        time.sleep(POLL_INTERVAL_S)
+    ensure_topics(bootstrap, PROJECT_TOPICS)
 
 
 def ensure_topics(

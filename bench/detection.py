@@ -32,11 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.detect.detections import SUCCESS_FILE, load_detections, run_detection
+from pipelines.detect.detections import load_detections, run_detection
 from pipelines.infra import paths
 from pipelines.lake import compaction
 from pipelines.lake import layout as lake
 from pipelines.lake.analyst import open_lake
+from pipelines.lake.layout import SUCCESS_FILE
 from pipelines.stream.flink_job import WINDOW_AGGREGATES
 
 LAKE_START = dt.datetime(2026, 1, 5)

@@ -26,7 +26,8 @@ from pipelines.infra.kafka_broker import EVENTS_TOPIC
 from pipelines.infra.paths import REPO_ROOT
 from pipelines.lake.analyst import open_lake
 from pipelines.lake.layout import COMMITTED_FILE_GLOB
-from pipelines.traffic.generator import GeneratorConfig, generate_records, produce_to_kafka
+from pipelines.traffic.generator import GeneratorConfig, generate_records
+from pipelines.traffic.records import produce_to_kafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

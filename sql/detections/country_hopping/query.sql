@@ -35,21 +35,42 @@ window_countries as (
     group by account_id, window_start, country
 ),
 
+account_country_windows as (
+    -- the latest time the account was in each of its countries before each of its windows there
+    select
+        account_id,
+        country,
+        window_start,
+        lag(max(event_time)) over (partition by account_id, country order by window_start)
+            as previous_seen
+    from located_events
+    group by account_id, country, window_start
+),
+
+org_country_windows as (
+    -- the same per org: every account's window-country row has its org's row, whose predecessor is the
+    -- org's latest visit before the window (the account's own events included: they count as the account's)
+    select
+        org_id,
+        country,
+        window_start,
+        lag(max(event_time)) over (partition by org_id, country order by window_start) as previous_seen
+    from located_events
+    where org_id is not null
+    group by org_id, country, window_start
+),
+
 new_countries as (
-    -- known places: the account's own, or its org's, countries of the previous days are not evidence
-    select *
+    -- known places: the account's own, or its org's, countries of the previous days are not evidence.
+    -- "An earlier event of the account or of another account of its org" is "an earlier event of the
+    -- account or of its org", and the latest one before the window decides: two keyed lags, not a
+    -- correlated range search over every earlier event (quadratic in the lake).
+    select current_country.*
     from window_countries as current_country
-    where not exists (
-        select 1
-        from located_events as earlier
-        where earlier.country = current_country.country
-            and (
-                earlier.account_id = current_country.account_id
-                or (earlier.org_id = current_country.org_id and earlier.account_id <> current_country.account_id)
-            )
-            and earlier.event_time < current_country.window_start
-            and earlier.event_time >= current_country.window_start - to_days($known_location_days)
-    )
+    inner join account_country_windows as account_seen using (account_id, country, window_start)
+    left join org_country_windows as org_seen using (org_id, country, window_start)
+    where coalesce(account_seen.previous_seen < current_country.window_start - to_days($known_location_days), true)
+        and coalesce(org_seen.previous_seen < current_country.window_start - to_days($known_location_days), true)
 ),
 
 regions as (

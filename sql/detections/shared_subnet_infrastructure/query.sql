@@ -23,6 +23,17 @@ with block_events as (
     left join ip_network_blocks as blocks using (source_ip)
 ),
 
+busy_blocks as (
+    -- A block needs $min_weighted_accounts weighted accounts, and an account weighs at most
+    -- greatest(1, $ordinary_network_weight) and makes at least one request: a block window with fewer
+    -- requests than that cannot alert. One count per block window rules out most of them (a home line's
+    -- block carries one account) before the per-account work below.
+    select network_block, window_start
+    from block_events
+    group by network_block, window_start
+    having count(*) * greatest(1.0, $ordinary_network_weight) >= $min_weighted_accounts
+),
+
 account_weights as (
     -- an account counts fully if any of its requests in the block came through an anonymizer
     select
@@ -33,6 +44,7 @@ account_weights as (
         max(case when list_contains($anonymizer_asn_types, asn_type) then 1.0 else $ordinary_network_weight end)
             as weight
     from block_events
+    semi join busy_blocks using (network_block, window_start)
     group by network_block, window_start, account_id
 ),
 

@@ -67,6 +67,11 @@ def _table(title: str, header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + [_row(row, widths) for row in rows])
 
 
+def _per_million(seconds: float | None, events: int) -> str | float:
+    """Seconds per million events: the growth curve's slope (a linear suite keeps it flat)."""
+    return "-" if seconds is None or not events else round(seconds * 1_000_000 / events, 2)
+
+
 def format_report(results: dict) -> str:
     host = results["machine"]
     parts = [
@@ -123,9 +128,12 @@ def format_report(results: dict) -> str:
                 size["lake"]["parquet_files"],
                 size["small_files"]["cold_s"],
                 size["small_files"]["warm_s"],
+                size["small_files"].get("warm_cpu_s", "-"),
                 size["compact_s"],
                 size["compacted"]["cold_s"],
                 size["compacted"]["warm_s"],
+                size["compacted"].get("warm_cpu_s", "-"),
+                _per_million(size["compacted"].get("warm_cpu_s"), size["lake"]["events"]),
                 size["compacted"]["peak_rss_mib"],
             ]
             for size in results["detection"]
@@ -138,9 +146,12 @@ def format_report(results: dict) -> str:
             "small files",
             "cold s",
             "warm s",
+            "warm CPU-s",
             "compact s",
             "compacted cold s",
             "compacted warm s",
+            "compacted warm CPU-s",
+            "CPU-s per 1M events",
             "DuckDB RSS MiB",
         ]
         parts.append(_table("2. detection suite (all enabled detections)", header, rows))
@@ -206,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--events", help="comma list of workload sizes instead of the profile's (e.g. 1000000)"
     )
+    parser.add_argument(
+        "--detection-accounts",
+        help="comma list of lake sizes (accounts) for the detection section instead of the profile's: the "
+        "growth curve, e.g. 1000,3000,10000,30000,100000",
+    )
+    parser.add_argument("--detection-days", type=int, help="days of the detection section's lakes")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--work-dir",
@@ -225,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.events:
         sizes = tuple(int(size) for size in args.events.split(","))
         profile = dataclasses.replace(profile, event_sizes=sizes, alternatives_up_to=max(sizes))
+    if args.detection_accounts:
+        accounts = tuple(int(size) for size in args.detection_accounts.split(","))
+        profile = dataclasses.replace(profile, detection_accounts=accounts)
+    if args.detection_days:
+        profile = dataclasses.replace(profile, detection_days=args.detection_days)
     started = time.perf_counter()
     results: dict = {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

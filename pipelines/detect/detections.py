@@ -16,7 +16,8 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,11 @@ QUERY_FILE = "query.sql"
 # The technique ids a rule may name (ATT&CK Enterprise and MITRE ATLAS; where they come from: its "about").
 TECHNIQUES_REFERENCE = SCHEMAS_DIR / "reference" / "techniques.json"
 
+# Relations most detections scan, materialised once per suite run (see shared_scan).
+SHARED_RELATIONS = ("events_enriched", "ip_network_blocks")
+
 _SQL_COMMENT = re.compile(r"--[^\n]*")
+_SQL_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _SQL_STRING = re.compile(r"'(?:[^']|'')*'")
 _SQL_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
 
@@ -105,9 +110,14 @@ class Detection:
         )
 
 
+def _sql_code(sql: str) -> str:
+    """The SQL without comments and string literals."""
+    return _SQL_STRING.sub("''", _SQL_COMMENT.sub("", sql))
+
+
 def sql_parameters(sql: str) -> set[str]:
     """Named parameters ($name) used by the SQL, ignoring comments and string literals."""
-    return set(_SQL_PARAMETER.findall(_SQL_STRING.sub("''", _SQL_COMMENT.sub("", sql))))
+    return set(_SQL_PARAMETER.findall(_sql_code(sql)))
 
 
 @functools.cache
@@ -250,6 +260,38 @@ def run_detection(
     return fold_duplicates(alerts)
 
 
+@contextmanager
+def shared_scan(con: duckdb.DuckDBPyConnection, detections: list[Detection]) -> Iterator[None]:
+    """While open, each of SHARED_RELATIONS that the detections read is a temp table, not a view.
+
+    Every detection would otherwise read the lake's Parquet files and join the enrichment again (twelve
+    scans of the events per run; on a sink's small files the file count makes each scan slow). The temp
+    table shadows the view of the same name for the detections' unchanged SQL. It keeps only the columns
+    the detections name (a column named nowhere in their SQL cannot be read by them; the raw `extras`
+    JSON alone would double its memory), and is dropped on exit, so the connection reads the lake again.
+    """
+    code = [_sql_code(detection.sql) for detection in detections]
+    names = {name.lower() for text in code for name in _SQL_IDENTIFIER.findall(text)}
+    database = con.execute("select current_database()").fetchone()[0]
+    created = []
+    try:
+        for relation in (name for name in SHARED_RELATIONS if name in names):
+            try:
+                cursor = con.execute(f"select * from {relation} limit 0")
+                columns = [column[0] for column in cursor.description if column[0].lower() in names]
+                con.execute(
+                    f"create temp table {relation} as "
+                    f"select {', '.join(columns)} from {database}.main.{relation}"
+                )
+            except duckdb.Error as error:
+                raise DetectionError(f"reading {relation} for the detections: {error}") from error
+            created.append(relation)
+        yield
+    finally:
+        for relation in created:
+            con.execute(f"drop table temp.{relation}")
+
+
 def run_detections(
     con: duckdb.DuckDBPyConnection,
     only: str | Iterable[str] | None = None,
@@ -262,7 +304,8 @@ def run_detections(
     """
     created_at = now or dt.datetime.now(dt.UTC)
     selected = _select(detections if detections is not None else load_detections(), only)
-    return [alert for detection in selected for alert in run_detection(con, detection, created_at)]
+    with shared_scan(con, selected):
+        return [alert for detection in selected for alert in run_detection(con, detection, created_at)]
 
 
 def summarize(selected: list[Detection], alerts: list[dict[str, Any]]) -> str:
@@ -361,7 +404,8 @@ def detect_and_route(
     con = open_lake(lake_dir, read_only=True)
     try:
         restrict_to_time_range(con, since, until)
-        signals = [signal for detection in selected for signal in run_detection(con, detection, now)]
+        with shared_scan(con, selected):
+            signals = [signal for detection in selected for signal in run_detection(con, detection, now)]
         # Data quality of the partitions under this run: read before the store is opened for writing.
         health = quality.partition_health(state_path(config, state), lake_dir, since, until)
         signals = quality.mark_degraded(signals, health)

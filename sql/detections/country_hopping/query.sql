@@ -30,26 +30,45 @@ window_countries as (
         country,
         -- a country reached over any residential/unknown line counts fully; gateway-only counts less
         max(case when list_contains($shared_egress_asn_types, asn_type) then $shared_egress_country_weight else 1.0 end)
-            as weight
+            as weight,
+        -- the latest time the account was in this country before this window
+        lag(max(event_time)) over (partition by account_id, country order by window_start) as previous_seen
     from located_events
     group by account_id, window_start, country
 ),
 
-new_countries as (
-    -- known places: the account's own, or its org's, countries of the previous days are not evidence
+candidate_countries as (
+    -- Only new countries count and no weight is negative, so a window whose countries all together
+    -- weigh less than $min_regions cannot alert: the org's history is looked up for the others only.
     select *
-    from window_countries as current_country
-    where not exists (
-        select 1
-        from located_events as earlier
-        where earlier.country = current_country.country
-            and (
-                earlier.account_id = current_country.account_id
-                or (earlier.org_id = current_country.org_id and earlier.account_id <> current_country.account_id)
-            )
-            and earlier.event_time < current_country.window_start
-            and earlier.event_time >= current_country.window_start - to_days($known_location_days)
-    )
+    from window_countries
+    qualify sum(weight) over (partition by account_id, window_start) >= $min_regions
+),
+
+org_country_windows as (
+    -- the same per org: every account's window-country row has its org's row, whose predecessor is the
+    -- org's latest visit before the window (the account's own events included: they count as the
+    -- account's). Whole (org, country) histories of the candidates only, so every lag is complete.
+    select
+        org_id,
+        country,
+        window_start,
+        lag(max(event_time)) over (partition by org_id, country order by window_start) as previous_seen
+    from located_events
+    semi join (select distinct org_id, country from candidate_countries) as candidate_orgs using (org_id, country)
+    group by org_id, country, window_start
+),
+
+new_countries as (
+    -- known places: the account's own, or its org's, countries of the previous days are not evidence.
+    -- "An earlier event of the account or of another account of its org" is "an earlier event of the
+    -- account or of its org", and the latest one before the window decides: two keyed lags, not a
+    -- correlated range search over every earlier event (quadratic in the lake).
+    select current_country.* exclude (previous_seen)
+    from candidate_countries as current_country
+    left join org_country_windows as org_seen using (org_id, country, window_start)
+    where coalesce(current_country.previous_seen < current_country.window_start - to_days($known_location_days), true)
+        and coalesce(org_seen.previous_seen < current_country.window_start - to_days($known_location_days), true)
 ),
 
 regions as (
@@ -78,6 +97,7 @@ account_windows as (
         list_sort(list(regions.country)) as region_countries
     from regions
     group by regions.account_id, regions.window_start
+    having sum(regions.weight) >= $min_regions
 ),
 
 window_activity as (
@@ -91,6 +111,7 @@ window_activity as (
         min(event_time) as first_seen,
         max(event_time) as last_seen
     from located_events
+    semi join account_windows using (account_id, window_start)
     group by account_id, window_start
 ),
 
@@ -101,7 +122,6 @@ scored as (
         least($risk_per_region * (account_windows.weighted_regions - $free_regions), $max_risk) as risk_score
     from account_windows
     inner join window_activity using (account_id, window_start)
-    where account_windows.weighted_regions >= $min_regions
 )
 
 select

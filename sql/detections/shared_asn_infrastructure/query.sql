@@ -8,6 +8,8 @@
 -- other kinds of link.
 
 with account_networks as (
+    -- one row per account and AS window: only plain aggregates here (the distinct ones are the costly part
+    -- of this step and are computed below for crowded windows only)
     select
         asn_key,
         time_bucket(to_minutes($window_minutes), event_time) as window_start,
@@ -16,9 +18,7 @@ with account_networks as (
         -- an account counts fully if any of its requests through this AS came via an anonymizer
         max(case when list_contains($anonymizer_asn_types, asn_type) then 1.0 else $ordinary_network_weight end)
             as weight,
-        count(*) as requests,
-        count(distinct source_ip) as distinct_ips,
-        list(distinct asn_type) filter (where asn_type is not null) as asn_types
+        count(*) as requests
     from events_enriched
     where asn_key is not null
     group by asn_key, window_start, account_id
@@ -33,9 +33,25 @@ asn_windows as (
         count(distinct org_key) as distinct_orgs,
         sum(weight) as weighted_accounts,
         sum(requests) as requests,
-        list_sort(list(account_id)) as account_ids,
-        list_sort(list_distinct(flatten(list(asn_types)))) as asn_types
+        list_sort(list(account_id)) as account_ids
     from account_networks
+    group by asn_key, window_start
+    having sum(weight) >= $min_weighted_accounts
+        and count(distinct org_key) >= $min_distinct_orgs
+),
+
+asn_window_types as (
+    -- the network types seen in each crowded window ([] when none is known)
+    select
+        asn_key,
+        window_start,
+        coalesce(list_sort(list(distinct asn_type) filter (where asn_type is not null)), []) as asn_types
+    from (
+        select asn_key, time_bucket(to_minutes($window_minutes), event_time) as window_start, asn_type
+        from events_enriched
+        where asn_key is not null
+    ) as asn_events
+    semi join asn_windows using (asn_key, window_start)
     group by asn_key, window_start
 ),
 
@@ -51,8 +67,7 @@ scored as (
             'anonymizer_share': round($weight_anonymizer * weighted_accounts / distinct_accounts, 1)
         } as risk_factors
     from asn_windows
-    where weighted_accounts >= $min_weighted_accounts
-        and distinct_orgs >= $min_distinct_orgs
+    inner join asn_window_types using (asn_key, window_start)
 )
 
 select

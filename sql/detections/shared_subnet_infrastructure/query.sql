@@ -8,50 +8,30 @@
 -- links accounts. The coordination that makes a ring is weighed per IP (shared_hosting_infrastructure)
 -- and across kinds of link (ring_clustering); this signal adds the block-level picture to an incident.
 
-with ipv6_parts as (
-    -- IPv6 text may compress zeros with "::"; split around it so the /48 can be rebuilt in SQL.
+with block_events as (
+    -- the block of each address comes from ip_network_blocks (computed per distinct address)
     select
-        *,
-        source_ip like '%:%' as is_ipv6,
-        string_split(lower(split_part(source_ip, '::', 1)), ':') as head_hextets,
-        case
-            when source_ip like '%::%' then string_split(lower(split_part(source_ip, '::', 2)), ':')
-            else []
-        end as tail_hextets
-    from events_enriched
+        blocks.network_block,
+        events.account_id,
+        events.org_key,
+        events.asn_key,
+        events.asn_type,
+        events.source_ip,
+        events.event_time,
+        time_bucket(to_minutes($window_minutes), events.event_time) as window_start
+    from events_enriched as events
+    left join ip_network_blocks as blocks using (source_ip)
 ),
 
-block_events as (
-    select
-        case
-            -- IPv4 /24: the first three octets
-            when not is_ipv6 then regexp_extract(source_ip, '^(\d+\.\d+\.\d+)\.', 1) || '.0/24'
-            -- IPv6 /48: first three hextets of the expanded address (head, zeros for "::", tail),
-            -- leading zeros dropped so that one block always has one spelling
-            else array_to_string(
-                list_transform(
-                    list_concat(
-                        list_filter(head_hextets, lambda hextet: hextet <> ''),
-                        list_transform(
-                            range(8 - len(list_filter(head_hextets, lambda hextet: hextet <> ''))
-                                - len(list_filter(tail_hextets, lambda hextet: hextet <> ''))),
-                            lambda zero: '0'
-                        ),
-                        list_filter(tail_hextets, lambda hextet: hextet <> '')
-                    )[1:3],
-                    lambda hextet: coalesce(nullif(ltrim(hextet, '0'), ''), '0')
-                ),
-                ':'
-            ) || '::/48'
-        end as network_block,
-        account_id,
-        org_key,
-        asn_key,
-        asn_type,
-        source_ip,
-        event_time,
-        time_bucket(to_minutes($window_minutes), event_time) as window_start
-    from ipv6_parts
+busy_blocks as (
+    -- A block needs $min_weighted_accounts weighted accounts, and an account weighs at most
+    -- greatest(1, $ordinary_network_weight) and makes at least one request: a block window with fewer
+    -- requests than that cannot alert. One count per block window rules out most of them (a home line's
+    -- block carries one account) before the per-account work below.
+    select network_block, window_start
+    from block_events
+    group by network_block, window_start
+    having count(*) * greatest(1.0, $ordinary_network_weight) >= $min_weighted_accounts
 ),
 
 account_weights as (
@@ -64,7 +44,23 @@ account_weights as (
         max(case when list_contains($anonymizer_asn_types, asn_type) then 1.0 else $ordinary_network_weight end)
             as weight
     from block_events
+    semi join busy_blocks using (network_block, window_start)
     group by network_block, window_start, account_id
+),
+
+block_accounts as (
+    -- the crowd test first: the per-block statistics below are then computed for crowded blocks only
+    select
+        network_block,
+        window_start,
+        count(*) as distinct_accounts,
+        count(distinct org_key) as distinct_orgs,
+        sum(weight) as weighted_accounts,
+        list_sort(list(account_id)) as account_ids
+    from account_weights
+    group by network_block, window_start
+    having sum(weight) >= $min_weighted_accounts
+        and count(distinct org_key) >= $min_distinct_orgs
 ),
 
 block_windows as (
@@ -79,18 +75,7 @@ block_windows as (
         min(event_time) as first_seen,
         max(event_time) as last_seen
     from block_events
-    group by network_block, window_start
-),
-
-block_accounts as (
-    select
-        network_block,
-        window_start,
-        count(*) as distinct_accounts,
-        count(distinct org_key) as distinct_orgs,
-        sum(weight) as weighted_accounts,
-        list_sort(list(account_id)) as account_ids
-    from account_weights
+    semi join block_accounts using (network_block, window_start)
     group by network_block, window_start
 ),
 
@@ -113,8 +98,6 @@ scored as (
         } as risk_factors
     from block_windows
     inner join block_accounts using (network_block, window_start)
-    where block_accounts.weighted_accounts >= $min_weighted_accounts
-        and block_accounts.distinct_orgs >= $min_distinct_orgs
 )
 
 select

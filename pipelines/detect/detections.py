@@ -24,6 +24,7 @@ from typing import Any
 import duckdb
 import yaml
 
+from pipelines.exports import indicators
 from pipelines.incidents import engine as incidents
 from pipelines.incidents.alert_state import AlertStore, state_path
 from pipelines.incidents.alerts import (
@@ -229,6 +230,7 @@ def run_detection(
     con: duckdb.DuckDBPyConnection, detection: Detection, created_at: dt.datetime
 ) -> list[dict[str, Any]]:
     try:
+        indicators.install(con)  # peers' indicators: what detect_and_route copied in, else none
         cursor = con.execute(detection.sql, detection.parameter_values())
         columns = [column[0] for column in cursor.description]
         rows = cursor.fetchall()
@@ -361,6 +363,7 @@ def detect_and_route(
     con = open_lake(lake_dir, read_only=True)
     try:
         restrict_to_time_range(con, since, until)
+        indicators.install(con, indicators.load_from_state(state_path(config, state)))
         signals = [signal for detection in selected for signal in run_detection(con, detection, now)]
         # Data quality of the partitions under this run: read before the store is opened for writing.
         health = quality.partition_health(state_path(config, state), lake_dir, since, until)

@@ -73,7 +73,7 @@ def stored_indicators(state_con: duckdb.DuckDBPyConnection) -> pa.Table:
     if not present:
         return _ARROW.empty_table()
     names = ", ".join(name for name, _, _ in _COLUMNS)
-    return state_con.execute(f"select {names} from {TABLE}").arrow().cast(_ARROW)
+    return state_con.sql(f"select {names} from {TABLE}").to_arrow_table().cast(_ARROW)
 
 
 def load_from_state(state_file: str | Path) -> pa.Table:

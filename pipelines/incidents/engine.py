@@ -37,6 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipelines.commands import exports
 from pipelines.incidents import audit_state
 from pipelines.incidents.alert_state import (
     AlertStateError,

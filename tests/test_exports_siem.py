@@ -13,11 +13,11 @@ from py_ocsf_models import OCSF_VERSION as MODELS_OCSF_VERSION
 from py_ocsf_models.events.findings.detection_finding import DetectionFinding
 from signalfixture import Engine, ring_signals, signal
 
-from pipelines import cli
-from pipelines.alert_state import Delivery
-from pipelines.config import ConfigError, load_config
+from pipelines.commands import cli
 from pipelines.exports import ecs, ocsf, siem_document
-from pipelines.routing import load_router
+from pipelines.incidents.alert_state import Delivery
+from pipelines.incidents.routing import load_router
+from pipelines.infra.config import ConfigError, load_config
 
 
 def missing_paths(ours: Any, validated: Any, path: str = "") -> list[str]:

@@ -11,10 +11,10 @@ from pathlib import Path
 import stix2
 from lakefixture import read_jsonl, write_events
 
-from pipelines import cli
-from pipelines.alert_state import AlertStore
+from pipelines.commands import cli
 from pipelines.exports import stix
 from pipelines.exports.indicators import TABLE
+from pipelines.incidents.alert_state import AlertStore
 
 FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
 # six accounts of six organisations paid by one card (the shared_payment_fingerprint positive fixture)

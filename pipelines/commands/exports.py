@@ -27,8 +27,8 @@ def _write(text: str, out: str | None) -> None:
 
 
 def _with_store(args: argparse.Namespace, work) -> int:
-    from pipelines.alert_state import AlertStateError, AlertStore, state_path
-    from pipelines.config import ConfigError, load_config
+    from pipelines.incidents.alert_state import AlertStateError, AlertStore, state_path
+    from pipelines.infra.config import ConfigError, load_config
 
     try:
         config = load_config(args.config)
@@ -89,7 +89,7 @@ def add_incident_export(actions) -> None:
 
 def add_signals_export(actions) -> None:
     """`usagewatch signals export --ocsf|--ecs`."""
-    from pipelines.alerts import SEVERITIES
+    from pipelines.incidents.alerts import SEVERITIES
 
     sub = actions.add_parser("export", help="signals as OCSF or ECS documents, one JSON line each")
     _common(sub)
@@ -104,10 +104,10 @@ def add_signals_export(actions) -> None:
 
 
 def run_indicators_import(args: argparse.Namespace) -> int:
-    from pipelines.alert_state import AlertStateError
-    from pipelines.config import ConfigError, load_config
     from pipelines.exports import export
     from pipelines.exports.stix import BundleError
+    from pipelines.incidents.alert_state import AlertStateError
+    from pipelines.infra.config import ConfigError, load_config
 
     try:
         result = export.import_indicators(

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.alert_state import AlertStateError, AlertStore, state_path
-from pipelines.config import Config
 from pipelines.exports import indicators, siem_document, stix
+from pipelines.incidents.alert_state import AlertStateError, AlertStore, state_path
+from pipelines.infra.config import Config
 
 # Only what on-call confirmed is shared with peers: an open incident may still be a false positive.
 SHAREABLE_STATUSES = ("acknowledged", "resolved")
@@ -43,7 +43,7 @@ def incident_stix(
         )
     user_agents: list[str] = []
     if lake_dir is not None:
-        from pipelines.analyst import open_lake
+        from pipelines.lake.analyst import open_lake
 
         con = open_lake(lake_dir)
         try:

@@ -17,8 +17,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from pipelines.alert_state import AlertStore, parse_time
 from pipelines.exports.stix import PeerBundle, SharedIndicator
+from pipelines.incidents.alert_state import AlertStore, parse_time
 
 TABLE = "shared_indicators"
 # lake source IPs inside an imported subnet (DuckDB has no CIDR test without the inet extension)
@@ -78,7 +78,7 @@ def stored_indicators(state_con: duckdb.DuckDBPyConnection) -> pa.Table:
 
 def load_from_state(state_file: str | Path) -> pa.Table:
     """The state's imported indicators, read-only (empty without a state or an import)."""
-    from pipelines.quality import open_state_read_only  # waits while a writer holds the state
+    from pipelines.quality.gates import open_state_read_only  # waits while a writer holds the state
 
     if not Path(state_file).exists():
         return _ARROW.empty_table()

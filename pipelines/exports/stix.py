@@ -37,7 +37,7 @@ from typing import Any
 import stix2
 from stix2.exceptions import STIXError
 
-from pipelines.alert_state import naive_utc
+from pipelines.infra.clock import naive_utc
 
 # Beyond these a bundle is an attack or a mistake, not a campaign's indicators.
 MAX_BUNDLE_BYTES = 32 * 1024 * 1024

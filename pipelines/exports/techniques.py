@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from pipelines.paths import SCHEMAS_DIR
+from pipelines.infra.paths import SCHEMAS_DIR
 
 TECHNIQUES_FILE = SCHEMAS_DIR / "reference" / "techniques.json"
 ATTACK_URL = "https://attack.mitre.org/techniques/{}/"
@@ -23,7 +23,7 @@ _ATLAS_TAG = re.compile(r"^atlas\.(aml\.t\d{4}(?:\.\d{3})?)$", re.IGNORECASE)
 
 @functools.cache
 def _detection_tags() -> dict[str, tuple[str, ...]]:
-    from pipelines.detections import load_detections  # only for documents recorded without the field
+    from pipelines.detect.detections import load_detections  # only for documents recorded without the field
 
     return {detection.id: tuple(detection.tags) for detection in load_detections()}
 

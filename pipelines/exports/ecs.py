@@ -7,7 +7,8 @@ OpenSearch and SIEMs that speak ECS (`format: ecs` on the jsonl/kafka routing si
   `usagewatch.signal`, id, severity (info 1 .. critical 5, so it sorts), risk_score, start/end = event
   time, created; `@timestamp` = when the finding was made or last changed.
 - rule: the detection (id, name, ruleset usagewatch); an incident is the correlation rule.
-- threat: framework MITRE ATT&CK, technique[] (id, name, reference) and technique.subtechnique[];
+- threat: framework MITRE ATT&CK, technique[] (id, name, reference), technique.subtechnique[] and
+  tactic (id, name);
   ECS has one framework per document, so MITRE ATLAS ids go under usagewatch.atlas.
 - related: ip (IPs), user (accounts), hash (payment and prompt-template fingerprints) for pivots;
   source.ip / source.as.number when the finding is about one IP or ASN; user.id for one account.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.exports.techniques import technique_name, technique_url, techniques_of
+from pipelines.exports.techniques import attack_tactics, technique_name, technique_url, techniques_of
 
 ECS_VERSION = "8.11.0"
 SEVERITY_NUMBERS = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
@@ -44,7 +45,18 @@ def threat(document: dict[str, Any]) -> dict[str, Any] | None:
             )  # fmt: skip
     if not techniques:
         return None
-    return {"framework": "MITRE ATT&CK", "technique": list(techniques.values())}
+    found: dict[str, Any] = {"framework": "MITRE ATT&CK", "technique": list(techniques.values())}
+    tactics = sorted(
+        {
+            tactic
+            for technique_id in techniques_of(document)["attack"]
+            for tactic in attack_tactics(technique_id)
+        },
+        key=lambda t: t[1],
+    )
+    if tactics:
+        found["tactic"] = {"name": [name for _, name in tactics], "id": [uid for uid, _ in tactics if uid]}
+    return found
 
 
 def _related(accounts: list[str], entities: list[dict[str, str]]) -> dict[str, list[str]]:

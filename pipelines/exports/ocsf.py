@@ -6,7 +6,8 @@ A SIEM (Splunk, Sentinel, Security Lake, Chronicle) ingests these from a JSONL f
 - finding_info: uid = alert_id / incident_id, title, desc (the incident summary; for a signal its entity
   and window), types (the detection, or `incident`), analytic (the detection as a Rule; an incident is
   the correlation rule with every detection under related_analytics), first/last seen = event time,
-  attacks[] = ATT&CK techniques (technique uid/name/src_url; a sub-technique also as sub_technique).
+  attacks[] = ATT&CK techniques (technique uid/name/src_url, a sub-technique also as sub_technique, one
+  object per tactic, the ATT&CK version; names and tactics from schemas/reference/techniques.json).
   MITRE ATLAS has no OCSF 1.5 attribute: its ids go under unmapped.atlas_techniques.
 - severity_id: info 1, low 2, medium 3, high 4, critical 5; risk_score = our risk (signal 0-100,
   incident accumulated), risk_level_id from the severity; status_id: open New, acknowledged In Progress,
@@ -23,7 +24,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pipelines.exports.techniques import technique_name, technique_url, techniques_of
+from pipelines.exports.techniques import (
+    attack_tactics,
+    framework_version,
+    technique_name,
+    technique_url,
+    techniques_of,
+)
 
 OCSF_VERSION = "1.5.0"
 CLASS_UID = 2004  # Detection Finding
@@ -60,8 +67,10 @@ def epoch_ms(text: str) -> int:
 
 
 def attacks(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """OCSF attack objects for the document's ATT&CK techniques (parent technique + sub-technique)."""
+    """OCSF attack objects for the document's ATT&CK techniques: technique (the parent of a
+    sub-technique), sub_technique, one object per tactic the technique serves, the ATT&CK version."""
     result = []
+    version = framework_version("attack")
     for technique_id in techniques_of(document)["attack"]:
         parent = technique_id.split(".")[0]
         attack: dict[str, Any] = {
@@ -77,7 +86,14 @@ def attacks(document: dict[str, Any]) -> list[dict[str, Any]]:
                 "name": technique_name(technique_id) or technique_id,
                 "src_url": technique_url("attack", technique_id),
             }
-        result.append(attack)
+        if version:
+            attack["version"] = version
+        tactics = attack_tactics(technique_id)
+        for uid, name in tactics:
+            tactic = {"name": name} | ({"uid": uid} if uid else {})
+            result.append(attack | {"tactic": tactic})
+        if not tactics:
+            result.append(attack)
     return result
 
 

@@ -47,25 +47,57 @@ def techniques_of(document: dict[str, Any]) -> dict[str, list[str]]:
     return _from_tags(document.get("detection_ids") or [document["detection_id"]])
 
 
+# ATT&CK Enterprise tactics by the short name techniques.json lists them with: (id, name)
+ATTACK_TACTICS = {
+    "reconnaissance": ("TA0043", "Reconnaissance"),
+    "resource-development": ("TA0042", "Resource Development"),
+    "initial-access": ("TA0001", "Initial Access"),
+    "execution": ("TA0002", "Execution"),
+    "persistence": ("TA0003", "Persistence"),
+    "privilege-escalation": ("TA0004", "Privilege Escalation"),
+    "defense-evasion": ("TA0005", "Defense Evasion"),
+    "credential-access": ("TA0006", "Credential Access"),
+    "discovery": ("TA0007", "Discovery"),
+    "lateral-movement": ("TA0008", "Lateral Movement"),
+    "collection": ("TA0009", "Collection"),
+    "command-and-control": ("TA0011", "Command and Control"),
+    "exfiltration": ("TA0010", "Exfiltration"),
+    "impact": ("TA0040", "Impact"),
+}
+
+
 @functools.cache
-def _names() -> dict[str, str]:
-    """id -> name from the bundled list (absent until it lands: ids without names)."""
+def _reference() -> dict[str, dict[str, Any]]:
+    """framework -> {version, techniques: {id: {name, tactics, parent}}} from the bundled list (branch
+    detcode); absent, ids go out without names."""
     if not TECHNIQUES_FILE.exists():
         return {}
     data = json.loads(TECHNIQUES_FILE.read_text(encoding="utf-8"))
-    entries = data.get("techniques", data) if isinstance(data, dict) else data
-    if isinstance(entries, dict):
-        return {
-            key.upper(): value["name"] if isinstance(value, dict) else str(value)
-            for key, value in entries.items()
-        }
     return {
-        entry["id"].upper(): entry["name"] for entry in entries if isinstance(entry, dict) and "id" in entry
+        framework: data[framework]
+        for framework in ("attack", "atlas")
+        if isinstance(data.get(framework), dict)
     }
 
 
+def _entry(framework: str, technique_id: str) -> dict[str, Any]:
+    return _reference().get(framework, {}).get("techniques", {}).get(technique_id.upper(), {})
+
+
 def technique_name(technique_id: str) -> str | None:
-    return _names().get(technique_id.upper())
+    framework = "atlas" if technique_id.upper().startswith("AML.") else "attack"
+    return _entry(framework, technique_id).get("name")
+
+
+def framework_version(framework: str) -> str | None:
+    return _reference().get(framework, {}).get("version")
+
+
+def attack_tactics(technique_id: str) -> list[tuple[str | None, str]]:
+    """(tactic id, name) of an ATT&CK technique (a sub-technique's come from its parent when it has none)."""
+    entry = _entry("attack", technique_id)
+    names = entry.get("tactics") or _entry("attack", technique_id.split(".")[0]).get("tactics") or []
+    return [ATTACK_TACTICS.get(name, (None, name.replace("-", " ").title())) for name in names]
 
 
 def technique_url(framework: str, technique_id: str) -> str:

@@ -139,6 +139,7 @@ def test_round_trip_the_peer_links_its_own_accounts_of_the_campaign(tmp_path, ca
     assert "payment" in signal["evidence"]["matched_kinds"]
     (incident,) = incidents_of(capsys, config)  # the peer's campaign is one case at B, at once
     assert incident["account_ids"] == signal["account_ids"]
+    assert run(capsys, "audit", "verify", "--config", str(config))[0] == 0  # the import left the chain whole
 
 
 def write_bundle(path: Path, objects: list) -> Path:
@@ -178,6 +179,18 @@ def test_hostile_bundles_fail_clearly_and_load_nothing(tmp_path, capsys, monkeyp
     (tmp_path / "mixed.json").write_text(json.dumps(mixed))
     deep = tmp_path / "deep.json"
     deep.write_text('{"type": "bundle", "objects": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    stix20 = tmp_path / "stix20.json"  # a STIX 2.0 bundle: objects without spec_version
+    stix20_indicator = {
+        "type": "indicator",
+        "id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+        "created": "2026-01-01T00:00:00.000Z",
+        "modified": "2026-01-01T00:00:00.000Z",
+        "labels": ["malicious-activity"],
+        "valid_from": "2026-01-01T00:00:00Z",
+        "pattern": "[ipv4-addr:value = '198.51.100.3']",
+    }
+    bundle20 = {"type": "bundle", "id": "bundle--5d0092c5-5f74-4287-9642-33f4c354e56d", "spec_version": "2.0"}
+    stix20.write_text(json.dumps(bundle20 | {"objects": [stix20_indicator]}))
     unmatched = write_bundle(
         tmp_path / "hashes.json", [indicator("[file:hashes.'SHA-256' = '" + "a" * 64 + "']")]
     )
@@ -186,6 +199,7 @@ def test_hostile_bundles_fail_clearly_and_load_nothing(tmp_path, capsys, monkeyp
         not_stix: "not a valid STIX 2.1 bundle",
         tmp_path / "mixed.json": "not a valid STIX 2.1 bundle",
         deep: "not a JSON document",
+        stix20: "not a valid STIX 2.1 bundle",
         unmatched: "no indicator usagewatch can match (1 of other kinds)",
         tmp_path / "missing.json": "cannot read",
     }

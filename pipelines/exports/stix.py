@@ -277,7 +277,7 @@ def read_bundle(path: str | Path) -> PeerBundle:
     ):
         raise BundleError(f"{path}: more than {MAX_INDICATORS:,} indicators in one bundle")
     try:
-        bundle = stix2.parse(document, allow_custom=False)
+        bundle = stix2.parse(document, allow_custom=False, version="2.1")
     except (STIXError, ValueError, TypeError, KeyError, RecursionError) as error:
         raise BundleError(f"{path}: not a valid STIX 2.1 bundle: {error}") from None
     parsed = list(bundle.get("objects", []))
@@ -288,7 +288,7 @@ def read_bundle(path: str | Path) -> PeerBundle:
             reports.setdefault(ref, report)
     indicators, skipped = [], 0
     for item in (item for item in parsed if item.type == "indicator"):
-        found = parse_pattern(item.pattern) if item.pattern_type == "stix" else None
+        found = parse_pattern(item.pattern) if item.get("pattern_type") == "stix" else None
         if found is None:
             skipped += 1
             continue

@@ -14,7 +14,7 @@ from py_ocsf_models.events.findings.detection_finding import DetectionFinding
 from signalfixture import Engine, ring_signals, signal
 
 from pipelines.commands import cli
-from pipelines.exports import ecs, ocsf, siem_document, techniques
+from pipelines.exports import ecs, ocsf, siem_document
 from pipelines.incidents.alert_state import Delivery
 from pipelines.incidents.routing import load_router
 from pipelines.infra.config import ConfigError, load_config
@@ -75,7 +75,7 @@ def test_incident_is_a_valid_detection_finding_with_every_account_entity_and_tec
     assert {"203.0.113.7", "card-ab12", "tmpl-77"} <= {o["value"] for o in finding["observables"]}
     ip = next(o for o in finding["observables"] if o["value"] == "203.0.113.7")
     assert (ip["type_id"], ip["name"]) == (2, "src_endpoint.ip")
-    # the ring's detections are tagged with proxy (T1090) and account-creation (T1585) techniques
+    # the ring's signals carry proxy (T1090) and account-creation (T1585) techniques
     techniques = {a["technique"]["uid"] for a in info["attacks"]}
     assert {"T1090", "T1585"} <= techniques
     assert all(
@@ -254,30 +254,22 @@ def test_export_commands_write_ocsf_ecs_and_refuse_an_unknown_incident(tmp_path,
     assert "error:" in capsys.readouterr().err
 
 
-def test_technique_names_tactics_and_version_come_from_the_bundled_list(tmp_path, monkeypatch):
-    reference = tmp_path / "techniques.json"  # the shape of schemas/reference/techniques.json
-    reference.write_text(json.dumps({
-        "attack": {"version": "18.1", "techniques": {
-            "T1090": {"name": "Proxy", "tactics": ["command-and-control"]},
-            "T1090.002": {"name": "External Proxy", "tactics": ["command-and-control"], "parent": "T1090"},
-        }},
-        "atlas": {"version": "5.6.0", "techniques": {"AML.T0024.002": {"name": "Extract AI Model"}}},
-    }))  # fmt: skip
-    monkeypatch.setattr(techniques, "TECHNIQUES_FILE", reference)
-    techniques._reference.cache_clear()
-    try:
-        document = {"detection_id": "x", "techniques": {"attack": ["T1090.002"], "atlas": ["AML.T0024.002"]}}
-        (attack,) = ocsf.attacks(document)
-        assert attack["technique"] == {
-            "uid": "T1090", "name": "Proxy", "src_url": "https://attack.mitre.org/techniques/T1090/",
-        }  # fmt: skip
-        assert attack["sub_technique"]["name"] == "External Proxy"
-        assert attack["tactic"] == {"uid": "TA0011", "name": "Command and Control"}
-        assert attack["version"] == "18.1"
-        threat = ecs.threat(document)
-        assert threat["tactic"] == {"id": ["TA0011"], "name": ["Command and Control"]}
-        assert threat["technique"][0]["subtechnique"][0]["id"] == "T1090.002"
-        extraction = signal("extraction_profile", "a", ["a"], 1, 50) | {"techniques": document["techniques"]}
-        assert ecs.document(extraction)["usagewatch"]["atlas"][0]["name"] == "Extract AI Model"
-    finally:
-        techniques._reference.cache_clear()
+def test_technique_names_tactics_and_version_come_from_the_bundled_list():
+    document = {"detection_id": "x", "techniques": {"attack": ["T1090.002"], "atlas": ["AML.T0024.002"]}}
+    (attack,) = ocsf.attacks(document)
+    assert attack["technique"] == {
+        "uid": "T1090", "name": "Proxy", "src_url": "https://attack.mitre.org/techniques/T1090/",
+    }  # fmt: skip
+    assert attack["sub_technique"] == {
+        "uid": "T1090.002", "name": "External Proxy", "src_url": "https://attack.mitre.org/techniques/T1090/002/",
+    }  # fmt: skip
+    assert attack["tactic"] == {"uid": "TA0011", "name": "Command and Control"}
+    assert attack["version"] == "18.1"  # ATT&CK Enterprise v18.1, schemas/reference/techniques.json
+    threat = ecs.threat(document)
+    assert threat["tactic"] == {"id": ["TA0011"], "name": ["Command and Control"]}
+    assert threat["technique"][0]["subtechnique"][0]["id"] == "T1090.002"
+    extraction = signal("extraction_profile", "a", ["a"], 1, 50) | {"techniques": document["techniques"]}
+    assert ecs.document(extraction)["usagewatch"]["atlas"][0]["name"] == "Extract AI Model"
+    finding = ocsf.finding(extraction)
+    assert finding["unmapped"]["atlas_techniques"][0]["name"] == "Extract AI Model"
+    validate_ocsf(finding)

@@ -12,14 +12,14 @@ import stix2
 from lakefixture import read_jsonl, write_events
 
 from pipelines.commands import cli
+from pipelines.detect.detections import DETECTIONS_DIR
 from pipelines.exports import stix
 from pipelines.exports.indicators import TABLE
 from pipelines.incidents.alert_state import AlertStore
 
-FIXTURES_DIR = Path(__file__).parent / "detections" / "fixtures"
 # six accounts of six organisations paid by one card (the shared_payment_fingerprint positive fixture)
-PAYMENT_RING = read_jsonl(FIXTURES_DIR / "shared_payment_fingerprint" / "positive.jsonl")
-BENIGN = read_jsonl(FIXTURES_DIR / "benign_traps.jsonl")
+PAYMENT_RING = read_jsonl(DETECTIONS_DIR / "shared_payment_fingerprint" / "positive.jsonl")
+BENIGN = read_jsonl(DETECTIONS_DIR / "benign_traps.jsonl")
 NOW = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 
 

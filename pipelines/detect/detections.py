@@ -118,6 +118,13 @@ def known_techniques() -> dict[str, dict[str, dict[str, Any]]]:
     return {framework: reference[framework]["techniques"] for framework in incidents.TECHNIQUE_FRAMEWORKS}
 
 
+@functools.cache
+def technique_versions() -> dict[str, str]:
+    """framework -> the ATT&CK / ATLAS release the bundled list is taken from (e.g. attack: 18.1)."""
+    reference = json.loads(TECHNIQUES_REFERENCE.read_text(encoding="utf-8"))
+    return {framework: str(reference[framework]["version"]) for framework in incidents.TECHNIQUE_FRAMEWORKS}
+
+
 def _metadata_problems(meta: dict[str, Any], folder_name: str) -> list[tuple[KeyPath, str]]:
     """(path of the offending key, problem) pairs, schema first; the empty path means the whole document."""
     known_keys = load_schema(DETECTION_SCHEMA)["properties"]

@@ -1,50 +1,25 @@
-"""ATT&CK and ATLAS technique ids of a signal or an incident, for the SIEM and indicator exports.
+"""ATT&CK and ATLAS technique ids of a signal or an incident, with their names, tactics and versions from
+the bundled list (schemas/reference/techniques.json), for the SIEM exports.
 
-Signals and incidents carry their ids in `techniques: {attack: [...], atlas: [...]}` (branch `detcode`,
-issue 13). A document without that field (recorded before it existed) gets its detections' ids from the
-rule YAML tags (`attack.t1090.002`, `atlas.aml.t0024.002`), the form the tags had before.
+Signals carry their detection's ids in `techniques: {attack: [...], atlas: [...]}` and incidents the union
+(schemas/techniques.schema.json); a document recorded before that field existed exports without them.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import re
 from typing import Any
 
-from pipelines.infra.paths import SCHEMAS_DIR
+from pipelines.detect.detections import known_techniques, technique_versions
+from pipelines.incidents.engine import TECHNIQUE_FRAMEWORKS
 
-TECHNIQUES_FILE = SCHEMAS_DIR / "reference" / "techniques.json"
 ATTACK_URL = "https://attack.mitre.org/techniques/{}/"
 ATLAS_URL = "https://atlas.mitre.org/techniques/{}"
-_ATTACK_TAG = re.compile(r"^attack\.(t\d{4}(?:\.\d{3})?)$", re.IGNORECASE)
-_ATLAS_TAG = re.compile(r"^atlas\.(aml\.t\d{4}(?:\.\d{3})?)$", re.IGNORECASE)
-
-
-@functools.cache
-def _detection_tags() -> dict[str, tuple[str, ...]]:
-    from pipelines.detect.detections import load_detections  # only for documents recorded without the field
-
-    return {detection.id: tuple(detection.tags) for detection in load_detections()}
-
-
-def _from_tags(detection_ids: list[str]) -> dict[str, list[str]]:
-    attack, atlas = set(), set()
-    for detection_id in detection_ids:
-        for tag in _detection_tags().get(detection_id, ()):
-            if match := _ATTACK_TAG.match(tag):
-                attack.add(match.group(1).upper())
-            elif match := _ATLAS_TAG.match(tag):
-                atlas.add(match.group(1).upper())
-    return {"attack": sorted(attack), "atlas": sorted(atlas)}
 
 
 def techniques_of(document: dict[str, Any]) -> dict[str, list[str]]:
-    """{'attack': [...], 'atlas': [...]} for a signal (detection_id) or an incident (detection_ids)."""
-    declared = document.get("techniques")
-    if isinstance(declared, dict):
-        return {framework: sorted(declared.get(framework) or []) for framework in ("attack", "atlas")}
-    return _from_tags(document.get("detection_ids") or [document["detection_id"]])
+    """{'attack': [...], 'atlas': [...]} of a signal or an incident."""
+    declared = document.get("techniques") or {}
+    return {framework: sorted(declared.get(framework) or []) for framework in TECHNIQUE_FRAMEWORKS}
 
 
 # ATT&CK Enterprise tactics by the short name techniques.json lists them with: (id, name)
@@ -66,22 +41,8 @@ ATTACK_TACTICS = {
 }
 
 
-@functools.cache
-def _reference() -> dict[str, dict[str, Any]]:
-    """framework -> {version, techniques: {id: {name, tactics, parent}}} from the bundled list (branch
-    detcode); absent, ids go out without names."""
-    if not TECHNIQUES_FILE.exists():
-        return {}
-    data = json.loads(TECHNIQUES_FILE.read_text(encoding="utf-8"))
-    return {
-        framework: data[framework]
-        for framework in ("attack", "atlas")
-        if isinstance(data.get(framework), dict)
-    }
-
-
 def _entry(framework: str, technique_id: str) -> dict[str, Any]:
-    return _reference().get(framework, {}).get("techniques", {}).get(technique_id.upper(), {})
+    return known_techniques()[framework].get(technique_id.upper(), {})
 
 
 def technique_name(technique_id: str) -> str | None:
@@ -89,8 +50,8 @@ def technique_name(technique_id: str) -> str | None:
     return _entry(framework, technique_id).get("name")
 
 
-def framework_version(framework: str) -> str | None:
-    return _reference().get(framework, {}).get("version")
+def framework_version(framework: str) -> str:
+    return technique_versions()[framework]
 
 
 def attack_tactics(technique_id: str) -> list[tuple[str | None, str]]:

@@ -112,10 +112,10 @@ def run(work: Path, seed_a: int, seed_b: int, accounts: int) -> dict:
 
     _config(work / "b-empty")
     empty_s, empty_signals = detect_b("b-empty")
-    b_yml = _config(work / "b")
+    _config(work / "b")
     started = time.perf_counter()
     loaded = sum(
-        export.import_indicators(load_config(str(b_yml)), None, path, NOW)["loaded"] for path in bundles
+        export.import_indicators(work / "b" / "state.duckdb", path, NOW)["loaded"] for path in bundles
     )
     import_s = time.perf_counter() - started
     shared_s, signals = detect_b("b")

@@ -9,12 +9,14 @@ import json
 import sys
 from pathlib import Path
 
+from pipelines.commands.options import add_config, add_lake, add_state, config_of, lake_of, state_of
+
 SIEM_FLAGS = (("--ocsf", "ocsf", "an OCSF 1.5.0 Detection Finding"), ("--ecs", "ecs", "ECS-shaped JSON"))
 
 
 def _common(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
-    sub.add_argument("--state", help="state database (default: state.path of the configuration)")
+    add_config(sub)
+    add_state(sub)
     sub.add_argument("--out", help="write here instead of standard output")
 
 
@@ -27,14 +29,13 @@ def _write(text: str, out: str | None) -> None:
 
 
 def _with_store(args: argparse.Namespace, work) -> int:
-    from pipelines.incidents.alert_state import AlertStateError, AlertStore, state_path
-    from pipelines.infra.config import ConfigError, load_config
+    from pipelines.incidents.alert_state import AlertStateError, AlertStore
 
+    config = config_of(args)
     try:
-        config = load_config(args.config)
-        with AlertStore.open(state_path(config, args.state)) as store:
+        with AlertStore.open(state_of(args, config)) as store:
             _write(work(config, store), args.out)
-    except (ConfigError, AlertStateError) as error:
+    except AlertStateError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
@@ -46,9 +47,10 @@ def run_incident_export(args: argparse.Namespace) -> int:
     def work(config, store) -> str:
         if args.format == "stix":
             now = dt.datetime.now(dt.UTC)
-            return export.incident_stix(
-                store, config, args.incident_id, args.producer, args.tlp, now, args.lake
-            )
+            # the lake gives user agents only the campaign used: --lake, else lake.path when configured
+            has_lake = args.lake or "path" in config.section("lake")
+            lake = lake_of(args, config) if has_lake else None
+            return export.incident_stix(store, config, args.incident_id, args.producer, args.tlp, now, lake)
         return export.incident_siem(store, args.incident_id, args.format)
 
     return _with_store(args, work)
@@ -83,7 +85,9 @@ def add_incident_export(actions) -> None:
     sub.add_argument(
         "--tlp", choices=sorted(TLP), default="amber", help="--stix: TLP marking (default amber)"
     )
-    sub.add_argument("--lake", help="--stix: lake directory, to add user agents only the campaign used")
+    add_lake(
+        sub, help="--stix: the lake, for user agents only the campaign used (default: lake.path, if set)"
+    )
     sub.set_defaults(func=run_incident_export)
 
 
@@ -107,13 +111,11 @@ def run_indicators_import(args: argparse.Namespace) -> int:
     from pipelines.exports import export
     from pipelines.exports.stix import BundleError
     from pipelines.incidents.alert_state import AlertStateError
-    from pipelines.infra.config import ConfigError, load_config
 
+    config = config_of(args)
     try:
-        result = export.import_indicators(
-            load_config(args.config), args.state, args.bundle, dt.datetime.now(dt.UTC)
-        )
-    except (ConfigError, AlertStateError, BundleError) as error:
+        result = export.import_indicators(state_of(args, config), args.bundle, dt.datetime.now(dt.UTC))
+    except (AlertStateError, BundleError) as error:
         print(f"error: {error}; nothing loaded", file=sys.stderr)
         return 1
     if args.json:
@@ -136,7 +138,7 @@ def add_parser(subparsers) -> None:
         help="load a peer's bundle into the state; shared_indicator_match then finds accounts using them",
     )
     load.add_argument("bundle", help="STIX 2.1 bundle (JSON)")
-    load.add_argument("--config", help="usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)")
-    load.add_argument("--state", help="state database (default: state.path of the configuration)")
+    add_config(load)
+    add_state(load)
     load.add_argument("--json", action="store_true", help="JSON output")
     load.set_defaults(func=run_indicators_import)

@@ -10,7 +10,6 @@ correlates, audits and routes; this module never routes by itself.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 import re
@@ -44,7 +43,7 @@ from pipelines.infra.config import (
     load_yaml,
     yaml_error_message,
 )
-from pipelines.infra.paths import SCHEMAS_DIR, SQL_DIR
+from pipelines.infra.paths import SQL_DIR
 from pipelines.infra.rendering import format_table
 from pipelines.lake.analyst import ReadOnlyViolation, check_read_only, open_lake
 from pipelines.lake.layout import DEAD_LETTERS, TABLES, LakeTable
@@ -52,7 +51,13 @@ from pipelines.lake.layout import partitions as lake_partitions
 from pipelines.quality import gates as quality
 from pipelines.quality.settings import quality_settings
 from pipelines.reports.incident_page import write_pages
-from pipelines.stream.contracts import DETECTION_SCHEMA, load_schema, schema_errors
+from pipelines.stream.contracts import (
+    DETECTION_SCHEMA,
+    TECHNIQUES_REFERENCE,
+    known_techniques,
+    load_schema,
+    schema_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +67,6 @@ RULE_FILE = "rule.yml"
 QUERY_FILE = "query.sql"
 
 # The technique ids a rule may name (ATT&CK Enterprise and MITRE ATLAS; where they come from: its "about").
-TECHNIQUES_REFERENCE = SCHEMAS_DIR / "reference" / "techniques.json"
 
 _SQL_COMMENT = re.compile(r"--[^\n]*")
 _SQL_STRING = re.compile(r"'(?:[^']|'')*'")
@@ -109,20 +113,6 @@ class Detection:
 def sql_parameters(sql: str) -> set[str]:
     """Named parameters ($name) used by the SQL, ignoring comments and string literals."""
     return set(_SQL_PARAMETER.findall(_SQL_STRING.sub("''", _SQL_COMMENT.sub("", sql))))
-
-
-@functools.cache
-def known_techniques() -> dict[str, dict[str, dict[str, Any]]]:
-    """framework ("attack", "atlas") -> technique id -> {name, tactics or parent, ...}."""
-    reference = json.loads(TECHNIQUES_REFERENCE.read_text(encoding="utf-8"))
-    return {framework: reference[framework]["techniques"] for framework in incidents.TECHNIQUE_FRAMEWORKS}
-
-
-@functools.cache
-def technique_versions() -> dict[str, str]:
-    """framework -> the ATT&CK / ATLAS release the bundled list is taken from (e.g. attack: 18.1)."""
-    reference = json.loads(TECHNIQUES_REFERENCE.read_text(encoding="utf-8"))
-    return {framework: str(reference[framework]["version"]) for framework in incidents.TECHNIQUE_FRAMEWORKS}
 
 
 def _metadata_problems(meta: dict[str, Any], folder_name: str) -> list[tuple[KeyPath, str]]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pipelines.exports import indicators, siem_document, stix
-from pipelines.incidents.alert_state import AlertStateError, AlertStore, state_path
+from pipelines.incidents.alert_state import AlertStateError, AlertStore
 from pipelines.infra.config import Config
 
 # Only what on-call confirmed is shared with peers: an open incident may still be a false positive.
@@ -79,13 +80,9 @@ def signals_siem(
     )
 
 
-def import_indicators(
-    config: Config, state: str | None, bundle_path: str | Path, now: dt.datetime
-) -> dict[str, Any]:
+def import_indicators(state_file: Path, bundle_path: str | Path, now: dt.datetime) -> dict[str, Any]:
     """Read a peer's bundle whole, then load its indicators into the state in one transaction."""
     bundle = stix.read_bundle(bundle_path)
-    loaded = indicators.import_bundle(state_path(config, state), bundle, now)
-    kinds: dict[str, int] = {}
-    for indicator in bundle.indicators:
-        kinds[indicator.kind] = kinds.get(indicator.kind, 0) + 1
+    loaded = indicators.import_bundle(state_file, bundle, now)
+    kinds = dict(Counter(indicator.kind for indicator in bundle.indicators))
     return {"bundle_id": bundle.bundle_id, "loaded": loaded, "skipped": bundle.skipped, "kinds": kinds}

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from pipelines.exports.stix import PeerBundle, SharedIndicator
-from pipelines.incidents.alert_state import AlertStore, parse_time
+from pipelines.incidents.alert_state import AlertStore, open_state_read_only, parse_time
 
 TABLE = "shared_indicators"
 # lake source IPs inside an imported subnet (DuckDB has no CIDR test without the inet extension)
@@ -78,11 +78,9 @@ def stored_indicators(state_con: duckdb.DuckDBPyConnection) -> pa.Table:
 
 def load_from_state(state_file: str | Path) -> pa.Table:
     """The state's imported indicators, read-only (empty without a state or an import)."""
-    from pipelines.quality.gates import open_state_read_only  # waits while a writer holds the state
-
     if not Path(state_file).exists():
         return _ARROW.empty_table()
-    con = open_state_read_only(Path(state_file))
+    con = open_state_read_only(Path(state_file))  # waits while a writer holds the state
     try:
         return stored_indicators(con)
     finally:

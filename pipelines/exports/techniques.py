@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.detect.detections import known_techniques, technique_versions
-from pipelines.incidents.engine import TECHNIQUE_FRAMEWORKS
+from pipelines.stream.contracts import TECHNIQUE_FRAMEWORKS, known_techniques, technique_versions
 
 ATTACK_URL = "https://attack.mitre.org/techniques/{}/"
 ATLAS_URL = "https://atlas.mitre.org/techniques/{}"

@@ -273,3 +273,24 @@ def test_technique_names_tactics_and_version_come_from_the_bundled_list():
     finding = ocsf.finding(extraction)
     assert finding["unmapped"]["atlas_techniques"][0]["name"] == "Extract AI Model"
     validate_ocsf(finding)
+
+
+@pytest.mark.integration
+def test_kafka_sink_with_format_ocsf_publishes_detection_findings(tmp_path, kafka_bootstrap, unique_topic):
+    from kafka import KafkaConsumer
+
+    topic = unique_topic()
+    bus = f"topic: {topic}, bootstrap: '{kafka_bootstrap}'"
+    sink = f"    - {{name: siem, type: kafka, format: ocsf, {bus}}}\n"
+    (opened,) = Engine(tmp_path, sink).run(ring_signals()).changes
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=30_000
+    )
+    try:
+        message = next(iter(consumer))
+    finally:
+        consumer.close()
+    finding = json.loads(message.value)
+    validate_ocsf(finding)
+    assert message.key.decode() == opened["incident_id"] == finding["finding_info"]["uid"]
+    assert finding == ocsf.finding(opened)

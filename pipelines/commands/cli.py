@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "signals": ("pipelines.commands.incidents", "list and show the signals the detections raised"),
     "alerts": ("pipelines.commands.incidents", "deprecated name of `signals`"),
     "audit": ("pipelines.commands.incidents", "verify the hash-chained audit log"),
+    "indicators": ("pipelines.commands.exports", "load peers' STIX 2.1 indicator bundles"),
     "detections": ("pipelines.commands.detections", "list, lint and test the detection rules"),
     "evaluate": ("pipelines.commands.evaluate", "backtest the detections on a labelled event file"),
     "validate": ("pipelines.commands.quality", "run the data-quality expectation suites over the lake"),

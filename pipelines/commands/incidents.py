@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipelines.commands import exports
 from pipelines.commands.options import add_config, add_lake, add_state, config_of, lake_of, state_of
 from pipelines.incidents.alert_state import STATUSES, AlertStateError, AlertStore, state_path
 from pipelines.incidents.alerts import SEVERITIES, headline
@@ -173,6 +174,8 @@ def _add_incidents_parser(subparsers) -> None:
     add_lake(show, help="with --html: lake directory (default: lake.path of the configuration)")
     show.set_defaults(func=run_incidents_show)
 
+    exports.add_incident_export(actions)
+
     for name, change, text in (
         ("ack", "acknowledged", "acknowledge an open incident and its signals (routed, audited)"),
         ("resolve", "resolved", "resolve an incident and its signals (routed, audited)"),
@@ -318,6 +321,8 @@ def _add_signals_parser(subparsers) -> None:
     common(show)
     show.add_argument("alert_id", help="signal id, or a unique prefix of at least 6 characters")
     show.set_defaults(func=run_signals_show)
+
+    exports.add_signals_export(actions)
 
 
 # --- audit -----------------------------------------------------------------------------------------

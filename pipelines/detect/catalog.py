@@ -9,6 +9,8 @@ A rule folder sql/detections/<id>/ holds
                         negative-<case>.jsonl files run on top of the shared benign population
                         (sql/detections/benign_traps.jsonl, every false-positive trap of the generator)
   expected.yml          exactly the signals each kind yields: {positive: [{entity_id, severity}], negative}
+  indicators.stix.json  optional: a peer's STIX 2.1 bundle installed before the run, as `usagewatch
+                        indicators import` would (shared_indicator_match)
 
 A fixture run builds a real lake from the events (pipelines.lake.batch_lake, the job's own aggregates), runs
 the one rule over it as `usagewatch detect` does, and compares. The pytest suite and the command run the
@@ -37,6 +39,8 @@ from pipelines.detect.detections import (
     rule_folders,
     run_detection,
 )
+from pipelines.exports import indicators
+from pipelines.exports.stix import read_bundle
 from pipelines.incidents.alerts import (
     IMMEDIATE_COLUMN,
     REQUIRED_RESULT_COLUMNS,
@@ -50,6 +54,7 @@ FIXTURE_KINDS = ("positive", "negative")
 BENIGN_TRAPS_FILE = "benign_traps.jsonl"
 EVIDENCE_SCHEMA_FILE = "evidence.schema.json"
 EXPECTED_FILE = "expected.yml"
+INDICATORS_FILE = "indicators.stix.json"
 # created_at of fixture signals: fixed, so a fixture run is the same on every day
 FIXTURE_NOW = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 # Result columns that are the signal's own fields, not evidence (pipelines.alerts.build_alert).
@@ -118,7 +123,10 @@ def lake_signals(detection: Detection, events_files: list[Path], work_dir: Path)
             f"fixtures are real access events ({', '.join(path.name for path in events_files)})"
         )
     con = open_lake(work_dir / "lake")
+    bundle = detection.yml_path.parent / INDICATORS_FILE
     try:
+        if bundle.exists():
+            indicators.install(con, read_bundle(bundle).indicators)
         return run_detection(con, detection, FIXTURE_NOW)
     finally:
         con.close()
@@ -260,6 +268,7 @@ def lint_catalogue(directory: Path = DETECTIONS_DIR) -> dict[str, list[str]]:
     folder is checked even when one fails."""
     with tempfile.TemporaryDirectory(prefix="usagewatch-lint-") as empty_lake:
         con = open_lake(empty_lake)
+        indicators.install(con)  # the (empty) peers' indicators a detection run has too
         try:
             problems = {folder.name: lint_folder(folder, con)[1] for folder in rule_folders(directory)}
         finally:

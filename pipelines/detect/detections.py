@@ -10,7 +10,6 @@ correlates, audits and routes; this module never routes by itself.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 import re
@@ -25,6 +24,7 @@ from typing import Any
 import duckdb
 import yaml
 
+from pipelines.exports import indicators
 from pipelines.incidents import engine as incidents
 from pipelines.incidents.alert_state import AlertStore, state_path
 from pipelines.incidents.alerts import (
@@ -44,7 +44,7 @@ from pipelines.infra.config import (
     load_yaml,
     yaml_error_message,
 )
-from pipelines.infra.paths import SCHEMAS_DIR, SQL_DIR
+from pipelines.infra.paths import SQL_DIR
 from pipelines.infra.rendering import format_table
 from pipelines.lake.analyst import ReadOnlyViolation, check_read_only, open_lake
 from pipelines.lake.layout import DEAD_LETTERS, TABLES, LakeTable
@@ -52,7 +52,13 @@ from pipelines.lake.layout import partitions as lake_partitions
 from pipelines.quality import gates as quality
 from pipelines.quality.settings import quality_settings
 from pipelines.reports.incident_page import write_pages
-from pipelines.stream.contracts import DETECTION_SCHEMA, load_schema, schema_errors
+from pipelines.stream.contracts import (
+    DETECTION_SCHEMA,
+    TECHNIQUES_REFERENCE,
+    known_techniques,
+    load_schema,
+    schema_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +68,6 @@ RULE_FILE = "rule.yml"
 QUERY_FILE = "query.sql"
 
 # The technique ids a rule may name (ATT&CK Enterprise and MITRE ATLAS; where they come from: its "about").
-TECHNIQUES_REFERENCE = SCHEMAS_DIR / "reference" / "techniques.json"
 
 # Relations most detections scan, materialised once per suite run (see shared_scan).
 SHARED_RELATIONS = ("events_enriched", "ip_network_blocks")
@@ -118,13 +123,6 @@ def _sql_code(sql: str) -> str:
 def sql_parameters(sql: str) -> set[str]:
     """Named parameters ($name) used by the SQL, ignoring comments and string literals."""
     return set(_SQL_PARAMETER.findall(_sql_code(sql)))
-
-
-@functools.cache
-def known_techniques() -> dict[str, dict[str, dict[str, Any]]]:
-    """framework ("attack", "atlas") -> technique id -> {name, tactics or parent, ...}."""
-    reference = json.loads(TECHNIQUES_REFERENCE.read_text(encoding="utf-8"))
-    return {framework: reference[framework]["techniques"] for framework in incidents.TECHNIQUE_FRAMEWORKS}
 
 
 def _metadata_problems(meta: dict[str, Any], folder_name: str) -> list[tuple[KeyPath, str]]:
@@ -239,6 +237,7 @@ def run_detection(
     con: duckdb.DuckDBPyConnection, detection: Detection, created_at: dt.datetime
 ) -> list[dict[str, Any]]:
     try:
+        indicators.install(con)  # peers' indicators: what detect_and_route copied in, else none
         cursor = con.execute(detection.sql, detection.parameter_values())
         columns = [column[0] for column in cursor.description]
         rows = cursor.fetchall()
@@ -404,6 +403,7 @@ def detect_and_route(
     con = open_lake(lake_dir, read_only=True)
     try:
         restrict_to_time_range(con, since, until)
+        indicators.install(con, indicators.load_from_state(state_path(config, state)))
         with shared_scan(con, selected):
             signals = [signal for detection in selected for signal in run_detection(con, detection, now)]
         # Data quality of the partitions under this run: read before the store is opened for writing.

@@ -50,7 +50,7 @@ from pipelines.incidents.routing import DeliveryReport, Router
 from pipelines.infra import clock
 from pipelines.infra.config import Config
 from pipelines.infra.rendering import terminal_safe
-from pipelines.stream.contracts import format_event_time
+from pipelines.stream.contracts import TECHNIQUE_FRAMEWORKS, format_event_time
 
 PAGING_CHANGES = ("opened", "escalated")
 TOP_SIGNALS = 10  # evidence lists the strongest signals; the state keeps them all
@@ -272,9 +272,6 @@ def incident_id_for(signal: dict[str, Any], window: dt.timedelta) -> str:
 
 
 # --- the engine ---------------------------------------------------------------------------------------
-
-
-TECHNIQUE_FRAMEWORKS = ("attack", "atlas")  # the keys of schemas/techniques.schema.json
 
 
 def _technique_pairs(techniques: dict[str, list[str]] | None) -> set[tuple[str, str]]:

@@ -18,7 +18,8 @@ Changes: `opened` and `escalated` page (PagerDuty trigger, Slack message, Alertm
 `updated` (the incident grew) goes quietly to the sinks it already paged: PagerDuty gets a trigger with
 the same dedup_key, which it folds into the open incident; Slack one short line; Alertmanager the same
 labels again. `acknowledged` / `resolved` (from `usagewatch incidents ack|resolve`, or a merge) follow to
-the sinks that understand them. stdout, jsonl and kafka carry the incident document with `change`.
+the sinks that understand them. stdout, jsonl and kafka carry the incident document with `change`; jsonl
+and kafka with `format: ocsf` or `format: ecs` carry it as a SIEM ingests it (pipelines/exports).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import urllib3
 from urllib3.exceptions import InvalidHeader, MaxRetryError
 from urllib3.util import Retry
 
+from pipelines.exports import SIEM_FORMATS, siem_document
 from pipelines.incidents.alerts import SEVERITIES
 from pipelines.incidents.audit import last_line
 from pipelines.infra.config import Config
@@ -242,13 +244,19 @@ class StdoutSink(Sink):
         return 1
 
 
+def _document(delivery: Delivery, document_format: str | None) -> dict[str, Any]:
+    """The routed copy as the sink's `format` says: ours, or a SIEM's (OCSF, ECS)."""
+    return siem_document(delivery.incident, document_format) if document_format else delivery.incident
+
+
 @dataclass
 class JsonlSink(Sink):
     path: Path = Path()
+    document_format: str | None = None
 
     def send(self, delivery: Delivery) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(delivery.incident, sort_keys=True)
+        line = json.dumps(_document(delivery, self.document_format), sort_keys=True)
         with self.path.open("a+b") as sink:
             # A run killed after this write and before the outbox marked it delivered sends it again:
             # the line is already the file's last one, so it is not written twice.
@@ -262,6 +270,7 @@ class JsonlSink(Sink):
 class KafkaSink(Sink):
     topic: str = ""
     bootstrap: str = ""
+    document_format: str | None = None
     _producer: Any = field(default=None, repr=False)
 
     def send(self, delivery: Delivery) -> int:
@@ -284,7 +293,7 @@ class KafkaSink(Sink):
             future = self._producer.send(
                 self.topic,
                 key=delivery.incident["incident_id"].encode("utf-8"),
-                value=json.dumps(delivery.incident, sort_keys=True).encode("utf-8"),
+                value=json.dumps(_document(delivery, self.document_format), sort_keys=True).encode("utf-8"),
             )
             future.get(timeout=3 * self.timeout)  # the producer retries by itself until then
         except KafkaError as error:
@@ -490,8 +499,8 @@ class AlertmanagerSink(Sink):
 
 _SINK_KEYS = {
     "stdout": set(),
-    "jsonl": {"path"},
-    "kafka": {"topic", "bootstrap"},
+    "jsonl": {"path", "format"},
+    "kafka": {"topic", "bootstrap", "format"},
     "slack": {"webhook_url_env"},
     "pagerduty": {"routing_key_env", "url"},
     "alertmanager": {"url_env", "url"},
@@ -544,12 +553,18 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float, retry: Re
     if min_severity not in SEVERITIES:
         raise config.error("routing", f"{where}: min_severity must be one of {', '.join(SEVERITIES)}")
     common = {"name": name, "min_severity": min_severity, "timeout": timeout, "retry": retry}
+    common = {"name": name, "min_severity": min_severity, "timeout": timeout}
+    document_format = spec.get("format")
+    if document_format is not None and document_format not in SIEM_FORMATS:
+        raise config.error(
+            "routing", f"{where}: format must be one of {', '.join(SIEM_FORMATS)}", "sinks", index, "format"
+        )
     if kind == "stdout":
         return StdoutSink(**common)
     if kind == "jsonl":
         if not isinstance(spec.get("path"), str):
             raise config.error("routing", f"{where}: jsonl needs 'path'")
-        return JsonlSink(**common, path=config.resolve(spec["path"]))
+        return JsonlSink(**common, path=config.resolve(spec["path"]), document_format=document_format)
     if kind == "kafka":
         from pipelines.infra import kafka_broker  # the broker module pulls in the Kafka admin client
 
@@ -557,6 +572,7 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float, retry: Re
             **common,
             topic=str(spec.get("topic", kafka_broker.ALERTS_TOPIC)),
             bootstrap=str(spec.get("bootstrap") or kafka_broker.bootstrap_servers()),
+            document_format=document_format,
         )
     if kind == "slack":
         url = _http_url(config, where, _secret(config, where, spec, "webhook_url_env"), secret=True)

@@ -17,6 +17,9 @@ ALERT_SCHEMA = "alert.schema.json"
 INCIDENT_SCHEMA = "incident.schema.json"
 DETECTION_SCHEMA = "detection.schema.json"
 TECHNIQUES_SCHEMA = "techniques.schema.json"
+# The MITRE ATT&CK Enterprise and ATLAS ids rules may name: names, tactics, the releases they come from.
+TECHNIQUES_REFERENCE = SCHEMAS_DIR / "reference" / "techniques.json"
+TECHNIQUE_FRAMEWORKS = ("attack", "atlas")  # the keys of schemas/techniques.schema.json
 
 
 class ContractViolation(ValueError):
@@ -104,3 +107,20 @@ def format_event_time(moment: datetime) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+@cache
+def _technique_reference() -> dict[str, Any]:
+    return json.loads(TECHNIQUES_REFERENCE.read_text(encoding="utf-8"))
+
+
+def known_techniques() -> dict[str, dict[str, dict[str, Any]]]:
+    """framework ("attack", "atlas") -> technique id -> {name, tactics or parent, ...}."""
+    return {framework: _technique_reference()[framework]["techniques"] for framework in TECHNIQUE_FRAMEWORKS}
+
+
+def technique_versions() -> dict[str, str]:
+    """framework -> the ATT&CK / ATLAS release the bundled list is taken from (attack: 18.1)."""
+    return {
+        framework: str(_technique_reference()[framework]["version"]) for framework in TECHNIQUE_FRAMEWORKS
+    }

@@ -38,6 +38,10 @@ FULL = Profile((1_000_000, 5_000_000), 10_000, 1_000_000, (1_000, 10_000), 7, 12
 SMOKE = Profile((20_000,), 200, 20_000, (50,), 1, 2, 3, 3.0, 600, 40)
 
 
+# Every throughput is printed as a ratio to the job (a) and to the DuckDB batch reference (d) of its size.
+REFERENCES = {"flink_java_udf": "ratio_to_a", "duckdb_batch": "ratio_to_d"}
+
+
 def run_throughput(
     profile: Profile, variants: tuple[str, ...], work_dir: Path, seed: int, bootstrap: str
 ) -> dict:
@@ -46,14 +50,16 @@ def run_throughput(
         workload = Workload(seed=seed, events=events, accounts=profile.generator_accounts)
         loads.append({"events": events, **load_topic(workload, bootstrap, work_dir / "cache")})
         for variant in variants:
-            if variant != "flink_java_udf" and events > profile.alternatives_up_to:
+            # (a) and the DuckDB reference (d) run at every size: each figure is a ratio to both.
+            if variant not in REFERENCES and events > profile.alternatives_up_to:
                 continue
             print(f"  throughput: {variant} over {events:,} events ...", file=sys.stderr, flush=True)
             runs.append(throughput.run_variant(variant, workload, work_dir, bootstrap, profile.run_timeout_s))
-    baseline = {run["events"]: run["events_per_s"] for run in runs if run["variant"] == "flink_java_udf"}
-    for run in runs:
-        if run["events"] in baseline:
-            run["ratio_to_a"] = round(run["events_per_s"] / baseline[run["events"]], 2)
+    for reference, ratio in REFERENCES.items():
+        by_size = {run["events"]: run["events_per_s"] for run in runs if run["variant"] == reference}
+        for run in runs:
+            if run["events"] in by_size:
+                run[ratio] = round(run["events_per_s"] / by_size[run["events"]], 2)
     return {"topic_loads": loads, "runs": runs}
 
 
@@ -85,6 +91,7 @@ def format_report(results: dict) -> str:
                 f"{run['events']:,}",
                 f"{run['events_per_s']:,}",
                 run.get("ratio_to_a", "-"),
+                run.get("ratio_to_d", "-"),
                 run["processing_s"],
                 run["wall_s"],
                 "yes" if run["lake"]["exact"] else "NO",
@@ -98,6 +105,7 @@ def format_report(results: dict) -> str:
             "events",
             "events/s",
             "ratio to (a)",
+            "ratio to (d)",
             "processing s",
             "wall s",
             "exact",

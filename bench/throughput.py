@@ -7,7 +7,8 @@ offsets that are latest when they start:
   python_consumer  (c) kafka-python + dicts + pyarrow, no framework (bench/plain_consumer.py)
   duckdb_batch     (d) the reference: the same events from a JSONL file, built into the same lake by one
                    DuckDB process (bench/batch_reference.py); no Kafka, no checkpoints, not streaming
-  flink_object_reuse  opt-in what-if: (a) with pipeline.object-reuse on (bench/object_reuse_job.py)
+  flink_*          opt-in what-ifs (WHAT_IFS): (a) with one change of settings, arguments or JVM options,
+                   to measure one change at a time against (a) in the same run
 Each run is checked: the lake must hold every event in `events` and count each one exactly once in
 account_minute (or late_events).
 """
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import batch_reference, machine
@@ -34,9 +36,39 @@ from pipelines.stream import flink_job
 
 BENCH_DIR = Path(__file__).resolve().parent
 VARIANTS = ("flink_java_udf", "flink_python_udf", "python_consumer", "duckdb_batch")
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """(a) with one change: extra job arguments (`--set KEY=VALUE` for a Flink setting) and environment."""
+
+    job_args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _flink_settings(*settings: str) -> tuple[str, ...]:
+    return tuple(part for setting in settings for part in ("--set", setting))
+
+
 # Opt-in what-ifs (--variants), not part of the default run.
-WHAT_IF_VARIANTS = ("flink_object_reuse",)
-JOB_SCRIPTS = {"flink_python_udf": "pyudf_job.py", "flink_object_reuse": "object_reuse_job.py"}
+WHAT_IFS = {
+    "flink_object_reuse": WhatIf(_flink_settings("pipeline.object-reuse=true")),
+    "flink_one_phase_agg": WhatIf(_flink_settings("table.optimizer.agg-phase-strategy=ONE_PHASE")),
+    "flink_mini_batch": WhatIf(
+        _flink_settings(
+            "table.exec.mini-batch.enabled=true",
+            "table.exec.mini-batch.allow-latency=2 s",
+            "table.exec.mini-batch.size=20000",
+        )
+    ),
+    "flink_split_distinct": WhatIf(_flink_settings("table.optimizer.distinct-agg.split.enabled=true")),
+    "flink_parallelism_2": WhatIf(("--parallelism", "2")),
+    "flink_checkpoint_60s": WhatIf(("--checkpoint-interval-s", "60")),
+    # The local MiniCluster's JVM (PyFlink's gateway) reads JVM_ARGS.
+    "flink_heap_2g_parallel_gc": WhatIf(env={"JVM_ARGS": "-Xmx2g -XX:+UseParallelGC"}),
+}
+WHAT_IF_VARIANTS = tuple(WHAT_IFS)
+JOB_SCRIPTS = {"flink_python_udf": "pyudf_job.py"}
 # Printed by jobs/usage_aggregates.py once the plan is built and submitted: processing starts here.
 SUBMITTED_MARKER = "submitted as job"
 DLQ_TOPIC = "bench-dead-letters"
@@ -79,6 +111,8 @@ def _command(variant: str, workload: Workload, lake_dir: Path, bootstrap: str) -
     ]
     if variant == "flink_java_udf":
         return flink_job.job_command(job_args)
+    if variant in WHAT_IFS:
+        return flink_job.job_command([*job_args, *WHAT_IFS[variant].job_args])
     return [sys.executable, str(BENCH_DIR / JOB_SCRIPTS[variant]), *job_args]
 
 
@@ -111,6 +145,7 @@ def run_variant(variant: str, workload: Workload, work_dir: Path, bootstrap: str
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        **(WHAT_IFS[variant].env if variant in WHAT_IFS else {}),
     }
     broker_pid = kafka_broker.status().pid
     command = _command(variant, workload, lake_dir, bootstrap)  # (d) writes its input file here, untimed

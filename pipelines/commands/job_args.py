@@ -59,6 +59,27 @@ def add_stream_options(parser: argparse.ArgumentParser, lake_from_config: bool =
     parser.add_argument(
         "--resume-from", default=None, metavar="URI", help="checkpoint or savepoint to restore from"
     )
+    for flag, dest, example in (
+        ("--set", "extra_settings", "pipeline.object-reuse=true"),
+        ("--source-option", "source_options", "properties.fetch.min.bytes=1048576"),
+        ("--lake-option", "lake_options", "parquet.block.size=67108864"),
+    ):
+        parser.add_argument(
+            flag,
+            dest=dest,
+            action="append",
+            type=_setting,
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a Flink setting (--set) or table option over the job's own (repeatable), e.g. {flag} {example}",
+        )
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, separator, value = text.partition("=")
+    if not separator or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
 
 
 def build_job_arg_parser() -> argparse.ArgumentParser:
@@ -92,7 +113,10 @@ def job_argv(args: argparse.Namespace) -> list[str]:
         value = getattr(args, action.dest)
         if action.required or value != action.default:
             flag = action.option_strings[0]
-            argv += [flag] if isinstance(value, bool) else [flag, str(value)]
+            if isinstance(value, list):  # --set / --source-option / --lake-option KEY=VALUE, repeated
+                argv += [part for key, setting in value for part in (flag, f"{key}={setting}")]
+            else:
+                argv += [flag] if isinstance(value, bool) else [flag, str(value)]
     return argv
 
 
@@ -118,4 +142,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         parallelism=args.parallelism,
         pipeline_jars=jars,
         resume_from=args.resume_from,
+        extra_settings=tuple(args.extra_settings),
+        source_options=tuple(args.source_options),
+        lake_options=tuple(args.lake_options),
     )

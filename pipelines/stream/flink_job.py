@@ -56,6 +56,12 @@ class JobConfig:
     pipeline_jars: tuple[str, ...] = ()
     # A retained checkpoint or savepoint to restore state and Kafka offsets from.
     resume_from: str | None = None
+    # Applied last, over the job's own (tuning and the benchmark's what-ifs): Flink settings
+    # (`--set KEY=VALUE`), options of the Kafka source table (`--source-option`) and of every lake
+    # sink table (`--lake-option`, e.g. parquet.* writer settings).
+    extra_settings: tuple[tuple[str, str], ...] = ()
+    source_options: tuple[tuple[str, str], ...] = ()
+    lake_options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.source not in ("kafka", "file"):
@@ -125,6 +131,7 @@ def flink_configuration(config: JobConfig) -> dict[str, str]:
         settings["execution.state-recovery.path"] = config.resume_from
     if config.pipeline_jars:
         settings["pipeline.jars"] = ";".join(Path(jar).resolve().as_uri() for jar in config.pipeline_jars)
+    settings.update(config.extra_settings)
     return settings
 
 

@@ -79,6 +79,9 @@ def test_sink_declares_every_lake_column_and_hive_partitions(table):
     assert "partitioned by (dt, hr)" in ddl
     assert f"'path' = '/tmp/lake/{table.name}'" in ddl
     assert "'format' = 'parquet'" in ddl
+    # INT64 millisecond timestamps like the batch lake's, not Flink's default legacy INT96
+    assert "'parquet.write.int64.timestamp' = 'true'" in ddl
+    assert "'parquet.timestamp.time.unit' = 'millis'" in ddl
 
 
 def test_every_sink_insert_lists_its_columns_in_lake_order():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import pytest
 
+from pipelines.commands import job_args
 from pipelines.commands.cli import main as usagewatch
 from pipelines.commands.job_args import build_job_arg_parser, config_from_args
 from pipelines.lake import layout as lake
@@ -199,3 +201,40 @@ def test_a_replay_passes_its_event_time_bounds_to_the_job(tmp_path, monkeypatch)
         99,
         JobConfig(lake_dir="").max_future_skew_s,
     )
+
+
+def test_tuning_settings_and_table_options_from_the_command_line_override_the_jobs_own():
+    args = build_job_arg_parser().parse_args(
+        [
+            "--lake", "/data/lake",
+            "--set", "pipeline.object-reuse=true",
+            "--set", "execution.checkpointing.mode=AT_LEAST_ONCE",
+            "--source-option", "properties.fetch.min.bytes=1048576",
+            "--lake-option", "parquet.compression=ZSTD",
+            "--pipeline-jars", "none",
+        ]
+    )  # fmt: skip
+    config = config_from_args(args)
+    settings = flink_configuration(config)
+    assert settings["pipeline.object-reuse"] == "true"
+    assert settings["execution.checkpointing.mode"] == "AT_LEAST_ONCE"
+    ddl, _ = statements(config)
+    assert "'properties.fetch.min.bytes' = '1048576'" in source_ddl(config)
+    sinks = [statement for statement in ddl if statement.startswith("create temporary table lake_")]
+    assert sinks and all("'parquet.compression' = 'ZSTD'" in sink for sink in sinks)
+    assert not any("'SNAPPY'" in sink for sink in sinks)
+
+
+def test_job_start_passes_tuning_settings_on_to_the_job_script():
+    parser = argparse.ArgumentParser()
+    job_args.add_stream_options(parser)
+    args = parser.parse_args(["--lake", "lake", "--set", "a.b=1", "--set", "c=x=y", "--lake-option", "k=v"])
+    argv = job_args.job_argv(args)
+    assert argv == ["--lake", "lake", "--set", "a.b=1", "--set", "c=x=y", "--lake-option", "k=v"]
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=1", ""])
+def test_a_setting_without_key_and_value_is_refused(bad, capsys):
+    with pytest.raises(SystemExit):
+        build_job_arg_parser().parse_args(["--lake", "l", "--set", bad])
+    assert "expected KEY=VALUE" in capsys.readouterr().err

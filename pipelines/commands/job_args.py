@@ -71,7 +71,7 @@ def add_stream_options(parser: argparse.ArgumentParser, lake_from_config: bool =
             type=_setting,
             default=[],
             metavar="KEY=VALUE",
-            help=f"a Flink setting (--set) or table option over the job's own (repeatable), e.g. {flag} {example}",
+            help=f"a Flink setting (--set) or table option over the job's own (repeatable): {flag} {example}",
         )
 
 

@@ -176,6 +176,7 @@ def source_ddl(config: JobConfig) -> str:
             "  arrival_time timestamp_ltz(3) metadata from 'file.modification-time' virtual,\n"
         )
         options = {"connector": "filesystem", "path": config.input_path, "format": "raw"}
+    options.update(config.source_options)
     return (
         "create temporary table access_events_source (\n"
         # Bytes, not string: the parser decodes them itself and dead-letters what is not UTF-8, where a
@@ -209,7 +210,9 @@ def _watermark_time(config: JobConfig) -> str:
     )
 
 
-def lake_sink_ddl(table: lake.LakeTable, lake_dir: str) -> str:
+def lake_sink_ddl(
+    table: lake.LakeTable, lake_dir: str, extra_options: tuple[tuple[str, str], ...] = ()
+) -> str:
     columns = ",\n  ".join(f"`{name}` {flink_type}" for name, flink_type in table.columns)
     options = {
         "connector": "filesystem",
@@ -227,6 +230,7 @@ def lake_sink_ddl(table: lake.LakeTable, lake_dir: str) -> str:
         "partition.time-extractor.timestamp-pattern": "$dt $hr:00:00",
         "sink.partition-commit.delay": "1 h",
         "sink.partition-commit.policy.kind": "success-file",
+        **dict(extra_options),
     }
     return (
         f"create temporary table lake_{table.name} (\n  {columns}\n)"
@@ -409,7 +413,7 @@ def statements(config: JobConfig) -> tuple[list[str], list[str]]:
     if config.source == "file":
         sink_tables.append(lake.DEAD_LETTERS)
     ddl = [*FUNCTION_DDL, source_ddl(config), *view_ddl(config)]
-    ddl += [lake_sink_ddl(table, config.lake_dir) for table in sink_tables]
+    ddl += [lake_sink_ddl(table, config.lake_dir, config.lake_options) for table in sink_tables]
     if config.source == "kafka":
         ddl.append(dead_letter_topic_ddl(config))
     inserts = [

@@ -1,4 +1,4 @@
-"""The machine a result came from, and peak resident memory of process groups sampled from /proc."""
+"""The machine a result came from, and peak resident memory and CPU time of process groups from /proc."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def describe() -> dict:
@@ -29,6 +30,16 @@ def rss_bytes(pid: int) -> int:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_SIZE
     except (OSError, IndexError, ValueError):
         return 0  # the process exited between listing and reading
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (all its threads)."""
+    try:
+        # Fields after the command name (which may contain spaces): utime and stime are 14 and 15.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _command(pid: int) -> str:
@@ -68,7 +79,9 @@ def kind_of(pid: int) -> str:
 
 
 class PeakRss:
-    """Samples, every `interval_s`, the summed RSS of named process groups; keeps each group's peak.
+    """Samples, every `interval_s`, the summed RSS of named process groups; keeps each group's peak,
+    and the CPU seconds each group's processes used (the last sample of each pid: a process's final
+    interval is missed). CPU time per event is what a shared machine's load does not change much.
 
     groups maps a label to a callable returning that group's pids at the moment of sampling.
     """
@@ -78,13 +91,19 @@ class PeakRss:
         self.interval_s = interval_s
         self.peaks = dict.fromkeys(groups, 0)
         self.peak_total = 0
+        self._cpu_by_pid: dict[str, dict[int, float]] = {label: {} for label in groups}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         total = 0
         for label, pids in self.groups.items():
-            current = sum(rss_bytes(pid) for pid in pids())
+            listed = pids()
+            current = sum(rss_bytes(pid) for pid in listed)
+            for pid in listed:
+                used = cpu_seconds(pid)
+                if used:  # 0.0: gone before it was read; keep its last sample
+                    self._cpu_by_pid[label][pid] = used
             self.peaks[label] = max(self.peaks[label], current)
             total += current
         self.peak_total = max(self.peak_total, total)
@@ -107,3 +126,6 @@ class PeakRss:
         result = {label: round(peak / 2**20, 1) for label, peak in self.peaks.items()}
         result["sum_of_groups_at_peak"] = round(self.peak_total / 2**20, 1)
         return result
+
+    def cpu_s(self) -> dict[str, float]:
+        return {label: round(sum(by_pid.values()), 1) for label, by_pid in self._cpu_by_pid.items()}

@@ -126,12 +126,21 @@ def verify_lake(lake_dir: Path, expected: int) -> dict:
     finally:
         con.close()
     # Counted on disk: the sandboxed lake connection reads only through its table views.
-    files = sum(1 for _ in lake_dir.glob(f"*/dt=*/hr=*/{lake.COMMITTED_FILE_GLOB}"))
+    files = {
+        table.name: list(table.path(lake_dir).glob(f"dt=*/hr=*/{lake.COMMITTED_FILE_GLOB}"))
+        for table in lake.TABLES
+    }
     return {
         "archived_events": archived,
         "windowed_events": int(windowed),
         "late_events": late,
-        "parquet_files": files,
+        "parquet_files": sum(len(table_files) for table_files in files.values()),
+        # the lake's size model (docs/scaling.md): bytes each table takes for this many events
+        "bytes_per_table": {
+            name: sum(path.stat().st_size for path in table_files)
+            for name, table_files in files.items()
+            if table_files
+        },
         "exact": archived == expected and windowed + late == expected,
     }
 
@@ -192,6 +201,9 @@ def run_variant(variant: str, workload: Workload, work_dir: Path, bootstrap: str
         raise RuntimeError(f"{variant} on {workload.topic} failed ({code}):\n" + "\n".join(tail))
     # (c) and (d) have no planning phase worth separating: they start reading at once.
     processing_s = wall_s - (submitted_at[0] - started) if submitted_at else wall_s
+    cpu = rss.cpu_s()
+    # the variant's own processes (JVM, Python, DuckDB); the broker serves it but is not part of it
+    job_cpu_s = cpu["flink_jvm"] + cpu["python"]
     result = {
         "variant": variant,
         "events": workload.events,
@@ -200,6 +212,9 @@ def run_variant(variant: str, workload: Workload, work_dir: Path, bootstrap: str
         "events_per_s": round(workload.events / processing_s),
         "events_per_s_incl_startup": round(workload.events / wall_s),
         "peak_rss_mib": rss.mib(),
+        "cpu_s": cpu,
+        # throughput per core: what a quiet core would sustain, whatever the machine's load
+        "events_per_cpu_s": round(workload.events / job_cpu_s) if job_cpu_s else None,
         "lake": verify_lake(lake_dir, workload.events),
     }
     shutil.rmtree(lake_dir, ignore_errors=True)

@@ -54,7 +54,14 @@ def run_throughput(
             if variant not in REFERENCES and events > profile.alternatives_up_to:
                 continue
             print(f"  throughput: {variant} over {events:,} events ...", file=sys.stderr, flush=True)
-            runs.append(throughput.run_variant(variant, workload, work_dir, bootstrap, profile.run_timeout_s))
+            run = throughput.run_variant(variant, workload, work_dir, bootstrap, profile.run_timeout_s)
+            runs.append(run)
+            print(
+                f"    {run['events_per_s']:,} events/s, {run['events_per_cpu_s'] or '-'} events/CPU-s,"
+                f" exact: {run['lake']['exact']}",
+                file=sys.stderr,
+                flush=True,
+            )
     for reference, ratio in REFERENCES.items():
         by_size = {run["events"]: run["events_per_s"] for run in runs if run["variant"] == reference}
         for run in runs:

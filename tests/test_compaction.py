@@ -89,7 +89,7 @@ def test_compaction_leaves_one_file_per_closed_partition_and_identical_answers(l
             assert committed_files(partition) == open_files
         else:
             (only,) = committed_files(partition)
-            assert only.startswith(compaction.COMPACTED_PREFIX)
+            assert only.startswith(compaction.COMPACTED_PREFIX) and only.endswith(".parquet")
         # nothing hidden left behind: no staged file, no work directory
         assert sorted(path.name for path in partition.iterdir() if path.name.startswith(".")) == []
     assert f"compacted {len(partitions) - 1} partition(s)" in capsys.readouterr().out

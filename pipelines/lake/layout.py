@@ -2,7 +2,13 @@
 
 Every table is hive-partitioned by ``dt`` (YYYY-MM-DD, UTC) and ``hr`` (HH, UTC). Flink's filesystem
 sink names finished files ``part-*`` and keeps in-progress ones hidden (leading dot), so a reader that
-globs ``part-*`` sees committed data only — exactly once.
+globs ``part-*`` sees committed data only — exactly once — and never a ``_SUCCESS`` marker.
+
+Why ``part-*`` and not ``*.parquet``: Flink 2.2's SQL filesystem sink gives its files a part prefix only
+(FileSystemTableSink sets ``OutputFileConfig.withPartPrefix("part-" + uuid)``; no table option sets a
+suffix), so job files have no extension. The DuckDB batch (batch_lake.py) and `usagewatch compact` write
+``part-*.parquet``, which the same glob matches. Timestamps are INT64 milliseconds in both
+(flink_job.lake_sink_ddl), never the legacy INT96.
 """
 
 from __future__ import annotations

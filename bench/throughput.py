@@ -64,8 +64,8 @@ WHAT_IFS = {
     "flink_split_distinct": WhatIf(_flink_settings("table.optimizer.distinct-agg.split.enabled=true")),
     "flink_parallelism_2": WhatIf(("--parallelism", "2")),
     "flink_checkpoint_60s": WhatIf(("--checkpoint-interval-s", "60")),
-    # The local MiniCluster's JVM (PyFlink's gateway) reads JVM_ARGS.
-    "flink_heap_2g_parallel_gc": WhatIf(env={"JVM_ARGS": "-Xmx2g -XX:+UseParallelGC"}),
+    # The MiniCluster JVM as PyFlink starts it without flink_job.MINICLUSTER_JVM_ARGS (JVM defaults).
+    "flink_unsized_heap": WhatIf(env={"JVM_ARGS": ""}),
 }
 WHAT_IF_VARIANTS = tuple(WHAT_IFS)
 JOB_SCRIPTS = {"flink_python_udf": "pyudf_job.py"}

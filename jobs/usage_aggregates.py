@@ -8,6 +8,7 @@ The statements themselves live in pipelines/stream/flink_job.py, where they are 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pyflink.table import EnvironmentSettings, TableEnvironment  # noqa: E402
 
 from pipelines.commands.job_args import build_job_arg_parser, config_from_args  # noqa: E402
 from pipelines.infra.logs import configure_logging  # noqa: E402
-from pipelines.stream.flink_job import flink_configuration, statements  # noqa: E402
+from pipelines.stream.flink_job import flink_configuration, size_minicluster_jvm, statements  # noqa: E402
 
 logger = logging.getLogger("usagewatch.job")
 
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     # The job runs for days (job.log of `usagewatch job start`): JSON lines, like the other services.
     configure_logging(json_lines=True)
     config = config_from_args(build_arg_parser().parse_args(argv))
+    # Before the first PyFlink object (Configuration included) starts the gateway JVM, which locally is
+    # the MiniCluster itself.
+    size_minicluster_jvm(os.environ)
     settings = Configuration()
     for key, value in flink_configuration(config).items():
         settings.set_string(key, value)

@@ -238,3 +238,13 @@ def test_a_setting_without_key_and_value_is_refused(bad, capsys):
     with pytest.raises(SystemExit):
         build_job_arg_parser().parse_args(["--lake", "l", "--set", bad])
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_local_runs_jvm_is_sized_unless_the_operator_sized_it():
+    environ: dict[str, str] = {}
+    flink_job.size_minicluster_jvm(environ)
+    assert environ["JVM_ARGS"] == flink_job.MINICLUSTER_JVM_ARGS
+    assert "-Xmx" in flink_job.MINICLUSTER_JVM_ARGS
+    operators = {"JVM_ARGS": "-Xmx6g"}
+    flink_job.size_minicluster_jvm(operators)
+    assert operators == {"JVM_ARGS": "-Xmx6g"}

@@ -62,6 +62,9 @@ WHAT_IFS = {
         )
     ),
     "flink_split_distinct": WhatIf(_flink_settings("table.optimizer.distinct-agg.split.enabled=true")),
+    # Every operator its own thread: the source chain (parse, events writer, local aggregates) is the
+    # busiest thread at parallelism 1.
+    "flink_no_chaining": WhatIf(_flink_settings("pipeline.operator-chaining.enabled=false")),
     "flink_parallelism_2": WhatIf(("--parallelism", "2")),
     "flink_checkpoint_60s": WhatIf(("--checkpoint-interval-s", "60")),
     # The MiniCluster JVM as PyFlink starts it without flink_job.MINICLUSTER_JVM_ARGS (JVM defaults).

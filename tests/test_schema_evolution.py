@@ -17,7 +17,7 @@ import pytest
 from pipelines.detect.detections import run_detections
 from pipelines.lake import compaction
 from pipelines.lake.analyst import execute_read_only, open_lake
-from pipelines.lake.layout import EVENTS
+from pipelines.lake.layout import EVENTS, SUCCESS_FILE
 
 BASE_COLUMNS = {
     "event_id": pa.string(),
@@ -103,7 +103,7 @@ def test_a_partition_holding_both_layouts_compacts_to_the_union(lake):
     partition = write_partition(
         lake, 9, OLD_LAYOUT, [event("old-late", dt.datetime(2026, 11, 27, 9, 30), latency_ms=1)], "part-old-1"
     )
-    (partition / compaction.SUCCESS_FILE).touch()
+    (partition / SUCCESS_FILE).touch()
     con = open_lake(lake)
     before = execute_read_only(con, "select * from events order by event_id")[1]
     con.close()

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from pipelines.commands import job_args
+from pipelines.commands import stream as stream_commands
 from pipelines.commands.cli import main as usagewatch
 from pipelines.commands.job_args import build_job_arg_parser, config_from_args
 from pipelines.lake import layout as lake
@@ -190,7 +191,8 @@ def test_a_replay_passes_its_event_time_bounds_to_the_job(tmp_path, monkeypatch)
     source = tmp_path / "old.jsonl"
     source.write_text("{}\n")
     calls = []
-    monkeypatch.setattr(flink_job, "run_job", lambda job_args: calls.append(job_args) or 0)
+    # the replay command calls the run_job its module imported (whichever test imported it first)
+    monkeypatch.setattr(stream_commands, "run_job", lambda job_args: calls.append(job_args) or 0)
     assert (
         usagewatch(["replay", "--input", str(source), "--lake", str(tmp_path), "--max-event-age-s", "99"])
         == 0

@@ -553,7 +553,6 @@ def _build_sink(config: Config, index: int, spec: Any, timeout: float, retry: Re
     if min_severity not in SEVERITIES:
         raise config.error("routing", f"{where}: min_severity must be one of {', '.join(SEVERITIES)}")
     common = {"name": name, "min_severity": min_severity, "timeout": timeout, "retry": retry}
-    common = {"name": name, "min_severity": min_severity, "timeout": timeout}
     document_format = spec.get("format")
     if document_format is not None and document_format not in SIEM_FORMATS:
         raise config.error(

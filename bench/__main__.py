@@ -143,9 +143,10 @@ def format_report(results: dict) -> str:
                 f"{size['lake']['events']:,}",
                 f"{size['lake']['account_minute_rows']:,}",
                 size["lake"]["parquet_files"],
-                size["small_files"]["cold_s"],
-                size["small_files"]["warm_s"],
-                size["small_files"].get("warm_cpu_s", "-"),
+                # a lake whose small-file run was not measured (see detection_measured) has none
+                (size.get("small_files") or {}).get("cold_s", "-"),
+                (size.get("small_files") or {}).get("warm_s", "-"),
+                (size.get("small_files") or {}).get("warm_cpu_s", "-"),
                 size["compact_s"],
                 size["compacted"]["cold_s"],
                 size["compacted"]["warm_s"],

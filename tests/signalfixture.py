@@ -11,9 +11,11 @@ from lakefixture import read_jsonl
 from pipelines.commands import cli
 from pipelines.incidents import audit
 from pipelines.incidents import engine as incidents
+from pipelines.incidents import settings as incident_config
 from pipelines.incidents.alert_state import AlertStore
 from pipelines.incidents.alerts import alert_id, dedup_key
 from pipelines.incidents.routing import load_router
+from pipelines.incidents.settings import SignalPolicy
 from pipelines.infra.config import load_config
 from pipelines.stream.contracts import format_event_time, validate_alert, validate_incident
 
@@ -22,13 +24,13 @@ NOW = dt.datetime(2026, 3, 1, 13, 0, tzinfo=dt.UTC)
 RING = [f"ring-{index:02d}" for index in range(40)]
 # Declared here, not read from sql/detections: the tests pin the engine, not today's tuning.
 POLICIES = {
-    "shared_hosting_infrastructure": incidents.SignalPolicy(60, 60, True),
-    "ring_clustering": incidents.SignalPolicy(360, 100, True),
-    "shared_payment_fingerprint": incidents.SignalPolicy(360, 70, True),
-    "prompt_template_reuse": incidents.SignalPolicy(360, 50, True),
-    "extraction_profile": incidents.SignalPolicy(360, 80, False),
-    "impossible_travel": incidents.SignalPolicy(60, 50, False),
-    "restricted_region_access": incidents.SignalPolicy(60, 100, False),
+    "shared_hosting_infrastructure": SignalPolicy(60, 60, True),
+    "ring_clustering": SignalPolicy(360, 100, True),
+    "shared_payment_fingerprint": SignalPolicy(360, 70, True),
+    "prompt_template_reuse": SignalPolicy(360, 50, True),
+    "extraction_profile": SignalPolicy(360, 80, False),
+    "impossible_travel": SignalPolicy(60, 50, False),
+    "restricted_region_access": SignalPolicy(60, 100, False),
 }
 # A few ids per detection, enough to see incidents carry the union of their signals' techniques.
 TECHNIQUES = {
@@ -102,7 +104,7 @@ class Engine:
         self.config = load_config(str(config_file))
         self.folder = folder
         self.router = load_router(self.config)
-        self.settings = incidents.incident_settings(self.config)
+        self.settings = incident_config.incident_settings(self.config)
 
     def run(
         self, signals: list[dict], now: dt.datetime = NOW, links: dict[str, set[str]] | None = None

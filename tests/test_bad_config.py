@@ -11,7 +11,8 @@ from kafka.errors import KafkaError
 
 from pipelines.detect.detections import DETECTIONS_DIR, DetectionError, load_detection, load_detections
 from pipelines.incidents.alert_state import Delivery
-from pipelines.incidents.routing import DeliveryError, load_router
+from pipelines.incidents.routing import load_router
+from pipelines.incidents.sinks import DeliveryError
 from pipelines.infra import kafka_broker
 from pipelines.infra.config import ConfigError, load_config
 from pipelines.stream.privacy import load_privacy

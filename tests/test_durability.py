@@ -40,7 +40,7 @@ from signalfixture import NOW, Engine, ring_signals
 from pipelines.incidents import audit
 from pipelines.incidents import engine as incidents
 from pipelines.incidents.alert_state import AlertStore
-from pipelines.incidents.routing import JsonlSink
+from pipelines.incidents.sinks import JsonlSink
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)

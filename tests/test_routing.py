@@ -20,15 +20,8 @@ from urllib3.util.retry import RequestHistory
 from pipelines.commands import cli
 from pipelines.detect.detections import DETECTIONS_DIR, detect_and_route
 from pipelines.incidents.alert_state import Delivery
-from pipelines.incidents.routing import (
-    ALERTMANAGER_ALERTNAME,
-    PagerDutySink,
-    RetryPolicy,
-    RoutingError,
-    incident_pages_dir,
-    load_router,
-    page_file_name,
-)
+from pipelines.incidents.routing import RoutingError, incident_pages_dir, load_router, page_file_name
+from pipelines.incidents.sinks import ALERTMANAGER_ALERTNAME, PagerDutySink, RetryPolicy
 from pipelines.infra.config import ConfigError, load_config
 from pipelines.quality.settings import quality_settings
 from pipelines.stream.contracts import validate_incident

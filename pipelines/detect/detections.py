@@ -37,6 +37,7 @@ from pipelines.incidents.alerts import (
 )
 from pipelines.incidents.audit import open_audit_log
 from pipelines.incidents.routing import incident_pages_dir, load_router
+from pipelines.incidents.settings import SignalPolicy, incident_settings
 from pipelines.infra.config import (
     Config,
     KeyPath,
@@ -109,8 +110,8 @@ class Detection:
     def parameter_values(self) -> dict[str, Any]:
         return {name: spec["value"] for name, spec in self.parameters.items()}
 
-    def signal_policy(self) -> incidents.SignalPolicy:
-        return incidents.SignalPolicy(
+    def signal_policy(self) -> SignalPolicy:
+        return SignalPolicy(
             self.suppression_minutes, self.risk["max_contribution"], self.risk["links_accounts"]
         )
 
@@ -397,7 +398,7 @@ def detect_and_route(
     """
     config = config or load_config()
     router = load_router(config)
-    settings = incidents.incident_settings(config)
+    settings = incident_settings(config)
     now = now or dt.datetime.now(dt.UTC)
     selected = _select(detections if detections is not None else load_detections(), only)
     con = open_lake(lake_dir, read_only=True)

@@ -32,7 +32,7 @@ from pipelines.incidents.alert_state import (
     parse_time,
 )
 from pipelines.incidents.audit import AuditBatch, AuditLog
-from pipelines.incidents.routing import ACTION_OF_CHANGE
+from pipelines.incidents.sinks import ACTION_OF_CHANGE
 from pipelines.stream.contracts import format_event_time
 
 logger = logging.getLogger(__name__)

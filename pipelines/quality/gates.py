@@ -30,6 +30,7 @@ from pipelines.incidents.alert_state import AlertStore, open_state_read_only
 from pipelines.incidents.alerts import alert_id, dedup_key
 from pipelines.incidents.audit import open_audit_log
 from pipelines.incidents.routing import load_router
+from pipelines.incidents.settings import SignalPolicy, incident_settings
 from pipelines.infra.clock import naive_utc
 from pipelines.infra.config import Config
 from pipelines.lake.analyst import open_lake
@@ -570,12 +571,12 @@ def record_and_route(
     """
     signals = [data_quality_alert(result, now) for result in results if not result.success and raise_alerts]
     router = load_router(config)  # a missing sink secret fails before anything is written
-    settings = incidents.incident_settings(config)
+    settings = incident_settings(config)
     with AlertStore.open(state_path) as store:
         store_results(store.con, results)
         if not signals:
             return []
-        policy = incidents.SignalPolicy(
+        policy = SignalPolicy(
             DATA_QUALITY_SUPPRESSION_MINUTES, max_contribution=100, links_accounts=False
         )
         engine = incidents.raise_signals(

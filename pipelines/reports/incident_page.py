@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.incidents.alert_state import AlertStore, parse_time
-from pipelines.incidents.engine import signal_entity
+from pipelines.incidents.correlation import signal_entity
 from pipelines.incidents.routing import page_file_name
 from pipelines.reports.templating import template_environment
 from pipelines.stream.contracts import format_event_time

@@ -49,7 +49,8 @@ def write_field_lake(lake_dir: Path, benign_accounts: int, seed: int) -> dict:
     }
 
 
-def _config(folder: Path) -> Path:
+def bench_config(folder: Path) -> Path:
+    """A usagewatch.yml in `folder` whose state, audit log and one file sink all live beside it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "usagewatch.yml"
     path.write_text(
@@ -83,7 +84,8 @@ def run(work_dir: Path, accounts: int, seed: int, repeat: int = 3) -> dict:
     written = write_field_lake(lake_dir, accounts, seed)
     written["write_s"] = round(time.perf_counter() - started, 1)
 
-    cold_config = _config(work_dir / "detect-run" / "cold")
+    runs_dir = work_dir / "detect-run"
+    cold_config = bench_config(runs_dir / "cold")
     started = time.perf_counter()
     subprocess.run(
         [
@@ -102,11 +104,11 @@ def run(work_dir: Path, accounts: int, seed: int, repeat: int = 3) -> dict:
     )
     cold_s = round(time.perf_counter() - started, 2)
 
-    _in_process(lake_dir, _config(work_dir / "detect-run" / "prime"))  # imports and page cache warm
+    _in_process(lake_dir, bench_config(runs_dir / "prime"))  # imports and page cache warm
     # On a shared machine one timing is noise: the median of a few, each into its own fresh state, and
     # as many re-runs over the state the last of them left.
-    fresh = [_in_process(lake_dir, _config(work_dir / "detect-run" / f"warm-{i}")) for i in range(repeat)]
-    last = work_dir / "detect-run" / f"warm-{repeat - 1}"
+    fresh = [_in_process(lake_dir, bench_config(runs_dir / f"warm-{i}")) for i in range(repeat)]
+    last = runs_dir / f"warm-{repeat - 1}"
     reruns = [_in_process(lake_dir, last / "usagewatch.yml") for _ in range(repeat)]
     routed = (last / "routed.jsonl").read_text().splitlines()
     shutil.rmtree(lake_dir)

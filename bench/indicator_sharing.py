@@ -23,6 +23,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from bench.detect_run import bench_config
 from pipelines.detect.detections import detect_and_route
 from pipelines.exports import export
 from pipelines.incidents.alert_state import AlertStateError, AlertStore
@@ -39,16 +40,6 @@ PEER_PREFIX = "peer-"
 BENIGN = "benign"
 
 
-def _config(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "usagewatch.yml"
-    path.write_text(
-        "state: {path: state.duckdb, audit_log: audit.jsonl}\n"
-        "routing:\n  sinks:\n    - {name: file, type: jsonl, path: routed.jsonl}\n"
-    )
-    return path
-
-
 def _events(config: FieldConfig) -> list[bytes]:
     return [record.value for record in field_records(config)]
 
@@ -63,7 +54,7 @@ def run(work: Path, seed_a: int, seed_b: int, accounts: int) -> dict:
     a_events = _events(a_config)
     (work / "a.jsonl").write_bytes(b"\n".join(a_events) + b"\n")
     build_lake(work / "a.jsonl", work / "a-lake")
-    a_yml = _config(work / "a")
+    a_yml = bench_config(work / "a")
     config = load_config(str(a_yml))
     detect_and_route(work / "a-lake", config, now=NOW)
     bundles, kinds = [], Counter()
@@ -110,9 +101,9 @@ def run(work: Path, seed_a: int, seed_b: int, accounts: int) -> dict:
         )
         return time.perf_counter() - started, result.signals
 
-    _config(work / "b-empty")
+    bench_config(work / "b-empty")
     empty_s, empty_signals = detect_b("b-empty")
-    _config(work / "b")
+    bench_config(work / "b")
     started = time.perf_counter()
     loaded = sum(
         export.import_indicators(work / "b" / "state.duckdb", path, NOW)["loaded"] for path in bundles

@@ -55,6 +55,12 @@ LOCK_WAIT_SECONDS = 30.0
 _LOCK_POLL_SECONDS = 0.2
 _STATUS_CHECK = "check (status in ({}))".format(", ".join(f"'{status}'" for status in STATUSES))
 
+# Who acknowledged or resolved, when and why: signals and incidents carry the same lifecycle.
+_LIFECYCLE_COLUMNS = (
+    "ack_by varchar, ack_note varchar, ack_at timestamp, "
+    "resolved_by varchar, resolved_note varchar, resolved_at timestamp,"
+)
+
 _SCHEMA = f"""
 create table if not exists signals (
     alert_id varchar primary key,
@@ -70,12 +76,7 @@ create table if not exists signals (
     status varchar not null {_STATUS_CHECK},
     suppressed_by varchar,
     incident_id varchar,
-    ack_by varchar,
-    ack_note varchar,
-    ack_at timestamp,
-    resolved_by varchar,
-    resolved_note varchar,
-    resolved_at timestamp,
+    {_LIFECYCLE_COLUMNS}
     alert json not null
 );
 create table if not exists suppressions (
@@ -100,12 +101,7 @@ create table if not exists incidents (
     created_at timestamp not null,
     updated_at timestamp not null,
     merged_into varchar,
-    ack_by varchar,
-    ack_note varchar,
-    ack_at timestamp,
-    resolved_by varchar,
-    resolved_note varchar,
-    resolved_at timestamp,
+    {_LIFECYCLE_COLUMNS}
     incident json not null
 );
 create table if not exists incident_members (
@@ -257,19 +253,23 @@ def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-_SIGNAL_ARROW = pa.schema(
-    [
-        ("alert_id", pa.string()),
-        ("detection_id", pa.string()),
-        ("dedup_key", pa.string()),
-        ("severity", pa.string()),
-        ("entity_type", pa.string()),
-        ("entity_id", pa.string()),
-        ("window_start", pa.timestamp("us")),
-        ("window_end", pa.timestamp("us")),
-        ("suppressed_by", pa.string()),
-        ("alert", pa.string()),
-    ]
+_ARROW_TYPES = {"text": pa.string(), "int": pa.int64(), "time": pa.timestamp("us")}
+
+
+def _schema(columns: str) -> pa.Schema:
+    """The Arrow schema of a batch written into a state table, from its columns in order: `name` is text
+    (varchar or json), `name:int` a bigint, `name:time` a timestamp."""
+    return pa.schema(
+        [
+            (name, _ARROW_TYPES[kind or "text"])
+            for name, _, kind in (c.partition(":") for c in columns.split())
+        ]
+    )
+
+
+_SIGNAL_ARROW = _schema(
+    "alert_id detection_id dedup_key severity entity_type entity_id window_start:time window_end:time "
+    "suppressed_by alert"
 )
 
 
@@ -445,13 +445,7 @@ class AlertStore:
                 {"dedup_key": key, "alert_id": alert_id, "suppressed_until": until}
                 for key, (alert_id, until) in result.suppressions.items()
             ],
-            schema=pa.schema(
-                [
-                    ("dedup_key", pa.string()),
-                    ("alert_id", pa.string()),
-                    ("suppressed_until", pa.timestamp("us")),
-                ]
-            ),
+            schema=_schema("dedup_key alert_id suppressed_until:time"),
         )
 
         def work() -> None:
@@ -528,11 +522,24 @@ class AlertStore:
             raise AlertStateError(f"{noun} id prefix {alert_id!r} is ambiguous: give more characters")
         return matches[0]
 
+    def _rows(self, sql: str, parameters: list[Any]) -> list[dict[str, Any]]:
+        """The rows `sql` selects, each a dict by column name."""
+        cursor = self.con.execute(sql, parameters)
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    def _listing(
+        self, select: str, conditions: list[str], parameters: list[Any], order: str, limit: int | None
+    ) -> list[dict[str, Any]]:
+        """`select` filtered by all `conditions`, in `order`, at most `limit` rows (all when None)."""
+        where = f"where {' and '.join(conditions)}" if conditions else ""
+        return self._rows(
+            f"{select} {where} order by {order}" + (f" limit {int(limit)}" if limit else ""), parameters
+        )
+
     def get(self, alert_id: str) -> dict[str, Any]:
         full_id = self.resolve_id(alert_id)
-        cursor = self.con.execute(f"select {_SIGNAL_COLUMNS} from signals where alert_id = ?", [full_id])
-        columns = [column[0] for column in cursor.description]
-        row = dict(zip(columns, cursor.fetchone(), strict=True))
+        (row,) = self._rows(f"select {_SIGNAL_COLUMNS} from signals where alert_id = ?", [full_id])
         row["alert"] = json.loads(row["alert"])
         return row
 
@@ -548,14 +555,13 @@ class AlertStore:
         if detection_id:
             conditions.append("detection_id = ?")
             parameters.append(detection_id)
-        where = f"where {' and '.join(conditions)}" if conditions else ""
-        cursor = self.con.execute(
-            f"select {_SIGNAL_COLUMNS} from signals {where} order by window_start desc, alert_id"
-            + (f" limit {int(limit)}" if limit else ""),
+        return self._listing(
+            f"select {_SIGNAL_COLUMNS} from signals",
+            conditions,
             parameters,
+            "window_start desc, alert_id",
+            limit,
         )
-        columns = [column[0] for column in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
     # --- incidents ----------------------------------------------------------------------------------
 
@@ -570,26 +576,28 @@ class AlertStore:
 
     def incident_records(self, incident_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """incident_id -> its row (the document parsed under 'incident'), for the ids that exist."""
-        cursor = self.con.execute(
+        rows = self._rows(
             f"select {_INCIDENT_COLUMNS} from incidents where list_contains(?, incident_id)",
             [sorted(set(incident_ids))],
         )
-        columns = [column[0] for column in cursor.description]
         records = {}
-        for values in cursor.fetchall():
-            row = dict(zip(columns, values, strict=True))
+        for row in rows:
             row["incident"] = json.loads(row["incident"])
             records[row["incident_id"]] = row
         return records
 
-    def incident_member_sets(self, incident_ids: Iterable[str]) -> dict[str, set[str]]:
+    def _by_incident(self, table: str, column: str, incident_ids: Iterable[str]) -> dict[str, set[str]]:
+        """incident_id -> the `column` values of `table`'s rows in that incident, for the given ids."""
         grouped: dict[str, set[str]] = {}
-        for member, incident_id in self.con.execute(
-            "select member, incident_id from incident_members where list_contains(?, incident_id)",
+        for incident_id, value in self.con.execute(
+            f"select incident_id, {column} from {table} where list_contains(?, incident_id)",
             [sorted(set(incident_ids))],
         ).fetchall():
-            grouped.setdefault(incident_id, set()).add(member)
+            grouped.setdefault(incident_id, set()).add(value)
         return grouped
+
+    def incident_member_sets(self, incident_ids: Iterable[str]) -> dict[str, set[str]]:
+        return self._by_incident("incident_members", "member", incident_ids)
 
     def known_incident_ids(self, incident_ids: Iterable[str]) -> set[str]:
         rows = self.con.execute(
@@ -599,13 +607,7 @@ class AlertStore:
         return {row[0] for row in rows}
 
     def incident_signal_ids(self, incident_ids: Iterable[str]) -> dict[str, set[str]]:
-        grouped: dict[str, set[str]] = {}
-        for incident_id, alert_id in self.con.execute(
-            "select incident_id, alert_id from signals where list_contains(?, incident_id)",
-            [sorted(set(incident_ids))],
-        ).fetchall():
-            grouped.setdefault(incident_id, set()).add(alert_id)
-        return grouped
+        return self._by_incident("signals", "alert_id", incident_ids)
 
     def incident_signals(self, incident_id: str) -> list[dict[str, Any]]:
         """The signal documents of one incident (its page shows them all)."""
@@ -644,36 +646,21 @@ class AlertStore:
             }
             for doc in documents
         ]
-        timestamp = pa.timestamp("us")
         changed = pa.Table.from_pylist(
             incident_rows,
-            schema=pa.schema(
-                [
-                    ("incident_id", pa.string()),
-                    ("status", pa.string()),
-                    ("severity", pa.string()),
-                    ("risk_score", pa.int64()),
-                    ("title", pa.string()),
-                    ("account_count", pa.int64()),
-                    ("first_seen", timestamp),
-                    ("last_seen", timestamp),
-                    ("created_at", timestamp),
-                    ("updated_at", timestamp),
-                    ("merged_into", pa.string()),
-                    ("resolved_by", pa.string()),
-                    ("resolved_note", pa.string()),
-                    ("resolved_at", timestamp),
-                    ("incident", pa.string()),
-                ]
+            schema=_schema(
+                "incident_id status severity risk_score:int title account_count:int first_seen:time "
+                "last_seen:time created_at:time updated_at:time merged_into resolved_by resolved_note "
+                "resolved_at:time incident"
             ),
         )
         member_rows = pa.Table.from_pylist(
             [{"member": m, "incident_id": i} for i, items in members.items() for m in sorted(items)],
-            schema=pa.schema([("member", pa.string()), ("incident_id", pa.string())]),
+            schema=_schema("member incident_id"),
         )
         links = pa.Table.from_pylist(
             [{"alert_id": a, "incident_id": i} for i, ids in signal_ids.items() for a in sorted(ids)],
-            schema=pa.schema([("alert_id", pa.string()), ("incident_id", pa.string())]),
+            schema=_schema("alert_id incident_id"),
         )
         outbox_rows = pa.Table.from_pylist(
             [
@@ -686,15 +673,7 @@ class AlertStore:
                 }
                 for row in outbox
             ],
-            schema=pa.schema(
-                [
-                    ("incident_id", pa.string()),
-                    ("sink", pa.string()),
-                    ("change", pa.string()),
-                    ("action", pa.string()),
-                    ("document", pa.string()),
-                ]
-            ),
+            schema=_schema("incident_id sink change action document"),
         )
 
         def work() -> None:
@@ -761,14 +740,13 @@ class AlertStore:
     ) -> list[dict[str, Any]]:
         """Incidents, most recently updated first; merged ones only when asking for resolved ones."""
         conditions, parameters = _status_filter(status, min_severity)
-        where = f"where {' and '.join(conditions)}" if conditions else ""
-        cursor = self.con.execute(
-            f"select {_INCIDENT_COLUMNS} from incidents {where} order by updated_at desc, incident_id"
-            + (f" limit {int(limit)}" if limit else ""),
+        records = self._listing(
+            f"select {_INCIDENT_COLUMNS} from incidents",
+            conditions,
             parameters,
+            "updated_at desc, incident_id",
+            limit,
         )
-        columns = [column[0] for column in cursor.description]
-        records = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
         for record in records:
             record["incident"] = json.loads(record["incident"])
         return records

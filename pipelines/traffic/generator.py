@@ -209,20 +209,19 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
 
     # Trap: travellers. A Londoner takes the longest trip that fits the time range (New York needs
     # > 13 h of data); a commuter crosses the Rhine from France to Germany.
-    london = build.home_network("London")
-    itinerary = [Segment(start_ms, (london,))]
-    pinned = []
-    trip = next(
-        ((place, minutes) for place, minutes in LONDON_TRIPS if minutes * 60_000 <= duration_ms * 0.6), None
-    )
-    if trip is not None:
-        destination, minutes = trip
-        depart_ms = start_ms + (duration_ms - minutes * 60_000) // 2
-        arrive_ms = depart_ms + minutes * 60_000
-        itinerary += [Segment(depart_ms, ()), Segment(arrive_ms, (build.home_network(destination),))]
-        pinned = [depart_ms - 1, arrive_ms]  # last request before boarding, first after landing
-    accounts.append(
-        build.account(
+    def trip_fits(minutes: int) -> bool:
+        return minutes * 60_000 <= duration_ms * 0.6
+
+    def traveller(home: str, destination: str, minutes: int) -> Account:
+        """At home; if the trip fits in 60% of the range, offline mid-range, then on at the destination."""
+        itinerary = [Segment(start_ms, (build.home_network(home),))]
+        pinned = []
+        if trip_fits(minutes):
+            depart_ms = start_ms + (duration_ms - minutes * 60_000) // 2
+            arrive_ms = depart_ms + minutes * 60_000
+            itinerary += [Segment(depart_ms, ()), Segment(arrive_ms, (build.home_network(destination),))]
+            pinned = [depart_ms - 1, arrive_ms]  # last request before boarding, first after landing
+        return build.account(
             "traveller",
             itinerary,
             org_id=personal_org(),
@@ -231,26 +230,11 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
             pinned_ms=pinned,
             start_ms=start_ms,
         )
-    )
-    home, away, minutes = COMMUTE
-    itinerary = [Segment(start_ms, (build.home_network(home),))]
-    pinned = []
-    if minutes * 60_000 <= duration_ms * 0.6:
-        depart_ms = start_ms + (duration_ms - minutes * 60_000) // 2
-        arrive_ms = depart_ms + minutes * 60_000
-        itinerary += [Segment(depart_ms, ()), Segment(arrive_ms, (build.home_network(away),))]
-        pinned = [depart_ms - 1, arrive_ms]
-    accounts.append(
-        build.account(
-            "traveller",
-            itinerary,
-            org_id=personal_org(),
-            peak_per_minute=1.0,
-            utc_offset_h=None,
-            pinned_ms=pinned,
-            start_ms=start_ms,
-        )
-    )
+
+    # The longest trip that fits; when none does, the shortest, which traveller() then keeps at home.
+    london_trip = next((trip for trip in LONDON_TRIPS if trip_fits(trip[1])), LONDON_TRIPS[-1])
+    accounts.append(traveller("London", *london_trip))
+    accounts.append(traveller(*COMMUTE))
 
     # A commercial VPN provider's exits in Amsterdam; the VPN user and the restricted scenario share it.
     vpn_block, vpn_asn = build.block("NL"), build.asn()  # Amsterdam
@@ -306,14 +290,13 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
         style = _EXTRACTION_STYLE
         for index in range(config.hydra_accounts):
             accounts.append(
-                build.account(
+                _scenario_account(
+                    build,
                     "hydra",
                     [Segment(start_ms, exits, (1, 2, 3))],
-                    scenario="hydra",
-                    org_id=build.hex_id("org_", 40) if rng.random() < 0.7 else None,
+                    build.hex_id("org_", 40) if rng.random() < 0.7 else None,
                     payment_fingerprint=payments[index % 2],
                     peak_per_minute=1.0,
-                    utc_offset_h=None,
                     style=style,
                     prompts=templates,
                     user_agent=HYDRA_USER_AGENT,
@@ -325,13 +308,12 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
         # A user in Iran, first direct, then through a VPN exit in the Netherlands to evade the block.
         switch_ms = start_ms + int(duration_ms * 0.4)
         accounts.append(
-            build.account(
+            _scenario_account(
+                build,
                 "restricted",
                 [Segment(start_ms, (build.home_network("Tehran"),)), Segment(switch_ms, (vpn_exit(),))],
-                scenario="restricted",
-                org_id=personal_org(),
+                personal_org(),
                 peak_per_minute=1.5,
-                utc_offset_h=None,
                 pinned_ms=[start_ms, switch_ms - 1, switch_ms],
                 start_ms=start_ms,
             )
@@ -343,17 +325,16 @@ def _population(config: GeneratorConfig, rng: random.Random) -> list[Account]:
         new_york_ms = start_ms + (duration_ms - gap_ms) // 2
         tokyo_ms = new_york_ms + gap_ms
         accounts.append(
-            build.account(
+            _scenario_account(
+                build,
                 "travel",
                 [
                     Segment(start_ms, (build.home_network("New York"),)),
                     Segment(new_york_ms + 1, ()),
                     Segment(tokyo_ms, (build.home_network("Tokyo"),)),
                 ],
-                scenario="travel",
-                org_id=personal_org(),
+                personal_org(),
                 peak_per_minute=1.0,
-                utc_offset_h=None,
                 pinned_ms=[new_york_ms, tokyo_ms],
                 start_ms=start_ms,
             )
@@ -375,6 +356,46 @@ def _random_home(build: Builder) -> str:
     return build.rng.choice(cities)
 
 
+def _scenario_account(
+    build: Builder, scenario: str, itinerary: list[Segment], org_id: str | None, **fields
+) -> Account:
+    """A scripted scenario's account, its group named after the scenario; no local day (utc_offset_h
+    None): its timing is the scenario's script, not a diurnal curve."""
+    return build.account(scenario, itinerary, scenario=scenario, org_id=org_id, utc_offset_h=None, **fields)
+
+
+def _own_home_line(build: Builder, start_ms: int) -> list[Segment]:
+    """An itinerary on one residential line of its own, in a random home city."""
+    return [Segment(start_ms, (build.home_network(_random_home(build)),))]
+
+
+def _ordinary_member(build: Builder, scenario: str, start_ms: int, **shared) -> Account:
+    """A ring member that looks like an ordinary user (own org, own home's lines, a modest rate);
+    only what the ring shares (`shared`: its card or its prompts) links it to the others."""
+    return _scenario_account(
+        build,
+        scenario,
+        [Segment(start_ms, build.home_networks(_random_home(build)))],
+        build.hex_id("org_", 40),
+        peak_per_minute=1.0,
+        start_ms=start_ms,
+        **shared,
+    )
+
+
+def _scheduled_member(build: Builder, scenario: str, start_ms: int, pinned_ms: list[int]) -> Account:
+    """A ring member with its own home line and org whose requests are exactly its scheduler's."""
+    return _scenario_account(
+        build,
+        scenario,
+        _own_home_line(build, start_ms),
+        build.hex_id("org_", 40),
+        peak_per_minute=_PINNED_ONLY_PER_MINUTE,
+        pinned_ms=pinned_ms,
+        start_ms=start_ms,
+    )
+
+
 def _add_ring_scenarios(config: GeneratorConfig, build: Builder, accounts: list[Account]) -> None:
     """The scenarios added for the detection catalogue; each ring member has its own org and home line."""
     rng = build.rng
@@ -389,13 +410,12 @@ def _add_ring_scenarios(config: GeneratorConfig, build: Builder, accounts: list[
             for index, t_ms in enumerate(range(start_ms, end_ms, 3 * 60_000))
         ]
         accounts.append(
-            build.account(
+            _scenario_account(
+                build,
                 "hopper",
                 itinerary,
-                scenario="hopper",
-                org_id=build.hex_id("org_", 40),
+                build.hex_id("org_", 40),
                 peak_per_minute=2.0,
-                utc_offset_h=None,
                 pinned_ms=[segment.start_ms for segment in itinerary],
                 start_ms=start_ms,
             )
@@ -405,13 +425,12 @@ def _add_ring_scenarios(config: GeneratorConfig, build: Builder, accounts: list[
         # A lone harvester on its own residential line: no ring, only its traffic shape gives it away.
         fingerprints = (build.fingerprint(), build.fingerprint())
         accounts.append(
-            build.account(
+            _scenario_account(
+                build,
                 "extraction",
-                [Segment(start_ms, (build.home_network(_random_home(build)),))],
-                scenario="extraction",
-                org_id=build.hex_id("org_", 40),
+                _own_home_line(build, start_ms),
+                build.hex_id("org_", 40),
                 peak_per_minute=3.0,
-                utc_offset_h=None,
                 style=_EXTRACTION_STYLE,
                 prompts=(fingerprints, (0.6, 1.0)),
                 user_agent=HYDRA_USER_AGENT,
@@ -423,35 +442,13 @@ def _add_ring_scenarios(config: GeneratorConfig, build: Builder, accounts: list[
         # Ordinary-looking accounts of different orgs, all paid with one card.
         card = build.hex_id("pay_", 64)
         for _ in range(PAYMENT_RING_ACCOUNTS):
-            accounts.append(
-                build.account(
-                    "payment_ring",
-                    [Segment(start_ms, build.home_networks(_random_home(build)))],
-                    scenario="payment_ring",
-                    org_id=build.hex_id("org_", 40),
-                    payment_fingerprint=card,
-                    peak_per_minute=1.0,
-                    utc_offset_h=None,
-                    start_ms=start_ms,
-                )
-            )
+            accounts.append(_ordinary_member(build, "payment_ring", start_ms, payment_fingerprint=card))
 
     if "template_ring" in config.scenarios:
         # Different orgs, own cards and lines, one harvesting script of two prompt templates.
         script = ((build.fingerprint(), build.fingerprint()), (0.7, 1.0))
         for _ in range(TEMPLATE_RING_ACCOUNTS):
-            accounts.append(
-                build.account(
-                    "template_ring",
-                    [Segment(start_ms, build.home_networks(_random_home(build)))],
-                    scenario="template_ring",
-                    org_id=build.hex_id("org_", 40),
-                    peak_per_minute=1.0,
-                    utc_offset_h=None,
-                    prompts=script,
-                    start_ms=start_ms,
-                )
-            )
+            accounts.append(_ordinary_member(build, "template_ring", start_ms, prompts=script))
 
     if "sync_ring" in config.scenarios:
         # One scheduler fires every member in the same ~30% of minutes, 3 requests each; nothing else
@@ -459,36 +456,14 @@ def _add_ring_scenarios(config: GeneratorConfig, build: Builder, accounts: list[
         schedule = [t_ms for t_ms in minutes if rng.random() < 0.3]
         for _ in range(SYNC_RING_ACCOUNTS):
             pinned = [t_ms + rng.randrange(60_000) for t_ms in schedule for _ in range(3)]
-            accounts.append(
-                build.account(
-                    "sync_ring",
-                    [Segment(start_ms, (build.home_network(_random_home(build)),))],
-                    scenario="sync_ring",
-                    org_id=build.hex_id("org_", 40),
-                    peak_per_minute=_PINNED_ONLY_PER_MINUTE,
-                    utc_offset_h=None,
-                    pinned_ms=pinned,
-                    start_ms=start_ms,
-                )
-            )
+            accounts.append(_scheduled_member(build, "sync_ring", start_ms, pinned))
 
     if "rate_limit_ring" in config.scenarios:
         # A load balancer keeps every account at 80-90% of the per-account limit, every minute.
         low, high = int(RATE_LIMIT_PER_MINUTE * 0.8), int(RATE_LIMIT_PER_MINUTE * 0.9)
         for _ in range(RATE_LIMIT_RING_ACCOUNTS):
             pinned = [t_ms + rng.randrange(60_000) for t_ms in minutes for _ in range(rng.randint(low, high))]
-            accounts.append(
-                build.account(
-                    "rate_limit_ring",
-                    [Segment(start_ms, (build.home_network(_random_home(build)),))],
-                    scenario="rate_limit_ring",
-                    org_id=build.hex_id("org_", 40),
-                    peak_per_minute=_PINNED_ONLY_PER_MINUTE,
-                    utc_offset_h=None,
-                    pinned_ms=pinned,
-                    start_ms=start_ms,
-                )
-            )
+            accounts.append(_scheduled_member(build, "rate_limit_ring", start_ms, pinned))
 
 
 # --- events ----------------------------------------------------------------------------------------

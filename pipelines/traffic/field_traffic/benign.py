@@ -16,6 +16,7 @@ from pipelines.traffic.field_traffic.cast import (
     Cast,
     ceil_div,
     diurnal,
+    group_sizes,
     office_hours,
     uniform_segment,
     weighted_segment,
@@ -109,6 +110,20 @@ def _personal(
     return Actor(account, [])
 
 
+def _diurnal_times(cast: Cast, params: BenignClass, place: str) -> list[int]:
+    """The class's request rate for one person, following the day in the place's time zone."""
+    return cast.poisson(cast.uniform(params.requests_per_hour), diurnal(cast.tz(place)))
+
+
+def _home_user(
+    cast: Cast, params: BenignClass, home: str, group: str, itinerary: list[Segment], **personal
+) -> Actor:
+    """An ordinary account (`_personal`) whose requests follow the day at home."""
+    actor = _personal(cast, group, itinerary, **personal)
+    actor.times = _diurnal_times(cast, params, home)
+    return actor
+
+
 def multi_ip_individual(cast: Cast, params: BenignClass, count: int, shared: Shared) -> list[Actor]:
     """Home line, office and phone, each placed by GeoIP in a different city of the same country."""
     rng, world, actors = cast.rng, cast.world, []
@@ -135,9 +150,7 @@ def multi_ip_individual(cast: Cast, params: BenignClass, count: int, shared: Sha
             renewed = world.home_line(home, hub_km=spread)
             changed_ms = cast.start_ms + rng.randrange(cast.duration_ms)
             itinerary.append(weighted_segment(changed_ms, (renewed, *lines[1:]), weights))
-        actor = _personal(cast, "multi_ip_individual", itinerary, shared=shared)
-        actor.times = cast.poisson(cast.uniform(params.requests_per_hour), diurnal(cast.tz(home)))
-        actors.append(actor)
+        actors.append(_home_user(cast, params, home, "multi_ip_individual", itinerary, shared=shared))
     return actors
 
 
@@ -156,24 +169,25 @@ def mobile_cgnat(cast: Cast, params: BenignClass, count: int, shared: Shared) ->
         home = world.home_city(countries[carrier])
         wifi = (world.home_line(home),)
         itinerary = cast.alternating([wifi, gateways[carrier]], (2, 25))
-        actor = _personal(
-            cast,
-            "mobile_cgnat",
-            itinerary,
-            org_share=0.4,
-            user_agent=rng.choice(MOBILE_USER_AGENTS),
-            shared=shared,
+        actors.append(
+            _home_user(
+                cast,
+                params,
+                home,
+                "mobile_cgnat",
+                itinerary,
+                org_share=0.4,
+                user_agent=rng.choice(MOBILE_USER_AGENTS),
+                shared=shared,
+            )
         )
-        actor.times = cast.poisson(cast.uniform(params.requests_per_hour), diurnal(cast.tz(home)))
-        actors.append(actor)
     return actors
 
 
 def corporate_egress(cast: Cast, params: BenignClass, count: int, shared: Shared) -> list[Actor]:
     """Companies whose employees leave through NAT egresses in several cities, or the company VPN."""
     rng, world, actors = cast.rng, cast.world, []
-    companies = ceil_div(count, params.nat_population)
-    for company in range(companies):
+    for members in group_sizes(count, params.nat_population):
         hq = world.home_city()
         sites = [hq]
         for _ in range(cast.randint(params.ips_per_user) - 1):
@@ -184,7 +198,6 @@ def corporate_egress(cast: Cast, params: BenignClass, count: int, shared: Shared
         org, card = cast.build.hex_id("org_", 40), cast.card()
         internal_tools = tuple(cast.build.fingerprint() for _ in range(rng.randint(1, 3)))
         agent = rng.choice(BENIGN_USER_AGENTS)
-        members = count // companies + (company < count % companies)
         for _ in range(members):
             site = rng.randrange(len(sites))
             # SD-WAN flips a user between the company's egresses; a fifth of the time, the VPN.
@@ -220,8 +233,7 @@ def corporate_egress(cast: Cast, params: BenignClass, count: int, shared: Shared
 def campus_nat(cast: Cast, params: BenignClass, count: int, shared: Shared) -> list[Actor]:
     """A university NAT: one /24 shared by students and labs of different or no organisations."""
     rng, world, actors = cast.rng, cast.world, []
-    campuses = ceil_div(count, params.nat_population)
-    for campus in range(campuses):
+    for members in group_sizes(count, params.nat_population):
         city = world.home_city()
         block, asn = cast.build.block(FIELD_PLACES[city][0]), cast.build.asn()
         kind = "business" if rng.random() < 0.7 else None  # a university network is often untyped
@@ -231,7 +243,6 @@ def campus_nat(cast: Cast, params: BenignClass, count: int, shared: Shared) -> l
             for host in rng.sample(range(2, 255), cast.randint(params.ips_per_user))
         )
         labs = [cast.build.hex_id("org_", 40) for _ in range(3)]
-        members = count // campuses + (campus < count % campuses)
         for _ in range(members):
             draw = rng.random()
             org = rng.choice(labs) if draw < 0.25 else cast.build.hex_id("org_", 40) if draw < 0.45 else None
@@ -246,9 +257,7 @@ def campus_nat(cast: Cast, params: BenignClass, count: int, shared: Shared) -> l
             account = cast.account(
                 "campus_nat", networks, org_id=org, payment="own" if rng.random() < 0.8 else None
             )
-            actors.append(
-                Actor(account, cast.poisson(cast.uniform(params.requests_per_hour), diurnal(cast.tz(city))))
-            )
+            actors.append(Actor(account, _diurnal_times(cast, params, city)))
     return actors
 
 
@@ -269,9 +278,7 @@ def cross_border_commuter(cast: Cast, params: BenignClass, count: int, shared: S
         if rng.random() < 0.5:  # and back at the end of the day
             back_ms = arrive_ms + int((cast.end_ms - arrive_ms) * rng.uniform(0.4, 0.9))
             itinerary.append(weighted_segment(back_ms, (home_line, phone), [4, 1]))
-        actor = _personal(cast, "cross_border_commuter", itinerary, shared=shared)
-        actor.times = cast.poisson(cast.uniform(params.requests_per_hour), diurnal(cast.tz(home)))
-        actors.append(actor)
+        actors.append(_home_user(cast, params, home, "cross_border_commuter", itinerary, shared=shared))
     return actors
 
 
@@ -305,7 +312,7 @@ def traveller(cast: Cast, params: BenignClass, count: int, shared: Shared) -> li
             itinerary.append(Segment(landed_ms, (arrived,)))
             pinned = [board_ms - 1, landed_ms]  # a last request at the gate, the first one on arrival
         actor = _personal(cast, "traveller", itinerary, shared=shared)
-        times = cast.poisson(cast.uniform(params.requests_per_hour), diurnal(cast.tz(origin)))
+        times = _diurnal_times(cast, params, origin)
         actor.times = sorted(t for t in times + pinned if actor.account.segment_at(t).networks)
         actors.append(actor)
     return actors
@@ -329,9 +336,7 @@ def consumer_vpn(cast: Cast, params: BenignClass, count: int, shared: Shared) ->
             exits = shared.vpn_providers[index % len(shared.vpn_providers)]
             sessions = [(rng.choice(exits),) for _ in range(8)]
         itinerary = cast.alternating([home_line, *sessions], (5, 45), weights=[4] + [1] * len(sessions))
-        actor = _personal(cast, "consumer_vpn", itinerary, org_share=0.3, shared=shared)
-        actor.times = cast.poisson(cast.uniform(params.requests_per_hour), diurnal(cast.tz(home)))
-        actors.append(actor)
+        actors.append(_home_user(cast, params, home, "consumer_vpn", itinerary, org_share=0.3, shared=shared))
     return actors
 
 
@@ -371,14 +376,12 @@ def cloud_ci(cast: Cast, params: BenignClass, count: int, shared: Shared) -> lis
 def research_team(cast: Cast, params: BenignClass, count: int, shared: Shared) -> list[Actor]:
     """A lab: one org, office hours, many experimental templates, reasoning-heavy prompts."""
     rng, world, actors = cast.rng, cast.world, []
-    teams = ceil_div(count, params.nat_population)
-    for team in range(teams):
+    for members in group_sizes(count, params.nat_population):
         city = world.home_city()
         office = tuple(world.business_line(city) for _ in range(rng.randint(1, 2)))
         org, card = cast.build.hex_id("org_", 40), cast.card()
         experiments = cast.templates(rng.randint(30, 100), skew=0.3)
         reasoning = rng.uniform(0.3, 0.6)
-        members = count // teams + (team < count % teams)
         for _ in range(members):
             home_line = world.home_line(world.city_at_distance(city, rng.uniform(0, 80)))
             input_median = rng.uniform(800, 3000)
@@ -448,21 +451,21 @@ def public_template_user(cast: Cast, params: BenignClass, count: int, shared: Sh
         itinerary = [
             weighted_segment(cast.start_ms, (world.home_line(home), world.business_line(home)), [3, 1])
         ]
-        actor = _personal(cast, "public_template_user", itinerary, prompts=prompts, user_agent=tool)
-        actor.times = cast.poisson(cast.uniform(params.requests_per_hour), diurnal(cast.tz(home)))
-        actors.append(actor)
+        actors.append(
+            _home_user(
+                cast, params, home, "public_template_user", itinerary, prompts=prompts, user_agent=tool
+            )
+        )
     return actors
 
 
 def startup_shared_card(cast: Cast, params: BenignClass, count: int, shared: Shared) -> list[Actor]:
     """A remote startup: one org, one company card, people in several countries, a backend in the cloud."""
     rng, world, actors = cast.rng, cast.world, []
-    teams = ceil_div(count, params.nat_population)
-    for team in range(teams):
+    for members in group_sizes(count, params.nat_population):
         org, card = cast.build.hex_id("org_", 40), cast.card()
         product = cast.templates(rng.randint(2, 5))
         backend = world.cloud_ips(2)
-        members = count // teams + (team < count % teams)
         for member in range(members):
             if member == 0:  # the product's backend: flat, its own few templates
                 account = cast.account(
@@ -487,9 +490,7 @@ def startup_shared_card(cast: Cast, params: BenignClass, count: int, shared: Sha
                 org_id=org,
                 payment=card,
             )
-            actors.append(
-                Actor(account, cast.poisson(cast.uniform(params.requests_per_hour), diurnal(cast.tz(home))))
-            )
+            actors.append(Actor(account, _diurnal_times(cast, params, home)))
     return actors
 
 
@@ -524,9 +525,9 @@ def proxy_service_customer(cast: Cast, params: BenignClass, count: int, shared: 
                     cast.start_ms, (*exits, world.home_line(home)), [1] * len(exits) + [len(exits)]
                 )
             ]
-        actor = _personal(cast, "proxy_service_customer", itinerary, org_share=0.3, shared=shared)
-        actor.times = cast.poisson(cast.uniform(params.requests_per_hour), diurnal(cast.tz(home)))
-        actors.append(actor)
+        actors.append(
+            _home_user(cast, params, home, "proxy_service_customer", itinerary, org_share=0.3, shared=shared)
+        )
     return actors
 
 

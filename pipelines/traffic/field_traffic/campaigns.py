@@ -7,6 +7,9 @@ mix in ordinary requests, and do not all share everything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from pipelines.traffic.field_traffic.benign import Shared
 from pipelines.traffic.field_traffic.cast import (
     MINUTE_MS,
@@ -30,11 +33,19 @@ from pipelines.traffic.population import BENIGN_USER_AGENTS, Segment
 HARVESTER_USER_AGENTS = ("python-httpx/0.27.2", "python-requests/2.32.3", "aiohttp/3.10.10")
 
 
+@dataclass(frozen=True)
+class _Instance:
+    """One campaign instance as its harvesters are labelled: the cast that draws them, the kind's ranges,
+    the instance id (the group) and the scenario (the kind's name)."""
+
+    cast: Cast
+    kind: CampaignKind
+    id: str
+    scenario: str
+
+
 def _harvester(
-    cast: Cast,
-    kind: CampaignKind,
-    instance: str,
-    scenario: str,
+    instance: _Instance,
     itinerary: list[Segment],
     script: tuple[tuple[str, ...], tuple[float, ...]],
     *,
@@ -43,6 +54,7 @@ def _harvester(
     **account_fields,
 ) -> Actor:
     """One harvesting account: its slice of the instance's script, its own volume, some cover traffic."""
+    cast, kind = instance.cast, instance.kind
     rng = cast.rng
     if share_script >= 1:
         prompts = script
@@ -52,7 +64,7 @@ def _harvester(
     style = cast.harvest_style(cast.uniform(kind.reasoning_share), cast.uniform(kind.output_ratio))
     account_fields.setdefault("user_agent", rng.choice(HARVESTER_USER_AGENTS))
     account = cast.account(
-        instance, itinerary, scenario=scenario, style=style, prompts=prompts, **account_fields
+        instance.id, itinerary, scenario=instance.scenario, style=style, prompts=prompts, **account_fields
     )
     per_hour = cast.uniform(kind.requests_per_hour) * cast.volume()
     return cast.with_cover(Actor(account, cast.poisson(per_hour, activity)), kind.cover_share)
@@ -68,8 +80,37 @@ def _ring_cards(cast: Cast, accounts: int) -> list[str | None]:
     ]
 
 
+def _ring_members(
+    ring: _Instance,
+    payments: list[str | None],
+    script: tuple[tuple[str, ...], tuple[float, ...]],
+    networks: Callable[[], tuple],
+    org_share: float,
+    *,
+    segment: Callable[[int, tuple], Segment] = uniform_segment,
+    user_agent: Callable[[], str] | None = None,
+    **account_fields,
+) -> list[Actor]:
+    """One harvester per payment, all on one script. Per member, in this order (the corpus depends on it):
+    its networks, its org, then its user agent."""
+    cast = ring.cast
+    return [
+        _harvester(
+            ring,
+            [segment(cast.start_ms, networks())],
+            script,
+            org_id=cast.org(org_share),
+            payment=payment,
+            **({"user_agent": user_agent()} if user_agent else {}),
+            **account_fields,
+        )
+        for payment in payments
+    ]
+
+
 def hydra_proxy_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> list[Actor]:
     """Many accounts behind a proxy service's few hosting/VPN exits, which ordinary customers use too."""
+    ring = _Instance(cast, kind, instance, "hydra_proxy_ring")
     rng, world = cast.rng, cast.world
     size = cast.randint(kind.proxy_pool)
     hosting = world.cloud_ips(max(1, size - size // 3), rng.choice(CLOUD_REGIONS))
@@ -78,49 +119,32 @@ def hydra_proxy_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shar
     script = cast.templates(cast.randint(kind.templates))
     accounts = cast.randint(kind.accounts)
     agent = rng.choice(HARVESTER_USER_AGENTS)
-    actors = []
-    for payment in _ring_cards(cast, accounts):
-        sticky = pick(rng, exits, 0.7)  # the load balancer pins each account to some of the exits
-        actors.append(
-            _harvester(
-                cast,
-                kind,
-                instance,
-                "hydra_proxy_ring",
-                [uniform_segment(cast.start_ms, sticky)],
-                script,
-                org_id=cast.org(0.4),
-                payment=payment,
-                user_agent=agent if rng.random() < 0.8 else rng.choice(BENIGN_USER_AGENTS),
-            )
-        )
-    return actors
+    return _ring_members(
+        ring,
+        _ring_cards(cast, accounts),
+        script,
+        lambda: pick(rng, exits, 0.7),  # the load balancer pins each account to some of the exits
+        0.4,
+        user_agent=lambda: agent if rng.random() < 0.8 else rng.choice(BENIGN_USER_AGENTS),
+    )
 
 
 def residential_proxy_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> list[Actor]:
     """Every request from another home line of a rented residential-proxy pool, often another country."""
+    ring = _Instance(cast, kind, instance, "residential_proxy_ring")
     rng, world = cast.rng, cast.world
     pool = world.residential_proxy_pool(cast.randint(kind.proxy_pool), countries=rng.randint(10, 20))
     script = cast.templates(cast.randint(kind.templates))
-    return [
-        _harvester(
-            cast,
-            kind,
-            instance,
-            "residential_proxy_ring",
-            [uniform_segment(cast.start_ms, pool)],
-            script,
-            org_id=cast.org(0.2),
-            payment=payment,
-            user_agent=rng.choice(BENIGN_USER_AGENTS),
-        )
-        for payment in _ring_cards(cast, cast.randint(kind.accounts))
-    ]
+    payments = _ring_cards(cast, cast.randint(kind.accounts))
+    return _ring_members(
+        ring, payments, script, lambda: pool, 0.2, user_agent=lambda: rng.choice(BENIGN_USER_AGENTS)
+    )
 
 
 def split_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> list[Actor]:
     """Cells of 3-6 accounts, each with its own infrastructure and templates; loosely linked by a card
     some cells use, one template every cell mixes in, and a shared on/off schedule."""
+    ring = _Instance(cast, kind, instance, "split_ring")
     rng, world = cast.rng, cast.world
     accounts = cast.randint(kind.accounts)
     ring_card, ring_template = cast.card(), cast.build.fingerprint()
@@ -146,10 +170,7 @@ def split_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) ->
             payment = ring_card if cell_uses_ring_card and rng.random() < 0.7 else "own"
             actors.append(
                 _harvester(
-                    cast,
-                    kind,
-                    instance,
-                    "split_ring",
+                    ring,
                     [uniform_segment(cast.start_ms, networks)],
                     script,
                     activity=activity,
@@ -163,60 +184,45 @@ def split_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) ->
 
 def low_and_slow(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> list[Actor]:
     """A handful of requests per account-hour, all six hours, each account on its own line."""
+    ring = _Instance(cast, kind, instance, "low_and_slow")
     rng, world = cast.rng, cast.world
     script = cast.templates(cast.randint(kind.templates))
-    actors = []
-    for payment in _ring_cards(cast, cast.randint(kind.accounts)):
-        networks = (world.home_line(world.home_city()),) if rng.random() < 0.6 else world.cloud_ips(1)
-        actors.append(
-            _harvester(
-                cast,
-                kind,
-                instance,
-                "low_and_slow",
-                [Segment(cast.start_ms, networks)],
-                script,
-                org_id=cast.org(0.5),
-                payment=payment,
-            )
-        )
-    return actors
+    payments = _ring_cards(cast, cast.randint(kind.accounts))
+    return _ring_members(
+        ring,
+        payments,
+        script,
+        lambda: (world.home_line(world.home_city()),) if rng.random() < 0.6 else world.cloud_ips(1),
+        0.5,
+        segment=Segment,
+    )
 
 
 def many_template_extractor(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> list[Actor]:
     """Harvesters cycling through a large template bank with a modest reasoning share."""
+    ring = _Instance(cast, kind, instance, "many_template_extractor")
     rng, world = cast.rng, cast.world
     bank = cast.templates(cast.randint(kind.templates), skew=0)
     region = rng.choice(CLOUD_REGIONS)
-    actors = []
-    for payment in _ring_cards(cast, cast.randint(kind.accounts)):
-        networks = world.cloud_ips(rng.randint(1, 2), region) if rng.random() < 0.7 else world.vpn_exits(2)
-        actors.append(
-            _harvester(
-                cast,
-                kind,
-                instance,
-                "many_template_extractor",
-                [uniform_segment(cast.start_ms, networks)],
-                bank,
-                share_script=0.6,
-                org_id=cast.org(0.5),
-                payment=payment,
-            )
-        )
-    return actors
+    payments = _ring_cards(cast, cast.randint(kind.accounts))
+    return _ring_members(
+        ring,
+        payments,
+        bank,
+        lambda: world.cloud_ips(rng.randint(1, 2), region) if rng.random() < 0.7 else world.vpn_exits(2),
+        0.5,
+        share_script=0.6,
+    )
 
 
 def lone_extractor(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> list[Actor]:
     """One account harvesting around the clock from its own hosting address(es); looks like a startup."""
+    ring = _Instance(cast, kind, instance, "lone_extractor")
     networks = cast.world.cloud_ips(cast.randint(kind.proxy_pool))
     script = cast.templates(cast.randint(kind.templates), skew=0.5)
     return [
         _harvester(
-            cast,
-            kind,
-            instance,
-            "lone_extractor",
+            ring,
             [uniform_segment(cast.start_ms, networks)],
             script,
             share_script=1.0,
@@ -227,6 +233,7 @@ def lone_extractor(cast: Cast, kind: CampaignKind, instance: str, shared: Shared
 
 def sync_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> list[Actor]:
     """A scheduler fires every member in the same minutes; each member has its own IP, ASN and kind."""
+    ring = _Instance(cast, kind, instance, "sync_ring")
     rng, world = cast.rng, cast.world
     busy_share = rng.uniform(0.3, 0.5)
     schedule = [t for t in range(cast.start_ms, cast.end_ms, MINUTE_MS) if rng.random() < busy_share]
@@ -239,10 +246,7 @@ def sync_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> 
         accuracy = rng.randint(5, 300) if rng.random() < 0.6 else None
         network = world.placed(world.ipv4(place), place, cast.build.asn(), kind_of_line, accuracy)
         actor = _harvester(
-            cast,
-            kind,
-            instance,
-            "sync_ring",
+            ring,
             [Segment(cast.start_ms, (network,))],
             script,
             org_id=cast.org(0.5),
@@ -256,16 +260,14 @@ def sync_ring(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> 
 
 def rate_limit_riders(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> list[Actor]:
     """Accounts taking turns, each riding just under the per-account limit for an hour or so."""
+    ring = _Instance(cast, kind, instance, "rate_limit_riders")
     rng, world = cast.rng, cast.world
     pool = world.residential_proxy_pool(rng.randint(5, 20), countries=rng.randint(1, 4))
     script = cast.templates(cast.randint(kind.templates))
     actors = []
     for payment in _ring_cards(cast, cast.randint(kind.accounts)):
         actor = _harvester(
-            cast,
-            kind,
-            instance,
-            "rate_limit_riders",
+            ring,
             [uniform_segment(cast.start_ms, pool)],
             script,
             org_id=cast.org(0.5),
@@ -287,6 +289,7 @@ def rate_limit_riders(cast: Cast, kind: CampaignKind, instance: str, shared: Sha
 
 def restricted_region(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> list[Actor]:
     """Users in an export-restricted country: served directly at first, then through exits elsewhere."""
+    ring = _Instance(cast, kind, instance, "restricted_region")
     rng, world = cast.rng, cast.world
     place = rng.choice(RESTRICTED_PLACES)
     exits = world.vpn_exits(cast.randint(kind.proxy_pool), VPN_EXIT_PLACES) + world.cloud_ips(1)
@@ -301,10 +304,7 @@ def restricted_region(cast: Cast, kind: CampaignKind, instance: str, shared: Sha
             uniform_segment(switch_ms, pick(rng, exits, 0.5)),
         ]
         actor = _harvester(
-            cast,
-            kind,
-            instance,
-            "restricted_region",
+            ring,
             itinerary,
             cast.templates(cast.randint(kind.templates)),
             org_id=org,
@@ -317,6 +317,7 @@ def restricted_region(cast: Cast, kind: CampaignKind, instance: str, shared: Sha
 
 def key_sharing(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -> list[Actor]:
     """One account's key used by people in far-apart places, taking turns every few minutes."""
+    ring = _Instance(cast, kind, instance, "key_sharing")
     rng, world = cast.rng, cast.world
     places: list[str] = []
     while len(places) < cast.randint(kind.proxy_pool):
@@ -327,16 +328,7 @@ def key_sharing(cast: Cast, kind: CampaignKind, instance: str, shared: Shared) -
     itinerary = cast.alternating(lines, (3, 25))
     script = cast.templates(cast.randint(kind.templates))
     return [
-        _harvester(
-            cast,
-            kind,
-            instance,
-            "key_sharing",
-            itinerary,
-            script,
-            org_id=cast.org(0.6),
-            user_agent=rng.choice(BENIGN_USER_AGENTS),
-        )
+        _harvester(ring, itinerary, script, org_id=cast.org(0.6), user_agent=rng.choice(BENIGN_USER_AGENTS))
     ]
 
 

@@ -219,3 +219,9 @@ def pick(rng: random.Random, items: tuple, share: float) -> tuple:
 
 def ceil_div(a: int, b: int) -> int:
     return max(1, math.ceil(a / max(1, b)))
+
+
+def group_sizes(count: int, group_size: int) -> list[int]:
+    """`count` people in as few groups of about `group_size` as fit (at least one), sizes differing by one."""
+    groups = ceil_div(count, group_size)
+    return [count // groups + (group < count % groups) for group in range(groups)]

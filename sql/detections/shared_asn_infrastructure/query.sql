@@ -16,8 +16,7 @@ with account_networks as (
         account_id,
         any_value(org_key) as org_key,
         -- an account counts fully if any of its requests through this AS came via an anonymizer
-        max(case when list_contains($anonymizer_asn_types, asn_type) then 1.0 else $ordinary_network_weight end)
-            as weight,
+        max(network_weight(asn_type, $anonymizer_asn_types, $ordinary_network_weight)) as weight,
         count(*) as requests
     from events_enriched
     where asn_key is not null
@@ -60,10 +59,8 @@ scored as (
         *,
         {
             -- crowd size on a log scale between the alerting floor and a hydra-sized crowd
-            'crowd': round($weight_crowd * greatest(least(
-                ln(weighted_accounts / $min_weighted_accounts)
-                    / ln($hydra_weighted_accounts / $min_weighted_accounts),
-                1), 0), 1),
+            'crowd': round($weight_crowd
+                * log_scale(weighted_accounts, $min_weighted_accounts, $hydra_weighted_accounts), 1),
             'anonymizer_share': round($weight_anonymizer * weighted_accounts / distinct_accounts, 1)
         } as risk_factors
     from asn_windows

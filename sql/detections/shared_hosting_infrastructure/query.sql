@@ -111,9 +111,7 @@ features as (
         coordination.output_input_ratio,
         coordination.reasoning_share,
         -- crowd size on a log scale between the alerting floor and a hydra-sized crowd
-        greatest(least(
-            ln(crowded_ips.distinct_orgs / $min_distinct_orgs) / ln($hydra_distinct_orgs / $min_distinct_orgs),
-            1), 0) as crowd_f,
+        log_scale(crowded_ips.distinct_orgs, $min_distinct_orgs, $hydra_distinct_orgs) as crowd_f,
         coalesce(coordination.coordinated_accounts, 0) / crowded_ips.distinct_accounts as coordination_f,
         -- harvesting-shaped content of the coordinated accounts: output-heavy or reasoning elicited
         coalesce(greatest(

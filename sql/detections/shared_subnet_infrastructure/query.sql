@@ -41,8 +41,7 @@ account_weights as (
         window_start,
         account_id,
         any_value(org_key) as org_key,
-        max(case when list_contains($anonymizer_asn_types, asn_type) then 1.0 else $ordinary_network_weight end)
-            as weight
+        max(network_weight(asn_type, $anonymizer_asn_types, $ordinary_network_weight)) as weight
     from block_events
     semi join busy_blocks using (network_block, window_start)
     group by network_block, window_start, account_id
@@ -88,10 +87,8 @@ scored as (
         block_accounts.account_ids,
         {
             -- crowd size on a log scale between the alerting floor and a hydra-sized crowd
-            'crowd': round($weight_crowd * greatest(least(
-                ln(block_accounts.weighted_accounts / $min_weighted_accounts)
-                    / ln($hydra_weighted_accounts / $min_weighted_accounts),
-                1), 0), 1),
+            'crowd': round($weight_crowd * log_scale(
+                block_accounts.weighted_accounts, $min_weighted_accounts, $hydra_weighted_accounts), 1),
             -- a block of anonymizers is likelier a proxy pool than one of residential or mobile lines
             'anonymizer_share': round($weight_anonymizer
                 * block_accounts.weighted_accounts / block_accounts.distinct_accounts, 1)

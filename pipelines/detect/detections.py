@@ -4,7 +4,8 @@ fixtures; linted on load and run over the lake.
 The YAML holds the metadata (severity, runbook, dedup keys, suppression, risk) and every threshold as a
 named parameter; the SQL binds them as DuckDB named parameters ($name) and returns one row per signal.
 `usagewatch detect` hands the signals to the incident engine (pipelines/incidents/engine.py), which records,
-correlates, audits and routes; this module never routes by itself.
+correlates, audits and routes; this module never routes by itself. Loading, running and the
+incremental loop share the rule model, hence one module (~550 lines).
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ Audit records are write-ahead: the state applies exactly the records appended, i
 its audit cursor (pipelines/incidents/audit_state.py), so a failure anywhere leaves a change in both or
 neither.
 
-This module imports neither detections.py nor quality.py; they call it.
+This module imports neither detections.py nor quality.py; they call it. It stays one module (~610 lines):
+record, correlate, update, audit and queue are one transaction over the same working incidents; the pure
+parts live in correlation.py and settings.py.
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ escape) goes to the dead letters with that reason, where the job would archive i
 beyond the contract: it dead-letters bytes that are not UTF-8 (raw base64-encoded), which the batch
 repairs to U+FFFD and judges as text, and an event time more than its skew after or its horizon before
 the file's modification time (see flink_job.JobConfig), which the batch archives.
+
+One module (~690 lines) on purpose: it is one DuckDB program mirroring the job's statements step by
+step, and the job-vs-batch equality test reads best against a single file.
 """
 
 from __future__ import annotations

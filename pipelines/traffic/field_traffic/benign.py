@@ -2,7 +2,8 @@
 
 Each builder takes a Cast (its own random stream), the class parameters, how many accounts to make and
 the infrastructure the world shares (public prompt templates, VPN providers, proxy services), and returns
-Actors labelled with the class name as their group.
+Actors labelled with the class name as their group. One module (~550 lines): one builder per benign
+class, side by side so their differences are easy to compare.
 """
 
 from __future__ import annotations

@@ -11,14 +11,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.incidents.alert_state import (
-    parse_time,
-)
+from pipelines.incidents.alert_state import parse_time
 from pipelines.incidents.settings import IncidentSettings
 
-PAGING_CHANGES = ("opened", "escalated")
-TOP_SIGNALS = 10  # evidence lists the strongest signals; the state keeps them all
-ENTITIES_IN_SUMMARY = 3
 # A detection that declared nothing (an older state) adds at most one signal's worth and links nothing.
 _UNDECLARED_RISK = (100, False)
 

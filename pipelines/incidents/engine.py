@@ -57,18 +57,6 @@ from pipelines.stream.contracts import TECHNIQUE_FRAMEWORKS, format_event_time
 PAGING_CHANGES = ("opened", "escalated")
 TOP_SIGNALS = 10  # evidence lists the strongest signals; the state keeps them all
 ENTITIES_IN_SUMMARY = 3
-# A detection that declared nothing (an older state) adds at most one signal's worth and links nothing.
-_UNDECLARED_RISK = (100, False)
-
-# Signal entity_type -> the incident's entity type: one name per kind everywhere.
-_ENTITY_TYPES = {
-    "ip": "ip",
-    "asn": "asn",
-    "payment": "payment",
-    "prompt_fingerprint": "template",
-    "ring": "ring",
-    "region": "region",
-}
 
 
 # --- the engine ---------------------------------------------------------------------------------------

@@ -43,6 +43,15 @@ def test_verbosity_sets_the_level(capsys, verbosity, shown):
     assert {level for level in ("DEBUG", "INFO", "WARNING") if f" {level} " in err} == shown
 
 
+def test_libraries_info_chatter_stays_out_and_their_warnings_do_not(capsys):
+    configure_logging("verbose")
+    library = logging.getLogger("great_expectations._docs_decorators")
+    library.info("Skipping registering function get_context")
+    library.warning("a library warning")
+    err = capsys.readouterr().err
+    assert "Skipping registering" not in err and "a library warning" in err
+
+
 def test_the_handler_writes_to_the_current_stderr_not_the_one_at_configuration(capsys):
     configure_logging()
     capsys.readouterr()

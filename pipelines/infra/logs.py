@@ -52,9 +52,16 @@ class _CurrentStderrHandler(logging.StreamHandler):
         pass
 
 
+# Our loggers: the library's modules and the job script's.
+OWN_LOGGERS = ("pipelines", "usagewatch")
+
+
 def configure_logging(verbosity: str = "normal", json_lines: bool = False) -> None:
-    """Route every logger to stderr at the chosen level, as text or as JSON lines."""
+    """Route every logger to stderr, as text or as JSON lines: ours at the chosen level, libraries'
+    (Great Expectations, kafka-python, ...) at warnings only, so their INFO chatter stays out."""
     handler = _CurrentStderrHandler()
     handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter(TEXT_FORMAT))
     # force: a second command in one process (tests, the demo) gets its own level and format
-    logging.basicConfig(level=LEVELS[verbosity], handlers=[handler], force=True)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(LEVELS[verbosity])

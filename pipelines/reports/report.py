@@ -55,6 +55,12 @@ CHROMIUM_FLAGS = (
 # --- queries ----------------------------------------------------------------------------------------
 
 REPORT_SQL_DIR = SQL_DIR / "reports"
+
+
+class ReportError(RuntimeError):
+    """A report query could not be read, or Chromium could not print the PDF; names the file."""
+
+
 # Widths the time chart may use, finest first: the finest that draws at most TIME_CHART_SLOTS bars over
 # the traffic's span wins (a weekly report always charts days).
 SLOT_MINUTES = (1, 5, 15, 60)
@@ -68,7 +74,7 @@ def report_sql(name: str) -> str:
     try:
         return path.read_text("utf-8")
     except OSError as error:
-        raise RuntimeError(f"{path}: cannot read the report query ({error.strerror})") from None
+        raise ReportError(f"{path}: cannot read the report query ({error.strerror})") from None
 
 
 def slot_minutes(period_kind: str, first_event: str | None, last_event: str | None) -> int:
@@ -431,7 +437,7 @@ def print_pdf(html_path: Path, pdf_path: Path, chromium: str) -> None:
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
     if completed.returncode != 0 or not pdf_path.exists():
-        raise RuntimeError(f"chromium could not print {html_path}: {completed.stderr.strip()[-500:]}")
+        raise ReportError(f"chromium could not print {html_path}: {completed.stderr.strip()[-500:]}")
 
 
 def write_report(data: dict[str, Any], charts: dict[str, bytes], out_dir: Path) -> dict[str, Path]:

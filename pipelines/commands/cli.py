@@ -78,6 +78,7 @@ EXPECTED_ERRORS = (
     ("pipelines.reports.report", "ReportError", FAILURE),
     ("pipelines.infra.kafka_broker", "BrokerError", FAILURE),
     ("pipelines.infra.cluster", "ClusterError", FAILURE),
+    ("pipelines.infra.processes", "ProcessError", FAILURE),
     ("kafka.errors", "KafkaError", FAILURE),
     ("duckdb", "Error", FAILURE),
 )

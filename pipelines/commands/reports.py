@@ -14,12 +14,11 @@ from pipelines.incidents.audit import open_audit_log
 from pipelines.infra.config import load_config
 from pipelines.lake.layout import lake_path
 from pipelines.quality.settings import quality_settings
+from pipelines.reports.pdf import find_chromium, print_pdf
 from pipelines.reports.report import (
     PERIODS,
     chart_specs,
-    find_chromium,
     gather,
-    print_pdf,
     record_report,
     render_charts,
     report_period,

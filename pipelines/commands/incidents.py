@@ -135,25 +135,29 @@ def _change_status_command(args: argparse.Namespace, change: str) -> int:
     return with_state(args, action)
 
 
+INCIDENT_JSON_HELP = "JSON output (the incident documents)"
+
+
+def _add_state_options(sub: argparse.ArgumentParser, json_help: str = "JSON output") -> None:
+    add_config(sub)
+    add_state(sub)
+    sub.add_argument("--json", action="store_true", help=json_help)
+
+
 def _add_incidents_parser(subparsers) -> None:
     parser = subparsers.add_parser("incidents", help="list, show, acknowledge and resolve incidents")
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
     actions = parser.add_subparsers(dest="incidents_command", required=True)
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        add_config(sub)
-        add_state(sub)
-        sub.add_argument("--json", action="store_true", help="JSON output (the incident documents)")
-
     listing = actions.add_parser("list", help="incidents, most recently updated first")
-    common(listing)
+    _add_state_options(listing, INCIDENT_JSON_HELP)
     listing.add_argument("--status", choices=STATUSES)
     listing.add_argument("--severity", choices=SEVERITIES, help="this severity and more urgent ones")
     listing.add_argument("--limit", type=int, help="at most this many rows")
     listing.set_defaults(func=run_incidents_list)
 
     show = actions.add_parser("show", help="one incident: summary, deliveries, full document")
-    common(show)
+    _add_state_options(show, INCIDENT_JSON_HELP)
     show.add_argument("incident_id", help="incident id, or a unique prefix of at least 6 characters")
     show.add_argument(
         "--html",
@@ -171,7 +175,7 @@ def _add_incidents_parser(subparsers) -> None:
         ("resolve", "resolved", "resolve an incident and its signals (routed, audited)"),
     ):
         sub = actions.add_parser(name, help=text)
-        common(sub)
+        _add_state_options(sub, INCIDENT_JSON_HELP)
         sub.add_argument("incident_id", help="incident id, or a unique prefix of at least 6 characters")
         sub.add_argument("--by", required=True, help="who is acting (recorded and audited)")
         sub.add_argument("--note", help="free text kept with the incident")
@@ -285,13 +289,8 @@ def _add_signals_parser(subparsers) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
     actions = parser.add_subparsers(dest="signals_command", required=True)
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        add_config(sub)
-        add_state(sub)
-        sub.add_argument("--json", action="store_true", help="JSON output")
-
     listing = actions.add_parser("list", help="signals, most recent window first")
-    common(listing)
+    _add_state_options(listing)
     listing.add_argument("--status", choices=STATUSES)
     listing.add_argument("--severity", choices=SEVERITIES, help="this severity and more urgent ones")
     listing.add_argument("--detection", help="only this detection's signals")
@@ -299,7 +298,7 @@ def _add_signals_parser(subparsers) -> None:
     listing.set_defaults(func=run_signals_list)
 
     show = actions.add_parser("show", help="one signal with its lifecycle and full JSON")
-    common(show)
+    _add_state_options(show)
     show.add_argument("alert_id", help="signal id, or a unique prefix of at least 6 characters")
     show.set_defaults(func=run_signals_show)
 

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(redaction.redact(f"{argv[0]}: error: {error}"), file=sys.stderr)
                 return code
             print(redaction.redact(traceback.format_exc()).rstrip(), file=sys.stderr)
-            return 1
+            return FAILURE
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ RUNTIME_FAILURES = [
     (["report", "--period", "daily", "--config", "usagewatch.yml"], "cannot open the state database"),
     (["replay", "--engine", "duckdb", "--input", "usagewatch.yml", "--lake", "usagewatch.yml/lake"],
      "cannot write the lake"),
+    (["cluster", "jobs", "--root", "cluster", "--address", "127.0.0.1:1"], "Flink REST API at 127.0.0.1:1"),
 ]  # fmt: skip
 
 

@@ -29,7 +29,8 @@ _launched: dict[int, subprocess.Popen] = {}
 
 
 class ProcessError(RuntimeError):
-    """A process we started could not be stopped; the message names it."""
+    """A process we start or stop is not in the state asked for (still alive after SIGKILL, or already
+    running); the message names it."""
 
 
 def spawn(

@@ -474,7 +474,7 @@ def start_detached(job_args: list[str]) -> int:
     """Start the streaming job in the background; its log goes to .run/job/job.log."""
     existing = running_job_pid()
     if existing:
-        raise RuntimeError(f"the aggregation job is already running (pid {existing}); stop it first")
+        raise processes.ProcessError(f"the aggregation job already runs (pid {existing}); stop it first")
     process = processes.spawn(job_command(job_args), JOB_LOG, env=job_environment(), cwd=paths.REPO_ROOT)
     _pid_file().write_text(str(process.pid))
     return process.pid

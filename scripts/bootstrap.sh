@@ -116,48 +116,46 @@ build_udf_jar() {
     say "udf jar ok"
 }
 
-# Headless Chromium renders the compliance report to PDF and checks it in the tests. Debian's package;
-# installed only where we may (root, apt-get present), otherwise those steps say what is missing.
-ensure_chromium() {
-    if command -v chromium >/dev/null 2>&1; then
-        say "chromium ok"
-        return
-    fi
-    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-        say "chromium missing: install Debian's 'chromium' package for PDF reports and the report rendering test"
-        return
-    fi
-    say "installing chromium (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    say "chromium ok"
+# True when every command named is on PATH.
+have() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || return 1
+    done
 }
 
-# podman runs the images in docker/ (tests/test_container_stack.py); Debian's packages, installed like
-# chromium. runc because crun cannot run containers here (docker/podman/containers.conf says why).
+# Debian's packages (the arguments after the first), installed only where we may (root, apt-get present);
+# elsewhere the step says what is missing ($1) and the bootstrap goes on without them.
+apt_install() {
+    local missing_message=$1
+    shift
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+        say "$missing_message"
+        return
+    fi
+    say "installing $* (apt-get)"
+    # dpkg is machine-wide: wait (up to 10 minutes) for another install to finish instead of failing.
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
+}
+
+# Headless Chromium renders the compliance report to PDF and checks it in the tests.
+ensure_chromium() {
+    have chromium ||
+        apt_install "chromium missing: install Debian's 'chromium' package for PDF reports and the report rendering test" chromium
+    if have chromium; then say "chromium ok"; fi
+}
+
+# podman runs the images in docker/ (tests/test_container_stack.py). runc because crun cannot run
+# containers here (docker/podman/containers.conf says why).
 CONTAINER_PACKAGES=(podman runc debootstrap podman-compose)
 CONTAINER_BASE_IMAGE="${USAGEWATCH_CONTAINER_BASE_IMAGE:-localhost/debian-base:bookworm}"
 
 ensure_container_tools() {
-    local missing=()
-    local tool
-    for tool in "${CONTAINER_PACKAGES[@]}"; do
-        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-    done
-    if ((${#missing[@]} == 0)); then
-        say "podman ok"
-        return
-    fi
-    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-        say "${missing[*]} missing: install Debian's ${CONTAINER_PACKAGES[*]} for the container images"
-        return
-    fi
-    say "installing ${missing[*]} (apt-get)"
-    # dpkg is machine-wide: wait (up to 10 minutes) for another install to finish instead of failing.
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-        "${CONTAINER_PACKAGES[@]}" >/dev/null
-    say "podman ok"
+    have "${CONTAINER_PACKAGES[@]}" ||
+        apt_install "container tools missing: install Debian's ${CONTAINER_PACKAGES[*]} for the container images" \
+            "${CONTAINER_PACKAGES[@]}"
+    if have "${CONTAINER_PACKAGES[@]}"; then say "podman ok"; fi
 }
 
 # The Debian bookworm mirror apt is configured with (empty before the first `apt-get update`).

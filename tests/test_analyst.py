@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -17,7 +16,7 @@ import yaml
 from lakefixture import write_events
 from signalfixture import RING, Engine, ring_signals
 
-from pipelines.commands import lake as lake_commands
+from pipelines.commands import cli
 from pipelines.incidents.alert_state import AlertStore
 from pipelines.infra.paths import VIEWS_DIR
 from pipelines.lake import analyst, catalog
@@ -53,10 +52,7 @@ def lake(tmp_path):
 
 
 def run_sql(capsys, *argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser()
-    lake_commands.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["sql", *argv])
-    code = args.func(args)
+    code = cli.main(["sql", *argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

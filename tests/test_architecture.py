@@ -1,16 +1,28 @@
 """The package's layers read one way: no import cycles, the domain never imports the commands layer, and
 only the commands layer parses command lines. Imports are read with ast, not executed, and every import
-counts: one inside a function (lazy) or under TYPE_CHECKING is still a dependency."""
+counts: one inside a function (lazy) or under TYPE_CHECKING is still a dependency. And no module grows
+past MAX_MODULE_LINES without saying why."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from pipelines.infra.paths import REPO_ROOT
 
 PACKAGE_DIR = REPO_ROOT / "pipelines"
 COMMANDS = "pipelines.commands"
+
+MAX_MODULE_LINES = 500
+# The convention for a longer module: its docstring says why in one sentence that gives its size as
+# "~N lines" and the reason, e.g. "One module (~550 lines): one builder per benign class, each reading
+# as the behaviour it models." N must be within SIZE_CLAIM_SLACK of the real length, so a module that
+# keeps growing is argued for again.
+SIZE_CLAIM = re.compile(r"~(\d+) lines")
+SIZE_CLAIM_SLACK = 0.1
+# Words the sentence needs besides the claim: a size alone is no reason.
+REASON_WORDS = 6
 
 
 def module_name(path: Path) -> str:
@@ -122,3 +134,38 @@ def test_the_readme_architecture_names_every_stage_package():
     assert packages, "no sub-packages found"
     missing = [package for package in packages if f"{package}/" not in section]
     assert not missing, f"README's Architecture section does not name {missing}"
+
+
+def length_problem(path: Path) -> str | None:
+    """Why `path` breaks the module-length convention (above), or None."""
+    text = path.read_text(encoding="utf-8")
+    lines = len(text.splitlines())
+    if lines <= MAX_MODULE_LINES:
+        return None
+    docstring = " ".join((ast.get_docstring(ast.parse(text)) or "").split())
+    for sentence in re.split(r"(?<=[.!?])\s+", docstring):
+        claim = SIZE_CLAIM.search(sentence)
+        if claim and len(sentence.split()) - 2 >= REASON_WORDS:
+            if abs(int(claim.group(1)) - lines) <= SIZE_CLAIM_SLACK * lines:
+                return None
+            return f"{path.name}: {lines} lines, but its docstring says ~{claim.group(1)}"
+    return f"{path.name}: {lines} lines and no docstring sentence '~N lines' giving the reason"
+
+
+def test_the_length_rule_wants_the_size_and_a_reason_in_one_sentence(tmp_path):
+    body = "x = 1\n" * MAX_MODULE_LINES
+    probe = tmp_path / "probe.py"
+    for docstring, problem in (
+        ("Short.", "no docstring sentence"),
+        ("It is ~500 lines.", "no docstring sentence"),
+        ("One module (~700 lines): the steps of one program, which read in order.", "says ~700"),
+        ("One module (~505 lines): the steps of one program, which read in order. More.", None),
+    ):
+        probe.write_text(f'"""{docstring}"""\n{body}')
+        found = length_problem(probe)
+        assert (found is None) if problem is None else (problem in found), (docstring, found)
+
+
+def test_no_module_is_longer_than_the_limit_without_its_reason():
+    problems = [problem for path in sorted(PACKAGE_DIR.rglob("*.py")) if (problem := length_problem(path))]
+    assert problems == []

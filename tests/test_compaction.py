@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from lakefixture import write_events
 
-from pipelines.commands import lake as lake_commands
+from pipelines.commands import cli
 from pipelines.detect.detections import run_detections
 from pipelines.lake import compaction
 from pipelines.lake.analyst import execute_read_only, open_lake
@@ -68,10 +67,7 @@ def committed_files(partition: Path) -> list[str]:
 
 
 def run_compact(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    lake_commands.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["compact", *argv])
-    return args.func(args)
+    return cli.main(["compact", *argv])
 
 
 def test_compaction_leaves_one_file_per_closed_partition_and_identical_answers(lake, capsys):

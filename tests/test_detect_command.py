@@ -106,7 +106,7 @@ def test_since_and_until_restrict_the_data(tmp_path, since, until, expected):
 
 def test_unknown_detection_and_missing_lake_are_errors(tmp_path, capsys):
     write_events(tmp_path / "lake", TRAVEL_EVENTS)
-    assert detect(tmp_path, "--detection", "no_such_rule") == 1
+    assert detect(tmp_path, "--detection", "no_such_rule") == 2  # a bad argument
     assert "unknown detection(s) ['no_such_rule']" in capsys.readouterr().err
     assert cli.main(["detect", "--lake", str(tmp_path / "missing")]) == 2
 

@@ -6,14 +6,13 @@ than the generator's default, scored on what would have paged a person.
 
 from __future__ import annotations
 
-import argparse
 import csv
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines.commands import evaluate
+from pipelines.commands import cli
 from pipelines.detect import sweep
 from pipelines.detect.evaluation import evaluate as run_evaluation
 from pipelines.traffic.field_traffic import FieldConfig, field_labels, field_records
@@ -29,21 +28,13 @@ MAX_PAGES_PER_CAMPAIGN = 1.5
 MAX_BENIGN_PAGES_PER_THOUSAND_PER_DAY = 1.0
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    evaluate.add_parser(parser.add_subparsers())
-    return parser.parse_args(argv)
-
-
 def test_command_refuses_missing_files(tmp_path, capsys):
-    args = _parse(["evaluate", "--events", str(tmp_path / "none.jsonl"), "--labels", "x.csv"])
-    assert args.func(args) == 2
-    assert "file not found" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--events", str(tmp_path / "none.jsonl"), "--labels", "x.csv"]) == 2
+    assert "evaluate: error: file not found" in capsys.readouterr().err
 
 
 def test_command_needs_a_corpus_or_the_sweep(capsys):
-    args = _parse(["evaluate"])
-    assert args.func(args) == 2
+    assert cli.main(["evaluate"]) == 2
     assert "--events and --labels are required" in capsys.readouterr().err
 
 
@@ -52,8 +43,7 @@ def test_sweep_refuses_bad_seeds_and_unknown_cells(capsys):
         (["evaluate", "--sweep", "--seeds", "eleven"], "--seeds must be integers"),
         (["evaluate", "--sweep", "--cells", "no_such_axis"], "no cell matches"),
     ):
-        args = _parse(argv)
-        assert args.func(args) == 2
+        assert cli.main(argv) == 2
         assert message in capsys.readouterr().err
 
 

@@ -203,9 +203,9 @@ def test_hostile_bundles_fail_clearly_and_load_nothing(tmp_path, capsys, monkeyp
         unmatched: "no indicator usagewatch can match (1 of other kinds)",
         tmp_path / "missing.json": "cannot read",
     }
-    for path, message in cases.items():
+    for path, message in cases.items():  # an unusable input file: exit code 2
         code, _, err = run(capsys, "indicators", "import", str(path), "--config", str(config))
-        assert code == 1 and str(path) in err and message in err and "nothing loaded" in err, err
+        assert code == 2 and str(path) in err and message in err and "nothing loaded" in err, err
         assert stored(config) == before
 
     monkeypatch.setattr(stix, "MAX_BUNDLE_BYTES", 1_000)
@@ -214,11 +214,11 @@ def test_hostile_bundles_fail_clearly_and_load_nothing(tmp_path, capsys, monkeyp
         [indicator(f"[ipv4-addr:value = '10.0.{i // 250}.{i % 250}']") for i in range(20)],
     )
     code, _, err = run(capsys, "indicators", "import", str(huge), "--config", str(config))
-    assert code == 1 and "over the 1,000-byte limit" in err
+    assert code == 2 and "over the 1,000-byte limit" in err
     monkeypatch.setattr(stix, "MAX_BUNDLE_BYTES", 10_000_000)
     monkeypatch.setattr(stix, "MAX_INDICATORS", 5)
     code, _, err = run(capsys, "indicators", "import", str(huge), "--config", str(config))
-    assert code == 1 and "more than 5 indicators" in err
+    assert code == 2 and "more than 5 indicators" in err
     assert stored(config) == before
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from collections import Counter, defaultdict
@@ -12,7 +11,7 @@ from statistics import median
 
 import pytest
 
-from pipelines.commands import traffic as traffic_commands
+from pipelines.commands import cli
 from pipelines.detect import enrichment
 from pipelines.infra.paths import SCHEMAS_DIR
 from pipelines.stream.contracts import validate_event
@@ -396,16 +395,9 @@ def test_restricted_and_key_sharing_places_are_real_places():
 
 
 # --- command line ----------------------------------------------------------------------------------
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="usagewatch")
-    traffic_commands.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
 def test_cli_writes_field_events_and_labels(tmp_path, capsys):
     out, label_file = tmp_path / "events.jsonl", tmp_path / "labels.csv"
-    code = _cli(["generate", "--profile", "field", "--seed", "11", "--start", "2026-11-27T08:00:00Z",
+    code = cli.main(["generate", "--profile", "field", "--seed", "11", "--start", "2026-11-27T08:00:00Z",
                  "--duration", "30m", "--accounts", "300", "--malformed", "2", "--out", str(out),
                  "--labels", str(label_file)])  # fmt: skip
     assert code == 0
@@ -420,9 +412,9 @@ def test_cli_field_scenarios_pick_campaign_kinds_and_reject_unknown_ones(tmp_pat
     label_file = tmp_path / "labels.csv"
     argv = ["generate", "--profile", "field", "--start", "2026-11-27T08:00:00Z", "--duration", "20m",
             "--accounts", "100", "--out", str(tmp_path / "e.jsonl"), "--labels", str(label_file)]  # fmt: skip
-    assert _cli([*argv, "--scenarios", "lone_extractor,key_sharing"]) == 0
+    assert cli.main([*argv, "--scenarios", "lone_extractor,key_sharing"]) == 0
     with label_file.open(newline="") as handle:
         kinds = {row["scenario_or_benign"] for row in csv.DictReader(handle)}
     assert kinds == {"benign", "lone_extractor", "key_sharing"}
-    assert _cli([*argv, "--scenarios", "hydra"]) == 2
+    assert cli.main([*argv, "--scenarios", "hydra"]) == 2
     assert "unknown campaign kinds ['hydra']" in capsys.readouterr().err

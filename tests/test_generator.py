@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -14,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kafka import KafkaConsumer
 
-from pipelines.commands import traffic as traffic_commands
 from pipelines.commands.cli import main as usagewatch
 from pipelines.detect import enrichment
 from pipelines.stream.contracts import ContractViolation, validate_event
@@ -278,16 +276,9 @@ def test_config_rejects_too_few_accounts_and_unknown_scenarios():
         GeneratorConfig(scenarios=("hydra", "phishing"), start=START)
 
 
-def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="usagewatch")
-    traffic_commands.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
 def test_cli_writes_jsonl_and_labels(tmp_path, capsys):
     out, label_file = tmp_path / "events.jsonl", tmp_path / "labels.csv"
-    code = _cli(["generate", "--seed", "11", "--start", "2026-11-27T08:00:00Z", "--duration", "30m",
+    code = usagewatch(["generate", "--seed", "11", "--start", "2026-11-27T08:00:00Z", "--duration", "30m",
                  "--malformed", "4", "--out", str(out), "--labels", str(label_file)])  # fmt: skip
     assert code == 0
     lines = out.read_bytes().splitlines()
@@ -300,7 +291,7 @@ def test_cli_writes_jsonl_and_labels(tmp_path, capsys):
 
 
 def test_cli_refuses_pacing_options_for_files(tmp_path, capsys):
-    assert _cli(["generate", "--out", str(tmp_path / "x.jsonl"), "--rate", "100"]) == 2
+    assert usagewatch(["generate", "--out", str(tmp_path / "x.jsonl"), "--rate", "100"]) == 2
     assert "--rate/--time-compression only apply with --bootstrap" in capsys.readouterr().err
 
 

@@ -17,7 +17,7 @@ from test_report import _render, assert_not_blank
 from pipelines.commands import cli
 from pipelines.incidents.alert_state import AlertStore
 from pipelines.lake.analyst import open_lake
-from pipelines.reports import incident_page, report
+from pipelines.reports import incident_page, pdf
 from pipelines.stream.contracts import format_event_time
 
 # An account id is whatever the producer sent: this one would run a script on a page that did not escape it.
@@ -131,7 +131,7 @@ def test_the_page_is_self_contained_and_escapes_attacker_written_ids(ring):
 
 
 def test_headless_chromium_renders_the_page_without_console_errors(ring, tmp_path):
-    chromium = report.find_chromium()
+    chromium = pdf.find_chromium()
     if chromium is None:
         pytest.skip(
             "chromium is not installed (Debian: apt-get install chromium); the page rendering is unchecked"

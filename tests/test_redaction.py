@@ -110,7 +110,7 @@ def test_a_malformed_secret_url_fails_at_load_without_echoing_it(
     with pytest.raises(ConfigError) as raised:
         load_router(load_config(str(config_file)))
     assert_no_canary(str(raised.value))
-    assert cli.main(["incidents", "ack", "abcdef123", "--by", "x", "--config", str(config_file)]) == 1
+    assert cli.main(["incidents", "ack", "abcdef123", "--by", "x", "--config", str(config_file)]) == 2
     out, err = capfd.readouterr()
     assert "usagewatch.yml" in err and "Traceback" not in err
     assert_no_canary(out, err)

@@ -27,7 +27,7 @@ from pipelines.commands.cli import main as usagewatch
 from pipelines.incidents.alert_state import AlertStore
 from pipelines.lake.analyst import open_lake
 from pipelines.lake.layout import DEAD_LETTERS, LATE_EVENTS
-from pipelines.reports import report
+from pipelines.reports import pdf, report
 
 ACKNOWLEDGER = "compliance-officer@example.com"
 
@@ -241,7 +241,7 @@ def _render(chromium: str, page: Path, directory: Path) -> tuple[Path, str]:
     """Open `page` in headless Chromium with a fresh profile: (screenshot, console log lines)."""
     screenshot = directory / f"{page.stem}.png"
     completed = subprocess.run(
-        [chromium, *report.CHROMIUM_FLAGS, f"--user-data-dir={directory / 'profile'}",
+        [chromium, *pdf.CHROMIUM_FLAGS, f"--user-data-dir={directory / 'profile'}",
          "--enable-logging=stderr", "--v=0", "--window-size=1280,2000", f"--screenshot={screenshot}",
          page.resolve().as_uri()],
         capture_output=True, text=True, timeout=120, check=False,
@@ -254,7 +254,7 @@ def _render(chromium: str, page: Path, directory: Path) -> tuple[Path, str]:
 
 
 def test_headless_chromium_renders_the_report_without_console_errors(daily, tmp_path):
-    chromium = report.find_chromium()
+    chromium = pdf.find_chromium()
     if chromium is None:
         pytest.skip(
             "chromium is not installed (Debian: apt-get install chromium); the HTML rendering is unchecked"

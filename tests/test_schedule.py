@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from pipelines.commands import schedule
+from pipelines.commands import cli, schedule
 from pipelines.infra import paths
 from pipelines.infra.config import ConfigError, load_config
 
@@ -112,7 +112,7 @@ def test_run_once_returns_the_jobs_exit_code(tmp_path, capsys):
         schedule.run_schedule_command(_args(config, run="broken")) == 2
     )  # `usagewatch sql` on a missing lake
     assert "lake directory missing does not exist" in (tmp_path / "logs" / "broken.log").read_text()
-    assert schedule.run_schedule_command(_args(config, run="nope")) == 2
+    assert cli.main(["schedule", "--config", str(config), "--run", "nope"]) == 2
     assert "no scheduled job 'nope'" in capsys.readouterr().err
 
 

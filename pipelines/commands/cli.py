@@ -43,16 +43,44 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("pipelines.commands.infra", "run a Flink session cluster and a 3-broker Kafka locally"),
 }
 
-# The error policy for what reaches main: an expected failure is one line on stderr,
-# "<command>: error: <message>", with its exit code (2: the configuration is unusable, 1: the
-# infrastructure the command drives failed); anything else is a (redacted) traceback and exit code 1.
-# Handlers that refuse their own input say so themselves (exit code 2). Classes are named, not imported:
-# a module never loaded cannot have raised, and `usagewatch sql` need not load the Kafka client.
+# The exit-code policy of every command, declared here once (README, "Exit codes"):
+#   0  done;
+#   1  what the command drives failed: the broker, the cluster, a sink, the state database, the lake, a
+#      detection's query, the Flink job; or the check it runs found a problem (a failed suite or fixture, a
+#      tampered audit log: the handler returns 1);
+#   2  the invocation or configuration is unusable, and nothing was driven: a bad argument (argparse's own
+#      exit code), a configuration file (ConfigError naming file and line), a rule's or a suite's files, a
+#      secret missing from the environment, an input file the command cannot read;
+#   3  `kafka status` / `cluster status`: not running (the LSB convention, for scripts).
+# An expected error is one line on stderr, "<command>: error: <message>", with its code; anything else is a
+# (redacted) traceback and exit code 1. Handlers neither print errors nor choose these codes: they raise
+# (options.UsageError and options.CommandFailed for what the domain reports as a plain Python error). The
+# first matching row wins, so a subclass stands before its base. Classes are named, not imported: a module
+# never loaded cannot have raised, and `usagewatch sql` need not load the Kafka client.
+USAGE, FAILURE = 2, 1
 EXPECTED_ERRORS = (
-    ("pipelines.infra.config", "ConfigError", 2),
-    ("pipelines.infra.kafka_broker", "BrokerError", 1),
-    ("pipelines.infra.cluster", "ClusterError", 1),
-    ("kafka.errors", "KafkaError", 1),
+    ("pipelines.commands.options", "UsageError", USAGE),
+    ("pipelines.infra.config", "ConfigError", USAGE),
+    ("pipelines.incidents.sinks", "RoutingError", USAGE),  # a sink's secret is not in the environment
+    ("pipelines.stream.privacy", "PrivacyError", USAGE),  # the pepper's variable is not in the environment
+    ("pipelines.detect.detections", "RuleError", USAGE),  # a rule folder's files, or an unknown rule named
+    ("pipelines.quality.suites", "QualityError", USAGE),  # an expectation suite or its batch SQL
+    ("pipelines.lake.catalog", "CatalogError", USAGE),  # the lake catalogue's descriptions
+    ("pipelines.lake.analyst", "ReadOnlyViolation", USAGE),  # an analyst query that is not SELECT/WITH
+    ("pipelines.detect.incident_scoring", "CorpusError", USAGE),  # a labels file, or a lake with no events
+    ("pipelines.exports.stix", "BundleError", USAGE),  # a peer's bundle `indicators import` cannot load
+    ("pipelines.commands.options", "CommandFailed", FAILURE),
+    ("pipelines.detect.detections", "DetectionError", FAILURE),  # a rule's query failed on the lake
+    ("pipelines.incidents.alert_state", "AlertStateError", FAILURE),
+    ("pipelines.lake.analyst", "LakeError", FAILURE),
+    ("pipelines.lake.analyst", "QueryTimeout", FAILURE),
+    ("pipelines.lake.batch_lake", "BatchLakeError", FAILURE),
+    ("pipelines.reports.report", "ReportError", FAILURE),
+    ("pipelines.infra.kafka_broker", "BrokerError", FAILURE),
+    ("pipelines.infra.cluster", "ClusterError", FAILURE),
+    ("pipelines.infra.processes", "ProcessError", FAILURE),
+    ("kafka.errors", "KafkaError", FAILURE),
+    ("duckdb", "Error", FAILURE),
 )
 
 
@@ -123,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(redaction.redact(f"{argv[0]}: error: {error}"), file=sys.stderr)
                 return code
             print(redaction.redact(traceback.format_exc()).rstrip(), file=sys.stderr)
-            return 1
+            return FAILURE
 
 
 if __name__ == "__main__":

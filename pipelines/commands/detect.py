@@ -8,37 +8,22 @@ import datetime as dt
 import json
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 
 from pipelines.commands import arguments
-from pipelines.commands.options import add_config, add_lake, add_state, config_of, lake_of
-from pipelines.detect.detections import (
-    DetectionError,
-    detect_and_route,
-    run_incrementally,
-    summarize,
-)
+from pipelines.commands.options import add_config, add_lake, add_state, config_of, existing_lake, lake_of
+from pipelines.detect.detections import detect_and_route, run_incrementally, summarize
 from pipelines.incidents import engine as incidents
-from pipelines.incidents.alert_state import AlertStateError
-from pipelines.incidents.routing import RoutingError
 from pipelines.infra import clock
-from pipelines.infra.config import Config, ConfigError
+from pipelines.infra.config import Config
 
 logger = logging.getLogger(__name__)
 
 
 def run_detect_command(args: argparse.Namespace) -> int:
-    try:
-        config = config_of(args)
-        lake = lake_of(args, config)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    if not lake.is_dir():
-        print(f"error: lake directory {lake} does not exist", file=sys.stderr)
-        return 2
+    config = config_of(args)
+    lake = existing_lake(lake_of(args, config))
     output = Path(args.output) if args.output else None
     signals_output = Path(args.signals) if args.signals else None
     if args.every:
@@ -56,15 +41,10 @@ def detect(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
 ) -> int:
-    """One detect run as the command prints it (the demo's step too); the exit code."""
-    for path in (output, signals_output):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        run = detect_and_route(lake, config, state=state, only=only, since=since, until=until)
-    except (DetectionError, ConfigError, RoutingError, AlertStateError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    """One detect run as the command prints it (the demo's step too); the exit code. Its errors reach
+    cli.main's exit-code policy."""
+    _make_parents(output, signals_output)
+    run = detect_and_route(lake, config, state=state, only=only, since=since, until=until)
     for path, documents in ((output, run.changes), (signals_output, run.signals)):
         if path is not None:
             with path.open("w", encoding="utf-8") as sink:
@@ -81,12 +61,16 @@ def detect(
     return 0
 
 
+def _make_parents(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def _detect_every(
     args: argparse.Namespace, lake: Path, config: Config, output: Path | None, signals_output: Path | None
 ) -> int:
-    for path in (output, signals_output):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parents(output, signals_output)
     stop = threading.Event()
 
     def request_stop(signum, frame) -> None:
@@ -108,9 +92,6 @@ def _detect_every(
             output=output,
             signals_output=signals_output,
         )
-    except (DetectionError, ConfigError, RoutingError, AlertStateError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from pipelines.detect import catalog
-from pipelines.detect.detections import DETECTIONS_DIR, DetectionError, load_detections
+from pipelines.detect.detections import DETECTIONS_DIR, RuleError, load_detections
 from pipelines.infra.rendering import format_table
 
 
 def run_list(args: argparse.Namespace) -> int:
     try:
         detections = load_detections()
-    except DetectionError as error:
-        print(f"error: {error} (usagewatch detections lint lists every problem)", file=sys.stderr)
-        return 1
+    except RuleError as error:  # the first problem; lint lists them all
+        raise RuleError(f"{error} (usagewatch detections lint lists every problem)") from error
     columns = ["detection", "severity", "maturity", "version", "enabled", "techniques"]
     print(format_table(columns, catalog.catalogue_rows(detections)))
     return 0
@@ -39,11 +37,7 @@ def run_lint(args: argparse.Namespace) -> int:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    try:
-        results, broken = catalog.run_catalogue_tests(args.detection, args.rules)
-    except DetectionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    results, broken = catalog.run_catalogue_tests(args.detection, args.rules)
     for result in results:
         print(result.describe())
     for error in broken:

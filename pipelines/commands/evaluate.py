@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 from pipelines.commands import arguments
-from pipelines.detect.detections import DetectionError
+from pipelines.commands.options import CommandFailed, UsageError, existing_lake
 from pipelines.detect.evaluation import ENGINES, evaluate
 from pipelines.detect.incident_scoring import PAGE_SEVERITY
 from pipelines.detect.sweep import AXES, heatmap_png, sweep, table
@@ -67,22 +66,16 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     if args.sweep:
         return run_sweep_command(args)
     if not (args.events and args.labels):
-        print("evaluate: --events and --labels are required (or --sweep)", file=sys.stderr)
-        return 2
+        raise UsageError("--events and --labels are required (or --sweep)")
     events_path, labels_path = Path(args.events), Path(args.labels)
     for path in (events_path, labels_path):
         if not path.is_file():
-            print(f"evaluate: file not found: {path}", file=sys.stderr)
-            return 2
-    lake_dir = Path(args.lake) if args.lake else None
-    if lake_dir is not None and not lake_dir.is_dir():
-        print(f"evaluate: lake directory {lake_dir} does not exist", file=sys.stderr)
-        return 2
+            raise UsageError(f"file not found: {path}")
+    lake_dir = existing_lake(Path(args.lake)) if args.lake else None
     try:
         _, _, report, _ = evaluate(events_path, labels_path, lake_dir, args.engine, args.every)
-    except (ValueError, RuntimeError, DetectionError) as error:
-        print(f"evaluate: {error}", file=sys.stderr)
-        return 1
+    except RuntimeError as error:  # the replay job building the lake failed (its exit code in the message)
+        raise CommandFailed(str(error)) from error
     print(json.dumps(report, indent=2) if args.json else render_report(report))
     return 0
 
@@ -124,13 +117,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     try:
         seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
     except ValueError:
-        print(f"evaluate --sweep: --seeds must be integers, comma-separated: {args.seeds!r}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--sweep: --seeds must be integers, comma-separated: {args.seeds!r}") from None
     wanted = [name.strip() for name in (args.cells or "").split(",") if name.strip()]
     axes = tuple(axis for axis in AXES if not wanted or any(name in axis.name for name in wanted))
     if not axes or not seeds:
-        print("evaluate --sweep: no cell matches --cells, or no seed given", file=sys.stderr)
-        return 2
+        raise UsageError("--sweep: no cell matches --cells, or no seed given")
     cells = sweep(axes, seeds, log=logger.info)
     rendered = table(cells)
     print(rendered)

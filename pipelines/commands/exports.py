@@ -9,7 +9,15 @@ import json
 import sys
 from pathlib import Path
 
-from pipelines.commands.options import add_config, add_lake, add_state, config_of, lake_of, state_of
+from pipelines.commands.options import (
+    add_config,
+    add_lake,
+    add_state,
+    config_of,
+    lake_of,
+    state_of,
+    with_state,
+)
 
 SIEM_FLAGS = (("--ocsf", "ocsf", "an OCSF 1.5.0 Detection Finding"), ("--ecs", "ecs", "ECS-shaped JSON"))
 
@@ -29,16 +37,8 @@ def _write(text: str, out: str | None) -> None:
 
 
 def _with_store(args: argparse.Namespace, work) -> int:
-    from pipelines.incidents.alert_state import AlertStateError, AlertStore
-
-    config = config_of(args)
-    try:
-        with AlertStore.open(state_of(args, config)) as store:
-            _write(work(config, store), args.out)
-    except AlertStateError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    """work(config, store)'s text written to --out (or standard output)."""
+    return with_state(args, lambda config, store: _write(work(config, store), args.out) or 0)
 
 
 def run_incident_export(args: argparse.Namespace) -> int:
@@ -115,9 +115,8 @@ def run_indicators_import(args: argparse.Namespace) -> int:
     config = config_of(args)
     try:
         result = export.import_indicators(state_of(args, config), args.bundle, dt.datetime.now(dt.UTC))
-    except (AlertStateError, BundleError) as error:
-        print(f"error: {error}; nothing loaded", file=sys.stderr)
-        return 1
+    except (AlertStateError, BundleError) as error:  # one transaction: say that the state is unchanged
+        raise type(error)(f"{error}; nothing loaded") from error
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.commands import exports
-from pipelines.commands.options import add_config, add_lake, add_state, config_of, lake_of, state_of
+from pipelines.commands.options import add_config, add_lake, add_state, lake_of, with_state
 from pipelines.incidents.alert_state import STATUSES, AlertStateError, AlertStore, state_path
 from pipelines.incidents.alerts import SEVERITIES, headline
 from pipelines.incidents.audit import audit_log_path, open_audit_log, verify
 from pipelines.incidents.audit_state import verify_state
 from pipelines.incidents.engine import change_status
-from pipelines.incidents.routing import RoutingError, incident_pages_dir, load_router, page_file_name
-from pipelines.infra.config import Config, ConfigError, load_config
+from pipelines.incidents.routing import incident_pages_dir, load_router, page_file_name
+from pipelines.infra.config import Config, load_config
 from pipelines.infra.rendering import format_table, terminal_safe
 from pipelines.quality.settings import quality_settings
 from pipelines.reports import incident_page
@@ -32,16 +32,6 @@ def add_parser(subparsers) -> None:
 
 
 # --- incidents -------------------------------------------------------------------------------------
-
-
-def _with_incident_store(args: argparse.Namespace, action) -> int:
-    try:
-        config = config_of(args)
-        with AlertStore.open(state_of(args, config)) as store:
-            return action(config, store)
-    except (ConfigError, AlertStateError, RoutingError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
 
 
 def run_incidents_list(args: argparse.Namespace) -> int:
@@ -78,7 +68,7 @@ def run_incidents_list(args: argparse.Namespace) -> int:
         print(format_table(columns, rows))
         return 0
 
-    return _with_incident_store(args, action)
+    return with_state(args, action)
 
 
 def run_incidents_show(args: argparse.Namespace) -> int:
@@ -106,7 +96,7 @@ def run_incidents_show(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2, sort_keys=True))
         return 0
 
-    return _with_incident_store(args, action)
+    return with_state(args, action)
 
 
 def _write_incident_page(args: argparse.Namespace, config: Config, store: AlertStore) -> int:
@@ -142,7 +132,16 @@ def _change_status_command(args: argparse.Namespace, change: str) -> int:
             )
         return 0
 
-    return _with_incident_store(args, action)
+    return with_state(args, action)
+
+
+INCIDENT_JSON_HELP = "JSON output (the incident documents)"
+
+
+def _add_state_options(sub: argparse.ArgumentParser, json_help: str = "JSON output") -> None:
+    add_config(sub)
+    add_state(sub)
+    sub.add_argument("--json", action="store_true", help=json_help)
 
 
 def _add_incidents_parser(subparsers) -> None:
@@ -150,20 +149,15 @@ def _add_incidents_parser(subparsers) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
     actions = parser.add_subparsers(dest="incidents_command", required=True)
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        add_config(sub)
-        add_state(sub)
-        sub.add_argument("--json", action="store_true", help="JSON output (the incident documents)")
-
     listing = actions.add_parser("list", help="incidents, most recently updated first")
-    common(listing)
+    _add_state_options(listing, INCIDENT_JSON_HELP)
     listing.add_argument("--status", choices=STATUSES)
     listing.add_argument("--severity", choices=SEVERITIES, help="this severity and more urgent ones")
     listing.add_argument("--limit", type=int, help="at most this many rows")
     listing.set_defaults(func=run_incidents_list)
 
     show = actions.add_parser("show", help="one incident: summary, deliveries, full document")
-    common(show)
+    _add_state_options(show, INCIDENT_JSON_HELP)
     show.add_argument("incident_id", help="incident id, or a unique prefix of at least 6 characters")
     show.add_argument(
         "--html",
@@ -181,7 +175,7 @@ def _add_incidents_parser(subparsers) -> None:
         ("resolve", "resolved", "resolve an incident and its signals (routed, audited)"),
     ):
         sub = actions.add_parser(name, help=text)
-        common(sub)
+        _add_state_options(sub, INCIDENT_JSON_HELP)
         sub.add_argument("incident_id", help="incident id, or a unique prefix of at least 6 characters")
         sub.add_argument("--by", required=True, help="who is acting (recorded and audited)")
         sub.add_argument("--note", help="free text kept with the incident")
@@ -219,17 +213,8 @@ def _print_record(record: dict[str, Any]) -> None:
     print(json.dumps(alert, indent=2, sort_keys=True))
 
 
-def _with_signal_store(args: argparse.Namespace, action) -> int:
-    try:
-        with AlertStore.open(state_of(args)) as store:
-            return action(store)
-    except (ConfigError, AlertStateError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-
 def run_signals_list(args: argparse.Namespace) -> int:
-    def action(store: AlertStore) -> int:
+    def action(config: Config, store: AlertStore) -> int:
         records = store.list_alerts(args.status, args.severity, args.detection, args.limit)
         if args.json:
             print(
@@ -271,11 +256,11 @@ def run_signals_list(args: argparse.Namespace) -> int:
         print(format_table(columns, rows))
         return 0
 
-    return _with_signal_store(args, action)
+    return with_state(args, action)
 
 
 def run_signals_show(args: argparse.Namespace) -> int:
-    def action(store: AlertStore) -> int:
+    def action(config: Config, store: AlertStore) -> int:
         record = store.get(args.alert_id)
         if args.json:
             print(
@@ -289,7 +274,7 @@ def run_signals_show(args: argparse.Namespace) -> int:
             _print_record(record)
         return 0
 
-    return _with_signal_store(args, action)
+    return with_state(args, action)
 
 
 def _add_signals_parser(subparsers) -> None:
@@ -304,13 +289,8 @@ def _add_signals_parser(subparsers) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
     actions = parser.add_subparsers(dest="signals_command", required=True)
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        add_config(sub)
-        add_state(sub)
-        sub.add_argument("--json", action="store_true", help="JSON output")
-
     listing = actions.add_parser("list", help="signals, most recent window first")
-    common(listing)
+    _add_state_options(listing)
     listing.add_argument("--status", choices=STATUSES)
     listing.add_argument("--severity", choices=SEVERITIES, help="this severity and more urgent ones")
     listing.add_argument("--detection", help="only this detection's signals")
@@ -318,7 +298,7 @@ def _add_signals_parser(subparsers) -> None:
     listing.set_defaults(func=run_signals_list)
 
     show = actions.add_parser("show", help="one signal with its lifecycle and full JSON")
-    common(show)
+    _add_state_options(show)
     show.add_argument("alert_id", help="signal id, or a unique prefix of at least 6 characters")
     show.set_defaults(func=run_signals_show)
 
@@ -330,13 +310,9 @@ def _add_signals_parser(subparsers) -> None:
 
 def run_verify_command(args: argparse.Namespace) -> int:
     """The chain, then (unless only --log is given) the state database against it."""
-    try:
-        config = load_config(args.config) if args.state or not args.log else None
-        path = Path(args.log) if args.log else audit_log_path(config, args.state)
-        state = state_path(config, args.state) if config is not None else None
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = load_config(args.config) if args.state or not args.log else None
+    path = Path(args.log) if args.log else audit_log_path(config, args.state)
+    state = state_path(config, args.state) if config is not None else None
     ok, _, message = verify(path, expected_head=args.expect_head)
     if ok and state is not None:
         if state.exists():

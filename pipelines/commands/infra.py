@@ -1,14 +1,14 @@
 """`usagewatch kafka` (the local single-node broker) and `usagewatch cluster` (a Flink session cluster and a
 3-broker Kafka on this machine). Their expected failures (BrokerError, ClusterError, KafkaError) become one
-line and exit code 1 through cli.main's error policy."""
+line and exit code 1 through cli.main's exit-code policy."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from pipelines.commands.job_args import add_stream_options, build_job_arg_parser, job_argv, lake_dir_of
+from pipelines.commands.options import UsageError
 from pipelines.infra.cluster import (
     CLUSTER_RUN_DIR,
     JOB_NAME,
@@ -193,8 +193,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     address = args.address or spec.address
     savepoint = args.savepoint or latest_savepoint(spec.savepoint_dir)
     if savepoint is None:
-        print(f"cluster: no savepoint under {spec.savepoint_dir}; give --savepoint", file=sys.stderr)
-        return 2
+        raise UsageError(f"no savepoint under {spec.savepoint_dir}; give --savepoint")
     job_id = submit(spec, address, cluster_job_args(args, spec), from_savepoint=savepoint)
     print(f"cluster: {JOB_NAME} resumed from {savepoint} as job {job_id} (parallelism {args.parallelism})")
     return 0

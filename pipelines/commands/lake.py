@@ -12,8 +12,17 @@ import tempfile
 import duckdb
 
 from pipelines.commands import sql_session
-from pipelines.commands.options import add_config, add_lake, add_state, config_of, lake_of, state_of
-from pipelines.infra.config import ConfigError
+from pipelines.commands.cli import FAILURE, USAGE, exit_code_of
+from pipelines.commands.options import (
+    UsageError,
+    add_config,
+    add_lake,
+    add_state,
+    config_of,
+    existing_lake,
+    lake_of,
+    state_of,
+)
 from pipelines.infra.rendering import cut_note, display_value, format_table, terminal_safe, to_json_value
 from pipelines.lake import catalog
 from pipelines.lake.analyst import (
@@ -64,18 +73,17 @@ def run_query(
     max_rows: int | None,
     output_format: str,
 ) -> int:
-    """One analyst query, printed; a refusal or failure is printed instead (exit code 2 or 1)."""
+    """One analyst query, printed; a refusal or failure is printed instead, with cli's exit code for it (a
+    session goes on after a statement that failed, so this is the one handler that catches)."""
     try:
         result = query_with_limits(con, query, limits.timeout_seconds, max_rows)
-    except ReadOnlyViolation as refusal:
-        print(f"refused: {refusal}", file=sys.stderr)
-        return 2
-    except (duckdb.Error, QueryTimeout) as error:
-        print(f"query failed: {error}", file=sys.stderr)
-        return 1
     except QueryInterrupted:
         print("interrupted", file=sys.stderr)
-        return 1
+        return FAILURE
+    except (duckdb.Error, QueryTimeout, ReadOnlyViolation) as error:
+        code = exit_code_of(error)
+        print(f"{'refused' if code == USAGE else 'query failed'}: {error}", file=sys.stderr)
+        return code
     write_result(result, output_format)
     return 0
 
@@ -106,37 +114,22 @@ def row_limit(args: argparse.Namespace) -> int | None:
 
 def run_sql_command(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 0:
-        print("error: --limit must be 0 (no limit) or more", file=sys.stderr)
-        return 2
+        raise UsageError("--limit must be 0 (no limit) or more")
     if args.schema is not None and args.query is not None:
-        print("error: --schema lists the relations; give it no query", file=sys.stderr)
-        return 2
-    try:
-        config = config_of(args)
-        lake = lake_of(args, config)
-        limits, state_file = analyst_limits(config), state_of(args, config)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if not lake.is_dir():
-        print(f"error: lake directory {lake} does not exist", file=sys.stderr)
-        return 2
+        raise UsageError("--schema lists the relations; give it no query")
+    config = config_of(args)
+    lake = existing_lake(lake_of(args, config))
+    limits, state_file = analyst_limits(config), state_of(args, config)
     if not is_lake(lake):
         tables = ", ".join(table.name for table in TABLES)
-        print(f"error: {lake} is not a lake: it holds none of the table folders ({tables})", file=sys.stderr)
-        return 2
+        raise UsageError(f"{lake} is not a lake: it holds none of the table folders ({tables})")
     with tempfile.TemporaryDirectory(prefix="usagewatch-sql-") as spill:
-        try:
-            con = open_lake(lake, read_only=True, limits=limits, temp_directory=spill, state_file=state_file)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
+        con = open_lake(lake, read_only=True, limits=limits, temp_directory=spill, state_file=state_file)
         try:
             if args.schema is not None:
                 text = schema_text(con, args.schema or None)
                 if text is None:
-                    print(f"error: no table or view named '{terminal_safe(args.schema)}'", file=sys.stderr)
-                    return 2
+                    raise UsageError(f"no table or view named '{terminal_safe(args.schema)}'")
                 print(text)
                 return 0
             max_rows = row_limit(args)
@@ -198,13 +191,9 @@ def _add_sql_parser(subparsers) -> None:
 
 
 def run_compact_command(args: argparse.Namespace) -> int:
-    lake_dir = lake_of(args)
-    if not lake_dir.is_dir():
-        print(f"error: lake directory {lake_dir} does not exist", file=sys.stderr)
-        return 2
+    lake_dir = existing_lake(lake_of(args))
     if args.min_files < 2:
-        print("error: --min-files must be at least 2", file=sys.stderr)
-        return 2
+        raise UsageError("--min-files must be at least 2")
     tables = [table for table in TABLES if args.table in (None, table.name)]
     results = compact(lake_dir, tables, args.min_files)
     for result in results:

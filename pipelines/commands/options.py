@@ -4,14 +4,29 @@
 state database it names unless the option overrides them (pipelines/lake/layout.py and
 pipelines/incidents/alert_state.py own those locations). `--quiet/--verbose` are added to every command
 by cli.build_parser.
+
+A handler that finds its invocation unusable, or its work failed in a way the domain reports with a plain
+Python error, raises UsageError or CommandFailed; cli.EXPECTED_ERRORS turns those, like the domain's own
+errors, into one line and an exit code. No handler prints an error and picks an exit code itself.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pipelines.infra.config import Config, load_config
+
+
+class UsageError(Exception):
+    """The invocation is unusable: an argument, or a file it names, the command cannot start with (exit 2)."""
+
+
+class CommandFailed(Exception):
+    """What the command drives failed, and the domain said so with a plain Python error (exit 1)."""
+
 
 CONFIG_HELP = "usagewatch.yml (default: repo root, or $USAGEWATCH_CONFIG)"
 LAKE_HELP = "lake directory (default: lake.path of the configuration)"
@@ -58,7 +73,23 @@ def lake_of(args: argparse.Namespace, config: Config | None = None) -> Path:
     return Path(args.lake) if args.lake else lake_path(config or config_of(args))
 
 
+def existing_lake(lake: Path) -> Path:
+    """`lake` when it is a directory; else the UsageError every command gives for a missing lake."""
+    if not lake.is_dir():
+        raise UsageError(f"lake directory {lake} does not exist")
+    return lake
+
+
 def state_of(args: argparse.Namespace, config: Config | None = None) -> Path:
     from pipelines.incidents.alert_state import state_path  # needs DuckDB (see lake_of)
 
     return state_path(config or config_of(args), args.state)
+
+
+def with_state(args: argparse.Namespace, action: Callable[[Config, Any], int]) -> int:
+    """action(config, store) on the state database of the command's --config/--state; its exit code."""
+    from pipelines.incidents.alert_state import AlertStore  # needs DuckDB (see lake_of)
+
+    config = config_of(args)
+    with AlertStore.open(state_of(args, config)) as store:
+        return action(config, store)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import sys
 from pathlib import Path
 
 from pipelines.commands import arguments
-from pipelines.commands.options import add_config, add_lake, add_state
+from pipelines.commands.options import add_config, add_lake, add_state, existing_lake
 from pipelines.commands.progress import print_progress
 from pipelines.incidents.alert_state import state_path
-from pipelines.infra.config import ConfigError, load_config
+from pipelines.infra.config import load_config
 from pipelines.infra.rendering import format_table
 from pipelines.lake.layout import lake_path
 from pipelines.quality.gates import (
@@ -56,35 +55,29 @@ def validate(
     only_new: bool = False,
     no_alerts: bool = False,
 ) -> int:
-    """One validation as the command prints it (the demo's step too); the exit code."""
-    try:
-        config = load_config(config_file)
-        lake_dir = lake_path(config, lake)
-        settings = quality_settings(config)
-        state_file = state_path(config, state)
-        if not lake_dir.is_dir():
-            print(f"error: lake directory {lake_dir} does not exist", file=sys.stderr)
-            return 2
-        suites = load_suites()
-        gated = [table for table in gated_tables(suites) if not tables or table.name in tables]
-        day_text = day.isoformat() if day else None
-        partitions = committed_partitions(lake_dir, gated, day_text)
-        if only_new:
-            settled = {(h.table, h.dt, h.hr) for h in partition_health(state_file, lake_dir, suites=suites)
-                       if h.status != "unvalidated"}  # fmt: skip
-            partitions = [p for p in partitions if (p.table.name, p.dt, p.hr) not in settled]
-        if not partitions:
-            print(f"nothing to validate in {lake_dir}" + (f" for {day_text}" if day_text else ""))
-            return 0
-        logger.info(f"validating {len(partitions)} partition(s) with {len(suites)} suite(s)")
-        now = dt.datetime.now(dt.UTC)
-        results = validate_partitions(
-            lake_dir, settings.results_dir, partitions, suites, now, print_progress("validate")
-        )
-        alert_lines = record_and_route(config, state_file, results, now, raise_alerts=not no_alerts)
-    except ValueError as error:  # ConfigError, QualityError, AlertStateError, RoutingError, bad --date
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+    """One validation as the command prints it (the demo's step too); the exit code: 1 when a suite failed.
+    Its errors reach cli.main's exit-code policy."""
+    config = load_config(config_file)
+    lake_dir = existing_lake(lake_path(config, lake))
+    settings = quality_settings(config)
+    state_file = state_path(config, state)
+    suites = load_suites()
+    gated = [table for table in gated_tables(suites) if not tables or table.name in tables]
+    day_text = day.isoformat() if day else None
+    partitions = committed_partitions(lake_dir, gated, day_text)
+    if only_new:
+        settled = {(h.table, h.dt, h.hr) for h in partition_health(state_file, lake_dir, suites=suites)
+                   if h.status != "unvalidated"}  # fmt: skip
+        partitions = [p for p in partitions if (p.table.name, p.dt, p.hr) not in settled]
+    if not partitions:
+        print(f"nothing to validate in {lake_dir}" + (f" for {day_text}" if day_text else ""))
+        return 0
+    logger.info(f"validating {len(partitions)} partition(s) with {len(suites)} suite(s)")
+    now = dt.datetime.now(dt.UTC)
+    results = validate_partitions(
+        lake_dir, settings.results_dir, partitions, suites, now, print_progress("validate")
+    )
+    alert_lines = record_and_route(config, state_file, results, now, raise_alerts=not no_alerts)
     print(
         format_table(["table", "dt", "hr", "suite", "status", "failing expectations"], _summary_rows(results))
     )

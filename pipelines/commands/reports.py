@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from pathlib import Path
 
-import duckdb
-
 from pipelines.commands import arguments
-from pipelines.commands.options import add_config, add_lake, add_state
+from pipelines.commands.options import UsageError, add_config, add_lake, add_state, existing_lake
 from pipelines.commands.progress import print_progress
 from pipelines.incidents.alert_state import state_path
 from pipelines.incidents.audit import open_audit_log
-from pipelines.infra.config import ConfigError, load_config
+from pipelines.infra.config import load_config
 from pipelines.lake.layout import lake_path
 from pipelines.quality.settings import quality_settings
-from pipelines.quality.suites import QualityError
+from pipelines.reports.pdf import find_chromium, print_pdf
 from pipelines.reports.report import (
     PERIODS,
     chart_specs,
-    find_chromium,
     gather,
-    print_pdf,
     record_report,
     render_charts,
     report_period,
@@ -45,34 +40,27 @@ def report(
     out: str | Path | None = None,
     pdf: bool = False,
 ) -> int:
-    """One report as the command prints it (the demo's step too); the exit code."""
-    try:
-        config = load_config(config_file)
-        lake_dir = lake_path(config, lake)
-        state_file = state_path(config, state)
-        out_dir = Path(out) if out else quality_settings(config).reports_dir
-        audit_log = open_audit_log(config, state)
-        if not lake_dir.is_dir():
-            print(f"error: lake directory {lake_dir} does not exist", file=sys.stderr)
-            return 2
-        chromium = find_chromium() if pdf else None
-        if pdf and not chromium:
-            print("error: --pdf needs chromium on PATH (apt-get install chromium)", file=sys.stderr)
-            return 2
-        period = report_period(period_kind, day)
-        progress = print_progress("report")
-        head = audit_log.head_hash()
-        data = gather(lake_dir, state_file, period, head, progress)
-        charts = render_charts(chart_specs(data))
-        paths = write_report(data, charts, out_dir)
-        pages = write_incident_pages(data, state_file, lake_dir, out_dir)
-        if chromium:
-            paths["pdf"] = paths["html"].with_suffix(".pdf")
-            print_pdf(paths["html"], paths["pdf"], chromium)
-        record = record_report(audit_log, period, data, head, paths)
-    except (ValueError, QualityError, duckdb.Error, RuntimeError) as error:  # ConfigError is a ValueError
-        print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+    """One report as the command prints it (the demo's step too); the exit code. Its errors reach cli.main's
+    exit-code policy."""
+    config = load_config(config_file)
+    lake_dir = existing_lake(lake_path(config, lake))
+    state_file = state_path(config, state)
+    out_dir = Path(out) if out else quality_settings(config).reports_dir
+    audit_log = open_audit_log(config, state)
+    chromium = find_chromium() if pdf else None
+    if pdf and not chromium:
+        raise UsageError("--pdf needs chromium on PATH (apt-get install chromium)")
+    period = report_period(period_kind, day)
+    progress = print_progress("report")
+    head = audit_log.head_hash()
+    data = gather(lake_dir, state_file, period, head, progress)
+    charts = render_charts(chart_specs(data))
+    paths = write_report(data, charts, out_dir)
+    pages = write_incident_pages(data, state_file, lake_dir, out_dir)
+    if chromium:
+        paths["pdf"] = paths["html"].with_suffix(".pdf")
+        print_pdf(paths["html"], paths["pdf"], chromium)
+    record = record_report(audit_log, period, data, head, paths)
     for kind, path in paths.items():
         print(f"{kind:>8}: {path}")
     if pages:

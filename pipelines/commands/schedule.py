@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.commands.cli import COMMANDS
-from pipelines.commands.options import add_config
-from pipelines.infra.config import Config, ConfigError, load_config
+from pipelines.commands.options import UsageError, add_config
+from pipelines.infra.config import Config, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -216,13 +216,9 @@ def next_fire_times(job: ScheduledJob, after: dt.datetime, count: int = 3) -> li
 
 
 def run_schedule_command(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-        jobs = load_jobs(config)
-        logs = log_dir(config)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = load_config(args.config)
+    jobs = load_jobs(config)
+    logs = log_dir(config)
     if args.list:
         now = dt.datetime.now(dt.UTC)
         for job in jobs:
@@ -232,10 +228,7 @@ def run_schedule_command(args: argparse.Namespace) -> int:
     if args.run:
         chosen = [job for job in jobs if job.name == args.run]
         if not chosen:
-            print(
-                f"error: no scheduled job {args.run!r} (known: {[job.name for job in jobs]})", file=sys.stderr
-            )
-            return 2
+            raise UsageError(f"no scheduled job {args.run!r} (known: {[job.name for job in jobs]})")
         return run_job(chosen[0], config, logs)
     scheduler = build_scheduler(config, jobs)
     # SIGTERM (systemd stop, docker stop) shuts down like Ctrl-C: the running job finishes first.

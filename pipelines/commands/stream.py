@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from pipelines.commands.job_args import add_event_time_bounds, add_stream_options, job_argv, lake_dir_of
-from pipelines.commands.options import add_config, add_lake, lake_of
-from pipelines.lake.batch_lake import BatchLakeError, build_lake
+from pipelines.commands.options import UsageError, add_config, add_lake, lake_of
+from pipelines.lake.batch_lake import build_lake
 from pipelines.stream.flink_job import (
     JOB_LOG,
     default_checkpoint_dir,
@@ -35,8 +34,7 @@ def run_job_command(args: argparse.Namespace) -> int:
         checkpoints = args.checkpoint_dir or default_checkpoint_dir(args.lake_dir)
         args.resume_from = args.resume_from or latest_checkpoint(checkpoints)
         if args.resume_from is None:
-            print(f"job: no complete checkpoint under {checkpoints} to resume from", file=sys.stderr)
-            return 2
+            raise UsageError(f"no complete checkpoint under {checkpoints} to resume from")
         print(f"resuming from {args.resume_from}")
     job_args = ["--source", "kafka", *job_argv(args)]
     if args.detach:
@@ -49,14 +47,9 @@ def run_job_command(args: argparse.Namespace) -> int:
 def run_replay_command(args: argparse.Namespace) -> int:
     input_path, lake_dir = Path(args.input), lake_of(args)
     if not input_path.is_file():
-        print(f"replay: input file not found: {input_path}", file=sys.stderr)
-        return 2
+        raise UsageError(f"input file not found: {input_path}")
     if args.engine == "duckdb":
-        try:
-            report = build_lake(input_path, lake_dir)
-        except BatchLakeError as error:
-            print(f"replay: {error}", file=sys.stderr)
-            return 2
+        report = build_lake(input_path, lake_dir)
         print(f"replay (duckdb): {report.summary()}")
         return 0
     job_args = ["--source", "file", "--input", str(input_path.resolve()), "--lake", str(lake_dir)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
@@ -12,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from pipelines.commands import arguments
-from pipelines.commands.options import add_config
+from pipelines.commands.options import UsageError, add_config
 from pipelines.infra.config import load_config
 from pipelines.stream.contracts import format_event_time
 from pipelines.stream.privacy import load_privacy
@@ -169,24 +168,18 @@ def _field_profile(args: argparse.Namespace) -> tuple[object, Callable, Callable
 
 def run_generate(args: argparse.Namespace) -> int:
     if args.out is not None and (args.rate or args.time_compression):
-        print("usagewatch generate: --rate/--time-compression only apply with --bootstrap", file=sys.stderr)
-        return 2
+        raise UsageError("--rate/--time-compression only apply with --bootstrap")
     try:
         profile = _field_profile if args.profile == "field" else _classic_profile
         config, label_rows, make_records = profile(args)
-    except ValueError as error:
-        print(f"usagewatch generate: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:  # the profiles' own checks of the options' values
+        raise UsageError(str(error)) from error
     if args.labels is not None:
         rows = write_label_rows(label_rows(config), args.labels)
         logger.info(f"wrote {rows} label rows to {args.labels}")
     records = make_records(config)
     if args.privacy:
-        try:
-            privacy = load_privacy(load_config(args.config))
-        except ValueError as error:  # ConfigError (file:line) or PrivacyError (the pepper variable)
-            print(f"usagewatch generate: {error}", file=sys.stderr)
-            return 2
+        privacy = load_privacy(load_config(args.config))
         records = pseudonymised(records, privacy)
     started = time.perf_counter()
     if args.out is not None:

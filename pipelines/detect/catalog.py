@@ -35,6 +35,7 @@ from pipelines.detect.detections import (
     DETECTIONS_DIR,
     Detection,
     DetectionError,
+    RuleError,
     load_detection,
     rule_folders,
     run_detection,
@@ -82,10 +83,10 @@ def expected_signals(folder: Path, kind: str) -> list[tuple[str, str]]:
     try:
         expected = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise DetectionError(f"{path}: {error}") from error
+        raise RuleError(f"{path}: {error}") from error
     items = expected.get(kind)
     if not isinstance(items, list):
-        raise DetectionError(f"{path}: '{kind}' must be a list of {{entity_id, severity}}")
+        raise RuleError(f"{path}: '{kind}' must be a list of {{entity_id, severity}}")
     return sorted((str(item["entity_id"]), item["severity"]) for item in items)
 
 
@@ -95,11 +96,11 @@ def evidence_validator(folder: Path) -> Draft202012Validator:
         schema = json.loads(path.read_text(encoding="utf-8"))
         Draft202012Validator.check_schema(schema)
     except OSError as error:
-        raise DetectionError(f"{path}: {error.strerror}") from error
+        raise RuleError(f"{path}: {error.strerror}") from error
     except json.JSONDecodeError as error:
-        raise DetectionError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from error
+        raise RuleError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from error
     except SchemaError as error:
-        raise DetectionError(f"{path}: not a JSON Schema: {error.message}") from error
+        raise RuleError(f"{path}: not a JSON Schema: {error.message}") from error
     return Draft202012Validator(schema)
 
 
@@ -118,7 +119,7 @@ def lake_signals(detection: Detection, events_files: list[Path], work_dir: Path)
             sink.write(path.read_bytes().rstrip(b"\n") + b"\n")
     report = build_lake(events, work_dir / "lake")
     if report.dead_letters:
-        raise DetectionError(
+        raise RuleError(
             f"{detection.id}: {report.dead_letters} fixture record(s) break the event contract: "
             f"fixtures are real access events ({', '.join(path.name for path in events_files)})"
         )
@@ -289,7 +290,7 @@ def run_catalogue_tests(
     folders = {folder.name: folder for folder in rule_folders(directory)}
     unknown = sorted(set(only or ()) - set(folders))
     if unknown:
-        raise DetectionError(f"unknown detection(s) {unknown}; known: {sorted(folders)}")
+        raise RuleError(f"unknown detection(s) {unknown}; known: {sorted(folders)}")
     results, broken = [], []
     for name in only or sorted(folders):
         try:

@@ -81,7 +81,12 @@ _SQL_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
 
 
 class DetectionError(ValueError):
-    """A detection's YAML or SQL is invalid, or its SQL failed; the message names the file."""
+    """A detection's SQL failed on the lake, or returned what no signal can be; the message names the file."""
+
+
+class RuleError(DetectionError):
+    """A rule folder is unusable (its YAML, SQL, fixtures or evidence schema), or a rule named is unknown:
+    the catalogue is configuration, so the command stops before it runs anything (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -172,42 +177,42 @@ def _as_text_dates(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_detection(folder: Path) -> Detection:
-    """Parse and lint one rule folder; raise DetectionError naming the file (and line) on any problem."""
+    """Parse and lint one rule folder; raise RuleError naming the file (and line) on any problem."""
     yml_path, sql_path = folder / RULE_FILE, folder / QUERY_FILE
     if not yml_path.is_file():
-        raise DetectionError(f"{folder}: rule folder without its {RULE_FILE}")
+        raise RuleError(f"{folder}: rule folder without its {RULE_FILE}")
     text = yml_path.read_text(encoding="utf-8")
     try:
         meta, key_lines = load_yaml(text)  # a key given twice is an error, not "last one wins"
     except yaml.YAMLError as error:
-        raise DetectionError(yaml_error_message(yml_path, error)) from error
+        raise RuleError(yaml_error_message(yml_path, error)) from error
     except ValueError as error:  # a scalar YAML cannot build, e.g. the date 2026-27-11
-        raise DetectionError(f"{yml_path}: invalid YAML value: {error}") from error
+        raise RuleError(f"{yml_path}: invalid YAML value: {error}") from error
     if not isinstance(meta, dict):
-        raise DetectionError(f"{yml_path}:1: a detection must be a YAML mapping")
+        raise RuleError(f"{yml_path}:1: a detection must be a YAML mapping")
     meta = _as_text_dates(meta)
     problems = _metadata_problems(meta, folder.name)
     if problems:
         path, message = problems[0]
         line = _line_of(path, key_lines)
         extra = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        raise DetectionError(f"{yml_path}:{line}: {message}{extra}")
+        raise RuleError(f"{yml_path}:{line}: {message}{extra}")
 
     if not sql_path.is_file():
-        raise DetectionError(f"{yml_path}: SQL file {QUERY_FILE} is missing")
+        raise RuleError(f"{yml_path}: SQL file {QUERY_FILE} is missing")
     sql = sql_path.read_text(encoding="utf-8").strip().rstrip(";")
     try:
         check_read_only(sql)
     except ReadOnlyViolation as error:
-        raise DetectionError(f"{sql_path}: {error}") from error
+        raise RuleError(f"{sql_path}: {error}") from error
     used, declared = sql_parameters(sql), set(meta["parameters"])
     if used - declared:
-        raise DetectionError(
+        raise RuleError(
             f"{sql_path}: parameters used but not declared in {RULE_FILE}: {sorted(used - declared)}"
         )
     if declared - used:
         line = key_lines.get(("parameters",), 1)
-        raise DetectionError(
+        raise RuleError(
             f"{yml_path}:{line}: parameters declared but unused in SQL: {sorted(declared - used)}"
         )
     return Detection(**meta, sql=sql, yml_path=yml_path, sql_path=sql_path)
@@ -230,7 +235,7 @@ def _select(detections: list[Detection], only: str | Iterable[str] | None) -> li
     known = {detection.id: detection for detection in detections}
     unknown = [name for name in wanted if name not in known]
     if unknown:
-        raise DetectionError(f"unknown detection(s) {unknown}; known: {sorted(known)}")
+        raise RuleError(f"unknown detection(s) {unknown}; known: {sorted(known)}")
     # Naming a detection explicitly runs it even when disabled: that is how one tries a new rule.
     return [known[name] for name in wanted]
 

@@ -24,6 +24,7 @@ from typing import Any
 from pipelines.detect.detections import detect_and_route
 from pipelines.detect.incident_scoring import (
     PAGE_SEVERITY,
+    CorpusError,
     Label,
     Page,
     Scorecard,
@@ -68,7 +69,7 @@ def _event_time_span(lake_dir: Path) -> tuple[dt.datetime, dt.datetime]:
     finally:
         con.close()
     if first is None:
-        raise ValueError(f"lake {lake_dir} holds no events")
+        raise CorpusError(f"lake {lake_dir} holds no events")
     return first.replace(tzinfo=dt.UTC), last.replace(tzinfo=dt.UTC)
 
 

@@ -35,19 +35,23 @@ class Label:
         return self.scenario_or_benign == BENIGN
 
 
+class CorpusError(ValueError):
+    """A labelled corpus that cannot be scored: its labels file is malformed, or its lake holds no events."""
+
+
 def read_labels(path: Path) -> list[Label]:
     """The ground-truth CSV written by `usagewatch generate --labels`; a clear error on a bad file."""
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if tuple(reader.fieldnames or ()) != LABEL_COLUMNS:
-            raise ValueError(f"{path}:1: header must be {','.join(LABEL_COLUMNS)}, got {reader.fieldnames}")
+            raise CorpusError(f"{path}:1: header must be {','.join(LABEL_COLUMNS)}, got {reader.fieldnames}")
         labels = []
         for line, row in enumerate(reader, start=2):
             if not all(row.get(column) for column in LABEL_COLUMNS):
-                raise ValueError(f"{path}:{line}: every column needs a value, got {row}")
+                raise CorpusError(f"{path}:{line}: every column needs a value, got {row}")
             labels.append(Label(row["account_id"], row["group"], row["scenario_or_benign"]))
     if len({label.account_id for label in labels}) != len(labels):
-        raise ValueError(f"{path}: an account_id appears more than once")
+        raise CorpusError(f"{path}: an account_id appears more than once")
     return labels
 
 

@@ -308,7 +308,5 @@ def read_bundle(path: str | Path) -> PeerBundle:
             )
         )
     if not indicators:
-        raise BundleError(
-            f"{path}: no indicator usagewatch can match ({skipped} of other kinds); nothing loaded"
-        )
+        raise BundleError(f"{path}: no indicator usagewatch can match ({skipped} of other kinds)")
     return PeerBundle(bundle.id, indicators, skipped)

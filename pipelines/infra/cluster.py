@@ -16,7 +16,6 @@ only processes recorded in its PID files, and only if their command line is ours
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
@@ -27,16 +26,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
 import yaml
 
-from pipelines.infra import kafka_broker, paths
+from pipelines.infra import kafka_broker, paths, processes
 from pipelines.infra.kafka_broker import HOST, PROJECT_TOPICS, BrokerNode
 from pipelines.stream import flink_job
 
@@ -224,17 +221,15 @@ def _pid_file(spec: ClusterSpec, name: str) -> Path:
     return spec.pid_dir / f"{name}.pid"
 
 
+def _marks(spec: ClusterSpec, name: str) -> tuple[str, str]:
+    """What the command line of our Flink process `name` holds: its main class and our config dir (on it
+    for the log4j settings), so a recycled PID will not match."""
+    return (JOBMANAGER_CLASS if name == "jobmanager" else TASKMANAGER_CLASS), str(spec.conf_dir)
+
+
 def flink_pid(spec: ClusterSpec, name: str) -> int | None:
     """PID of our Flink process `name` (jobmanager, taskmanager-N) if it runs, else None."""
-    try:
-        pid = int(_pid_file(spec, name).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    main_class = JOBMANAGER_CLASS if name == "jobmanager" else TASKMANAGER_CLASS
-    cmdline = kafka_broker.read_cmdline(pid) if kafka_broker.is_alive(pid) else None
-    # Our config dir is on the command line (log4j settings): a recycled PID will not match.
-    ours = cmdline is not None and main_class in cmdline and str(spec.conf_dir) in cmdline
-    return pid if ours else None
+    return processes.running_pid(_pid_file(spec, name), *_marks(spec, name))
 
 
 def start_flink_process(spec: ClusterSpec, name: str) -> subprocess.Popen:
@@ -249,39 +244,13 @@ def start_flink_process(spec: ClusterSpec, name: str) -> subprocess.Popen:
             "-D",
             f"taskmanager.resource-id={name}",
         ]
-    process = kafka_broker.spawn(command, spec.log_dir / f"{name}.log", env=flink_env(spec))
+    process = processes.spawn(command, spec.log_dir / f"{name}.log", env=flink_env(spec))
     _pid_file(spec, name).write_text(f"{process.pid}\n")
     return process
 
 
 def _stop_flink_process(spec: ClusterSpec, name: str) -> int | None:
-    pid = flink_pid(spec, name)
-    if pid is None:
-        _pid_file(spec, name).unlink(missing_ok=True)
-        return None
-    kafka_broker.stop_process(pid, STOP_TIMEOUT_S, _pid_file(spec, name))
-    return pid
-
-
-def rss_mib(pid: int | None) -> float:
-    """Resident memory of a process in MiB (0 when it is not running)."""
-    if pid is None:
-        return 0.0
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    return int(match.group(1)) / 1024 if match else 0.0
-
-
-@contextmanager
-def _exclusive(spec: ClusterSpec) -> Iterator[None]:
-    # Serialises up/down between concurrent callers.
-    spec.root.mkdir(parents=True, exist_ok=True)
-    with (spec.root / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    return processes.stop_recorded(_pid_file(spec, name), *_marks(spec, name), timeout=STOP_TIMEOUT_S)
 
 
 # --- REST API -------------------------------------------------------------------------------------------
@@ -339,7 +308,7 @@ class UpResult:
 
 def up(spec: ClusterSpec = ClusterSpec(), timeout: float = START_TIMEOUT_S) -> UpResult:  # noqa: B008
     """Start whatever part of the cluster is not running; return once Kafka and Flink serve."""
-    with _exclusive(spec):
+    with processes.exclusive(spec.root / ".lock"):
         spec.root.joinpath(SPEC_FILE_NAME).write_text(
             json.dumps({k: v for k, v in asdict(spec).items() if k != "root"}, indent=2) + "\n"
         )
@@ -416,7 +385,7 @@ def wait_for_taskmanagers(
 def down(spec: ClusterSpec = ClusterSpec()) -> list[str]:  # noqa: B008
     """Stop every process of the cluster that is ours: TaskManagers, JobManager, then Kafka."""
     stopped = []
-    with _exclusive(spec), ThreadPoolExecutor() as pool:
+    with processes.exclusive(spec.root / ".lock"), ThreadPoolExecutor() as pool:
         # In parallel: a Kafka node shutting down alone waits for a quorum the others already left.
         taskmanagers = [name for name in spec.flink_processes if name != "jobmanager"]
         stages = [
@@ -443,7 +412,7 @@ class ProcessStatus:
 def status(spec: ClusterSpec = ClusterSpec()) -> list[ProcessStatus]:  # noqa: B008
     pids = {name: flink_pid(spec, name) for name in spec.flink_processes}
     pids |= {f"kafka-{node.node_id}": kafka_broker.running_pid(node) for node in spec.kafka_nodes()}
-    return [ProcessStatus(name, pid, rss_mib(pid)) for name, pid in pids.items()]
+    return [ProcessStatus(name, pid, processes.rss_mib(pid)) for name, pid in pids.items()]
 
 
 # --- jobs -----------------------------------------------------------------------------------------------
@@ -473,9 +442,7 @@ def submit(
     _prepare_flink_files(spec)  # the client reads the same config.yaml (Python interpreter, logs)
     log = spec.log_dir / "submit.log"
     offset = log.stat().st_size if log.exists() else 0
-    client = kafka_broker.spawn(
-        flink_run_command(address, job_args, from_savepoint), log, env=flink_env(spec)
-    )
+    client = processes.spawn(flink_run_command(address, job_args, from_savepoint), log, env=flink_env(spec))
     deadline = time.monotonic() + timeout
     while True:
         output = log.read_bytes()[offset:].decode(errors="replace")
@@ -483,7 +450,7 @@ def submit(
         if submitted:
             break
         if client.poll() is not None or time.monotonic() > deadline:
-            kafka_broker.stop_process(client.pid, STOP_TIMEOUT_S, log.with_suffix(".pid"))
+            processes.stop_process(client.pid, STOP_TIMEOUT_S, log.with_suffix(".pid"))
             tail = "\n".join(output.splitlines()[-30:])
             raise ClusterError(f"flink run did not submit the job (exit {client.returncode}):\n{tail}")
         time.sleep(POLL_INTERVAL_S)

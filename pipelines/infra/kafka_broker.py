@@ -11,23 +11,22 @@ runs three of them with its own quorum and replication settings, through the sam
 from __future__ import annotations
 
 import base64
-import fcntl
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from pipelines.infra import processes
 from pipelines.infra.paths import KAFKA_LIBS_DIR, RUN_DIR
+from pipelines.infra.processes import POLL_INTERVAL_S, STOP_TIMEOUT_S
 
 EVENTS_TOPIC = "access-events"
 DLQ_TOPIC = "access-events.dlq"
@@ -51,14 +50,6 @@ PID_FILE = KAFKA_RUN_DIR / "kafka.pid"
 LOCK_FILE = KAFKA_RUN_DIR / ".lock"
 
 START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
-# After SIGKILL only the kernel is involved; exit follows promptly.
-KILL_WAIT_S = 10.0
-POLL_INTERVAL_S = 0.25
-
-# Processes this Python process launched (brokers, and the Flink processes of pipelines.infra.cluster):
-# polling them reaps the exit status, so a stopped one does not linger as a zombie that looks alive.
-_launched: dict[int, subprocess.Popen] = {}
 
 
 class BrokerError(RuntimeError):
@@ -267,45 +258,9 @@ def _format_storage_once(node: BrokerNode, java: str, classpath: str, cluster_id
         raise BrokerError(f"formatting {node.data_dir} failed:\n{result.stdout}{result.stderr}")
 
 
-def read_cmdline(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return None
-
-
-def is_alive(pid: int) -> bool:
-    launched = _launched.get(pid)
-    if launched is not None:
-        return launched.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_our_broker(pid: int, config_file: Path) -> bool:
-    """True if pid is alive and runs kafka.Kafka with our config (PIDs get reused)."""
-    if not is_alive(pid):
-        return False
-    cmdline = read_cmdline(pid)
-    return cmdline is not None and MAIN_CLASS in cmdline and str(config_file) in cmdline
-
-
-def _recorded_pid(pid_file: Path) -> int | None:
-    try:
-        return int(pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def running_pid(node: BrokerNode) -> int | None:
-    """The node's broker process if it is running (and is ours), else None."""
-    pid = _recorded_pid(node.pid_file)
-    return pid if pid is not None and _is_our_broker(pid, node.config_file) else None
+    """The node's broker process if it is running and is ours (kafka.Kafka with its config), else None."""
+    return processes.running_pid(node.pid_file, MAIN_CLASS, str(node.config_file))
 
 
 def _ensure_port_free(port: int, pid_file: Path, hint: str) -> None:
@@ -355,14 +310,6 @@ def broker_answers(bootstrap: str) -> bool:
     return True
 
 
-@contextmanager
-def _exclusive() -> Iterator[None]:
-    KAFKA_RUN_DIR.mkdir(parents=True, exist_ok=True)
-    with LOCK_FILE.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def launch(node: BrokerNode, cluster_id: str, port_hint: str) -> subprocess.Popen:
     """Write the node's config, format its storage on first use and start its process (not waiting).
 
@@ -385,24 +332,8 @@ def launch(node: BrokerNode, cluster_id: str, port_hint: str) -> subprocess.Pope
         MAIN_CLASS,
         str(node.config_file),
     ]
-    process = spawn(command, node.console_log)
+    process = processes.spawn(command, node.console_log)
     node.pid_file.write_text(f"{process.pid}\n")
-    return process
-
-
-def spawn(command: list[str], console_log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    """Start a server process whose stdout/stderr append to console_log."""
-    with console_log.open("ab") as console:
-        # Own session: the server outlives this command and ignores the terminal's Ctrl-C.
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=console,
-            stderr=console,
-            start_new_session=True,
-            env=None if env is None else {**os.environ, **env},
-        )
-    _launched[process.pid] = process
     return process
 
 
@@ -415,7 +346,7 @@ def wait_until_serving(node: BrokerNode, process: subprocess.Popen, deadline: fl
                 f"broker exited with code {process.returncode} while starting\n{_log_tail(node)}"
             )
         if time.monotonic() > deadline:
-            stop_process(process.pid, STOP_TIMEOUT_S, node.pid_file)
+            processes.stop_process(process.pid, STOP_TIMEOUT_S, node.pid_file)
             raise BrokerError(f"broker did not answer on {node.bootstrap} in time\n{_log_tail(node)}")
         time.sleep(POLL_INTERVAL_S)
 
@@ -424,7 +355,7 @@ def start(timeout: float = START_TIMEOUT_S) -> StartResult:
     """Start the broker unless ours is already running; returns once it answers metadata requests."""
     began = time.monotonic()
     node = _dev_node(broker_port(), controller_port())
-    with _exclusive():
+    with processes.exclusive(LOCK_FILE):
         pid = running_pid(node)
         if pid is not None:
             return StartResult(pid, node.bootstrap, already_running=True, seconds=0.0)
@@ -436,47 +367,14 @@ def start(timeout: float = START_TIMEOUT_S) -> StartResult:
         )
 
 
-def _signal(pid: int, signum: int) -> None:
-    # The process may exit between our liveness check and the signal.
-    with suppress(ProcessLookupError):
-        os.kill(pid, signum)
-
-
-def _exited_within(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while is_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(POLL_INTERVAL_S)
-    return True
-
-
-def stop_process(pid: int, timeout: float, pid_file: Path) -> None:
-    """SIGTERM pid, SIGKILL it if still alive after timeout, then drop its PID file."""
-    # SIGTERM lets the server flush and close its logs cleanly; SIGKILL only if it hangs.
-    _signal(pid, signal.SIGTERM)
-    if not _exited_within(pid, timeout):
-        _signal(pid, signal.SIGKILL)
-        if not _exited_within(pid, KILL_WAIT_S):
-            raise BrokerError(f"pid {pid} is still alive after SIGKILL")
-    _launched.pop(pid, None)
-    pid_file.unlink(missing_ok=True)
-
-
 def stop_node(node: BrokerNode, timeout: float = STOP_TIMEOUT_S) -> int | None:
     """Stop the node's broker (SIGTERM, then SIGKILL after `timeout`); its pid, or None if not running."""
-    pid = running_pid(node)
-    if pid is None:
-        # A PID file naming a dead or foreign process is stale: drop it, signal nothing.
-        node.pid_file.unlink(missing_ok=True)
-        return None
-    stop_process(pid, timeout, node.pid_file)
-    return pid
+    return processes.stop_recorded(node.pid_file, MAIN_CLASS, str(node.config_file), timeout=timeout)
 
 
 def stop(timeout: float = STOP_TIMEOUT_S) -> int | None:
     """Stop our broker (SIGTERM, then SIGKILL after `timeout`); returns its pid, or None if not running."""
-    with _exclusive():
+    with processes.exclusive(LOCK_FILE):
         return stop_node(_dev_node(broker_port(), controller_port()), timeout)
 
 

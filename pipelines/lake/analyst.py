@@ -48,6 +48,10 @@ ANALYST_KEYS = frozenset({"timeout_seconds", "memory_limit", "threads", "max_tem
 _SIZE = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
 
 
+class LakeError(ValueError):
+    """The lake's views could not be created over its files, or the state database could not be read."""
+
+
 class ReadOnlyViolation(ValueError):
     """The analyst sent something other than one SELECT/WITH statement."""
 
@@ -134,7 +138,7 @@ def render_view_sql(view_file: Path, lake_dir: str | Path, files: dict[str, Tabl
             return lake_relation(tables[name], lake_dir, (files or {}).get(name))
         if kind == "reference" and (REFERENCE_DIR / name).is_file():
             return sql_string_literal(str(REFERENCE_DIR / name))
-        raise ValueError(f"{view_file}: unknown placeholder {match.group(0)!r}")
+        raise LakeError(f"{view_file}: unknown placeholder {match.group(0)!r}")
 
     return _PLACEHOLDER.sub(expand, view_file.read_text())
 
@@ -231,7 +235,7 @@ def open_lake(
             con.execute(render_view_sql(view_file, lake_dir, files))
         except duckdb.Error as error:
             con.close()
-            raise ValueError(f"{view_file}: {error}") from error
+            raise LakeError(f"{view_file}: {error}") from error
     if limits:
         con.execute("set memory_limit = $value", {"value": limits.memory_limit})
         con.execute("set threads = $value", {"value": limits.threads})
@@ -243,7 +247,7 @@ def open_lake(
             _load_state(con, Path(state_file).resolve())
         except duckdb.Error as error:
             con.close()
-            raise ValueError(f"{state_file}: cannot read the state database: {error}") from error
+            raise LakeError(f"{state_file}: cannot read the state database: {error}") from error
     try:
         describe_relations(con, catalog.load_descriptions())
     except catalog.CatalogError:

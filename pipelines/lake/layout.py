@@ -269,19 +269,29 @@ def unreadable_files(lake_dir: str | Path, tables=TABLES) -> list[UnreadableFile
 # --- partitions: which exist, which hold committed files, which are closed -------------------------
 
 
+class PartitionHour:
+    """The hour a dt=/hr= partition covers, as naive UTC datetimes (the lake's timestamp convention)."""
+
+    dt: str
+    hr: str
+
+    @property
+    def start(self) -> dt.datetime:
+        return dt.datetime.strptime(f"{self.dt} {self.hr}", "%Y-%m-%d %H")
+
+    @property
+    def end(self) -> dt.datetime:
+        return self.start + dt.timedelta(hours=1)
+
+
 @dataclass(frozen=True)
-class PartitionFolder:
+class PartitionFolder(PartitionHour):
     """One hour of one table: <lake>/<table>/dt=YYYY-MM-DD/hr=HH."""
 
     table: LakeTable
     dt: str
     hr: str
     path: Path
-
-    @property
-    def start(self) -> dt.datetime:
-        """The hour's start, naive UTC (the lake's timestamp convention)."""
-        return dt.datetime.strptime(f"{self.dt} {self.hr}", "%Y-%m-%d %H")
 
     @property
     def closed(self) -> bool:

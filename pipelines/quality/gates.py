@@ -41,6 +41,7 @@ from pipelines.lake.layout import (
     COMMITTED_FILE_GLOB,
     TABLES,
     LakeTable,
+    PartitionHour,
     TableFiles,
     scan_files,
     sql_string_literal,
@@ -92,23 +93,8 @@ create table if not exists quality_results (
 # --- partitions ------------------------------------------------------------------------------------
 
 
-class _HourOfPartition:
-    """The hour a dt=/hr= partition covers, as naive UTC datetimes (the lake's timestamp convention)."""
-
-    dt: str
-    hr: str
-
-    @property
-    def start(self) -> dt.datetime:
-        return dt.datetime.strptime(f"{self.dt} {self.hr}", "%Y-%m-%d %H")
-
-    @property
-    def end(self) -> dt.datetime:
-        return self.start + dt.timedelta(hours=1)
-
-
 @dataclass(frozen=True)
-class Partition(_HourOfPartition):
+class Partition(PartitionHour):
     table: LakeTable
     dt: str
     hr: str
@@ -418,7 +404,7 @@ def _latest_results(state_path: Path) -> dict[tuple[str, str, str, str], tuple[b
 
 
 @dataclass(frozen=True)
-class PartitionHealth(_HourOfPartition):
+class PartitionHealth(PartitionHour):
     table: str
     dt: str
     hr: str

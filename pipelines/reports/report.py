@@ -15,9 +15,6 @@ import datetime as dt
 import functools
 import hashlib
 import json
-import shutil
-import subprocess
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,21 +37,15 @@ PERIODS = ("daily", "weekly")
 TOP_ACCOUNTS = 10
 CHART_COUNTRIES = 15
 SEVERITY_COLOURS = ["#95a5a6", "#5dade2", "#f4d03f", "#e67e22", "#922b21"]  # info .. critical, as SEVERITIES
-# Headless Chromium flags for printing the PDF (and for the rendering test): no network, no profile.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
-
 # --- queries ----------------------------------------------------------------------------------------
 
 REPORT_SQL_DIR = SQL_DIR / "reports"
+
+
+class ReportError(RuntimeError):
+    """A report query could not be read, or Chromium could not print the PDF; names the file."""
+
+
 # Widths the time chart may use, finest first: the finest that draws at most TIME_CHART_SLOTS bars over
 # the traffic's span wins (a weekly report always charts days).
 SLOT_MINUTES = (1, 5, 15, 60)
@@ -68,7 +59,7 @@ def report_sql(name: str) -> str:
     try:
         return path.read_text("utf-8")
     except OSError as error:
-        raise RuntimeError(f"{path}: cannot read the report query ({error.strerror})") from None
+        raise ReportError(f"{path}: cannot read the report query ({error.strerror})") from None
 
 
 def slot_minutes(period_kind: str, first_event: str | None, last_event: str | None) -> int:
@@ -416,22 +407,6 @@ def render_charts(specs: dict[str, dict[str, Any]]) -> dict[str, bytes]:
 
 
 # --- writing ----------------------------------------------------------------------------------------
-
-
-def find_chromium() -> str | None:
-    return next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
-
-
-def print_pdf(html_path: Path, pdf_path: Path, chromium: str) -> None:
-    """Print the HTML to PDF with headless Chromium (a throwaway profile; no network is needed)."""
-    with tempfile.TemporaryDirectory(prefix="usagewatch-chromium-") as profile:
-        completed = subprocess.run(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
-             f"--print-to-pdf={pdf_path}", html_path.resolve().as_uri()],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-    if completed.returncode != 0 or not pdf_path.exists():
-        raise RuntimeError(f"chromium could not print {html_path}: {completed.stderr.strip()[-500:]}")
 
 
 def write_report(data: dict[str, Any], charts: dict[str, bytes], out_dir: Path) -> dict[str, Path]:

@@ -9,15 +9,13 @@ cluster.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.infra import paths
+from pipelines.infra import paths, processes
 from pipelines.infra.kafka_broker import DLQ_TOPIC, EVENTS_TOPIC
 from pipelines.lake import layout as lake
 
@@ -469,56 +467,20 @@ def _pid_file() -> Path:
 
 
 def running_job_pid() -> int | None:
-    try:
-        pid = int(_pid_file().read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return None
-    return pid if str(JOB_SCRIPT).encode() in cmdline else None
+    return processes.running_pid(_pid_file(), str(JOB_SCRIPT))
 
 
 def start_detached(job_args: list[str]) -> int:
     """Start the streaming job in the background; its log goes to .run/job/job.log."""
     existing = running_job_pid()
     if existing:
-        raise RuntimeError(f"the aggregation job is already running (pid {existing}); stop it first")
-    JOB_RUN_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(JOB_LOG, "ab")  # noqa: SIM115 - handed to the child process
-    process = subprocess.Popen(
-        job_command(job_args),
-        cwd=paths.REPO_ROOT,
-        env=job_environment(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+        raise processes.ProcessError(f"the aggregation job already runs (pid {existing}); stop it first")
+    process = processes.spawn(job_command(job_args), JOB_LOG, env=job_environment(), cwd=paths.REPO_ROOT)
     _pid_file().write_text(str(process.pid))
     return process.pid
 
 
 def stop_detached(timeout_s: float = 30) -> bool:
-    """Stop the job this project started (and only it). Returns whether one was running."""
-    pid = running_job_pid()
-    if pid is None:
-        _pid_file().unlink(missing_ok=True)
-        return False
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not _exited(pid):
-        time.sleep(0.2)
-    if not _exited(pid):
-        os.killpg(pid, signal.SIGKILL)
-    _pid_file().unlink(missing_ok=True)
-    return True
-
-
-def _exited(pid: int) -> bool:
-    try:
-        # Started by this very process (the demo): reap it, or it lingers as a zombie under /proc.
-        return os.waitpid(pid, os.WNOHANG)[0] == pid
-    except ChildProcessError:
-        return not Path(f"/proc/{pid}").exists()
+    """Stop the job this project started (and only it), with the JVM it started (its process group).
+    Returns whether one was running."""
+    return processes.stop_recorded(_pid_file(), str(JOB_SCRIPT), timeout=timeout_s, group=True) is not None

@@ -209,7 +209,7 @@ def test_tuning_settings_and_table_options_from_the_command_line_override_the_jo
     args = build_job_arg_parser().parse_args(
         [
             "--lake", "/data/lake",
-            "--set", "pipeline.object-reuse=true",
+            "--set", "pipeline.object-reuse=false",
             "--set", "execution.checkpointing.mode=AT_LEAST_ONCE",
             "--source-option", "properties.fetch.min.bytes=1048576",
             "--lake-option", "parquet.compression=ZSTD",
@@ -218,7 +218,7 @@ def test_tuning_settings_and_table_options_from_the_command_line_override_the_jo
     )  # fmt: skip
     config = config_from_args(args)
     settings = flink_configuration(config)
-    assert settings["pipeline.object-reuse"] == "true"
+    assert settings["pipeline.object-reuse"] == "false"
     assert settings["execution.checkpointing.mode"] == "AT_LEAST_ONCE"
     ddl, _ = statements(config)
     assert "'properties.fetch.min.bytes' = '1048576'" in source_ddl(config)

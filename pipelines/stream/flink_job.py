@@ -138,6 +138,11 @@ def flink_configuration(config: JobConfig) -> dict[str, str]:
         "table.local-time-zone": "UTC",
         # A Kafka partition with no traffic must not hold back every window.
         "table.exec.source.idle-timeout": f"{config.idle_timeout_s} s",
+        # The source chain fans each parsed row out to seven branches; without reuse Flink deep-copies it
+        # for each (RowDataSerializer.copy: a fifth of the source thread's CPU). The SQL runtime and our
+        # UDFs never keep a row they were handed. Measured: source thread 48.6 -> 37.2 CPU-s, JVM 148 ->
+        # 134 CPU-s at 1M events (bench what-if flink_no_object_reuse is the job without it).
+        "pipeline.object-reuse": "true",
         **PORTABLE_SETTINGS,
     }
     if config.resume_from:

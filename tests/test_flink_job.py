@@ -116,6 +116,12 @@ def test_checkpoints_are_exactly_once_and_retained():
     assert "pipeline.jars" not in settings
 
 
+def test_a_bounded_run_never_declares_a_partition_idle():
+    """A stalled partition of a backfill must hold the watermark back, not be passed (its events late)."""
+    settings = flink_configuration(kafka_config(bounded=True, idle_timeout_s=3))
+    assert settings["table.exec.source.idle-timeout"] == "0 s"
+
+
 def test_pipeline_jars_are_file_uris():
     settings = flink_configuration(kafka_config(pipeline_jars=("/opt/a.jar", "/opt/b.jar")))
     assert settings["pipeline.jars"] == "file:///opt/a.jar;file:///opt/b.jar"

@@ -52,7 +52,7 @@ def _flink_settings(*settings: str) -> tuple[str, ...]:
 
 # Opt-in what-ifs (--variants), not part of the default run.
 WHAT_IFS = {
-    "flink_object_reuse": WhatIf(_flink_settings("pipeline.object-reuse=true")),
+    "flink_no_object_reuse": WhatIf(_flink_settings("pipeline.object-reuse=false")),
     "flink_one_phase_agg": WhatIf(_flink_settings("table.optimizer.agg-phase-strategy=ONE_PHASE")),
     "flink_mini_batch": WhatIf(
         _flink_settings(

@@ -116,6 +116,12 @@ def test_checkpoints_are_exactly_once_and_retained():
     assert "pipeline.jars" not in settings
 
 
+def test_a_bounded_run_never_declares_a_partition_idle():
+    """A stalled partition of a backfill must hold the watermark back, not be passed (its events late)."""
+    settings = flink_configuration(kafka_config(bounded=True, idle_timeout_s=3))
+    assert settings["table.exec.source.idle-timeout"] == "0 s"
+
+
 def test_pipeline_jars_are_file_uris():
     settings = flink_configuration(kafka_config(pipeline_jars=("/opt/a.jar", "/opt/b.jar")))
     assert settings["pipeline.jars"] == "file:///opt/a.jar;file:///opt/b.jar"
@@ -209,7 +215,7 @@ def test_tuning_settings_and_table_options_from_the_command_line_override_the_jo
     args = build_job_arg_parser().parse_args(
         [
             "--lake", "/data/lake",
-            "--set", "pipeline.object-reuse=true",
+            "--set", "pipeline.object-reuse=false",
             "--set", "execution.checkpointing.mode=AT_LEAST_ONCE",
             "--source-option", "properties.fetch.min.bytes=1048576",
             "--lake-option", "parquet.compression=ZSTD",
@@ -218,7 +224,7 @@ def test_tuning_settings_and_table_options_from_the_command_line_override_the_jo
     )  # fmt: skip
     config = config_from_args(args)
     settings = flink_configuration(config)
-    assert settings["pipeline.object-reuse"] == "true"
+    assert settings["pipeline.object-reuse"] == "false"
     assert settings["execution.checkpointing.mode"] == "AT_LEAST_ONCE"
     ddl, _ = statements(config)
     assert "'properties.fetch.min.bytes' = '1048576'" in source_ddl(config)

@@ -245,14 +245,16 @@ def test_audit_records_precede_the_state_they_describe(engine, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("crash between audit and state")
 
-    monkeypatch.setattr(AlertStore, "save_incidents", fail)
+    monkeypatch.setattr(AlertStore, "record_run", fail)
     with pytest.raises(RuntimeError):
         engine.run(ring_signals())
 
-    changes = [r["payload"].get("change") for r in read_jsonl(engine.folder / "audit.jsonl")]
-    assert changes.count("opened") == 1  # the audit log knows what the state never got to record
+    records = read_jsonl(engine.folder / "audit.jsonl")
+    # the audit log knows what the state never got to record: the signals and the incident, one batch
+    assert [r["payload"].get("change") for r in records].count("opened") == 1
+    assert sum(r["kind"] == "signal" for r in records) == len(ring_signals())
     with engine.store() as store:
-        assert store.list_incidents() == []
+        assert store.list_alerts() == [] and store.list_incidents() == []
 
 
 @pytest.mark.parametrize(

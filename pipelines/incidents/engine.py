@@ -248,6 +248,13 @@ def _decide_incidents(
     traffic_links = account_links(immediate) if account_links and immediate else None
     components = correlate(signals, policies, settings, traffic_links)
     touching = store.incidents_touching(node for component in components for node in component.nodes)
+    # Each component's earliest signal names the incident it would open; the ids already taken are
+    # looked up at once (nothing below writes the state).
+    founders = [
+        min(component.signals, key=lambda s: (parse_time(s["window_start"]), s["alert_id"]))
+        for component in components
+    ]
+    taken = store.known_incident_ids(incident_id_for(signal, settings.window) for signal in founders)
     touched_ids = set(touching.values()) | {s["incident_id"] for s in signals if s["incident_id"]}
     records = store.incident_records(touched_ids)
     members = store.incident_member_sets(touched_ids)
@@ -266,7 +273,7 @@ def _decide_incidents(
             incident_id = working[incident_id].merged_into
         return incident_id
 
-    for component in components:
+    for component, earliest in zip(components, founders, strict=True):
         touched = {touching[node] for node in component.nodes if node in touching}
         # A signal leads to the incident it joined earlier only when it lies wholly inside this component:
         # a weak signal naming a crowd (one ASN's users) joined a ring's incident through the ring's
@@ -287,9 +294,8 @@ def _decide_incidents(
             for other in others:
                 incident.merge(working[other])
         else:
-            earliest = min(component.signals, key=lambda s: (parse_time(s["window_start"]), s["alert_id"]))
             incident_id = incident_id_for(earliest, settings.window)
-            if incident_id in working or store.known_incident_ids([incident_id]):
+            if incident_id in working or incident_id in taken:
                 # The earliest finding already founded an incident that was resolved: a new campaign.
                 incident_id = hashlib.sha256(f"{incident_id}:{earliest['alert_id']}".encode()).hexdigest()[
                     :32

@@ -582,9 +582,7 @@ class AlertStore:
         rows = self.con.execute("select detection_id, max_contribution, links_accounts from detection_risk")
         return {detection_id: (cap, links) for detection_id, cap, links in rows.fetchall()}
 
-    def window_signals(
-        self, window: dt.timedelta, pending: RecordResult | None = None
-    ) -> list[dict[str, Any]]:
+    def window_signals(self, window: dt.timedelta, pending: RecordResult) -> list[dict[str, Any]]:
         """Unresolved signals whose window ends within `window` of the newest one's end (event time), as
         they stand once `pending` (what plan_signals decided, not written yet) is recorded: its new and
         suppressed signals are open and in no incident, a signal seen again carries its latest document.
@@ -592,7 +590,6 @@ class AlertStore:
         Each is the signal document plus `incident_id` (the incident it already belongs to, or None):
         the stored ones in table order, then the pending ones in the order record_run inserts them.
         """
-        pending = pending or RecordResult()
         fresh = pending.new + [signal for signal, _ in pending.suppressed]
         latest = {signal["alert_id"]: signal for signal in pending.seen_again}
         ((stored_newest,),) = self.con.execute(

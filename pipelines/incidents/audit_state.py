@@ -10,8 +10,9 @@ Signals, incident changes (opened, updated, escalated, merged, resolved by a mer
    (alert_state.audit_cursor: seq, hash and end offset of the last applied record) past them.
 
 One engine run is one such pair: a single append names its signals and incident changes together, and
-`apply_run` writes them in a single transaction. Logs written before that hold a run as two batches
-(signals, then incident changes); their records are the same, and `reconcile` applies them alike.
+`apply_run` writes them in a single transaction. Before that a run appended them in two batches; the
+records are the same and a batch leaves no mark in the log, so `reconcile` applies an older run's
+pending records (signals, incident changes or both) the same way.
 
 `reconcile` runs before the engine or on-call change anything: records after the cursor are those of a
 process that failed or was killed between the two steps, and are applied then. So after any failure a
@@ -165,7 +166,7 @@ def apply_run(
     for record, _ in items:
         payload = record["payload"]
         if record["kind"] != INCIDENT or "incident" not in payload:
-            continue  # `merged`: the resolved record of the merged incident follows
+            continue  # a signal (above), or `merged`: the resolved record of the merged incident follows
         document, change = payload["incident"], payload["change"]
         incident_id = document["incident_id"]
         incidents.documents.append(document)

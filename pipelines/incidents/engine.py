@@ -204,12 +204,12 @@ def raise_signals(
 ) -> EngineRun:
     """Record, correlate, open/update incidents, audit and queue them, in one pass; the caller delivers.
 
-    One pass: the store is read once (the signals' dedup and suppression, the correlation window as it
-    will stand with this run's signals, the incidents they touch), everything is decided in memory, one
-    audit batch names every signal and incident change (write-ahead), and the state applies that batch
-    in one transaction, outbox rows included. Delivering the outbox is a separate, later step by nature:
-    a sink's answer is not known until it is asked, and whatever it does not take waits in the outbox
-    for a later run, so delivery results never belong in this transaction.
+    One pass: the store is only read until everything is decided in memory (the signals' dedup and
+    suppression, the correlation window as it will stand with this run's signals, the incidents they
+    touch), then one audit batch names every signal and incident change (write-ahead) and the state
+    applies that batch in one transaction, outbox rows included. Delivering the outbox is a separate,
+    later step by nature: a sink's answer is not known until it is asked, and whatever it does not take
+    waits in the outbox for a later run, so delivery results never belong in this transaction.
 
     `output_tokens` answers [(incident_id, account_ids, first_seen, last_seen)] -> {incident_id: tokens}
     from the lake, for the incident summaries (None: summaries without a token figure).

@@ -22,8 +22,8 @@ from signalfixture import NOW, RING, Engine, assert_each_once, ring_signals
 from signalfixture import signal as make_signal
 
 from pipelines.commands import cli
-from pipelines.incidents import audit
-from pipelines.incidents.alert_state import AlertStore
+from pipelines.incidents import audit, audit_state
+from pipelines.incidents.alert_state import AlertStore, AuditCursor
 
 TESTS_DIR = Path(__file__).parent
 LATER = NOW + dt.timedelta(minutes=10)
@@ -135,6 +135,43 @@ def test_a_run_killed_between_its_audit_batch_and_its_transaction_ends_as_a_clea
     pages = {folder: unlinked(Engine(folder).routed()) for folder in (clean, killed)}
     assert pages[killed] == pages[clean] and [page["change"] for page in pages[killed]] == ["opened"]
     assert_ring_once(Engine(killed), ["opened"])
+
+
+@pytest.mark.parametrize(
+    ("appended", "applied"),
+    [
+        ("signals", "nothing"),  # killed after the signal batch, before its transaction
+        ("signals", "signals"),  # killed after the signals' transaction, before the incident batch
+        ("everything", "signals"),  # killed after the incident batch, before its transaction
+    ],
+)
+def test_what_a_two_batch_run_of_the_previous_version_left_pending_ends_as_a_clean_run(
+    tmp_path, appended, applied
+):
+    """Before one pass, a run appended its signals and its incident changes as two batches, each applied
+    in its own transaction. The records are the same and a batch leaves no mark in the log, so whatever
+    such a run left pending, this version's next run reconciles it to the state of a clean run."""
+    clean, old = tmp_path / "clean", tmp_path / "old"
+    clean.mkdir(), old.mkdir()
+    Engine(clean).run(ring_signals())
+    lines = (clean / "audit.jsonl").read_bytes().splitlines(keepends=True)
+    signal_count = len(ring_signals())
+    Engine(old)  # its configuration
+    with AlertStore.open(old / "state.duckdb") as store:
+        # the interrupted run's reconcile found an empty log and set the cursor at its start
+        store.set_audit_cursor(AuditCursor(-1, audit.GENESIS_HASH, 0))
+        written = lines if appended == "everything" else lines[:signal_count]
+        (old / "audit.jsonl").write_bytes(b"".join(written))
+        if applied == "signals":
+            signal_items = audit.AuditLog(old / "audit.jsonl").records_after(0)[:signal_count]
+            audit_state.apply_run(store, signal_items, NOW)
+
+    Engine(old).run(ring_signals())
+
+    assert (old / "audit.jsonl").read_bytes() == (clean / "audit.jsonl").read_bytes()
+    assert state_rows(old) == state_rows(clean)
+    assert unlinked(Engine(old).routed()) == unlinked(Engine(clean).routed())
+    assert_ring_once(Engine(old), ["opened"])
 
 
 def test_an_acknowledgement_killed_before_the_state_holds_it_is_applied_once(tmp_path, capsys):

@@ -14,6 +14,7 @@ from pipelines.commands import cli
 from pipelines.incidents import audit
 from pipelines.incidents import engine as incidents
 from pipelines.incidents.alert_state import AlertStore
+from pipelines.incidents.audit import AuditLog
 from pipelines.infra.config import ConfigError
 
 
@@ -143,7 +144,7 @@ def test_suspicious_accounts_behind_one_anonymizing_exit_are_one_incident(engine
     assert [change["account_ids"] for change in run.pages] == [["v1", "v2"]]
 
 
-def test_a_linking_signal_merges_two_incidents_into_the_oldest(engine):
+def test_a_linking_signal_merges_two_incidents_into_the_oldest(engine, monkeypatch):
     first = engine.run(
         [
             signal("extraction_profile", "alpha", ["alpha"], 0, 60),
@@ -158,11 +159,31 @@ def test_a_linking_signal_merges_two_incidents_into_the_oldest(engine):
         NOW + dt.timedelta(minutes=5),
     )
     older, newer = first.changes[0]["incident_id"], second.changes[0]["incident_id"]
+    batches, transactions = [], []
+    append_batch, transaction = AuditLog.append_batch, AlertStore._transaction
+
+    def spied_append(log, entries, now=None):
+        batches.append([(kind, payload.get("change")) for kind, payload in entries])
+        return append_batch(log, entries, now)
+
+    def spied_transaction(store, work, tables=None):
+        transactions.append(sorted(tables or {}))
+        return transaction(store, work, tables)
+
+    monkeypatch.setattr(AuditLog, "append_batch", spied_append)
+    monkeypatch.setattr(AlertStore, "_transaction", spied_transaction)
 
     merged = engine.run(
         [signal("shared_payment_fingerprint", "card-9", ["alpha", "bravo"], 2, 50)],
         NOW + dt.timedelta(minutes=10),
     )
+
+    # One pass: the signal, the oldest escalated, the merge and the merged incident resolved are one
+    # audit append and one state transaction (delivery's marks come after, outside it).
+    (batch,) = batches
+    changes = [("incident", change) for change in ("escalated", "merged", "resolved")]
+    assert batch == [("signal", None), *changes]
+    assert len(transactions) == 1 and {"fresh", "changed", "outbox_rows"} <= set(transactions[0])
 
     by_id = {change["incident_id"]: change for change in merged.changes}
     assert by_id[older]["account_ids"] == ["alpha", "bravo"]
@@ -245,14 +266,16 @@ def test_audit_records_precede_the_state_they_describe(engine, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("crash between audit and state")
 
-    monkeypatch.setattr(AlertStore, "save_incidents", fail)
+    monkeypatch.setattr(AlertStore, "record_run", fail)
     with pytest.raises(RuntimeError):
         engine.run(ring_signals())
 
-    changes = [r["payload"].get("change") for r in read_jsonl(engine.folder / "audit.jsonl")]
-    assert changes.count("opened") == 1  # the audit log knows what the state never got to record
+    records = read_jsonl(engine.folder / "audit.jsonl")
+    # the audit log knows what the state never got to record: the signals and the incident, one batch
+    assert [r["payload"].get("change") for r in records].count("opened") == 1
+    assert sum(r["kind"] == "signal" for r in records) == len(ring_signals())
     with engine.store() as store:
-        assert store.list_incidents() == []
+        assert store.list_alerts() == [] and store.list_incidents() == []
 
 
 @pytest.mark.parametrize(

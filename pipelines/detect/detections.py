@@ -397,7 +397,11 @@ def detect_and_route(
     incident_pages: bool = True,
 ) -> DetectRun:
     """Run the detections once and hand their signals to the incident engine, then deliver the outbox.
-    `incident_pages`: write the pages of the incidents it changes (notifications link them).
+
+    The engine records every signal and incident change in one audited pass (incidents.raise_signals);
+    the pages of the incidents it changed are written next (`incident_pages`; notifications link them)
+    and delivery comes last, a separate step by nature: a sink's answer is per notification and late,
+    and whatever a sink does not take stays in the outbox for a later run.
 
     Raises ConfigError / RoutingError (bad routing, missing secret) before any detection runs,
     DetectionError, AlertStateError. `now` is the signals' created_at and the state's clock.

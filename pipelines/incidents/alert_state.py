@@ -249,6 +249,17 @@ class OutboxRow:
     document: dict[str, Any]
 
 
+@dataclass
+class IncidentChanges:
+    """What one run's incident records write: each document as it now stands, the members and newly held
+    signals of the incidents still open, and the outbox rows that route the changes."""
+
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    members: dict[str, set[str]] = field(default_factory=dict)
+    signal_ids: dict[str, set[str]] = field(default_factory=dict)
+    outbox: list[OutboxRow] = field(default_factory=list)
+
+
 def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
@@ -284,6 +295,109 @@ def _status_filter(status: str | None, min_severity: str | None) -> tuple[list[s
         conditions.append("list_contains(?, severity)")
         parameters.append(list(SEVERITIES[severity_rank(min_severity) :]))
     return conditions, parameters
+
+
+def _signal_tables(result: RecordResult) -> dict[str, pa.Table]:
+    """record_run's signal batches: `fresh` (new and suppressed), `refreshed` (seen again: the latest
+    document and the severity kept), `suppression_rows` (the windows they open)."""
+    inserted = [(signal, None) for signal in result.new] + result.suppressed
+    rows = [
+        {
+            **{key: signal[key] for key in ("alert_id", "detection_id", "dedup_key", "severity")},
+            "entity_type": signal["entity_type"],
+            "entity_id": signal["entity_id"],
+            "window_start": parse_time(signal["window_start"]),
+            "window_end": parse_time(signal["window_end"]),
+            "suppressed_by": suppressed_by,
+            "alert": json.dumps(signal, sort_keys=True),
+        }
+        for signal, suppressed_by in inserted
+    ]
+    again = [
+        {
+            **{key: None for key in _SIGNAL_ARROW.names},
+            "alert_id": signal["alert_id"],
+            "severity": result.severities[signal["alert_id"]],
+            "alert": json.dumps(signal, sort_keys=True),
+        }
+        for signal in result.seen_again
+    ]
+    suppression_rows = pa.Table.from_pylist(
+        [
+            {"dedup_key": key, "alert_id": alert_id, "suppressed_until": until}
+            for key, (alert_id, until) in result.suppressions.items()
+        ],
+        schema=_schema("dedup_key alert_id suppressed_until:time"),
+    )
+    return {
+        "fresh": _arrow(rows, _SIGNAL_ARROW),
+        "refreshed": _arrow(again, _SIGNAL_ARROW),
+        "suppression_rows": suppression_rows,
+    }
+
+
+def _incident_tables(incidents: IncidentChanges) -> dict[str, pa.Table]:
+    """record_run's incident batches: `changed` (incident rows), `member_rows`, `links` (signal ->
+    incident), `outbox_rows`."""
+    incident_rows = [
+        {
+            "incident_id": doc["incident_id"],
+            "status": doc["status"],
+            "severity": doc["severity"],
+            "risk_score": doc["risk_score"],
+            "title": doc["title"],
+            "account_count": len(doc["account_ids"]),
+            "first_seen": parse_time(doc["first_seen"]),
+            "last_seen": parse_time(doc["last_seen"]),
+            "created_at": parse_time(doc["created_at"]),
+            "updated_at": parse_time(doc["updated_at"]),
+            "merged_into": doc.get("merged_into"),
+            "resolved_by": (doc.get("resolved") or {}).get("by"),
+            "resolved_note": (doc.get("resolved") or {}).get("note"),
+            "resolved_at": parse_time(doc["resolved"]["at"]) if doc.get("resolved") else None,
+            "incident": json.dumps(doc, sort_keys=True),
+        }
+        for doc in incidents.documents
+    ]
+    return {
+        "changed": pa.Table.from_pylist(
+            incident_rows,
+            schema=_schema(
+                "incident_id status severity risk_score:int title account_count:int first_seen:time "
+                "last_seen:time created_at:time updated_at:time merged_into resolved_by resolved_note "
+                "resolved_at:time incident"
+            ),
+        ),
+        "member_rows": pa.Table.from_pylist(
+            [
+                {"member": member, "incident_id": incident_id}
+                for incident_id, members in incidents.members.items()
+                for member in sorted(members)
+            ],
+            schema=_schema("member incident_id"),
+        ),
+        "links": pa.Table.from_pylist(
+            [
+                {"alert_id": alert_id, "incident_id": incident_id}
+                for incident_id, alert_ids in incidents.signal_ids.items()
+                for alert_id in sorted(alert_ids)
+            ],
+            schema=_schema("alert_id incident_id"),
+        ),
+        "outbox_rows": pa.Table.from_pylist(
+            [
+                {
+                    "incident_id": row.incident_id,
+                    "sink": row.sink,
+                    "change": row.change,
+                    "action": row.action,
+                    "document": json.dumps(row.document, sort_keys=True),
+                }
+                for row in incidents.outbox
+            ],
+            schema=_schema("incident_id sink change action document"),
+        ),
+    }
 
 
 class AlertStore:
@@ -412,97 +526,93 @@ class AlertStore:
             result.new.append(signal)
         return result
 
-    def apply_signals(
-        self, result: RecordResult, now: dt.datetime, cursor: AuditCursor | None = None
+    def record_run(
+        self,
+        signals: RecordResult,
+        incidents: IncidentChanges,
+        now: dt.datetime,
+        cursor: AuditCursor | None = None,
+        risk: dict[str, tuple[int, bool]] | None = None,
     ) -> None:
-        """Write what plan_signals decided (and move the audit cursor to `cursor`), in one transaction
-        and a few batched statements."""
+        """Write one run's decisions in one transaction and a few batched statements: the signals
+        plan_signals decided, the detections' risk policies as their producer declares them now
+        (detection_id -> (max_contribution, links_accounts)), the incident changes with the outbox rows
+        that route them, and the audit cursor moved to `cursor`. Signals go first, so an incident change
+        links the signals recorded with it."""
         now = naive_utc(now)
-        inserted = [(signal, None) for signal in result.new] + result.suppressed
-        rows = [
-            {
-                **{key: signal[key] for key in ("alert_id", "detection_id", "dedup_key", "severity")},
-                "entity_type": signal["entity_type"],
-                "entity_id": signal["entity_id"],
-                "window_start": parse_time(signal["window_start"]),
-                "window_end": parse_time(signal["window_end"]),
-                "suppressed_by": suppressed_by,
-                "alert": json.dumps(signal, sort_keys=True),
-            }
-            for signal, suppressed_by in inserted
-        ]
-        again = [
-            {
-                **{key: None for key in _SIGNAL_ARROW.names},
-                "alert_id": signal["alert_id"],
-                "severity": result.severities[signal["alert_id"]],
-                "alert": json.dumps(signal, sort_keys=True),
-            }
-            for signal in result.seen_again
-        ]
-        suppression_rows = pa.Table.from_pylist(
-            [
-                {"dedup_key": key, "alert_id": alert_id, "suppressed_until": until}
-                for key, (alert_id, until) in result.suppressions.items()
-            ],
-            schema=_schema("dedup_key alert_id suppressed_until:time"),
-        )
 
         def work() -> None:
-            self.con.execute(
-                f"insert into signals ({_SIGNAL_COLUMNS}) "
-                "select alert_id, detection_id, dedup_key, severity, "
-                "entity_type, entity_id, window_start, window_end, $now, $now, 'open', suppressed_by, null, "
-                "null, null, null, null, null, null, alert from fresh",
-                {"now": now},
-            )
-            self.con.execute(
-                "update signals set last_seen = $now, severity = refreshed.severity, alert = refreshed.alert "
-                "from refreshed where signals.alert_id = refreshed.alert_id",
-                {"now": now},
-            )
-            self.con.execute("insert or replace into suppressions select * from suppression_rows")
+            self._write_signals(now)
+            if risk:
+                self.con.executemany(
+                    "insert or replace into detection_risk values (?, ?, ?)",
+                    [[detection_id, cap, links] for detection_id, (cap, links) in risk.items()],
+                )
+            if incidents.documents:
+                self._write_incidents(incidents, now)
             self._advance(cursor)
 
-        tables = {
-            "fresh": _arrow(rows, _SIGNAL_ARROW),
-            "refreshed": _arrow(again, _SIGNAL_ARROW),
-            "suppression_rows": suppression_rows,
-        }
-        self._transaction(work, tables)
+        self._transaction(work, _signal_tables(signals) | _incident_tables(incidents))
+
+    def _write_signals(self, now: dt.datetime) -> None:
+        """Inside record_run: the new and suppressed signals, those seen again, the suppression windows."""
+        self.con.execute(
+            f"insert into signals ({_SIGNAL_COLUMNS}) "
+            "select alert_id, detection_id, dedup_key, severity, "
+            "entity_type, entity_id, window_start, window_end, $now, $now, 'open', suppressed_by, null, "
+            "null, null, null, null, null, null, alert from fresh",
+            {"now": now},
+        )
+        self.con.execute(
+            "update signals set last_seen = $now, severity = refreshed.severity, alert = refreshed.alert "
+            "from refreshed where signals.alert_id = refreshed.alert_id",
+            {"now": now},
+        )
+        self.con.execute("insert or replace into suppressions select * from suppression_rows")
 
     def record_alerts(
         self, signals: Iterable[dict[str, Any]], suppression_minutes: dict[str, int], now: dt.datetime
     ) -> RecordResult:
-        """plan_signals + apply_signals, for callers that audit nothing (tests, fixtures)."""
+        """plan_signals + record_run, for callers that audit nothing (tests, fixtures)."""
         result = self.plan_signals(signals, suppression_minutes)
-        self.apply_signals(result, now)
+        self.record_run(result, IncidentChanges(), now)
         return result
-
-    def register_risk(self, policies: dict[str, tuple[int, bool]]) -> None:
-        """detection_id -> (max_contribution, links_accounts), as the producer declares them now."""
-        if policies:
-            self.con.executemany(
-                "insert or replace into detection_risk values (?, ?, ?)",
-                [[detection_id, cap, links] for detection_id, (cap, links) in policies.items()],
-            )
 
     def risk_policies(self) -> dict[str, tuple[int, bool]]:
         rows = self.con.execute("select detection_id, max_contribution, links_accounts from detection_risk")
         return {detection_id: (cap, links) for detection_id, cap, links in rows.fetchall()}
 
-    def window_signals(self, window: dt.timedelta) -> list[dict[str, Any]]:
-        """Unresolved signals whose window ends within `window` of the newest one's end (event time).
+    def window_signals(self, window: dt.timedelta, pending: RecordResult) -> list[dict[str, Any]]:
+        """Unresolved signals whose window ends within `window` of the newest one's end (event time), as
+        they stand once `pending` (what plan_signals decided, not written yet) is recorded: its new and
+        suppressed signals are open and in no incident, a signal seen again carries its latest document.
 
-        Each is the signal document plus `incident_id` (the incident it already belongs to, or None).
+        Each is the signal document plus `incident_id` (the incident it already belongs to, or None):
+        the stored ones in table order, then the pending ones in the order record_run inserts them.
         """
-        rows = self.con.execute(
-            "select alert, incident_id from signals "
-            "where status <> 'resolved' "
-            "and window_end >= (select max(window_end) from signals where status <> 'resolved') - ?",
-            [window],
+        fresh = pending.new + [signal for signal, _ in pending.suppressed]
+        latest = {signal["alert_id"]: signal for signal in pending.seen_again}
+        ((stored_newest,),) = self.con.execute(
+            "select max(window_end) from signals where status <> 'resolved'"
         ).fetchall()
-        return [{**json.loads(alert), "incident_id": incident_id} for alert, incident_id in rows]
+        ends = [parse_time(signal["window_end"]) for signal in fresh]
+        ends += [stored_newest] if stored_newest is not None else []
+        if not ends:
+            return []
+        cutoff = max(ends) - window
+        rows = self.con.execute(
+            "select alert_id, alert, incident_id from signals where status <> 'resolved' and window_end >= ?",
+            [cutoff],
+        ).fetchall()
+        stored = [
+            {**(latest[alert_id] if alert_id in latest else json.loads(alert)), "incident_id": incident_id}
+            for alert_id, alert, incident_id in rows
+        ]
+        return stored + [
+            {**latest.get(signal["alert_id"], signal), "incident_id": None}
+            for signal in fresh
+            if parse_time(signal["window_end"]) >= cutoff
+        ]
 
     def resolve_id(self, alert_id: str, table: str = "signals", column: str = "alert_id") -> str:
         """Full id from an id or a unique prefix of at least 6 characters (as the lists show)."""
@@ -614,107 +724,41 @@ class AlertStore:
         rows = self.con.execute("select alert from signals where incident_id = ?", [incident_id]).fetchall()
         return [json.loads(alert) for (alert,) in rows]
 
-    def save_incidents(
-        self,
-        documents: list[dict[str, Any]],
-        members: dict[str, set[str]],
-        signal_ids: dict[str, set[str]],
-        outbox: list[OutboxRow],
-        now: dt.datetime,
-        cursor: AuditCursor | None = None,
-    ) -> None:
-        """Write incidents (their documents as they now stand), membership, signal links and the outbox
-        rows that route their changes (and move the audit cursor), in one transaction."""
-        now = naive_utc(now)
-        incident_rows = [
-            {
-                "incident_id": doc["incident_id"],
-                "status": doc["status"],
-                "severity": doc["severity"],
-                "risk_score": doc["risk_score"],
-                "title": doc["title"],
-                "account_count": len(doc["account_ids"]),
-                "first_seen": parse_time(doc["first_seen"]),
-                "last_seen": parse_time(doc["last_seen"]),
-                "created_at": parse_time(doc["created_at"]),
-                "updated_at": parse_time(doc["updated_at"]),
-                "merged_into": doc.get("merged_into"),
-                "resolved_by": (doc.get("resolved") or {}).get("by"),
-                "resolved_note": (doc.get("resolved") or {}).get("note"),
-                "resolved_at": parse_time(doc["resolved"]["at"]) if doc.get("resolved") else None,
-                "incident": json.dumps(doc, sort_keys=True),
-            }
-            for doc in documents
-        ]
-        changed = pa.Table.from_pylist(
-            incident_rows,
-            schema=_schema(
-                "incident_id status severity risk_score:int title account_count:int first_seen:time "
-                "last_seen:time created_at:time updated_at:time merged_into resolved_by resolved_note "
-                "resolved_at:time incident"
-            ),
+    def _write_incidents(self, incidents: IncidentChanges, now: dt.datetime) -> None:
+        """Inside record_run: incidents (their documents as they now stand), membership, signal links and
+        the outbox rows that route their changes."""
+        # ack columns are kept from the stored row: only `incidents ack` sets them.
+        self.con.execute(
+            "insert or replace into incidents "
+            "select c.incident_id, c.status, c.severity, c.risk_score, c.title, c.account_count, "
+            "c.first_seen, c.last_seen, c.created_at, c.updated_at, c.merged_into, i.ack_by, i.ack_note, "
+            "i.ack_at, coalesce(c.resolved_by, i.resolved_by), "
+            "coalesce(c.resolved_note, i.resolved_note), "
+            "coalesce(c.resolved_at, i.resolved_at), c.incident "
+            "from changed c left join incidents i using (incident_id)"
         )
-        member_rows = pa.Table.from_pylist(
-            [{"member": m, "incident_id": i} for i, items in members.items() for m in sorted(items)],
-            schema=_schema("member incident_id"),
+        self.con.execute(
+            "delete from incident_members where list_contains(?, incident_id)",
+            [[document["incident_id"] for document in incidents.documents]],
         )
-        links = pa.Table.from_pylist(
-            [{"alert_id": a, "incident_id": i} for i, ids in signal_ids.items() for a in sorted(ids)],
-            schema=_schema("alert_id incident_id"),
+        self.con.execute("insert into incident_members select distinct member, incident_id from member_rows")
+        self.con.execute(
+            "update signals set incident_id = links.incident_id from links "
+            "where signals.alert_id = links.alert_id"
         )
-        outbox_rows = pa.Table.from_pylist(
-            [
-                {
-                    "incident_id": row.incident_id,
-                    "sink": row.sink,
-                    "change": row.change,
-                    "action": row.action,
-                    "document": json.dumps(row.document, sort_keys=True),
-                }
-                for row in outbox
-            ],
-            schema=_schema("incident_id sink change action document"),
+        # Signals of a resolved (or merged-away) incident are resolved with it.
+        self.con.execute(
+            "update signals set status = 'resolved', resolved_by = c.resolved_by, "
+            "resolved_note = c.resolved_note, resolved_at = c.resolved_at "
+            "from changed c where signals.incident_id = c.incident_id and c.status = 'resolved' "
+            "and signals.status <> 'resolved'"
         )
-
-        def work() -> None:
-            # ack columns are kept from the stored row: only `incidents ack` sets them.
-            self.con.execute(
-                "insert or replace into incidents "
-                "select c.incident_id, c.status, c.severity, c.risk_score, c.title, c.account_count, "
-                "c.first_seen, c.last_seen, c.created_at, c.updated_at, c.merged_into, i.ack_by, i.ack_note, "
-                "i.ack_at, coalesce(c.resolved_by, i.resolved_by), "
-                "coalesce(c.resolved_note, i.resolved_note), "
-                "coalesce(c.resolved_at, i.resolved_at), c.incident "
-                "from changed c left join incidents i using (incident_id)"
-            )
-            self.con.execute(
-                "delete from incident_members where list_contains(?, incident_id)",
-                [[row["incident_id"] for row in incident_rows]],
-            )
-            self.con.execute(
-                "insert into incident_members select distinct member, incident_id from member_rows"
-            )
-            self.con.execute(
-                "update signals set incident_id = links.incident_id from links "
-                "where signals.alert_id = links.alert_id"
-            )
-            # Signals of a resolved (or merged-away) incident are resolved with it.
-            self.con.execute(
-                "update signals set status = 'resolved', resolved_by = c.resolved_by, "
-                "resolved_note = c.resolved_note, resolved_at = c.resolved_at "
-                "from changed c where signals.incident_id = c.incident_id and c.status = 'resolved' "
-                "and signals.status <> 'resolved'"
-            )
-            self.con.execute(
-                "insert into outbox "
-                "(incident_id, sink, change, action, document, enqueued_at, next_attempt_at) "
-                "select incident_id, sink, change, action, document, $now, $now from outbox_rows",
-                {"now": now},
-            )
-            self._advance(cursor)
-
-        tables = {"changed": changed, "member_rows": member_rows, "links": links, "outbox_rows": outbox_rows}
-        self._transaction(work, tables)
+        self.con.execute(
+            "insert into outbox "
+            "(incident_id, sink, change, action, document, enqueued_at, next_attempt_at) "
+            "select incident_id, sink, change, action, document, $now, $now from outbox_rows",
+            {"now": now},
+        )
 
     def get_incident(self, incident_id: str) -> dict[str, Any]:
         full_id = self.resolve_id(incident_id, "incidents", "incident_id")

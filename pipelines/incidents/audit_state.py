@@ -9,6 +9,11 @@ Signals, incident changes (opened, updated, escalated, merged, resolved by a mer
 2. the state applies exactly those records, in one transaction that also moves the state's audit cursor
    (alert_state.audit_cursor: seq, hash and end offset of the last applied record) past them.
 
+One engine run is one such pair: a single append names its signals and incident changes together, and
+`apply_run` writes them in a single transaction. Before that a run appended them in two batches; the
+records are the same and a batch leaves no mark in the log, so `reconcile` applies an older run's
+pending records (signals, incident changes or both) the same way.
+
 `reconcile` runs before the engine or on-call change anything: records after the cursor are those of a
 process that failed or was killed between the two steps, and are applied then. So after any failure a
 change is either in neither place (an append that failed is cut off again, and the next run raises it
@@ -27,6 +32,7 @@ from pipelines.incidents.alert_state import (
     AlertStateError,
     AlertStore,
     AuditCursor,
+    IncidentChanges,
     OutboxRow,
     RecordResult,
     parse_time,
@@ -86,13 +92,6 @@ def signal_entries(recorded: RecordResult) -> list[tuple[str, dict[str, Any]]]:
     return entries
 
 
-def apply_signals(store: AlertStore, items: list[Item], now: dt.datetime, refresh: RecordResult) -> None:
-    """The signal records' changes, plus `refresh` (signals seen again: not audited), in one transaction."""
-    result = _signal_result([record for record, _ in items])
-    result.seen_again, result.severities = refresh.seen_again, refresh.severities
-    store.apply_signals(result, now, _cursor(items[-1]) if items else None)
-
-
 def _signal_result(records: list[dict[str, Any]]) -> RecordResult:
     result = RecordResult()
     for record in records:
@@ -150,25 +149,37 @@ def _is_status(payload: dict[str, Any]) -> bool:
     return "by" in payload
 
 
-def _apply_incident_changes(store: AlertStore, items: list[Item], now: dt.datetime) -> None:
-    documents, members, signal_ids, outbox = [], {}, {}, []
+def apply_run(
+    store: AlertStore,
+    items: list[Item],
+    now: dt.datetime,
+    refresh: RecordResult | None = None,
+    risk: dict[str, tuple[int, bool]] | None = None,
+) -> None:
+    """Apply a run's signal and incident-change records in one transaction that moves the cursor past
+    the last of them, with `refresh` (signals seen again) and `risk` (the producer's policies), which
+    are not audited. The records are taken as written, so the live run and `reconcile` write the same."""
+    signals = _signal_result([record for record, _ in items if record["kind"] == SIGNAL])
+    if refresh is not None:
+        signals.seen_again, signals.severities = refresh.seen_again, refresh.severities
+    incidents = IncidentChanges()
     for record, _ in items:
         payload = record["payload"]
-        if "incident" not in payload:  # `merged`: the resolved record of the merged incident follows
-            continue
+        if record["kind"] != INCIDENT or "incident" not in payload:
+            continue  # a signal (above), or `merged`: the resolved record of the merged incident follows
         document, change = payload["incident"], payload["change"]
         incident_id = document["incident_id"]
-        documents.append(document)
+        incidents.documents.append(document)
         if not document.get("merged_into"):
-            members[incident_id] = set(payload["members"])
-            signal_ids[incident_id] = set(payload["signal_ids"])
+            incidents.members[incident_id] = set(payload["members"])
+            incidents.signal_ids[incident_id] = set(payload["signal_ids"])
         routed = {**document, "change": change}
         routed |= {key: payload[key] for key in ("previous_severity", "growth") if key in payload}
-        outbox += [
+        incidents.outbox += [
             OutboxRow(incident_id, sink, change, ACTION_OF_CHANGE[change], routed)
             for sink in payload["sinks"]
         ]
-    store.save_incidents(documents, members, signal_ids, outbox, now, _cursor(items[-1]))
+    store.record_run(signals, incidents, now, _cursor(items[-1]) if items else None, risk)
 
 
 def _apply_status(store: AlertStore, item: Item) -> dict[str, Any]:
@@ -197,8 +208,9 @@ def _apply_status(store: AlertStore, item: Item) -> dict[str, Any]:
 
 
 def apply_records(store: AlertStore, items: list[Item], now: dt.datetime) -> dict[str, Any] | None:
-    """Apply audit records in order, each run of one kind in one transaction with the cursor moved past
-    it. Returns the routed copy of the last status change (what `incidents ack|resolve` prints)."""
+    """Apply audit records in order, each run of one group (signals and incident changes; a status
+    change; other records) in one transaction with the cursor moved past it. Returns the routed copy of
+    the last status change (what `incidents ack|resolve` prints)."""
     routed = None
     position = 0
     while position < len(items):
@@ -212,10 +224,8 @@ def apply_records(store: AlertStore, items: list[Item], now: dt.datetime) -> dic
         while end + 1 < len(items) and _group(items[end + 1][0]) == _group(record):
             end += 1
         run = items[position : end + 1]
-        if kind == SIGNAL:
-            apply_signals(store, run, now, RecordResult())
-        elif kind == INCIDENT:
-            _apply_incident_changes(store, run, now)
+        if kind in (SIGNAL, INCIDENT):
+            apply_run(store, run, now)
         elif run[-1][1] is not None:  # a report or another record the state does not hold
             store.set_audit_cursor(_cursor(run[-1]))
         position = end + 1
@@ -223,9 +233,10 @@ def apply_records(store: AlertStore, items: list[Item], now: dt.datetime) -> dic
 
 
 def _group(record: dict[str, Any]) -> str:
+    """A run's signals and incident changes apply together; a status change alone; others not at all."""
     if record["kind"] == INCIDENT:
-        return "status" if _is_status(record["payload"]) else INCIDENT
-    return record["kind"] if record["kind"] == SIGNAL else "other"
+        return "status" if _is_status(record["payload"]) else "run"
+    return "run" if record["kind"] == SIGNAL else "other"
 
 
 # --- reconciliation on start ---------------------------------------------------------------------------

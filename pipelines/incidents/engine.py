@@ -2,30 +2,31 @@
 
 Detections and data-quality gates hand their signals (schemas/alert.schema.json) to `raise_signals`;
 nothing else routes. Each call first applies what an interrupted run audited but never recorded
-(`audit_state.reconcile`), then:
+(`audit_state.reconcile`), then, in one pass that reads the state and decides in memory before it writes:
 
-1. records the signals in the state (dedup and suppression by dedup_key, as before), auditing every new
-   or duplicate signal *before* it is written;
-2. correlates every unresolved signal of the state inside a sliding event-time window
-   (`incidents.window`, ending at the newest signal) into connected components (`correlate`): a signal
-   whose detection `links_accounts` ties all of its accounts together and to its non-account entity
-   (one IP, /24, ASN, payment fingerprint, template, ring), so signals about the same entity tie their
-   accounts together too; signals below `incidents.link_min_risk` link nothing;
+1. plans the signals (dedup and suppression by dedup_key, as before): new, duplicate or seen again;
+2. correlates every unresolved signal inside a sliding event-time window (`incidents.window`, ending at
+   the newest signal), as the state will hold them with this run's signals, into connected components
+   (`correlate`): a signal whose detection `links_accounts` ties all of its accounts together and to its
+   non-account entity (one IP, /24, ASN, payment fingerprint, template, ring), so signals about the same
+   entity tie their accounts together too; signals below `incidents.link_min_risk` link nothing;
 3. scores each component as Splunk's risk-based alerting does (`component_risk`): per detection its
    strongest signal plus a share of the others, capped at the detection's `risk.max_contribution`;
 4. opens an incident for a component at `incidents.open_threshold` or holding an `immediate` signal, or
    updates the open/acknowledged incident it touches (several touched: merged into the oldest);
-5. audits every incident change, then writes it and queues its routed copy in the outbox
-   (pipelines/incidents/routing.py delivers): `opened` and `escalated` page, `updated` goes quietly to
-   the sinks already paged.
+5. appends one audit batch naming every new or duplicate signal and every incident change, then applies
+   exactly that batch in one transaction: the signals, the incidents with their members and signal
+   links, and the outbox rows of their routed copies. `opened` and `escalated` page, `updated` goes
+   quietly to the sinks already paged; pipelines/incidents/routing.py delivers the outbox afterwards.
 
 Audit records are write-ahead: the state applies exactly the records appended, in one transaction with
 its audit cursor (pipelines/incidents/audit_state.py), so a failure anywhere leaves a change in both or
-neither.
+neither, and a run killed between the append and the transaction is applied by the next run's
+`reconcile` exactly as it would have applied itself.
 
 This module imports neither detections.py nor quality.py; they call it. It stays one module (~610 lines):
-record, correlate, update, audit and queue are one transaction over the same working incidents; the pure
-parts live in correlation.py and settings.py.
+plan, correlate, update, audit and queue are one pass over the same working incidents; the pure parts
+live in correlation.py and settings.py.
 """
 
 from __future__ import annotations
@@ -201,7 +202,14 @@ def raise_signals(
     output_tokens: OutputTokens | None = None,
     account_links: AccountLinks | None = None,
 ) -> EngineRun:
-    """Record, correlate, open/update incidents, audit and queue them; the caller delivers the outbox.
+    """Record, correlate, open/update incidents, audit and queue them, in one pass; the caller delivers.
+
+    One pass: the store is only read until everything is decided in memory (the signals' dedup and
+    suppression, the correlation window as it will stand with this run's signals, the incidents they
+    touch), then one audit batch names every signal and incident change (write-ahead) and the state
+    applies that batch in one transaction, outbox rows included. Delivering the outbox is a separate,
+    later step by nature: a sink's answer is not known until it is asked, and whatever it does not take
+    waits in the outbox for a later run, so delivery results never belong in this transaction.
 
     `output_tokens` answers [(incident_id, account_ids, first_seen, last_seen)] -> {incident_id: tokens}
     from the lake, for the incident summaries (None: summaries without a token figure).
@@ -209,32 +217,44 @@ def raise_signals(
     """
     audit_state.reconcile(store, audit_log, now)
     recorded = store.plan_signals(signals, {d: p.suppression_minutes for d, p in policies.items()})
-    # Write-ahead: the audit log names every signal before the state knows it; the state applies
-    # exactly what was appended (pipelines/incidents/audit_state.py).
-    written = audit_state.append(audit_log, audit_state.signal_entries(recorded), now)
-    audit_state.apply_signals(store, written, now, recorded)
-    store.register_risk({d: (p.max_contribution, p.links_accounts) for d, p in policies.items()})
-    changes = _correlate_and_update(store, router, audit_log, settings, now, output_tokens, account_links)
+    risk = {d: (p.max_contribution, p.links_accounts) for d, p in policies.items()}
+    changes, incident_entries = _decide_incidents(
+        store, router, recorded, risk, settings, now, output_tokens, account_links
+    )
+    # Write-ahead: the audit log names every signal and incident change before the state knows it; the
+    # state applies exactly what was appended (pipelines/incidents/audit_state.py).
+    written = audit_state.append(audit_log, audit_state.signal_entries(recorded) + incident_entries, now)
+    audit_state.apply_run(store, written, now, recorded, risk)
     return EngineRun(recorded, changes)
 
 
-def _correlate_and_update(
+def _decide_incidents(
     store: AlertStore,
     router: Router,
-    audit_log: AuditLog,
+    recorded: RecordResult,
+    risk: dict[str, tuple[int, bool]],
     settings: IncidentSettings,
     now: dt.datetime,
     output_tokens: OutputTokens | None,
     account_links: AccountLinks | None = None,
-) -> list[dict[str, Any]]:
-    signals = store.window_signals(settings.window)
+) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
+    """(routed copies of the incident changes, their audit entries), decided from the store as it will
+    stand once `recorded` and `risk` are written; writes nothing."""
+    signals = store.window_signals(settings.window, pending=recorded)
     if not signals:
-        return []
-    policies = store.risk_policies()
+        return [], []
+    policies = store.risk_policies() | risk  # as record_run will leave them: this run's declarations win
     immediate = sorted({account for s in signals if s["immediate"] for account in s["account_ids"]})
     traffic_links = account_links(immediate) if account_links and immediate else None
     components = correlate(signals, policies, settings, traffic_links)
     touching = store.incidents_touching(node for component in components for node in component.nodes)
+    # Each component's earliest signal names the incident it would open; the ids already taken are
+    # looked up at once (nothing below writes the state).
+    founders = [
+        min(component.signals, key=lambda s: (parse_time(s["window_start"]), s["alert_id"]))
+        for component in components
+    ]
+    taken = store.known_incident_ids(incident_id_for(signal, settings.window) for signal in founders)
     touched_ids = set(touching.values()) | {s["incident_id"] for s in signals if s["incident_id"]}
     records = store.incident_records(touched_ids)
     members = store.incident_member_sets(touched_ids)
@@ -253,7 +273,7 @@ def _correlate_and_update(
             incident_id = working[incident_id].merged_into
         return incident_id
 
-    for component in components:
+    for component, earliest in zip(components, founders, strict=True):
         touched = {touching[node] for node in component.nodes if node in touching}
         # A signal leads to the incident it joined earlier only when it lies wholly inside this component:
         # a weak signal naming a crowd (one ASN's users) joined a ring's incident through the ring's
@@ -274,9 +294,8 @@ def _correlate_and_update(
             for other in others:
                 incident.merge(working[other])
         else:
-            earliest = min(component.signals, key=lambda s: (parse_time(s["window_start"]), s["alert_id"]))
             incident_id = incident_id_for(earliest, settings.window)
-            if incident_id in working or store.known_incident_ids([incident_id]):
+            if incident_id in working or incident_id in taken:
                 # The earliest finding already founded an incident that was resolved: a new campaign.
                 incident_id = hashlib.sha256(f"{incident_id}:{earliest['alert_id']}".encode()).hexdigest()[
                     :32
@@ -307,7 +326,7 @@ def _correlate_and_update(
     changed = [(incident, _change_of(incident)) for incident in working.values()]
     changed = [(incident, change) for incident, change in changed if change]
     if not changed:
-        return []
+        return [], []
     tokens = {}
     if output_tokens is not None:
         tokens = output_tokens(
@@ -348,10 +367,7 @@ def _correlate_and_update(
                 extras,
             )
         )
-    # Write-ahead: an incident change is in the audit log before the state holds it, and the state
-    # applies exactly what the log holds.
-    audit_state.apply_records(store, audit_state.append(audit_log, audit_entries, now), now)
-    return routed
+    return routed, audit_entries
 
 
 def _change_of(incident: _Working) -> str | None:

@@ -73,6 +73,8 @@ def test_plain_consumer_and_detection_suite_smoke(bench_main, tmp_path, kafka_bo
     # every detection timed, beside the suite's one shared scan of the lake
     shared_scan_step = importlib.import_module("bench.detection").SHARED_SCAN_STEP
     assert set(size["compacted"]["per_detection_s"]) == enabled | {shared_scan_step}
+    # each step's own CPU seconds beside its wall seconds (the figure that survives a loaded machine)
+    assert set(size["compacted"]["per_detection_cpu_s"]) == enabled | {shared_scan_step}
 
 
 @pytest.mark.integration

@@ -22,6 +22,16 @@ with located_events as (
         and not list_contains($anonymizer_asn_types, coalesce(asn_type, 'unknown'))
 ),
 
+hopping_accounts as (
+    -- A window alerts on new countries weighing $min_regions, and a country weighs at most
+    -- greatest(1, $shared_egress_country_weight): an account with fewer countries than that in the whole
+    -- lake cannot alert and skips the per-window work below (most accounts: one home country).
+    select account_id
+    from located_events
+    group by account_id
+    having count(distinct country) * greatest(1.0, $shared_egress_country_weight) >= $min_regions
+),
+
 window_countries as (
     select
         account_id,
@@ -34,6 +44,7 @@ window_countries as (
         -- the latest time the account was in this country before this window
         lag(max(event_time)) over (partition by account_id, country order by window_start) as previous_seen
     from located_events
+    semi join hopping_accounts using (account_id)
     group by account_id, window_start, country
 ),
 

@@ -46,27 +46,56 @@ located_events as (
         and coalesce(events.longitude, country_points.longitude) is not null
 ),
 
+mobile_accounts as (
+    -- Only an account whose places lie further apart than their accuracy radii can make a hop, so the
+    -- others skip the sort below (most accounts: one home, one city). No two points of a latitude /
+    -- longitude box are further apart than its height plus its width (along a meridian, then along a
+    -- parallel, neither longer than that side is at the equator), so an account is skipped when that
+    -- bound, less its two smallest radii, stays under $min_distance_km: none of its hops could reach it.
+    select located_events.account_id
+    from located_events
+    cross join constants
+    group by located_events.account_id
+    having not coalesce(
+        any_value(constants.earth_radius_km) * radians(
+            max(located_events.latitude) - min(located_events.latitude)
+            + max(located_events.longitude) - min(located_events.longitude)
+        ) - 2 * min(located_events.accuracy_km) < $min_distance_km,
+        false
+    )
+),
+
 hops as (
-    -- event_id breaks timestamp ties so equal-time events always pair up the same way.
+    -- event_id breaks timestamp ties so equal-time events always pair up the same way. One lag of the
+    -- whole previous event: one window function instead of eight over the same sort.
     select
         account_id,
         org_id,
-        lag(event_time) over account_timeline as from_time,
+        event_id as to_event_id,
+        previous.event_time as from_time,
         event_time as to_time,
-        lag(source_ip) over account_timeline as from_ip,
+        previous.source_ip as from_ip,
         source_ip as to_ip,
-        lag(country) over account_timeline as from_country,
+        previous.country as from_country,
         country as to_country,
-        lag(latitude) over account_timeline as from_latitude,
-        lag(longitude) over account_timeline as from_longitude,
+        previous.latitude as from_latitude,
+        previous.longitude as from_longitude,
         latitude as to_latitude,
         longitude as to_longitude,
-        lag(asn_type) over account_timeline as from_asn_type,
+        previous.asn_type as from_asn_type,
         asn_type as to_asn_type,
-        lag(accuracy_km) over account_timeline as from_accuracy_km,
+        previous.accuracy_km as from_accuracy_km,
         accuracy_km as to_accuracy_km
-    from located_events
-    window account_timeline as (partition by account_id order by event_time, event_id)
+    from (
+        select
+            *,
+            lag({
+                'event_time': event_time, 'source_ip': source_ip, 'country': country, 'latitude': latitude,
+                'longitude': longitude, 'asn_type': asn_type, 'accuracy_km': accuracy_km
+            }) over (partition by account_id order by event_time, event_id) as previous
+        from located_events
+        semi join mobile_accounts using (account_id)
+    ) as timeline
 ),
 
 measured_hops as (
@@ -172,16 +201,17 @@ account_windows as (
         max(network_factor) filter (where not known_to_org) as strongest_factor,
         min(from_time) as first_hop_at,
         max(to_time) as last_hop_at,
-        arg_max(
+        first(
             {
                 'from_ip': from_ip, 'to_ip': to_ip, 'from_country': from_country, 'to_country': to_country,
                 'from_asn_type': from_asn_type, 'to_asn_type': to_asn_type,
                 'distance_km': round(distance_km, 1), 'excess_km': round(excess_km, 1),
                 'elapsed_seconds': elapsed_ms / 1000.0, 'speed_kmh': round(speed_kmh, 1),
                 'simultaneous': speed_kmh is null
-            },
-            -- the hop shown: ordinary networks first, then the longest beyond the error
-            network_factor * 100000 + excess_km
+            }
+            -- the hop shown: ordinary networks first, then the longest beyond the error; of equals the
+            -- earliest (arg_max picked any of them, so the evidence varied between runs)
+            order by network_factor * 100000 + excess_km desc, to_time, to_event_id
         ) as strongest_hop
     from judged_hops
     group by account_id, window_start

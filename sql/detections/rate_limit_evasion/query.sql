@@ -8,7 +8,18 @@
 -- organisations riding the limit together is strong on its own and links its members into one campaign;
 -- more members and longer riding raise it.
 
-with account_windows as (
+with pressing_windows as (
+    -- Riding the limit and being throttled both take minutes at or over the near-limit mark (at least
+    -- $min_riding_minutes or $min_pressing_minutes of them), so only account windows with such a minute
+    -- are aggregated below: most accounts never come near the limit. Were either minimum below one,
+    -- every window would be kept.
+    select distinct account_id, time_bucket(to_minutes($window_minutes), window_start) as window_start
+    from account_minute
+    where requests >= $near_limit_share * $per_account_limit_per_minute
+        or least($min_riding_minutes, $min_pressing_minutes) < 1
+),
+
+account_windows as (
     select
         account_id,
         time_bucket(to_minutes($window_minutes), window_start) as window_start,
@@ -22,6 +33,9 @@ with account_windows as (
         max(requests) as max_requests_per_minute,
         sum(requests) as requests
     from account_minute
+    semi join pressing_windows
+        on pressing_windows.account_id = account_minute.account_id
+        and pressing_windows.window_start = time_bucket(to_minutes($window_minutes), account_minute.window_start)
     group by account_id, time_bucket(to_minutes($window_minutes), window_start)
 ),
 
@@ -32,6 +46,9 @@ throttling as (
         count(*) filter (where status_code = 429) as throttled_requests,
         any_value(org_key) as org_key
     from events_enriched
+    semi join pressing_windows
+        on pressing_windows.account_id = events_enriched.account_id
+        and pressing_windows.window_start = time_bucket(to_minutes($window_minutes), events_enriched.event_time)
     group by account_id, time_bucket(to_minutes($window_minutes), event_time)
 ),
 

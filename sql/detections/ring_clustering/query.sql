@@ -18,24 +18,42 @@
 -- The graph is bipartite (account - resource) rather than account pairs, so a resource shared by
 -- 20,000 accounts is 20,000 edges, not 200 million.
 
-with recursive windowed_events as (
+with recursive account_values as (
+    -- one row per account, window and combination of the values that can link it (address, AS, card,
+    -- client): the links, the population and the rings' volume read this, not every event again
     select
-        *,
-        time_bucket(to_hours($window_hours), event_time) as window_start
+        time_bucket(to_hours($window_hours), event_time) as window_start,
+        account_id,
+        org_key,
+        source_ip,
+        asn_type,
+        asn_key,
+        payment_fingerprint,
+        user_agent,
+        count(*) as requests,
+        sum(output_tokens) as output_tokens,
+        min(event_time) as first_seen,
+        max(event_time) as last_seen
     from events_enriched
+    group by all
 ),
 
 population as (
     select window_start, greatest(count(distinct account_id), $reference_population) as accounts
-    from windowed_events
+    from account_values
     group by window_start
 ),
 
 template_use as (
-    select window_start, account_id, any_value(org_key) as org_key, prompt_fingerprint, count(*) as requests
-    from windowed_events
+    select
+        time_bucket(to_hours($window_hours), event_time) as window_start,
+        account_id,
+        any_value(org_key) as org_key,
+        prompt_fingerprint,
+        count(*) as requests
+    from events_enriched
     where prompt_fingerprint is not null
-    group by window_start, account_id, prompt_fingerprint
+    group by time_bucket(to_hours($window_hours), event_time), account_id, prompt_fingerprint
 ),
 
 template_sizes as (
@@ -89,19 +107,19 @@ script_templates as (
 
 resource_links as (
     select window_start, account_id, org_key, 'infrastructure' as family, 'ip:' || source_ip as resource
-    from windowed_events
+    from account_values
     where list_contains($anonymizer_asn_types, asn_type)
     union
     select window_start, account_id, org_key, 'infrastructure', 'asn:' || asn_key
-    from windowed_events
+    from account_values
     where list_contains($hosting_asn_types, asn_type) and asn_key is not null
     union
     select window_start, account_id, org_key, 'payment', payment_fingerprint
-    from windowed_events
+    from account_values
     where payment_fingerprint is not null
     union
     select window_start, account_id, org_key, 'client', user_agent
-    from windowed_events
+    from account_values
     where user_agent is not null
     union
     -- a template needs repeated use by an account to link it (one stray request is noise), and must be
@@ -124,7 +142,7 @@ sync_links as (
     ) as members
     -- every account in account_minute has events, so the left join always finds its org
     left join (
-        select account_id, any_value(org_key) as org_key from events_enriched group by account_id
+        select account_id, any_value(org_key) as org_key from account_values group by account_id
     ) as orgs using (account_id)
 ),
 
@@ -293,14 +311,14 @@ ring_volume as (
     select
         rings.window_start,
         rings.label,
-        count(*) as requests,
-        sum(windowed_events.output_tokens) as output_tokens,
-        count(distinct windowed_events.org_key) as distinct_orgs,
-        min(windowed_events.event_time) as first_seen,
-        max(windowed_events.event_time) as last_seen
+        sum(account_values.requests) as requests,
+        sum(account_values.output_tokens) as output_tokens,
+        count(distinct account_values.org_key) as distinct_orgs,
+        min(account_values.first_seen) as first_seen,
+        max(account_values.last_seen) as last_seen
     from rings
     inner join components using (window_start, label)
-    inner join windowed_events using (window_start, account_id)
+    inner join account_values using (window_start, account_id)
     group by rings.window_start, rings.label
 ),
 

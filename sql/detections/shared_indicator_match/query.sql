@@ -31,7 +31,7 @@ event_values as (
             {'kind': 'template', 'value': sha256(events.prompt_fingerprint)},
             {'kind': 'user_agent', 'value': events.user_agent}
         ]) as observed
-    from events
+    from events_enriched as events
     left join shared_indicator_networks as networks on events.source_ip = networks.source_ip
     -- nothing imported: skip the scan (and the hashing) altogether
     where exists (select 1 from shared_indicators)

@@ -27,21 +27,28 @@ groups as (
     having count(*) >= $min_accounts
 ),
 
+group_members as (
+    -- one row per member, so the members' events are found by an equi-join on the account rather than
+    -- a list_contains test of every event against every group
+    select group_key, window_start, window_end, unnest(account_ids) as account_id
+    from groups
+),
+
 group_networks as (
     -- how diverse the members' networks are: synchronization across many ASNs is the strong signal
     select
-        groups.group_key,
-        groups.window_start,
+        group_members.group_key,
+        group_members.window_start,
         count(distinct events.source_ip) as distinct_ips,
         count(distinct events.asn_key) as distinct_asns,
         count(distinct events.country) as distinct_countries,
         count(*) as requests
-    from groups
+    from group_members
     inner join events_enriched as events
-        on list_contains(groups.account_ids, events.account_id)
-        and events.event_time >= groups.window_start
-        and events.event_time < groups.window_end
-    group by groups.group_key, groups.window_start
+        on events.account_id = group_members.account_id
+        and events.event_time >= group_members.window_start
+        and events.event_time < group_members.window_end
+    group by group_members.group_key, group_members.window_start
 ),
 
 scored as (

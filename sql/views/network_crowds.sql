@@ -1,12 +1,14 @@
 -- network_crowds(network_events, anonymizer_asn_types, ordinary_network_weight, min_weighted_accounts,
 --                hydra_weighted_accounts, min_distinct_orgs, weight_crowd, weight_anonymizer):
--- the crowd test and its score for the detections that count accounts of many organisations inside one
--- network per window (shared_asn_infrastructure: an AS; shared_subnet_infrastructure: a /24 or /48 block),
--- one definition with each rule's own parameters. A macro can take neither the rule's $parameters nor its
--- grouping column, so each rule projects its requests as the relation named by network_events:
---   shared_key (the network), window_start, account_id, org_key, asn_type
--- Result: one row per crowded network window with distinct_accounts, distinct_orgs, weighted_accounts,
--- account_ids and risk_factors {crowd, anonymizer_share}.
+-- the crowd test, its score and the crowd's traffic for the detections that count accounts of many
+-- organisations inside one network per window (shared_asn_infrastructure: an AS;
+-- shared_subnet_infrastructure: a /24 or /48 block), one definition with each rule's own parameters.
+-- A macro can take neither the rule's $parameters nor its grouping column, so each rule passes its
+-- thresholds as arguments and the name of a relation of its requests with the columns
+--   shared_key (the network), window_start, account_id, org_key, source_ip, asn_key, asn_type, event_time
+-- Result: one row per crowded network window: distinct_accounts, distinct_orgs, weighted_accounts,
+-- account_ids, risk_factors {crowd, anonymizer_share}, risk_score (their sum), requests, distinct_ips,
+-- asns, asn_types (null when none is known), first_seen, last_seen.
 create or replace macro network_crowds(
     network_events,
     anonymizer_asn_types,
@@ -43,16 +45,38 @@ crowds as (
     group by shared_key, window_start
     having sum(weight) >= min_weighted_accounts
         and count(distinct org_key) >= min_distinct_orgs
+),
+
+crowd_traffic as (
+    -- what went through each crowded network window
+    select
+        shared_key,
+        window_start,
+        count(*) as requests,
+        count(distinct source_ip) as distinct_ips,
+        list_sort(list(distinct asn_key) filter (where asn_key is not null)) as asns,
+        list_sort(list(distinct asn_type) filter (where asn_type is not null)) as asn_types,
+        min(event_time) as first_seen,
+        max(event_time) as last_seen
+    from query_table(network_events)
+    semi join crowds using (shared_key, window_start)
+    group by shared_key, window_start
+),
+
+scored as (
+    select
+        *,
+        {
+            -- crowd size on a log scale between the alerting floor and a hydra-sized crowd
+            'crowd': round(
+                weight_crowd * log_scale(weighted_accounts, min_weighted_accounts, hydra_weighted_accounts), 1
+            ),
+            -- a network of anonymizers is likelier a proxy pool than one of residential or mobile lines
+            'anonymizer_share': round(weight_anonymizer * weighted_accounts / distinct_accounts, 1)
+        } as risk_factors
+    from crowds
+    inner join crowd_traffic using (shared_key, window_start)
 )
 
-select
-    *,
-    {
-        -- crowd size on a log scale between the alerting floor and a hydra-sized crowd
-        'crowd': round(
-            weight_crowd * log_scale(weighted_accounts, min_weighted_accounts, hydra_weighted_accounts), 1
-        ),
-        -- a network of anonymizers is likelier a proxy pool than one of residential or mobile lines
-        'anonymizer_share': round(weight_anonymizer * weighted_accounts / distinct_accounts, 1)
-    } as risk_factors
-from crowds;
+select *, risk_factors.crowd + risk_factors.anonymizer_share as risk_score
+from scored;

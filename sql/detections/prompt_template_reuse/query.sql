@@ -10,22 +10,16 @@
 -- only scripts link accounts into a campaign (a popular template never does).
 
 with template_events as (
-    -- the shape shared_value_accounts reads (sql/views/shared_values.sql): the template is the shared value
+    -- the template's requests, as the shared_value macros read them (sql/views/shared_values.sql)
     select
         prompt_fingerprint as shared_key,
-        time_bucket(to_hours($window_hours), event_time) as window_start,
-        account_id,
-        org_key,
-        list_contains(request_tags, 'reasoning_elicitation') as reasoning_requested,
-        input_tokens,
-        output_tokens,
-        event_time
+        account_id, org_key, request_tags, input_tokens, output_tokens, event_time
     from events_enriched
     where prompt_fingerprint is not null
 ),
 
 value_accounts as (
-    select * from shared_value_accounts(template_events, $min_requests_per_account)
+    select * from shared_value_accounts(template_events, $window_hours, $min_requests_per_account)
 ),
 
 template_accounts as (
@@ -35,15 +29,16 @@ template_accounts as (
 account_templates as (
     -- every template an account used at all: a companion counts with a single request (a script's rarer
     -- template may come up once or twice in a short window)
-    select distinct shared_key as prompt_fingerprint, window_start, account_id
+    select distinct
+        shared_key as prompt_fingerprint,
+        time_bucket(to_hours($window_hours), event_time) as window_start,
+        account_id
     from template_events
 ),
 
 template_windows as (
-    select
-        * rename (shared_key as prompt_fingerprint),
-        window_start + to_hours($window_hours) as window_end
-    from shared_value_windows(value_accounts, $min_distinct_orgs)
+    select * rename (shared_key as prompt_fingerprint)
+    from shared_value_windows(value_accounts, $window_hours, $min_distinct_orgs)
 ),
 
 companions as (

@@ -9,8 +9,7 @@
 -- stays a low-risk signal for the compliance report rather than a page.
 
 with restricted_events as (
-    -- The reference list is dated: an event counts only under a row effective at its own event time,
-    -- so re-running over old partitions gives the answer that was right back then.
+    -- The reference list is dated: an event counts only under a row in force at its own event time.
     select
         events.account_id,
         events.event_time,
@@ -23,8 +22,7 @@ with restricted_events as (
     from events_enriched as events
     inner join restricted_countries as restricted
         on events.country = restricted.country_code
-        and events.event_time >= restricted.effective_from
-        and (restricted.effective_to is null or events.event_time < restricted.effective_to)
+        and in_force(events.event_time, restricted.effective_from, restricted.effective_to)
 ),
 
 account_windows as (
@@ -62,8 +60,7 @@ nearby_events as (
         and events.event_time <= windows.last_seen + to_hours($evasion_lookback_hours)
     left join restricted_countries as restricted
         on events.country = restricted.country_code
-        and events.event_time >= restricted.effective_from
-        and (restricted.effective_to is null or events.event_time < restricted.effective_to)
+        and in_force(events.event_time, restricted.effective_from, restricted.effective_to)
 ),
 
 anonymized_elsewhere as (

@@ -6,27 +6,20 @@
 -- traffic stays at the base.
 
 with payment_events as (
-    -- the shape shared_value_accounts reads (sql/views/shared_values.sql): the card is the shared value
+    -- the card's requests, as the shared_value macros read them (sql/views/shared_values.sql)
     select
         payment_fingerprint as shared_key,
-        time_bucket(to_hours($window_hours), event_time) as window_start,
-        account_id,
-        org_key,
-        list_contains(request_tags, 'reasoning_elicitation') as reasoning_requested,
-        input_tokens,
-        output_tokens,
-        event_time
+        account_id, org_key, request_tags, input_tokens, output_tokens, event_time
     from events_enriched
     where payment_fingerprint is not null
 ),
 
 payment_accounts as (
-    select * from shared_value_accounts(payment_events, $min_requests_per_account)
+    select * from shared_value_accounts(payment_events, $window_hours, $min_requests_per_account)
 ),
 
 payment_windows as (
-    select *, window_start + to_hours($window_hours) as window_end
-    from shared_value_windows(payment_accounts, $min_distinct_orgs)
+    select * from shared_value_windows(payment_accounts, $window_hours, $min_distinct_orgs)
 ),
 
 scored as (

@@ -12,7 +12,9 @@ with asn_events as (
     select
         asn_key as shared_key,
         time_bucket(to_minutes($window_minutes), event_time) as window_start,
-        account_id, org_key, source_ip, asn_key, asn_type, event_time
+        account_id,
+        org_key,
+        asn_type
     from events_enriched
     where asn_key is not null
 ),
@@ -23,6 +25,18 @@ crowded_asns as (
         asn_events, $anonymizer_asn_types, $ordinary_network_weight, $min_weighted_accounts,
         $hydra_weighted_accounts, $min_distinct_orgs, $weight_crowd, $weight_anonymizer
     )
+),
+
+asn_windows as (
+    -- the requests and network types ([] when none is known) of each crowded window
+    select
+        shared_key,
+        window_start,
+        count(*) as requests,
+        coalesce(list_sort(list(distinct asn_type) filter (where asn_type is not null)), []) as asn_types
+    from asn_events
+    semi join crowded_asns using (shared_key, window_start)
+    group by shared_key, window_start
 )
 
 select
@@ -37,7 +51,7 @@ select
     distinct_accounts,
     distinct_orgs,
     round(weighted_accounts, 2) as weighted_accounts,
-    -- [] rather than null when no request of the crowd had a known network type
-    coalesce(asn_types, []) as asn_types
+    asn_types
 from crowded_asns
+inner join asn_windows using (shared_key, window_start)
 order by window_start, shared_key

@@ -47,6 +47,22 @@ crowded_blocks as (
         busy_block_events, $anonymizer_asn_types, $ordinary_network_weight, $min_weighted_accounts,
         $hydra_weighted_accounts, $min_distinct_orgs, $weight_crowd, $weight_anonymizer
     )
+),
+
+block_windows as (
+    -- the per-block statistics, for crowded blocks only
+    select
+        shared_key,
+        window_start,
+        count(*) as requests,
+        count(distinct source_ip) as distinct_ips,
+        list_sort(list(distinct asn_key) filter (where asn_key is not null)) as asns,
+        list_sort(list(distinct asn_type) filter (where asn_type is not null)) as asn_types,
+        min(event_time) as first_seen,
+        max(event_time) as last_seen
+    from block_events
+    semi join crowded_blocks using (shared_key, window_start)
+    group by shared_key, window_start
 )
 
 select
@@ -67,4 +83,5 @@ select
     first_seen,
     last_seen
 from crowded_blocks
+inner join block_windows using (shared_key, window_start)
 order by window_start, shared_key

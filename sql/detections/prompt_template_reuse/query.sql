@@ -80,7 +80,7 @@ cohesion as (
 ),
 
 features as (
-    -- every feature in 0..1; greatest(least(...)) clamps
+    -- every feature in 0..1 (the scales of sql/views/risk_scales.sql clamp)
     select
         template_windows.*,
         coalesce(cohesion.cohesive_accounts, 0) as cohesive_accounts,

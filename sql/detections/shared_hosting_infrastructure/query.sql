@@ -103,7 +103,7 @@ coordination as (
 ),
 
 features as (
-    -- every feature in 0..1; greatest(least(...)) clamps
+    -- every feature in 0..1 (the scales of sql/views/risk_scales.sql clamp)
     select
         crowded_ips.*,
         coalesce(coordination.coordinated_accounts, 0) as coordinated_accounts,

@@ -8,29 +8,21 @@
 -- amid an account's traffic from elsewhere (a carrier gateway or a mis-placed line), with no evasion,
 -- stays a low-risk signal for the compliance report rather than a page.
 
-with event_restrictions as (
-    -- Every request with the row of the dated reference list in force at its own event time, if any,
-    -- so re-running over old partitions gives the answer that was right back then.
+with restricted_events as (
+    -- The reference list is dated: an event counts only under a row in force at its own event time.
     select
         events.account_id,
         events.event_time,
         events.source_ip,
         events.country,
-        events.asn_type,
-        events.status_code,
-        restricted.country_code is not null as restricted,
         restricted.regime,
-        restricted.basis
+        restricted.basis,
+        events.status_code,
+        time_bucket(to_minutes($window_minutes), events.event_time) as window_start
     from events_enriched as events
-    left join restricted_countries as restricted
+    inner join restricted_countries as restricted
         on events.country = restricted.country_code
         and in_force(events.event_time, restricted.effective_from, restricted.effective_to)
-),
-
-restricted_events as (
-    select *, time_bucket(to_minutes($window_minutes), event_time) as window_start
-    from event_restrictions
-    where restricted
 ),
 
 account_windows as (
@@ -52,13 +44,23 @@ account_windows as (
 ),
 
 nearby_events as (
-    -- the account's requests around each restricted window
-    select windows.account_id, windows.window_start, events.* exclude (account_id)
+    -- the account's requests around each restricted window, each with the restriction in force at its
+    -- own time if any (restricted_country_code is null: not restricted then)
+    select
+        windows.account_id,
+        windows.window_start,
+        events.source_ip,
+        events.country,
+        events.asn_type,
+        restricted.country_code as restricted_country_code
     from account_windows as windows
-    inner join event_restrictions as events
+    inner join events_enriched as events
         on events.account_id = windows.account_id
         and events.event_time >= windows.first_seen - to_hours($evasion_lookback_hours)
         and events.event_time <= windows.last_seen + to_hours($evasion_lookback_hours)
+    left join restricted_countries as restricted
+        on events.country = restricted.country_code
+        and in_force(events.event_time, restricted.effective_from, restricted.effective_to)
 ),
 
 anonymized_elsewhere as (
@@ -72,7 +74,7 @@ anonymized_elsewhere as (
         count(*) as evasion_requests
     from nearby_events
     where list_contains($anonymizer_asn_types, asn_type)
-        and not restricted
+        and restricted_country_code is null
     group by account_id, window_start
 ),
 
@@ -82,7 +84,7 @@ account_context as (
     select
         account_id,
         window_start,
-        count(*) filter (where restricted) as nearby_restricted_requests,
+        count(*) filter (where restricted_country_code is not null) as nearby_restricted_requests,
         count(*) as nearby_requests
     from nearby_events
     group by account_id, window_start

@@ -10,11 +10,8 @@ select
     distinct_prompt_fingerprints,
     reasoning_requests,
     error_requests,
-    -- a tumbling 1-minute window starts on a whole minute and lasts exactly 60 s
-    epoch_ms(window_start) % 60000 as window_start_offset_ms,
-    epoch_ms(window_end) - epoch_ms(window_start) as window_length_ms,
-    -- aggregates are partitioned by window_start
-    window_start >= $partition_start and window_start < $partition_end as in_partition_hour,
+    -- window_start_offset_ms, window_length_ms, in_partition_hour (sql/views/minute_window_checks.sql)
+    unnest(minute_window_checks(window_start, window_end, $partition_start, $partition_end)),
     -- sub-counts are subsets of the requests they were counted from
     reasoning_requests <= requests and error_requests <= requests as subcounts_within_requests
 from {{ partition account_minute }}

@@ -5,7 +5,6 @@ select
     distinct_accounts,
     input_tokens,
     output_tokens,
-    epoch_ms(window_start) % 60000 as window_start_offset_ms,
-    epoch_ms(window_end) - epoch_ms(window_start) as window_length_ms,
-    window_start >= $partition_start and window_start < $partition_end as in_partition_hour
+    -- window_start_offset_ms, window_length_ms, in_partition_hour (sql/views/minute_window_checks.sql)
+    unnest(minute_window_checks(window_start, window_end, $partition_start, $partition_end))
 from {{ partition country_minute }}

@@ -20,5 +20,4 @@ select
 from events_in_period
 left join restricted_countries as restricted
     on events_in_period.country = restricted.country_code
-    and events_in_period.event_time >= restricted.effective_from
-    and (restricted.effective_to is null or events_in_period.event_time < restricted.effective_to)
+    and in_force(events_in_period.event_time, restricted.effective_from, restricted.effective_to)

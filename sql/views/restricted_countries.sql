@@ -17,4 +17,10 @@ from read_csv(
         'effective_to': 'date',
         'notes': 'varchar'
     }
-)
+);
+
+-- in_force(at_time, effective_from, effective_to): whether a dated row of the list applies at at_time
+-- (from effective_from inclusive to effective_to exclusive; no effective_to: still in force). Every reader
+-- joins the list on it, so re-running over old partitions gives the answer that was right back then.
+create or replace macro in_force(at_time, effective_from, effective_to) as
+    at_time >= effective_from and (effective_to is null or at_time < effective_to);

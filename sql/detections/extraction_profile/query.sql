@@ -62,11 +62,9 @@ features as (
         windows.reasoning_requests / windows.requests as reasoning_share,
         windows.active_hours / lake_hours.observed_hours as active_hour_share,
         windows.hosting_requests / windows.requests as hosting_share,
-        -- output ratio on a log scale: 2x is as far from 1x as 8x from 4x
-        greatest(least(
-            ln(greatest(windows.output_tokens / greatest(windows.input_tokens, 1), 1e-9) / $ratio_normal)
-                / ln($ratio_suspicious / $ratio_normal),
-            1), 0) as ratio_f,
+        output_ratio_scale(
+            windows.output_tokens / greatest(windows.input_tokens, 1), $ratio_normal, $ratio_suspicious
+        ) as ratio_f,
         least(windows.reasoning_requests / windows.requests / $reasoning_suspicious_share, 1) as reasoning_f,
         -- population rank of output volume within the same window
         greatest(least(

@@ -9,49 +9,36 @@
 -- A team sharing a template is one org and yields nothing; scores below $min_risk yield no signal, so
 -- only scripts link accounts into a campaign (a popular template never does).
 
-with template_accounts as (
+with template_events as (
+    -- the template's requests, as the shared_value macros read them (sql/views/shared_values.sql)
     select
-        prompt_fingerprint,
-        time_bucket(to_hours($window_hours), event_time) as window_start,
-        account_id,
-        any_value(org_key) as org_key,
-        count(*) as requests,
-        count(*) filter (where list_contains(request_tags, 'reasoning_elicitation')) as reasoning_requests,
-        sum(input_tokens) as input_tokens,
-        sum(output_tokens) as output_tokens,
-        min(event_time) as first_seen,
-        max(event_time) as last_seen
+        prompt_fingerprint as shared_key,
+        account_id, org_key, request_tags, input_tokens, output_tokens, event_time
     from events_enriched
     where prompt_fingerprint is not null
-    group by prompt_fingerprint, window_start, account_id
-    having count(*) >= $min_requests_per_account
+),
+
+value_accounts as (
+    select * from shared_value_accounts(template_events, $window_hours, $min_requests_per_account)
+),
+
+template_accounts as (
+    select * rename (shared_key as prompt_fingerprint) from value_accounts
 ),
 
 account_templates as (
     -- every template an account used at all: a companion counts with a single request (a script's rarer
     -- template may come up once or twice in a short window)
     select distinct
-        prompt_fingerprint, time_bucket(to_hours($window_hours), event_time) as window_start, account_id
-    from events_enriched
-    where prompt_fingerprint is not null
+        shared_key as prompt_fingerprint,
+        time_bucket(to_hours($window_hours), event_time) as window_start,
+        account_id
+    from template_events
 ),
 
 template_windows as (
-    select
-        prompt_fingerprint,
-        window_start,
-        window_start + to_hours($window_hours) as window_end,
-        count(*) as distinct_accounts,
-        count(distinct org_key) as distinct_orgs,
-        sum(requests) as requests,
-        sum(reasoning_requests) / sum(requests) as reasoning_share,
-        sum(output_tokens) / greatest(sum(input_tokens), 1) as output_input_ratio,
-        list_sort(list(account_id)) as account_ids,
-        min(first_seen) as first_seen,
-        max(last_seen) as last_seen
-    from template_accounts
-    group by prompt_fingerprint, window_start
-    having count(distinct org_key) >= $min_distinct_orgs
+    select * rename (shared_key as prompt_fingerprint)
+    from shared_value_windows(value_accounts, $window_hours, $min_distinct_orgs)
 ),
 
 companions as (
@@ -93,7 +80,7 @@ cohesion as (
 ),
 
 features as (
-    -- every feature in 0..1; greatest(least(...)) clamps
+    -- every feature in 0..1 (the scales of sql/views/risk_scales.sql clamp)
     select
         template_windows.*,
         coalesce(cohesion.cohesive_accounts, 0) as cohesive_accounts,
@@ -101,17 +88,11 @@ features as (
         -- members new to the script may not have reached its other templates yet
         least(coalesce(cohesion.cohesive_accounts, 0) / template_windows.distinct_accounts / $full_cohesion_share, 1)
             as cohesion_f,
-        greatest(
-            -- output ratio on a log scale, as in extraction_profile
-            least(greatest(
-                ln(greatest(template_windows.output_input_ratio, 1e-9) / $ratio_normal)
-                    / ln($ratio_suspicious / $ratio_normal),
-                0), 1),
-            least(template_windows.reasoning_share / $reasoning_suspicious_share, 1)
+        harvest_content(
+            template_windows.output_input_ratio, template_windows.reasoning_share,
+            $ratio_normal, $ratio_suspicious, $reasoning_suspicious_share
         ) as content_f,
-        greatest(least(
-            ln(template_windows.distinct_orgs / $min_distinct_orgs) / ln($wide_distinct_orgs / $min_distinct_orgs),
-            1), 0) as spread_f
+        log_scale(template_windows.distinct_orgs, $min_distinct_orgs, $wide_distinct_orgs) as spread_f
     from template_windows
     left join cohesion using (prompt_fingerprint, window_start)
 ),

@@ -9,8 +9,7 @@
 -- stays a low-risk signal for the compliance report rather than a page.
 
 with restricted_events as (
-    -- The reference list is dated: an event counts only under a row effective at its own event time,
-    -- so re-running over old partitions gives the answer that was right back then.
+    -- The reference list is dated: an event counts only under a row in force at its own event time.
     select
         events.account_id,
         events.event_time,
@@ -23,8 +22,7 @@ with restricted_events as (
     from events_enriched as events
     inner join restricted_countries as restricted
         on events.country = restricted.country_code
-        and events.event_time >= restricted.effective_from
-        and (restricted.effective_to is null or events.event_time < restricted.effective_to)
+        and in_force(events.event_time, restricted.effective_from, restricted.effective_to)
 ),
 
 account_windows as (
@@ -45,48 +43,51 @@ account_windows as (
     having count(*) >= $min_requests
 ),
 
-anonymized_elsewhere as (
-    -- Events of the same account via anonymizing exits whose country is not restricted at that time
-    -- (unknown country included: anonymizers often have no reliable geo), near the restricted access.
+nearby_events as (
+    -- the account's requests around each restricted window, each with the restriction in force at its
+    -- own time if any (restricted_country_code is null: not restricted then)
     select
         windows.account_id,
         windows.window_start,
-        list_sort(list(distinct events.source_ip)) as evasion_exit_ips,
-        list_sort(list(distinct events.country) filter (where events.country is not null))
-            as evasion_exit_countries,
-        count(*) as evasion_requests
+        events.source_ip,
+        events.country,
+        events.asn_type,
+        restricted.country_code as restricted_country_code
     from account_windows as windows
     inner join events_enriched as events
         on events.account_id = windows.account_id
         and events.event_time >= windows.first_seen - to_hours($evasion_lookback_hours)
         and events.event_time <= windows.last_seen + to_hours($evasion_lookback_hours)
-        and list_contains($anonymizer_asn_types, events.asn_type)
     left join restricted_countries as restricted
         on events.country = restricted.country_code
-        and events.event_time >= restricted.effective_from
-        and (restricted.effective_to is null or events.event_time < restricted.effective_to)
-    where restricted.country_code is null
-    group by windows.account_id, windows.window_start
+        and in_force(events.event_time, restricted.effective_from, restricted.effective_to)
+),
+
+anonymized_elsewhere as (
+    -- Events of the same account via anonymizing exits whose country is not restricted at that time
+    -- (unknown country included: anonymizers often have no reliable geo), near the restricted access.
+    select
+        account_id,
+        window_start,
+        list_sort(list(distinct source_ip)) as evasion_exit_ips,
+        list_sort(list(distinct country) filter (where country is not null)) as evasion_exit_countries,
+        count(*) as evasion_requests
+    from nearby_events
+    where list_contains($anonymizer_asn_types, asn_type)
+        and restricted_country_code is null
+    group by account_id, window_start
 ),
 
 account_context as (
     -- the account's restricted and total requests around the window: an isolated geolocation among
     -- traffic from elsewhere is GeoIP noise territory
     select
-        windows.account_id,
-        windows.window_start,
-        count(*) filter (where restricted.country_code is not null) as nearby_restricted_requests,
+        account_id,
+        window_start,
+        count(*) filter (where restricted_country_code is not null) as nearby_restricted_requests,
         count(*) as nearby_requests
-    from account_windows as windows
-    inner join events_enriched as events
-        on events.account_id = windows.account_id
-        and events.event_time >= windows.first_seen - to_hours($evasion_lookback_hours)
-        and events.event_time <= windows.last_seen + to_hours($evasion_lookback_hours)
-    left join restricted_countries as restricted
-        on events.country = restricted.country_code
-        and events.event_time >= restricted.effective_from
-        and (restricted.effective_to is null or events.event_time < restricted.effective_to)
-    group by windows.account_id, windows.window_start
+    from nearby_events
+    group by account_id, window_start
 ),
 
 scored as (

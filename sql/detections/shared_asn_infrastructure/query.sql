@@ -7,78 +7,51 @@
 -- (below 20) and it never links accounts; ring_clustering weighs a shared hosting AS together with the
 -- other kinds of link.
 
-with account_networks as (
-    -- one row per account and AS window: only plain aggregates here (the distinct ones are the costly part
-    -- of this step and are computed below for crowded windows only)
+with asn_events as (
+    -- the AS's requests, as network_crowds reads them (sql/views/network_crowds.sql)
     select
-        asn_key,
+        asn_key as shared_key,
         time_bucket(to_minutes($window_minutes), event_time) as window_start,
         account_id,
-        any_value(org_key) as org_key,
-        -- an account counts fully if any of its requests through this AS came via an anonymizer
-        max(network_weight(asn_type, $anonymizer_asn_types, $ordinary_network_weight)) as weight,
-        count(*) as requests
+        org_key,
+        asn_type
     from events_enriched
     where asn_key is not null
-    group by asn_key, window_start, account_id
+),
+
+crowded_asns as (
+    select *
+    from network_crowds(
+        asn_events, $anonymizer_asn_types, $ordinary_network_weight, $min_weighted_accounts,
+        $hydra_weighted_accounts, $min_distinct_orgs, $weight_crowd, $weight_anonymizer
+    )
 ),
 
 asn_windows as (
+    -- the requests and network types ([] when none is known) of each crowded window
     select
-        asn_key,
+        shared_key,
         window_start,
-        window_start + to_minutes($window_minutes) as window_end,
-        count(*) as distinct_accounts,
-        count(distinct org_key) as distinct_orgs,
-        sum(weight) as weighted_accounts,
-        sum(requests) as requests,
-        list_sort(list(account_id)) as account_ids
-    from account_networks
-    group by asn_key, window_start
-    having sum(weight) >= $min_weighted_accounts
-        and count(distinct org_key) >= $min_distinct_orgs
-),
-
-asn_window_types as (
-    -- the network types seen in each crowded window ([] when none is known)
-    select
-        asn_key,
-        window_start,
+        count(*) as requests,
         coalesce(list_sort(list(distinct asn_type) filter (where asn_type is not null)), []) as asn_types
-    from (
-        select asn_key, time_bucket(to_minutes($window_minutes), event_time) as window_start, asn_type
-        from events_enriched
-        where asn_key is not null
-    ) as asn_events
-    semi join asn_windows using (asn_key, window_start)
-    group by asn_key, window_start
-),
-
-scored as (
-    select
-        *,
-        {
-            -- crowd size on a log scale between the alerting floor and a hydra-sized crowd
-            'crowd': round($weight_crowd
-                * log_scale(weighted_accounts, $min_weighted_accounts, $hydra_weighted_accounts), 1),
-            'anonymizer_share': round($weight_anonymizer * weighted_accounts / distinct_accounts, 1)
-        } as risk_factors
-    from asn_windows
-    inner join asn_window_types using (asn_key, window_start)
+    from asn_events
+    semi join crowded_asns using (shared_key, window_start)
+    group by shared_key, window_start
 )
 
 select
-    asn_key as entity_id,
+    shared_key as entity_id,
     account_ids,
     window_start,
-    window_end,
-    risk_severity(risk_factors.crowd + risk_factors.anonymizer_share) as severity,
-    risk_factors.crowd + risk_factors.anonymizer_share as risk_score,
+    window_start + to_minutes($window_minutes) as window_end,
+    risk_severity(risk_score) as severity,
+    risk_score,
     risk_factors,
     requests,
     distinct_accounts,
     distinct_orgs,
     round(weighted_accounts, 2) as weighted_accounts,
     asn_types
-from scored
-order by window_start, asn_key
+from crowded_asns
+inner join asn_windows using (shared_key, window_start)
+order by window_start, shared_key

@@ -103,7 +103,7 @@ coordination as (
 ),
 
 features as (
-    -- every feature in 0..1; greatest(least(...)) clamps
+    -- every feature in 0..1 (the scales of sql/views/risk_scales.sql clamp)
     select
         crowded_ips.*,
         coalesce(coordination.coordinated_accounts, 0) as coordinated_accounts,
@@ -113,13 +113,10 @@ features as (
         -- crowd size on a log scale between the alerting floor and a hydra-sized crowd
         log_scale(crowded_ips.distinct_orgs, $min_distinct_orgs, $hydra_distinct_orgs) as crowd_f,
         coalesce(coordination.coordinated_accounts, 0) / crowded_ips.distinct_accounts as coordination_f,
-        -- harvesting-shaped content of the coordinated accounts: output-heavy or reasoning elicited
-        coalesce(greatest(
-            least(greatest(
-                ln(greatest(coordination.output_input_ratio, 1e-9) / $ratio_normal)
-                    / ln($ratio_suspicious / $ratio_normal),
-                0), 1),
-            least(coordination.reasoning_share / $reasoning_suspicious_share, 1)
+        -- harvesting-shaped content of the coordinated accounts (0 without any)
+        coalesce(harvest_content(
+            coordination.output_input_ratio, coordination.reasoning_share,
+            $ratio_normal, $ratio_suspicious, $reasoning_suspicious_share
         ), 0) as content_f
     from crowded_ips
     left join coordination using (source_ip, window_start)

@@ -9,9 +9,10 @@
 -- and across kinds of link (ring_clustering); this signal adds the block-level picture to an incident.
 
 with block_events as (
-    -- the block of each address comes from ip_network_blocks (computed per distinct address)
+    -- the block of each address comes from ip_network_blocks (computed per distinct address); shared_key
+    -- is the block, as network_crowds reads it (sql/views/network_crowds.sql)
     select
-        blocks.network_block,
+        blocks.network_block as shared_key,
         events.account_id,
         events.org_key,
         events.asn_key,
@@ -27,46 +28,32 @@ busy_blocks as (
     -- A block needs $min_weighted_accounts weighted accounts, and an account weighs at most
     -- greatest(1, $ordinary_network_weight) and makes at least one request: a block window with fewer
     -- requests than that cannot alert. One count per block window rules out most of them (a home line's
-    -- block carries one account) before the per-account work below.
-    select network_block, window_start
+    -- block carries one account) before the per-account work of network_crowds.
+    select shared_key, window_start
     from block_events
-    group by network_block, window_start
+    group by shared_key, window_start
     having count(*) * greatest(1.0, $ordinary_network_weight) >= $min_weighted_accounts
 ),
 
-account_weights as (
-    -- an account counts fully if any of its requests in the block came through an anonymizer
-    select
-        network_block,
-        window_start,
-        account_id,
-        any_value(org_key) as org_key,
-        max(network_weight(asn_type, $anonymizer_asn_types, $ordinary_network_weight)) as weight
+busy_block_events as (
+    select block_events.*
     from block_events
-    semi join busy_blocks using (network_block, window_start)
-    group by network_block, window_start, account_id
+    semi join busy_blocks using (shared_key, window_start)
 ),
 
-block_accounts as (
-    -- the crowd test first: the per-block statistics below are then computed for crowded blocks only
-    select
-        network_block,
-        window_start,
-        count(*) as distinct_accounts,
-        count(distinct org_key) as distinct_orgs,
-        sum(weight) as weighted_accounts,
-        list_sort(list(account_id)) as account_ids
-    from account_weights
-    group by network_block, window_start
-    having sum(weight) >= $min_weighted_accounts
-        and count(distinct org_key) >= $min_distinct_orgs
+crowded_blocks as (
+    select *
+    from network_crowds(
+        busy_block_events, $anonymizer_asn_types, $ordinary_network_weight, $min_weighted_accounts,
+        $hydra_weighted_accounts, $min_distinct_orgs, $weight_crowd, $weight_anonymizer
+    )
 ),
 
 block_windows as (
+    -- the per-block statistics, for crowded blocks only
     select
-        network_block,
+        shared_key,
         window_start,
-        window_start + to_minutes($window_minutes) as window_end,
         count(*) as requests,
         count(distinct source_ip) as distinct_ips,
         list_sort(list(distinct asn_key) filter (where asn_key is not null)) as asns,
@@ -74,36 +61,17 @@ block_windows as (
         min(event_time) as first_seen,
         max(event_time) as last_seen
     from block_events
-    semi join block_accounts using (network_block, window_start)
-    group by network_block, window_start
-),
-
-scored as (
-    select
-        block_windows.*,
-        block_accounts.distinct_accounts,
-        block_accounts.distinct_orgs,
-        block_accounts.weighted_accounts,
-        block_accounts.account_ids,
-        {
-            -- crowd size on a log scale between the alerting floor and a hydra-sized crowd
-            'crowd': round($weight_crowd * log_scale(
-                block_accounts.weighted_accounts, $min_weighted_accounts, $hydra_weighted_accounts), 1),
-            -- a block of anonymizers is likelier a proxy pool than one of residential or mobile lines
-            'anonymizer_share': round($weight_anonymizer
-                * block_accounts.weighted_accounts / block_accounts.distinct_accounts, 1)
-        } as risk_factors
-    from block_windows
-    inner join block_accounts using (network_block, window_start)
+    semi join crowded_blocks using (shared_key, window_start)
+    group by shared_key, window_start
 )
 
 select
-    network_block as entity_id,
+    shared_key as entity_id,
     account_ids,
     window_start,
-    window_end,
-    risk_severity(risk_factors.crowd + risk_factors.anonymizer_share) as severity,
-    risk_factors.crowd + risk_factors.anonymizer_share as risk_score,
+    window_start + to_minutes($window_minutes) as window_end,
+    risk_severity(risk_score) as severity,
+    risk_score,
     risk_factors,
     requests,
     distinct_ips,
@@ -114,5 +82,6 @@ select
     asn_types,
     first_seen,
     last_seen
-from scored
-order by window_start, network_block
+from crowded_blocks
+inner join block_windows using (shared_key, window_start)
+order by window_start, shared_key

@@ -94,8 +94,7 @@ scored as (
         *,
         {
             'riding_together': $base_risk,
-            'group_size': round($weight_size * greatest(least(
-                ln(evading_accounts / $min_accounts) / ln($large_group_accounts / $min_accounts), 1), 0), 1),
+            'group_size': round($weight_size * log_scale(evading_accounts, $min_accounts, $large_group_accounts), 1),
             'sustained': round($weight_sustained * least(mean_pressing_minutes / $window_minutes, 1), 1)
         } as risk_factors
     from windows

@@ -63,8 +63,7 @@ scored as (
             'lockstep': $base_risk,
             'similarity': round($weight_similarity * greatest(least(
                 (groups.mean_jaccard - $min_jaccard) / (1 - $min_jaccard), 1), 0), 1),
-            'group_size': round($weight_size * greatest(least(
-                ln(groups.group_size / $min_accounts) / ln($large_group_accounts / $min_accounts), 1), 0), 1),
+            'group_size': round($weight_size * log_scale(groups.group_size, $min_accounts, $large_group_accounts), 1),
             -- one AS per member: nothing but the clock binds them (a company's cron fleet shares its egress)
             'network_diversity': round($weight_diversity * group_networks.distinct_asns / groups.group_size, 1)
         } as risk_factors

@@ -72,3 +72,11 @@ def test_a_subclass_is_classified_before_its_base():
     assert cli.exit_code_of(RuleError("sql/detections/x/rule.yml:3: bad")) == cli.USAGE
     assert cli.exit_code_of(DetectionError("query failed")) == cli.FAILURE
     assert cli.exit_code_of(RuntimeError("a bug")) is None  # a traceback, not one line
+
+
+@pytest.mark.parametrize("variable", ["USAGEWATCH_KAFKA_PORT", "USAGEWATCH_KAFKA_CONTROLLER_PORT"])
+def test_a_port_setting_that_is_no_port_is_configuration_and_exits_2(monkeypatch, capsys, variable):
+    monkeypatch.setenv(variable, "90000")
+    assert cli.main(["kafka", "status"]) == 2
+    err = capsys.readouterr().err
+    assert f"kafka: error: {variable}='90000' is not a TCP port" in err and "Traceback" not in err

@@ -13,6 +13,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from pipelines.infra import kafka_broker
+from pipelines.infra.config import ConfigError
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_cluster_id_is_22_url_safe_characters_and_random():
 def test_a_bad_port_variable_is_named_in_the_error(monkeypatch, bad_port):
     monkeypatch.setenv(kafka_broker.BROKER_PORT_ENV, bad_port)
 
-    with pytest.raises(kafka_broker.BrokerError, match=kafka_broker.BROKER_PORT_ENV):
+    with pytest.raises(ConfigError, match=kafka_broker.BROKER_PORT_ENV):
         kafka_broker.bootstrap_servers()
 
 

@@ -25,6 +25,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from pipelines.infra import processes
+from pipelines.infra.config import ConfigError
 from pipelines.infra.paths import KAFKA_LIBS_DIR, RUN_DIR
 from pipelines.infra.processes import POLL_INTERVAL_S, STOP_TIMEOUT_S
 
@@ -127,7 +128,8 @@ def _port_from_env(name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise BrokerError(f"{name}={raw!r} is not a TCP port (1-65535)")
+        # A setting the operator gave, not a broker failure: exit code 2 like any configuration error.
+        raise ConfigError(f"{name}={raw!r} is not a TCP port (1-65535)")
     return int(raw)
 
 

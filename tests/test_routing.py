@@ -403,6 +403,11 @@ def test_ack_and_resolve_are_forwarded_and_audited(tmp_path, receiver, secrets, 
         slack["blocks"]
     )
     assert receiver.at("/api/v2/alerts") == []  # Alertmanager's alert model has no acknowledgement
+    # The page every notification links shows the incident as it now stands.
+    page = incident_pages_dir(quality_settings(engine.config).reports_dir) / page_file_name(
+        incident["incident_id"]
+    )
+    assert "Acknowledged by alice" in page.read_text() and "on it" in page.read_text()
 
     assert cli.main(["incidents", "ack", incident["incident_id"], "--by", "bob", *common]) == 1
     assert "cannot mark it acknowledged" in capsys.readouterr().err
@@ -415,6 +420,7 @@ def test_ack_and_resolve_are_forwarded_and_audited(tmp_path, receiver, secrets, 
     validate_incident(resolved)
     assert resolved["status"] == "resolved" and resolved["resolved"]["by"] == "alice"
     assert [p["event_action"] for p in receiver.at("/pd")] == ["resolve"]
+    assert " · resolved · " in page.read_text()
     ((ended,),) = receiver.at("/api/v2/alerts")
     assert ended["labels"]["incident_id"] == incident["incident_id"]
     assert ended["endsAt"] <= dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.999Z")

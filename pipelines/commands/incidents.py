@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from pipelines.incidents.audit import audit_log_path, open_audit_log, verify
 from pipelines.incidents.audit_state import verify_state
 from pipelines.incidents.engine import change_status
 from pipelines.incidents.routing import incident_pages_dir, load_router, page_file_name
-from pipelines.infra.config import Config, load_config
+from pipelines.infra.config import Config, ConfigError, load_config
 from pipelines.infra.rendering import format_table, terminal_safe
 from pipelines.quality.settings import quality_settings
 from pipelines.reports import incident_page
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
@@ -99,13 +102,36 @@ def run_incidents_show(args: argparse.Namespace) -> int:
     return with_state(args, action)
 
 
+def _linked_page(config: Config, incident_id: str) -> Path:
+    """Where notifications link an incident's page."""
+    return incident_pages_dir(quality_settings(config).reports_dir) / page_file_name(incident_id)
+
+
 def _write_incident_page(args: argparse.Namespace, config: Config, store: AlertStore) -> int:
     """`incidents show ID --html`: its page, by default where notifications link it."""
     incident_id = store.resolve_id(args.incident_id, "incidents", "incident_id")
     data = incident_page.build_page_data(store, incident_id, lake_of(args, config))
-    default = incident_pages_dir(quality_settings(config).reports_dir) / page_file_name(incident_id)
-    print(incident_page.write_page(data, Path(args.out) if args.out else default))
+    print(incident_page.write_page(data, Path(args.out) if args.out else _linked_page(config, incident_id)))
     return 0
+
+
+def _refresh_incident_page(
+    args: argparse.Namespace, config: Config, store: AlertStore, incident_id: str
+) -> None:
+    """Rewrite the linked page after `ack`/`resolve`. The change is already recorded: a page that cannot
+    be written is a warning, never a failed acknowledgement."""
+    try:
+        lake = lake_of(args, config)
+    except ConfigError as error:  # no lake configured: the page draws what its signals name
+        lake, no_lake = None, str(error)
+    try:
+        if lake is None:
+            data = incident_page.page_data(store, incident_id, None, no_lake)
+        else:
+            data = incident_page.build_page_data(store, incident_id, lake)
+        incident_page.write_page(data, _linked_page(config, incident_id))
+    except Exception as error:  # noqa: BLE001 (a page is a convenience: the status change stands)
+        logger.warning(f"incident page of {incident_id} not rewritten: {error}")
 
 
 def _change_status_command(args: argparse.Namespace, change: str) -> int:
@@ -122,6 +148,8 @@ def _change_status_command(args: argparse.Namespace, change: str) -> int:
             args.note,
             now,
         )
+        # Before the notification goes out: its link opens the page, which must show the new status.
+        _refresh_incident_page(args, config, store, copy["incident_id"])
         report = router.deliver(store, now, incident_ids=[copy["incident_id"]])
         if args.json:
             print(json.dumps(copy, indent=2, sort_keys=True))
@@ -179,6 +207,10 @@ def _add_incidents_parser(subparsers) -> None:
         sub.add_argument("incident_id", help="incident id, or a unique prefix of at least 6 characters")
         sub.add_argument("--by", required=True, help="who is acting (recorded and audited)")
         sub.add_argument("--note", help="free text kept with the incident")
+        add_lake(
+            sub,
+            help="lake directory for the rewritten incident page (default: lake.path of the configuration)",
+        )
         sub.set_defaults(func=lambda args, change=change: _change_status_command(args, change))
 
 

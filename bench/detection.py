@@ -27,6 +27,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -69,11 +71,28 @@ def _strings(prefix: str, numbers: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(prefix, pc.cast(pa.array(numbers), pa.string()), "")
 
 
-def synthetic_events(accounts: int, days: int, seed: int) -> pa.Table:
-    """Seeded events of the events table's schema, sorted by event_time."""
-    rng = np.random.default_rng(seed)
-    minutes = days * 24 * 60
-    # Per account: home, IP addresses (each with its own ASN and network type), prompt templates.
+# A lake is drawn at most this many account-days at a time (10K accounts x 7 days, ~4M events, is one
+# chunk): 100K accounts x 7 days (~40M events) at once would not fit in memory beside its aggregates.
+CHUNK_ACCOUNT_DAYS = 70_000
+
+
+@dataclass(frozen=True)
+class Population:
+    """What stays the same for an account across chunks: home, addresses and their networks, activity."""
+
+    home: np.ndarray
+    ip_count: np.ndarray
+    ips: pa.Array
+    ip_asn: np.ndarray
+    ip_asn_type: np.ndarray
+    active_share: np.ndarray
+
+    @property
+    def accounts(self) -> int:
+        return len(self.home)
+
+
+def synthetic_population(accounts: int, rng: np.random.Generator) -> Population:
     home = rng.choice(len(HOMES), size=accounts, p=[share for *_, share in HOMES])
     ip_count = rng.integers(1, IPS_PER_ACCOUNT + 1, size=accounts)
     octets = rng.integers(1, 255, size=(accounts * IPS_PER_ACCOUNT, 4))
@@ -81,10 +100,34 @@ def synthetic_events(accounts: int, days: int, seed: int) -> pa.Table:
     ips = pc.binary_join_element_wise(*(pc.cast(pa.array(octets[:, i]), pa.string()) for i in range(4)), ".")
     ip_asn = rng.integers(2_000, 2_000 + max(accounts // 4, 50), size=len(octets))
     ip_asn_type = rng.choice(len(ASN_TYPES), size=len(octets), p=ASN_TYPE_SHARES)
+    active_share = rng.gamma(2.0, ACTIVE_MINUTE_SHARE / 2, size=accounts).clip(max=0.5)
+    return Population(home, ip_count, ips, ip_asn, ip_asn_type, active_share)
 
+
+def synthetic_chunks(accounts: int, days: int, seed: int) -> Iterator[pa.Table]:
+    """The lake's events, a few whole days at a time (CHUNK_ACCOUNT_DAYS). A lake that fits in one chunk
+    is drawn from one seeded generator, so the 1K and 10K lakes are the ones measured before chunking."""
+    rng = np.random.default_rng(seed)
+    population = synthetic_population(accounts, rng)
+    days_per_chunk = max(1, CHUNK_ACCOUNT_DAYS // accounts)
+    first_event_id = 0
+    for chunk, first_day in enumerate(range(0, days, days_per_chunk)):
+        chunk_rng = rng if chunk == 0 else np.random.default_rng((seed, chunk))
+        chunk_days = min(days_per_chunk, days - first_day)
+        events = synthetic_events(population, first_day, chunk_days, chunk_rng, first_event_id)
+        first_event_id += events.num_rows
+        yield events
+
+
+def synthetic_events(
+    population: Population, first_day: int, days: int, rng: np.random.Generator, first_event_id: int
+) -> pa.Table:
+    """Seeded events of the events table's schema for days [first_day, first_day + days), sorted by
+    event_time."""
+    minutes = days * 24 * 60
     # Active minutes per account, then requests per active minute.
-    active = rng.binomial(minutes, rng.gamma(2.0, ACTIVE_MINUTE_SHARE / 2, size=accounts).clip(max=0.5))
-    account_of_minute = np.repeat(np.arange(accounts), active)
+    active = rng.binomial(minutes, population.active_share)
+    account_of_minute = np.repeat(np.arange(population.accounts), active)
     minute = rng.integers(0, minutes, size=len(account_of_minute))
     requests = 1 + rng.poisson(MEAN_REQUESTS_PER_ACTIVE_MINUTE - 1, size=len(minute))
     account = np.repeat(account_of_minute, requests)
@@ -95,28 +138,28 @@ def synthetic_events(accounts: int, days: int, seed: int) -> pa.Table:
     account, event_ms = account[order], event_ms[order]
     count = len(account)
 
-    ip_index = account * IPS_PER_ACCOUNT + rng.integers(0, 2**31, size=count) % ip_count[account]
-    country_index = home[account]
+    ip_index = account * IPS_PER_ACCOUNT + rng.integers(0, 2**31, size=count) % population.ip_count[account]
+    country_index = population.home[account]
     errored = rng.random(count) < 0.03
     input_tokens = np.where(errored, 0, rng.lognormal(7, 0.8, size=count).astype(np.int64) + 1)
     output_tokens = np.where(errored, 0, rng.lognormal(6, 0.8, size=count).astype(np.int64) + 1)
     reasoning = rng.random(count) < 0.02
     tag_offsets = np.concatenate(([0], np.cumsum(reasoning))).astype(np.int32)
-    start_ms = int(LAKE_START.replace(tzinfo=dt.UTC).timestamp() * 1000)
+    start_ms = int((LAKE_START + dt.timedelta(days=first_day)).replace(tzinfo=dt.UTC).timestamp() * 1000)
     columns = {
-        "event_id": _strings("evt-", np.arange(count)),
+        "event_id": _strings("evt-", first_event_id + np.arange(count)),
         "event_time": pa.array(event_ms + start_ms, pa.timestamp("ms")),
         "account_id": _strings("acct_", account),
         "api_key_id": _strings("key_", account),
         "org_id": pa.array(
             np.where(account % 3 == 0, None, (account // 5).astype(str)).tolist(), pa.string()
         ),
-        "source_ip": ips.take(pa.array(ip_index)),
+        "source_ip": population.ips.take(pa.array(ip_index)),
         "country": pa.array([HOMES[i][0] for i in range(len(HOMES))]).take(pa.array(country_index)),
         "latitude": pa.array(np.array([h[1] for h in HOMES])[country_index]),
         "longitude": pa.array(np.array([h[2] for h in HOMES])[country_index]),
-        "asn": pa.array(ip_asn[ip_index]),
-        "asn_type": pa.array(ASN_TYPES).take(pa.array(ip_asn_type[ip_index])),
+        "asn": pa.array(population.ip_asn[ip_index]),
+        "asn_type": pa.array(ASN_TYPES).take(pa.array(population.ip_asn_type[ip_index])),
         "model": pa.array(("nimbus-large", "nimbus-medium", "nimbus-small")).take(
             pa.array(rng.integers(0, 3, size=count))
         ),
@@ -182,23 +225,26 @@ def write_partitioned(
 
 def write_lake(lake_dir: Path, accounts: int, days: int, seed: int, files_per_partition: int) -> dict:
     started = time.perf_counter()
-    events = synthetic_events(accounts, days, seed)
-    tables = {lake.EVENTS: events, **_window_tables(events)}
-    files = sum(
-        write_partitioned(
-            lake_dir,
-            table,
-            rows,
-            "event_time" if table is lake.EVENTS else "window_start",
-            files_per_partition,
+    events_written = account_minute_rows = files = 0
+    for events in synthetic_chunks(accounts, days, seed):
+        tables = {lake.EVENTS: events, **_window_tables(events)}
+        files += sum(
+            write_partitioned(
+                lake_dir,
+                table,
+                rows,
+                "event_time" if table is lake.EVENTS else "window_start",
+                files_per_partition,
+            )
+            for table, rows in tables.items()
         )
-        for table, rows in tables.items()
-    )
+        events_written += events.num_rows
+        account_minute_rows += tables[lake.ACCOUNT_MINUTE].num_rows
     return {
         "accounts": accounts,
         "days": days,
-        "events": events.num_rows,
-        "account_minute_rows": tables[lake.ACCOUNT_MINUTE].num_rows,
+        "events": events_written,
+        "account_minute_rows": account_minute_rows,
         "parquet_files": files,
         "write_s": round(time.perf_counter() - started, 1),
     }

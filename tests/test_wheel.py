@@ -67,16 +67,23 @@ def test_the_installed_wheel_carries_its_sql_and_schemas_and_runs_sql_and_detect
         )
     ]  # fmt: skip
     (site / "events.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
-    env = {
-        key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "VIRTUAL_ENV"}
-    } | {"USAGEWATCH_CONFIG": str(site / "usagewatch.yml"), "USAGEWATCH_RUN_DIR": str(site / "run")}
+    # Nothing points it at its configuration or state: installed, it reads the current folder's
+    # usagewatch.yml and keeps state under $XDG_STATE_HOME, never inside the environment.
+    unset = {"PYTHONPATH", "VIRTUAL_ENV", "USAGEWATCH_CONFIG", "USAGEWATCH_RUN_DIR"}
+    env = {key: value for key, value in os.environ.items() if key not in unset}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
     usagewatch = str(installed / "usagewatch")
 
-    show_paths = "import pipelines.infra.paths as p; print(p.__file__, p.SQL_DIR, p.SCHEMAS_DIR)"
+    show_paths = (
+        "import pipelines.infra.paths as p, pipelines.infra.config as c;"
+        " print(p.__file__, p.SQL_DIR, p.SCHEMAS_DIR, p.RUN_DIR, c.config_path().resolve())"
+    )
     where = run([str(installed / "python"), "-c", show_paths], site, env).stdout.split()
     venv = installed.parent
-    assert all(Path(path).is_relative_to(venv) for path in where), where  # not this checkout
+    assert all(Path(path).is_relative_to(venv) for path in where[:3]), where  # not this checkout
     assert Path(where[1]).name == "sql" and (Path(where[1]) / "views" / "events.sql").is_file()
+    assert Path(where[3]) == tmp_path / "state" / "usagewatch"
+    assert Path(where[4]) == site / "usagewatch.yml"
 
     run([usagewatch, "replay", "--engine", "duckdb", "--input", str(site / "events.jsonl")], site, env)
     out = run([usagewatch, "sql", "--format", "json", "select count(*) as n from events"], site, env).stdout
@@ -88,3 +95,4 @@ def test_the_installed_wheel_carries_its_sql_and_schemas_and_runs_sql_and_detect
     assert "impossible_travel" in out
     query = "select count(*) as n from signals where detection_id = 'impossible_travel'"
     assert json.loads(run([usagewatch, "sql", "--format", "json", query], site, env).stdout)["n"] >= 1
+    assert not list(venv.rglob(".run")), "the installed package wrote state into its environment"

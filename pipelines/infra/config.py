@@ -18,7 +18,9 @@ import yaml
 
 from pipelines.infra import paths
 
-DEFAULT_CONFIG = paths.REPO_ROOT / "usagewatch.yml"
+# A checkout's own usagewatch.yml; installed from the wheel there is no checkout, so the file in the
+# current folder (like most command-line tools' project files).
+DEFAULT_CONFIG = Path("usagewatch.yml") if paths.INSTALLED else paths.REPO_ROOT / "usagewatch.yml"
 CONFIG_ENV = "USAGEWATCH_CONFIG"
 SECTIONS = ("lake", "state", "routing", "incidents", "schedule", "quality", "privacy", "analyst")
 

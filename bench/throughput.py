@@ -69,6 +69,11 @@ WHAT_IFS = {
     "flink_checkpoint_60s": WhatIf(("--checkpoint-interval-s", "60")),
     # The MiniCluster JVM as PyFlink starts it without flink_job.MINICLUSTER_JVM_ARGS (JVM defaults).
     "flink_unsized_heap": WhatIf(env={"JVM_ARGS": ""}),
+    # The C1 compiler only: C2 took ~28 CPU-s of a 1M-event run (JFR), for faster steady-state code.
+    "flink_c1_only": WhatIf(env={"JVM_ARGS": f"{flink_job.MINICLUSTER_JVM_ARGS} -XX:TieredStopAtLevel=1"}),
+    # The events writer is ~29 % of the source thread (JFR): dictionary pages and Snappy are candidates.
+    "flink_parquet_plain": WhatIf(("--lake-option", "parquet.enable.dictionary=false")),
+    "flink_parquet_uncompressed": WhatIf(("--lake-option", "parquet.compression=UNCOMPRESSED")),
 }
 WHAT_IF_VARIANTS = tuple(WHAT_IFS)
 JOB_SCRIPTS = {"flink_python_udf": "pyudf_job.py"}

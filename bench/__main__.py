@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         "growth curve, e.g. 1000,3000,10000,30000,100000",
     )
     parser.add_argument("--detection-days", type=int, help="days of the detection section's lakes")
+    parser.add_argument(
+        "--run-timeout-s", type=float, help="limit of each throughput or cluster run instead of the profile's"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--work-dir",
@@ -312,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.detection_accounts:
         accounts = tuple(int(size) for size in args.detection_accounts.split(","))
         profile = dataclasses.replace(profile, detection_accounts=accounts)
+    if args.run_timeout_s:
+        profile = dataclasses.replace(profile, run_timeout_s=args.run_timeout_s)
     if args.detection_days:
         profile = dataclasses.replace(profile, detection_days=args.detection_days)
     started = time.perf_counter()

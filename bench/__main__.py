@@ -204,7 +204,7 @@ def format_report(results: dict) -> str:
     if "cluster" in results:
         rows = [
             [
-                run["parallelism"],
+                run["variant"],
                 f"{run['events']:,}",
                 f"{run['events_per_s']:,}",
                 run["processing_s"],
@@ -222,7 +222,7 @@ def format_report(results: dict) -> str:
             for run in results["cluster"]["runs"]
         ]
         header = [
-            "parallelism",
+            "run",
             "events",
             "events/s",
             "processing s",
@@ -274,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         "--cluster-parallelism",
         default="1,2",
         help="comma list of the job's parallelism on the session cluster (section cluster), one run each",
+    )
+    parser.add_argument(
+        "--cluster-what-if",
+        choices=[name for name, what_if in throughput.WHAT_IFS.items() if not what_if.env],
+        help="the cluster runs with this what-if's job arguments (e.g. flink_checkpoint_60s)",
     )
     parser.add_argument(
         "--variants",
@@ -359,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             profile.generator_accounts,
             profile.run_timeout_s,
+            args.cluster_what_if,
         )
     results["total_s"] = round(time.perf_counter() - started, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)

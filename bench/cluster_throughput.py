@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench import machine
-from bench.throughput import DLQ_TOPIC, bounded_job_args, verify_lake
+from bench.throughput import DLQ_TOPIC, WHAT_IFS, bounded_job_args, verify_lake
 from bench.workload import Workload, load_topic
 from pipelines.infra import cluster, kafka_broker
 
@@ -40,7 +40,7 @@ SLOTS_PER_TASKMANAGER = 1
 TASKMANAGER_MEMORY = "2560m"
 KAFKA_TOPIC_CONFIGS = {"min.insync.replicas": str(cluster.KAFKA_MIN_INSYNC)}
 POLL_INTERVAL_S = 1.0
-# Before each submission the cluster's processes are sampled this long with no job: three Kafka nodes
+# After each job the cluster's processes are sampled this long with no job: three Kafka nodes
 # (controller quorum, replica fetchers) and the Flink heartbeats cost CPU whatever the job does.
 IDLE_SAMPLE_S = 10.0
 TERMINAL_STATES = {"FINISHED", "FAILED", "CANCELED"}
@@ -97,10 +97,18 @@ def _taskmanagers_used(spec: cluster.ClusterSpec, job_id: str, details: dict) ->
 
 
 def run_job(
-    spec: cluster.ClusterSpec, workload: Workload, parallelism: int, work_dir: Path, timeout_s: float
+    spec: cluster.ClusterSpec,
+    workload: Workload,
+    parallelism: int,
+    work_dir: Path,
+    timeout_s: float,
+    what_if: str | None = None,
 ) -> dict:
-    """Submit the bounded job at `parallelism`, wait for it to finish, measure it and check the lake."""
-    variant = f"cluster_p{parallelism}"
+    """Submit the bounded job at `parallelism`, wait for it to finish, measure it and check the lake.
+
+    what_if names one of bench/throughput.py's WHAT_IFS whose job arguments are added (the cluster's JVM
+    options are its config's, so a what-if of the MiniCluster JVM's environment does not apply)."""
+    variant = f"cluster_p{parallelism}" + (f"_{what_if}" if what_if else "")
     lake_dir = work_dir / f"lake-{variant}-{workload.events}"
     checkpoints = lake_dir.parent / f"{lake_dir.name}-checkpoints"
     for stale in (lake_dir, checkpoints):
@@ -117,27 +125,28 @@ def run_job(
         str(parallelism),
         "--pipeline-jars",
         "none",  # the cluster has the connector and UDF jars in its lib/
+        *(WHAT_IFS[what_if].job_args if what_if else ()),
     ]
     pids = _cluster_pids(spec)
     groups = {
         "flink_jvms": lambda: [pid for name, pid in pids.items() if not name.startswith("kafka")],
         "kafka": lambda: [pid for name, pid in pids.items() if name.startswith("kafka")],
     }
-    idle_from = {name: machine.cpu_seconds(pid) for name, pid in pids.items()}
-    idle_began = time.monotonic()
-    time.sleep(IDLE_SAMPLE_S)  # a measurement window, not a wait for anything
     load_before = os.getloadavg()
     cpu_before = {name: machine.cpu_seconds(pid) for name, pid in pids.items()}
-    idle_s = time.monotonic() - idle_began
     began = time.monotonic()
     client_before = _children_cpu_s()
     with machine.PeakRss(groups) as rss:
         job_id = cluster.submit(spec, spec.address, job_args)
         client_cpu_s = _children_cpu_s() - client_before
         details = _wait_until_finished(spec, job_id, timeout_s)
-    cpu = {name: round(machine.cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
+    cpu_after = {name: machine.cpu_seconds(pid) for name, pid in pids.items()}
     window_s = time.monotonic() - began
     load_after = os.getloadavg()
+    cpu = {name: round(cpu_after[name] - cpu_before[name], 1) for name in pids}
+    # After the job, not before it: right after the topic is loaded the Kafka nodes are still busy with it.
+    time.sleep(IDLE_SAMPLE_S)  # a measurement window, not a wait for anything
+    idle_cpu = {name: machine.cpu_seconds(pid) - cpu_after[name] for name, pid in pids.items()}
     # The cluster's own clock of the job: from its creation (scheduling and deployment included) to FINISHED.
     processing_s = details["duration"] / 1000
     flink_cpu_s = sum(value for name, value in cpu.items() if not name.startswith("kafka"))
@@ -146,14 +155,21 @@ def run_job(
     vertex_parallelism = sorted({vertex["parallelism"] for vertex in details["vertices"]})
 
     def idle_cpu_per_s(kafka: bool) -> float:
-        return sum(cpu_before[n] - idle_from[n] for n in pids if n.startswith("kafka") == kafka) / idle_s
+        return (
+            sum(used for name, used in idle_cpu.items() if name.startswith("kafka") == kafka) / IDLE_SAMPLE_S
+        )
 
     kafka_idle_cpu_s = idle_cpu_per_s(kafka=True) * window_s
     result = {
         "variant": variant,
         "parallelism": parallelism,
+        "what_if": what_if,
         "vertex_parallelism": vertex_parallelism,
         "taskmanagers_used": _taskmanagers_used(spec, job_id, details),
+        # each one snapshots the heap window state and rolls a Parquet file per writer subtask and partition
+        "checkpoints_completed": cluster.rest(spec.address, f"/jobs/{job_id}/checkpoints")["counts"][
+            "completed"
+        ],
         "events": workload.events,
         "processing_s": round(processing_s, 1),
         "events_per_s": round(workload.events / processing_s),
@@ -193,9 +209,12 @@ def run(
     seed: int,
     accounts: int,
     timeout_s: float,
+    what_if: str | None = None,
 ) -> dict:
     """Each size's workload loaded once into the cluster's Kafka, then one run per parallelism, each on a
     freshly started cluster; the cluster is brought down at the end whatever happens."""
+    if what_if and WHAT_IFS[what_if].env:
+        raise ValueError(f"{what_if} changes the MiniCluster JVM's environment: it has no cluster run")
     spec = bench_spec(work_dir)
     loads, runs = [], []
     try:
@@ -220,7 +239,7 @@ def run(
                         topic_configs=KAFKA_TOPIC_CONFIGS,
                     )
                     loads.append({"events": events, **loaded})
-                run = run_job(spec, workload, parallelism, work_dir, timeout_s)
+                run = run_job(spec, workload, parallelism, work_dir, timeout_s, what_if)
                 runs.append(run)
                 print(
                     f"    {run['events_per_s']:,} events/s, {run['events_per_cpu_s']:,} events per CPU-s of"

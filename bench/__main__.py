@@ -277,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--cluster-what-if",
-        choices=[name for name, what_if in throughput.WHAT_IFS.items() if not what_if.env],
+        # neither a MiniCluster JVM setting nor a second --parallelism
+        choices=[
+            name
+            for name, what_if in throughput.WHAT_IFS.items()
+            if not what_if.env and "--parallelism" not in what_if.job_args
+        ],
         help="the cluster runs with this what-if's job arguments (e.g. flink_checkpoint_60s)",
     )
     parser.add_argument(

@@ -76,9 +76,7 @@ class ClusterSpec:
     kafka_port: int = 19092
     taskmanagers: int = 2
     slots_per_taskmanager: int = 2
-    # taskmanager.memory.process.size: sized for a 2-core / 24 GiB machine that also runs Kafka and the
-    # producers; a benchmark holding a whole job's window state in one TaskManager gives it more.
-    taskmanager_memory: str = "1536m"
+    taskmanager_memory: str = "1536m"  # process size; a benchmark's one-slot TaskManagers take more
 
     @property
     def address(self) -> str:

@@ -11,11 +11,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import alert_latency, detect_run, detection, machine, throughput
+from bench import alert_latency, cluster_throughput, detect_run, detection, machine, throughput
 from bench.workload import Workload, load_topic
 from pipelines.infra import kafka_broker, paths
 
 SECTIONS = ("throughput", "detection", "latency", "detect_run")
+# Run only when named in --sections: the session cluster (6 JVMs) at each --cluster-parallelism.
+OPT_IN_SECTIONS = ("cluster",)
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -199,6 +201,43 @@ def format_report(results: dict) -> str:
                 ],
             )
         )
+    if "cluster" in results:
+        rows = [
+            [
+                run["variant"],
+                f"{run['events']:,}",
+                f"{run['events_per_s']:,}",
+                run["processing_s"],
+                run["flink_jvms_cpu_s"],
+                f"{run['events_per_cpu_s']:,}",
+                f"{run['events_per_cpu_s_incl_client']:,}",
+                run["kafka_cpu_s"],
+                " / ".join(
+                    str(x) for x in run["load_average"]["before"][:1] + run["load_average"]["after"][:1]
+                ),
+                "yes" if run["lake"]["exact"] else "NO",
+                run["lake"]["late_events"],
+                run["peak_rss_mib"]["flink_jvms"],
+            ]
+            for run in results["cluster"]["runs"]
+        ]
+        header = [
+            "run",
+            "events",
+            "events/s",
+            "processing s",
+            "Flink JVMs CPU-s",
+            "events/CPU-s",
+            "incl. client",
+            "Kafka CPU-s",
+            "load before / after",
+            "exact",
+            "late",
+            "Flink RSS MiB",
+        ]
+        parts.append(
+            _table("6. session cluster: Kafka (3 nodes) -> JobManager + 2 TaskManagers", header, rows)
+        )
     if "detect_run" in results:
         run = results["detect_run"]
         warm, rerun = run["warm_fresh_state"], run["warm_rerun"]
@@ -225,7 +264,27 @@ def format_report(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split(":")[1].strip())
     parser.add_argument("--smoke", action="store_true", help="small sizes: checks the benchmark still works")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma list of {', '.join(SECTIONS + OPT_IN_SECTIONS)} (default: all but "
+        f"{', '.join(OPT_IN_SECTIONS)})",
+    )
+    parser.add_argument(
+        "--cluster-parallelism",
+        default="1,2",
+        help="comma list of the job's parallelism on the session cluster (section cluster), one run each",
+    )
+    parser.add_argument(
+        "--cluster-what-if",
+        # neither a MiniCluster JVM setting nor a second --parallelism
+        choices=[
+            name
+            for name, what_if in throughput.WHAT_IFS.items()
+            if not what_if.env and "--parallelism" not in what_if.job_args
+        ],
+        help="the cluster runs with this what-if's job arguments (e.g. flink_checkpoint_60s)",
+    )
     parser.add_argument(
         "--variants",
         default=",".join(throughput.VARIANTS),
@@ -241,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         "growth curve, e.g. 1000,3000,10000,30000,100000",
     )
     parser.add_argument("--detection-days", type=int, help="days of the detection section's lakes")
+    parser.add_argument(
+        "--run-timeout-s", type=float, help="limit of each throughput or cluster run instead of the profile's"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--work-dir",
@@ -253,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     sections = tuple(name.strip() for name in args.sections.split(",") if name.strip())
     variants = tuple(name.strip() for name in args.variants.split(",") if name.strip())
     known_variants = set(throughput.VARIANTS) | set(throughput.WHAT_IF_VARIANTS)
-    unknown = sorted(set(sections) - set(SECTIONS)) + sorted(set(variants) - known_variants)
+    unknown = sorted(set(sections) - set(SECTIONS + OPT_IN_SECTIONS)) + sorted(set(variants) - known_variants)
     if unknown:
         parser.error(f"unknown section(s)/variant(s): {', '.join(unknown)}")
     profile = SMOKE if args.smoke else FULL
@@ -263,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.detection_accounts:
         accounts = tuple(int(size) for size in args.detection_accounts.split(","))
         profile = dataclasses.replace(profile, detection_accounts=accounts)
+    if args.run_timeout_s:
+        profile = dataclasses.replace(profile, run_timeout_s=args.run_timeout_s)
     if args.detection_days:
         profile = dataclasses.replace(profile, detection_days=args.detection_days)
     started = time.perf_counter()
@@ -296,6 +360,16 @@ def main(argv: list[str] | None = None) -> int:
         print("  one detect run ...", file=sys.stderr, flush=True)
         results["detect_run"] = detect_run.run(
             work_dir, profile.detect_run_accounts, args.seed, repeat=1 if args.smoke else 3
+        )
+    if "cluster" in sections:
+        results["cluster"] = cluster_throughput.run(
+            work_dir,
+            profile.event_sizes,
+            tuple(int(value) for value in args.cluster_parallelism.split(",")),
+            args.seed,
+            profile.generator_accounts,
+            profile.run_timeout_s,
+            args.cluster_what_if,
         )
     results["total_s"] = round(time.perf_counter() - started, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -82,8 +82,28 @@ SUBMITTED_MARKER = "submitted as job"
 DLQ_TOPIC = "bench-dead-letters"
 
 
+def bounded_job_args(variant: str, workload: Workload, lake_dir: Path, bootstrap: str) -> list[str]:
+    """Arguments of the job reading workload.topic once, from the beginning, under a fresh consumer group."""
+    return [
+        "--source",
+        "kafka",
+        "--bounded",
+        "--topic",
+        workload.topic,
+        "--group-id",
+        f"bench-{variant}-{uuid.uuid4().hex[:8]}",
+        "--dlq-topic",
+        DLQ_TOPIC,
+        "--bootstrap-servers",
+        bootstrap,
+        "--lake",
+        str(lake_dir),
+        "--checkpoint-dir",
+        (lake_dir.parent / f"{lake_dir.name}-checkpoints").as_uri(),
+    ]
+
+
 def _command(variant: str, workload: Workload, lake_dir: Path, bootstrap: str) -> list[str]:
-    group = f"bench-{variant}-{uuid.uuid4().hex[:8]}"
     if variant == "duckdb_batch":
         return batch_reference.command(workload, lake_dir.parent / "cache", lake_dir)
     if variant == "python_consumer":
@@ -94,29 +114,13 @@ def _command(variant: str, workload: Workload, lake_dir: Path, bootstrap: str) -
             "--topic",
             workload.topic,
             "--group-id",
-            group,
+            f"bench-{variant}-{uuid.uuid4().hex[:8]}",
             "--bootstrap-servers",
             bootstrap,
             "--lake",
             str(lake_dir),
         ]
-    job_args = [
-        "--source",
-        "kafka",
-        "--bounded",
-        "--topic",
-        workload.topic,
-        "--group-id",
-        group,
-        "--dlq-topic",
-        DLQ_TOPIC,
-        "--bootstrap-servers",
-        bootstrap,
-        "--lake",
-        str(lake_dir),
-        "--checkpoint-dir",
-        (lake_dir.parent / f"{lake_dir.name}-checkpoints").as_uri(),
-    ]
+    job_args = bounded_job_args(variant, workload, lake_dir, bootstrap)
     if variant == "flink_java_udf":
         return flink_job.job_command(job_args)
     if variant in WHAT_IFS:

@@ -73,8 +73,17 @@ def topic_size(bootstrap: str, topic: str) -> int | None:
         consumer.close()
 
 
-def load_topic(workload: Workload, bootstrap: str, cache_dir: Path) -> dict:
-    """Make workload.topic hold exactly workload.events records; reuse it when it already does."""
+def load_topic(
+    workload: Workload,
+    bootstrap: str,
+    cache_dir: Path,
+    replication: int = 1,
+    topic_configs: dict[str, str] | None = None,
+) -> dict:
+    """Make workload.topic hold exactly workload.events records; reuse it when it already does.
+
+    replication and topic_configs apply when the topic is created (a cluster's 3 replicas, 2 in sync).
+    """
     existing = topic_size(bootstrap, workload.topic)
     if existing == workload.events:
         return {"topic": workload.topic, "reused": True}
@@ -83,7 +92,9 @@ def load_topic(workload: Workload, bootstrap: str, cache_dir: Path) -> dict:
             admin.delete_topics([workload.topic])
         _wait_for(lambda: topic_size(bootstrap, workload.topic) is None, f"deletion of {workload.topic}")
     base = base_file(workload, cache_dir)
-    kafka_broker.ensure_topics(bootstrap, {workload.topic: PARTITIONS})
+    kafka_broker.ensure_topics(
+        bootstrap, {workload.topic: PARTITIONS}, replication=replication, configs=topic_configs
+    )
     command = [
         "java",
         "-Xmx512m",

@@ -10,6 +10,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from pipelines.detect.detections import load_detections
+from pipelines.infra import cluster
 from pipelines.infra.paths import REPO_ROOT
 
 
@@ -123,3 +124,26 @@ def test_detect_run_smoke(bench_main, tmp_path):
     assert warm["new_signals"] > 0 and warm["pages"] >= 1  # the campaigns page
     assert run["routed_lines"] == warm["incident_changes"]  # routed once each, to the JSONL sink
     assert run["warm_rerun"]["new_signals"] == run["warm_rerun"]["incident_changes"] == 0
+
+
+def test_cluster_section_is_opt_in_on_its_own_ports_and_spans_both_taskmanagers(bench_main, tmp_path):
+    """The cluster section's set-up, without starting it (its runs take minutes: not a smoke test)."""
+    bench = importlib.import_module("bench.__main__")
+    assert (
+        "cluster" not in bench.SECTIONS and "cluster" in bench.OPT_IN_SECTIONS
+    )  # a default run starts no cluster
+    spec = importlib.import_module("bench.cluster_throughput").bench_spec(tmp_path)
+    # one slot per TaskManager: parallelism 2 has to span both JVMs, so its exchanges cross between them
+    assert spec.taskmanagers == 2 and spec.slots_per_taskmanager == 1
+    # the TaskManagers get the memory the benchmark asks for, not the dev cluster's default
+    settings = cluster.flink_config(spec)
+    assert settings["taskmanager.memory.process.size"] == spec.taskmanager_memory
+    assert spec.taskmanager_memory != cluster.ClusterSpec().taskmanager_memory
+
+    def ports(of: cluster.ClusterSpec) -> set[int]:
+        kafka = {port for node in of.kafka_nodes() for port in (node.port, node.controller_port)}
+        return {of.rest_port, of.rpc_port, *kafka}
+
+    # a developer's `usagewatch cluster up` (the defaults) and the benchmark's cluster can run side by side
+    assert not ports(spec) & ports(cluster.ClusterSpec())
+    assert spec.root == tmp_path / "cluster"

@@ -76,6 +76,7 @@ class ClusterSpec:
     kafka_port: int = 19092
     taskmanagers: int = 2
     slots_per_taskmanager: int = 2
+    taskmanager_memory: str = "1536m"  # process size; a benchmark's one-slot TaskManagers take more
 
     @property
     def address(self) -> str:
@@ -162,7 +163,7 @@ def flink_config(spec: ClusterSpec) -> dict[str, object]:
         "rest.port": spec.rest_port,
         # Sized for a 2-core / 24 GiB machine that also runs Kafka and the producers.
         "jobmanager.memory.process.size": "1g",
-        "taskmanager.memory.process.size": "1536m",
+        "taskmanager.memory.process.size": spec.taskmanager_memory,
         # No RocksDB and no Python UDFs: managed memory would sit unused, give it to the heap.
         "taskmanager.memory.managed.fraction": 0.1,
         "taskmanager.numberOfTaskSlots": spec.slots_per_taskmanager,

@@ -10,11 +10,12 @@ hour partition into `files_per_partition` time-ordered part files, like a sink t
 (pipelines/lake/compaction.py).
 
 Each timing runs in a fresh child process (python -m bench.detection --lake DIR) and times the suite as
-`usagewatch detect` runs it: one shared scan of the lake (pipelines/detect/detections.py: shared_scan),
-then every enabled detection over it. "cold" is the first suite run on a new DuckDB connection (the OS
-page cache is not dropped: the machine is shared), "warm" the second on the same connection; each with
-the CPU seconds of all the child's threads, which other load on the cores barely moves. The child's peak
-RSS is DuckDB's plus Python's.
+`usagewatch detect` runs it (pipelines/detect/detections.py: run_suite): one shared scan of the lake,
+then every enabled detection over it, two at a time. "cold" is the first suite run on a new DuckDB
+connection (the OS page cache is not dropped: the machine is shared), "warm" the second on the same
+connection; each with the CPU seconds of all the child's threads, which other load on the cores barely
+moves, and the load average when it started. A third run, one step after the other, gives each step's
+own wall and CPU seconds. The child's peak RSS is DuckDB's plus Python's.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -37,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.detect.detections import load_detections, run_detection, shared_scan
+from pipelines.detect.detections import load_detections, run_detection, run_suite, shared_scan
 from pipelines.infra import paths
 from pipelines.lake import compaction
 from pipelines.lake import layout as lake
@@ -257,44 +259,55 @@ def compact_lake(lake_dir: Path) -> dict:
 
 
 def time_detections(lake_dir: Path) -> dict:
-    """Run in a fresh process: the suite as `detect` runs it (the shared scan, then every enabled
-    detection over it), cold and then warm, wall seconds per step and CPU seconds of the whole suite."""
+    """Run in a fresh process: the suite as `detect` runs it (run_suite: the shared scan, then the
+    detections CONCURRENT_DETECTIONS at a time), cold and then warm, wall and CPU seconds; then once more
+    one step after the other, for each step's own wall and CPU seconds (the profile)."""
     detections = [detection for detection in load_detections() if detection.enabled]
     now = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     con = open_lake(lake_dir)
     open_s = time.perf_counter() - started
-    per_step: dict[str, dict[str, float]] = {}
-    per_step_cpu: dict[str, dict[str, float]] = {}
-    cpu_s = {}
+    suite: dict[str, dict[str, float]] = {}
     alerts = 0
-
-    def timed(step: str, attempt: str, began: float, cpu_began: float) -> None:
-        per_step.setdefault(step, {})[attempt] = round(time.perf_counter() - began, 3)
-        per_step_cpu.setdefault(step, {})[attempt] = round(time.process_time() - cpu_began, 3)
-
     for attempt in ("cold", "warm"):
         # CPU seconds of every thread (DuckDB's too): what the suite costs whatever else runs on the cores
-        cpu_started = time.process_time()
-        began = time.perf_counter()
-        with shared_scan(con, detections):
-            timed(SHARED_SCAN_STEP, attempt, began, cpu_started)
-            for detection in detections:
-                began, cpu_began = time.perf_counter(), time.process_time()
-                raised = run_detection(con, detection, now)
-                timed(detection.id, attempt, began, cpu_began)
-                alerts += len(raised) if attempt == "cold" else 0
-        cpu_s[attempt] = round(time.process_time() - cpu_started, 2)
+        load, began, cpu_began = os.getloadavg()[0], time.perf_counter(), time.process_time()
+        raised = run_suite(con, detections, now)
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began
+        suite[attempt] = {"s": round(wall, 2), "cpu_s": round(cpu, 2), "load": round(load, 1)}
+        alerts = len(raised) if attempt == "cold" else alerts
+
+    per_step: dict[str, dict[str, float]] = {}
+    per_step_cpu: dict[str, dict[str, float]] = {}
+
+    def timed(step: str, began: float, cpu_began: float) -> None:
+        per_step[step] = {"warm": round(time.perf_counter() - began, 3)}
+        per_step_cpu[step] = {"warm": round(time.process_time() - cpu_began, 3)}
+
+    began, cpu_began = time.perf_counter(), time.process_time()
+    with shared_scan(con, detections):
+        timed(SHARED_SCAN_STEP, began, cpu_began)
+        for detection in detections:
+            step_began, step_cpu_began = time.perf_counter(), time.process_time()
+            run_detection(con, detection, now)
+            timed(detection.id, step_began, step_cpu_began)
+    sequential_s, sequential_cpu_s = time.perf_counter() - began, time.process_time() - cpu_began
     con.close()
     return {
         "open_s": round(open_s, 3),
-        "cold_s": round(sum(t["cold"] for t in per_step.values()), 2),
-        "warm_s": round(sum(t["warm"] for t in per_step.values()), 2),
-        "cold_cpu_s": cpu_s["cold"],
-        "warm_cpu_s": cpu_s["warm"],
+        "cold_s": suite["cold"]["s"],
+        "warm_s": suite["warm"]["s"],
+        "cold_cpu_s": suite["cold"]["cpu_s"],
+        "warm_cpu_s": suite["warm"]["cpu_s"],
+        # cores the warm suite kept busy on average (2 is all of this machine's)
+        "warm_cores_busy": round(suite["warm"]["cpu_s"] / suite["warm"]["s"], 2),
+        "load_average": {"cold": suite["cold"]["load"], "warm": suite["warm"]["load"]},
+        # the same warm suite one step after the other: what running detections concurrently buys
+        "sequential_warm_s": round(sequential_s, 2),
+        "sequential_warm_cpu_s": round(sequential_cpu_s, 2),
         "alerts": alerts,
+        # the profile: steps one after the other, so each step's CPU seconds are its own
         "per_detection_s": per_step,
-        # the steps run one after the other, so each step's CPU seconds are its own
         "per_detection_cpu_s": per_step_cpu,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

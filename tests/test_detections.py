@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -14,8 +15,11 @@ from pipelines.detect.detections import (
     DetectionError,
     load_detection,
     load_detections,
+    restrict_to_time_range,
     rule_folders,
+    run_detection,
     run_detections,
+    shared_scan,
 )
 from pipelines.lake.analyst import open_lake
 from pipelines.stream.contracts import validate_alert, validate_event
@@ -218,6 +222,59 @@ def test_detection_sql_error_names_the_sql_file(tmp_path):
     try:
         with pytest.raises(DetectionError, match=r"broken/query\.sql: .*no_such_table"):
             run_detections(con, detections=detections, now=NOW)
+    finally:
+        con.close()
+
+
+def test_concurrent_suite_equals_one_detection_after_the_other_within_a_time_range(tmp_path):
+    """run_detections runs detections two at a time on cursors, which must see the connection's time
+    range (temp views) as the connection does, and hand back the signals in catalogue order."""
+    events = [
+        *fixture_events("impossible_travel", "positive"),
+        *fixture_events("restricted_region_access", "positive"),
+    ]
+    write_events(tmp_path / "lake", events)
+    detections = [detection for detection in load_detections() if detection.enabled]
+    con = open_lake(tmp_path / "lake")
+    try:
+        everything = run_detections(con, now=NOW, detections=detections)
+        restrict_to_time_range(con, None, dt.datetime(2026, 3, 1, 10, 40, tzinfo=dt.UTC))
+        concurrent = run_detections(con, now=NOW, detections=detections)
+        with shared_scan(con, detections):
+            one_after_the_other = [
+                signal for detection in detections for signal in run_detection(con, detection, NOW)
+            ]
+    finally:
+        con.close()
+    assert concurrent == one_after_the_other
+    assert concurrent and concurrent != everything  # the range took signals away in the cursors too
+    order = [detection.id for detection in detections]
+    assert [order.index(signal["detection_id"]) for signal in concurrent] == sorted(
+        order.index(signal["detection_id"]) for signal in concurrent
+    )
+
+
+def test_concurrent_suite_raises_the_first_failing_detection_in_catalogue_order(tmp_path):
+    metadata = (DETECTIONS_DIR / "impossible_travel" / "rule.yml").read_text()
+    parameters_at = metadata.index("parameters:")
+    # the first fails late (after counting 50M rows), the second at once: the first is raised all the same
+    queries = {
+        "a_broken": "select error('a fails late') as entity_id "
+        "from (select count(*) as n from range(50000000)) where 1 = $threshold",
+        "b_broken": "select entity_id from no_such_table_b where 1 = $threshold",
+        "c_fine": "select 'x' as entity_id from range(1) where 1 = $threshold",
+    }
+    for name, sql in queries.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "query.sql").write_text(sql + "\n")
+        rule = metadata[:parameters_at].replace("id: impossible_travel", f"id: {name}")
+        (tmp_path / name / "rule.yml").write_text(
+            rule + "parameters:\n  threshold: {value: 1, description: anything}\n"
+        )
+    con = open_lake(tmp_path / "lake")
+    try:
+        with pytest.raises(DetectionError, match=r"a_broken/query\.sql: .*a fails late"):
+            run_detections(con, detections=load_detections(tmp_path), now=NOW)
     finally:
         con.close()
 

@@ -5,7 +5,8 @@ The YAML holds the metadata (severity, runbook, dedup keys, suppression, risk) a
 named parameter; the SQL binds them as DuckDB named parameters ($name) and returns one row per signal.
 `usagewatch detect` hands the signals to the incident engine (pipelines/incidents/engine.py), which records,
 correlates, audits and routes; this module never routes by itself. Loading, running and the
-incremental loop share the rule model, hence one module (~550 lines).
+incremental loop share the rule model, hence one module (~650 lines, ~140 of them
+running two detections at a time over one shared scan).
 """
 
 from __future__ import annotations
@@ -71,8 +72,13 @@ QUERY_FILE = "query.sql"
 
 # The technique ids a rule may name (ATT&CK Enterprise and MITRE ATLAS; where they come from: its "about").
 
-# Relations most detections scan, materialised once per suite run (see shared_scan).
+# Relations most detections scan, materialised once per suite run (see shared_scan), in this schema.
 SHARED_RELATIONS = ("events_enriched", "ip_network_blocks")
+SHARED_SCAN_SCHEMA = "detection_scan"
+# Detections run this many at a time, each on its own cursor (run_suite): DuckDB releases the GIL while
+# a query runs, and many detections' plans keep one core busy (window functions over few partitions,
+# ordered aggregates, small inputs), so a second detection fills the other core of a 2-core machine.
+CONCURRENT_DETECTIONS = 2
 
 _SQL_COMMENT = re.compile(r"--[^\n]*")
 _SQL_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
@@ -268,17 +274,22 @@ def run_detection(
 
 @contextmanager
 def shared_scan(con: duckdb.DuckDBPyConnection, detections: list[Detection]) -> Iterator[None]:
-    """While open, each of SHARED_RELATIONS that the detections read is a temp table, not a view.
+    """While open, each of SHARED_RELATIONS that the detections read is a table, not a view.
 
     Every detection would otherwise read the lake's Parquet files and join the enrichment again (twelve
-    scans of the events per run; on a sink's small files the file count makes each scan slow). The temp
-    table shadows the view of the same name for the detections' unchanged SQL. It keeps only the columns
-    the detections name (a column named nowhere in their SQL cannot be read by them; the raw `extras`
-    JSON alone would double its memory), and is dropped on exit, so the connection reads the lake again.
+    scans of the events per run; on a sink's small files the file count makes each scan slow). The table
+    lives in the schema SHARED_SCAN_SCHEMA of the connection's in-memory database, so every cursor of the
+    connection can read it (detection_cursor; a temp table is private to one connection), and a temp
+    view of the relation's name over it shadows the lake's view for the detections' unchanged SQL. It
+    keeps only the columns the detections name (a column named nowhere in their SQL cannot be read by
+    them; the raw `extras` JSON alone would double its memory), and is dropped on exit, so the connection
+    reads the lake again.
     """
     code = [_sql_code(detection.sql) for detection in detections]
     names = {name.lower() for text in code for name in _SQL_IDENTIFIER.findall(text)}
     database = con.execute("select current_database()").fetchone()[0]
+    schema = f"{database}.{SHARED_SCAN_SCHEMA}"
+    con.execute(f"create schema {schema}")
     created = []
     try:
         for relation in (name for name in SHARED_RELATIONS if name in names):
@@ -286,16 +297,95 @@ def shared_scan(con: duckdb.DuckDBPyConnection, detections: list[Detection]) -> 
                 cursor = con.execute(f"select * from {relation} limit 0")
                 columns = [column[0] for column in cursor.description if column[0].lower() in names]
                 con.execute(
-                    f"create temp table {relation} as "
+                    f"create table {schema}.{relation} as "
                     f"select {', '.join(columns)} from {database}.main.{relation}"
                 )
             except duckdb.Error as error:
                 raise DetectionError(f"reading {relation} for the detections: {error}") from error
+            con.execute(f"create temp view {relation} as select * from {schema}.{relation}")
             created.append(relation)
         yield
     finally:
         for relation in created:
-            con.execute(f"drop table temp.{relation}")
+            con.execute(f"drop view temp.{relation}")
+        con.execute(f"drop schema {schema} cascade")
+
+
+def detection_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor (a second connection to the same database) that sees the lake as `con` does: temp views
+    and tables are private to a connection, so the shared scan's views, a time range's (see
+    restrict_to_time_range) and the installed indicators are copied over. Close it after use."""
+    cursor = con.cursor()
+    try:
+        temp_tables = con.execute(
+            "select table_name from duckdb_tables() where database_name = 'temp' order by table_oid"
+        ).fetchall()
+        for (name,) in temp_tables:  # small (indicators): the shared scan's tables are not temp ones
+            rows = con.sql(f"select * from temp.{name}").to_arrow_table()
+            cursor.register(f"{name}_rows", rows)
+            cursor.execute(f"create temp table {name} as select * from {name}_rows")
+            cursor.unregister(f"{name}_rows")
+        # a view may read a temp table, so views come after the tables, in the order they were made
+        temp_views = con.execute(
+            "select sql from duckdb_views() where database_name = 'temp' order by view_oid"
+        ).fetchall()
+        for (sql,) in temp_views:
+            cursor.execute(sql)
+    except BaseException:
+        cursor.close()
+        raise
+    return cursor
+
+
+def run_suite(
+    con: duckdb.DuckDBPyConnection, selected: list[Detection], created_at: dt.datetime
+) -> list[dict[str, Any]]:
+    """The detections over one shared scan, CONCURRENT_DETECTIONS at a time, each on its own cursor.
+
+    The signals come in the order of `selected` (each detection's in its query's order) whatever order
+    the detections finish in, and a failure raises the error of the first failing detection in that
+    order, naming its file, as a run one after the other would.
+    """
+    with shared_scan(con, selected):
+        if len(selected) < 2:
+            return [signal for detection in selected for signal in run_detection(con, detection, created_at)]
+        results: list[list[dict[str, Any]] | None] = [None] * len(selected)
+        errors: dict[int, BaseException] = {}
+        queue = iter(range(len(selected)))
+        lock = threading.Lock()
+
+        def work(cursor: duckdb.DuckDBPyConnection) -> None:
+            # Detections are taken in catalogue order, so every one before a failure has been taken and
+            # finishes: the smallest failing index is the one a sequential run would have stopped at.
+            try:
+                while not errors:
+                    with lock:
+                        index = next(queue, None)
+                    if index is None:
+                        return
+                    try:
+                        results[index] = run_detection(cursor, selected[index], created_at)
+                    except BaseException as error:  # noqa: BLE001 (re-raised by the caller, in order)
+                        errors[index] = error
+            finally:
+                cursor.close()
+
+        cursors: list[duckdb.DuckDBPyConnection] = []
+        try:
+            for _ in range(min(CONCURRENT_DETECTIONS, len(selected))):
+                cursors.append(detection_cursor(con))
+        except BaseException:
+            for cursor in cursors:
+                cursor.close()
+            raise
+        workers = [threading.Thread(target=work, args=(cursor,), name="detection") for cursor in cursors]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if errors:
+            raise errors[min(errors)]
+        return [signal for signals in results for signal in signals or []]
 
 
 def run_detections(
@@ -310,8 +400,7 @@ def run_detections(
     """
     created_at = now or dt.datetime.now(dt.UTC)
     selected = _select(detections if detections is not None else load_detections(), only)
-    with shared_scan(con, selected):
-        return [alert for detection in selected for alert in run_detection(con, detection, created_at)]
+    return run_suite(con, selected, created_at)
 
 
 def summarize(selected: list[Detection], alerts: list[dict[str, Any]]) -> str:
@@ -415,8 +504,7 @@ def detect_and_route(
     try:
         restrict_to_time_range(con, since, until)
         indicators.install(con, indicators.load_from_state(state_path(config, state)))
-        with shared_scan(con, selected):
-            signals = [signal for detection in selected for signal in run_detection(con, detection, now)]
+        signals = run_suite(con, selected, now)
         # Data quality of the partitions under this run: read before the store is opened for writing.
         health = quality.partition_health(state_path(config, state), lake_dir, since, until)
         signals = quality.mark_degraded(signals, health)

@@ -4,8 +4,11 @@
 -- ~30K addresses, and the string work below is most of what grouping by block costs.
 create or replace view ip_network_blocks as
 with addresses as (
+    -- events_enriched has exactly the events' addresses; during a detection run it is the shared scan's
+    -- table (pipelines/detect/detections.py: shared_scan), so the lake's files are read once, not twice
+    -- (on a sink's small files each pass costs ~1.5 CPU-s at 4M events)
     select distinct source_ip
-    from events
+    from events_enriched
 ),
 
 ipv6_parts as (

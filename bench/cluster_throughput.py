@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench import machine
-from bench.throughput import DLQ_TOPIC, WHAT_IFS, bounded_job_args, verify_lake
+from bench.throughput import DLQ_TOPIC, WHAT_IFS, bounded_job_args, checkpoint_dir, verify_lake
 from bench.workload import Workload, load_topic
 from pipelines.infra import cluster, kafka_broker
 
@@ -110,7 +110,7 @@ def run_job(
     options are its config's, so a what-if of the MiniCluster JVM's environment does not apply)."""
     variant = f"cluster_p{parallelism}" + (f"_{what_if}" if what_if else "")
     lake_dir = work_dir / f"lake-{variant}-{workload.events}"
-    checkpoints = lake_dir.parent / f"{lake_dir.name}-checkpoints"
+    checkpoints = checkpoint_dir(lake_dir)
     for stale in (lake_dir, checkpoints):
         shutil.rmtree(stale, ignore_errors=True)
     kafka_broker.ensure_topics(

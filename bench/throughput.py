@@ -82,6 +82,16 @@ SUBMITTED_MARKER = "submitted as job"
 DLQ_TOPIC = "bench-dead-letters"
 
 
+def checkpoint_dir(lake_dir: Path) -> Path:
+    """A run's checkpoints, beside its lake (both removed before and after the run)."""
+    return lake_dir.parent / f"{lake_dir.name}-checkpoints"
+
+
+def fresh_group_id(variant: str) -> str:
+    """A consumer group no earlier run used, so the run reads the topic from the beginning."""
+    return f"bench-{variant}-{uuid.uuid4().hex[:8]}"
+
+
 def bounded_job_args(variant: str, workload: Workload, lake_dir: Path, bootstrap: str) -> list[str]:
     """Arguments of the job reading workload.topic once, from the beginning, under a fresh consumer group."""
     return [
@@ -91,7 +101,7 @@ def bounded_job_args(variant: str, workload: Workload, lake_dir: Path, bootstrap
         "--topic",
         workload.topic,
         "--group-id",
-        f"bench-{variant}-{uuid.uuid4().hex[:8]}",
+        fresh_group_id(variant),
         "--dlq-topic",
         DLQ_TOPIC,
         "--bootstrap-servers",
@@ -99,7 +109,7 @@ def bounded_job_args(variant: str, workload: Workload, lake_dir: Path, bootstrap
         "--lake",
         str(lake_dir),
         "--checkpoint-dir",
-        (lake_dir.parent / f"{lake_dir.name}-checkpoints").as_uri(),
+        checkpoint_dir(lake_dir).as_uri(),
     ]
 
 
@@ -114,7 +124,7 @@ def _command(variant: str, workload: Workload, lake_dir: Path, bootstrap: str) -
             "--topic",
             workload.topic,
             "--group-id",
-            f"bench-{variant}-{uuid.uuid4().hex[:8]}",
+            fresh_group_id(variant),
             "--bootstrap-servers",
             bootstrap,
             "--lake",
@@ -159,7 +169,7 @@ def verify_lake(lake_dir: Path, expected: int) -> dict:
 
 def run_variant(variant: str, workload: Workload, work_dir: Path, bootstrap: str, timeout_s: float) -> dict:
     lake_dir = work_dir / f"lake-{variant}-{workload.events}"
-    for stale in (lake_dir, lake_dir.parent / f"{lake_dir.name}-checkpoints"):
+    for stale in (lake_dir, checkpoint_dir(lake_dir)):
         shutil.rmtree(stale, ignore_errors=True)
     kafka_broker.ensure_topics(bootstrap, {DLQ_TOPIC: 1})
     # The Python workers of (b) and the consumer of (c) import `bench` from the repository root.
@@ -230,5 +240,5 @@ def run_variant(variant: str, workload: Workload, work_dir: Path, bootstrap: str
         "lake": verify_lake(lake_dir, workload.events),
     }
     shutil.rmtree(lake_dir, ignore_errors=True)
-    shutil.rmtree(lake_dir.parent / f"{lake_dir.name}-checkpoints", ignore_errors=True)
+    shutil.rmtree(checkpoint_dir(lake_dir), ignore_errors=True)
     return result

@@ -27,6 +27,11 @@ class RunningJob:
             start_new_session=True,
         )
 
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the job's log, so a failure on CI (where the log is not kept) says what the job did."""
+        text = Path(self.log.name).read_text(errors="replace").splitlines()
+        return "\n".join([f"--- last {lines} lines of {self.log.name}", *text[-lines:]])
+
     def kill(self, signum: int = signal.SIGKILL) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signum)
@@ -40,6 +45,6 @@ def wait_for(condition, what: str, job: RunningJob, deadline_s: float = DEADLINE
         value = condition()
         if value:
             return value
-        assert job.process.poll() is None, f"the job exited while waiting for {what}; see {job.log.name}"
+        assert job.process.poll() is None, f"the job exited while waiting for {what}:\n{job.log_tail()}"
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}:\n{job.log_tail()}")

@@ -58,7 +58,8 @@ def test_sigkill_mid_stream_then_resume_from_checkpoint_is_exact(kafka_bootstrap
         producer = threading.Thread(
             target=produce_to_kafka,
             args=(records[half:], kafka_bootstrap, stream["topic"]),
-            kwargs={"rate": 4000},
+            # Slow enough (~2.6 s for the half) that the kill lands while it is still arriving.
+            kwargs={"rate": 500},
         )
         producer.start()
         # The crash lands mid-stream: once a good part of the second half is on the topic.
@@ -70,6 +71,10 @@ def test_sigkill_mid_stream_then_resume_from_checkpoint_is_exact(kafka_bootstrap
     assert checkpoint is not None
     producer.join()
 
+    # The tail goes in before the restart: the first job never read it, so the resumed job always has
+    # something new to commit, even if the first one committed the whole workload before it died.
+    produce_to_kafka(generate_records(TAIL), kafka_bootstrap, stream["topic"])
+
     restarted = time.monotonic()
     job = RunningJob([*stream["args"], "--resume-from", checkpoint], stream["tmp"] / "job-2.log")
     try:
@@ -79,7 +84,6 @@ def test_sigkill_mid_stream_then_resume_from_checkpoint_is_exact(kafka_bootstrap
             job,
         )
         recovery_s = time.monotonic() - restarted
-        produce_to_kafka(generate_records(TAIL), kafka_bootstrap, stream["topic"])
         expected = expected_aggregates(workload)
         ids = {event["event_id"] for event in workload}
         wait_for(lambda: workload_complete(stream["lake"], ids, expected), "every workload window", job)

@@ -7,8 +7,9 @@
 -- (below 20) and it never links accounts; ring_clustering weighs a shared hosting AS together with the
 -- other kinds of link.
 
-with asn_events as (
-    -- the AS's requests, as network_crowds reads them (sql/views/network_crowds.sql)
+with asn_events as not materialized (
+    -- the AS's requests, as network_crowds reads them (sql/views/network_crowds.sql). Not materialized:
+    -- both readers keep few rows and columns, so two scans of the shared table cost less than a copy
     select
         asn_key as shared_key,
         time_bucket(to_minutes($window_minutes), event_time) as window_start,

@@ -18,8 +18,15 @@ with template_events as (
     where prompt_fingerprint is not null
 ),
 
+every_template_account as (
+    -- every account using a template in a window, with its requests through it (a minimum of one request
+    -- keeps them all): the accounts that count (value_accounts) and the companions (account_templates)
+    -- both come from this one grouping of the template requests, not a second one
+    select * from shared_value_accounts(template_events, $window_hours, 1)
+),
+
 value_accounts as (
-    select * from shared_value_accounts(template_events, $window_hours, $min_requests_per_account)
+    select * from every_template_account where requests >= $min_requests_per_account
 ),
 
 template_accounts as (
@@ -29,11 +36,8 @@ template_accounts as (
 account_templates as (
     -- every template an account used at all: a companion counts with a single request (a script's rarer
     -- template may come up once or twice in a short window)
-    select distinct
-        shared_key as prompt_fingerprint,
-        time_bucket(to_hours($window_hours), event_time) as window_start,
-        account_id
-    from template_events
+    select shared_key as prompt_fingerprint, window_start, account_id
+    from every_template_account
 ),
 
 template_windows as (

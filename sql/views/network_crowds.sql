@@ -34,8 +34,9 @@ with weighted_events as (
 
 busy_windows as (
     -- An account weighs the most of its requests' weights, so a window's weighted accounts never exceed
-    -- the sum of its requests' weights (weights are not negative): one group-by per network window
-    -- (cheap: two keys) rules out ~99 % of them before the per-account one (three keys, ~4x the groups).
+    -- the sum of its requests' weights (schemas/detection.schema.json keeps weights non-negative): one
+    -- group-by per network window (cheap: two keys) rules out ~99 % of them before the per-account one
+    -- (three keys, ~4x the groups).
     -- The 1e-9 absorbs float rounding in the order of summation; no real window sits that close.
     select shared_key, window_start
     from weighted_events

@@ -119,7 +119,7 @@ def test_replay_archives_valid_events_dead_letters_violations_and_counts_late_ev
     console = capfd.readouterr()
     assert " INFO " not in console.out + console.err
     logged_now = "".join(
-        log.read_bytes()[logged_before.get(log, 0):].decode(errors="replace")
+        log.read_bytes()[logged_before.get(log, 0) :].decode(errors="replace")
         for log in JOB_RUN_DIR.glob("flink-*.log")
     )
     assert "CodecPool" in logged_now

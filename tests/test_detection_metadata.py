@@ -219,5 +219,7 @@ def test_lint_rejects_a_negative_weight_naming_its_line(tmp_path):
     # network_crowds drops windows by the sum of their requests' weights: a negative one would hide crowds.
     broken = VALID_YML.replace("  weight_crowd:\n    value: 15", "  weight_crowd:\n    value: -15")
     line = broken.splitlines().index("    value: -15") + 1
-    with pytest.raises(DetectionError, match=rf"candidate/rule\.yml:{line}: .*-15 is less than the minimum of 0"):
+    with pytest.raises(
+        DetectionError, match=rf"candidate/rule\.yml:{line}: .*-15 is less than the minimum of 0"
+    ):
         load_detection(write_detection(tmp_path, broken))

@@ -265,6 +265,7 @@ def test_state_override_carries_the_audit_log_with_it(tmp_path):
 
     from pipelines.commands import cli
     from pipelines.incidents import audit
+
     write_events(tmp_path / "lake", read_jsonl(TRAVEL_POSITIVE))
     # Like the shipped configuration: a state path, no explicit audit_log.
     config = write_config(
@@ -310,6 +311,7 @@ def test_a_bad_lake_file_is_named_and_skipped_and_the_rest_stays_queryable(tmp_p
 
     from pipelines.commands import cli
     from pipelines.lake import layout as lake
+
     events = read_jsonl(TRAVEL_POSITIVE)
     lake_dir = tmp_path / "lake"
     [first, *_] = write_events(lake_dir, events)

@@ -180,13 +180,13 @@ def heatmap_png(cells: list[Cell]) -> bytes:
     for cell in cells:
         step = cell.axis.values.index(cell.value) + 1
         score = cell.recall if cell.recall is not None else 1 - cell.benign_named_rate
-        figure = (
-            f"{cell.recall:.0%}" if cell.recall is not None else f"{cell.benign_named_rate:.1%} FP"
-        )
+        figure = f"{cell.recall:.0%}" if cell.recall is not None else f"{cell.benign_named_rate:.1%} FP"
         label = f"{cell.value:g}: {figure}"
         rows.append({"axis": cell.axis.name, "step": step, "score": score, "label": label})
-    frame = pd.DataFrame(rows).groupby(["axis", "step"], as_index=False).agg(
-        score=("score", "mean"), label=("label", "first")
+    frame = (
+        pd.DataFrame(rows)
+        .groupby(["axis", "step"], as_index=False)
+        .agg(score=("score", "mean"), label=("label", "first"))
     )
     title = "Sweep: recall per campaign parameter; share of benign accounts not named per noise knob"
     base = alt.Chart(frame, title=title)

@@ -28,8 +28,6 @@ _ENTITY_TYPES = {
 }
 
 
-
-
 def signal_entity(signal: dict[str, Any]) -> dict[str, str] | None:
     """The signal's non-account entity, typed as incidents type it; None for an account signal."""
     kind = signal["entity_type"]
@@ -165,5 +163,3 @@ def incident_id_for(signal: dict[str, Any], window: dt.timedelta) -> str:
     period = max(int(window.total_seconds()), 1)
     bucket = seconds - seconds % period
     return hashlib.sha256(f"incident:{signal['dedup_key']}@{bucket}".encode()).hexdigest()[:32]
-
-

@@ -71,5 +71,3 @@ class SignalPolicy:
     suppression_minutes: int
     max_contribution: int
     links_accounts: bool
-
-

@@ -480,5 +480,3 @@ class AlertmanagerSink(Sink):
 
     def send(self, delivery: Delivery) -> int:
         return _post_json(self.url, self.payload(delivery), self.timeout, self.retry)
-
-

@@ -67,8 +67,10 @@ def load_descriptions(views_dir: Path = VIEWS_DIR) -> dict[str, RelationDescript
     for name, (path, data, lines) in raw.items():
         unknown = sorted(set(data) - _RELATION_KEYS)
         if unknown:
-            raise CatalogError(f"{path}:{lines[(unknown[0],)]}: unknown key {unknown[0]!r} (known: "
-                               f"{', '.join(sorted(_RELATION_KEYS))})")
+            raise CatalogError(
+                f"{path}:{lines[(unknown[0],)]}: unknown key {unknown[0]!r} (known: "
+                f"{', '.join(sorted(_RELATION_KEYS))})"
+            )
         description = data.get("description")
         if not isinstance(description, str) or not description.strip():
             line = lines.get(("description",), 1)
@@ -77,8 +79,10 @@ def load_descriptions(views_dir: Path = VIEWS_DIR) -> dict[str, RelationDescript
         source = data.get("columns_from")
         if source is not None:
             if source not in raw or source == name:
-                raise CatalogError(f"{path}:{lines[('columns_from',)]}: columns_from names no other relation "
-                                   f"described in {views_dir}: {source!r}")
+                raise CatalogError(
+                    f"{path}:{lines[('columns_from',)]}: columns_from names no other relation "
+                    f"described in {views_dir}: {source!r}"
+                )
             source_path, source_data, source_lines = raw[source]
             columns.update(_text_mapping(source_path, source_data, source_lines, "columns"))
         columns.update(_text_mapping(path, data, lines, "columns"))

@@ -565,9 +565,7 @@ def record_and_route(
         store_results(store.con, results)
         if not signals:
             return []
-        policy = SignalPolicy(
-            DATA_QUALITY_SUPPRESSION_MINUTES, max_contribution=100, links_accounts=False
-        )
+        policy = SignalPolicy(DATA_QUALITY_SUPPRESSION_MINUTES, max_contribution=100, links_accounts=False)
         engine = incidents.raise_signals(
             store,
             router,

@@ -407,7 +407,10 @@ def ensure_topics(
 
     configs (e.g. min.insync.replicas) apply to the topics created here, not to existing ones.
     """
-    with KafkaAdminClient(bootstrap_servers=bootstrap, client_id="usagewatch-admin") as admin:
+    # The timeout bounds the bootstrap too: kafka-python's own default waits 30 s for a broker that is down.
+    with KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="usagewatch-admin", bootstrap_timeout_ms=int(timeout * 1000)
+    ) as admin:
         response = admin.create_topics(
             {
                 name: {

@@ -104,8 +104,8 @@ def format_report(results: dict) -> str:
                 run["processing_s"],
                 run["wall_s"],
                 f"{run['events_per_cpu_s']:,}" if run.get("events_per_cpu_s") else "-",
-                "yes" if run["lake"]["exact"] else "NO",
-                run["lake"]["late_events"],
+                {True: "yes", False: "NO"}.get(run["lake"]["exact"], "-"),
+                run["lake"].get("late_events", "-"),
                 run["peak_rss_mib"]["sum_of_groups_at_peak"],
             ]
             for run in results["throughput"]["runs"]

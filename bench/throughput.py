@@ -9,6 +9,8 @@ offsets that are latest when they start:
                    DuckDB process (bench/batch_reference.py); no Kafka, no checkpoints, not streaming
   flink_*          opt-in what-ifs (WHAT_IFS): (a) with one change of settings, arguments or JVM options,
                    to measure one change at a time against (a) in the same run
+  floor_*          opt-in floors: (a) cut down to its first stages (bench/floor_job.py), what no change
+                   to the later stages can beat
 Each run is checked: the lake must hold every event in `events` and count each one exactly once in
 account_minute (or late_events).
 """
@@ -40,10 +42,12 @@ VARIANTS = ("flink_java_udf", "flink_python_udf", "python_consumer", "duckdb_bat
 
 @dataclass(frozen=True)
 class WhatIf:
-    """(a) with one change: extra job arguments (`--set KEY=VALUE` for a Flink setting) and environment."""
+    """(a) with one change: extra job arguments (`--set KEY=VALUE` for a Flink setting) and environment;
+    a floor (bench/floor_job.py) runs only the job's first stages instead."""
 
     job_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    floor: str | None = None
 
 
 def _flink_settings(*settings: str) -> tuple[str, ...]:
@@ -74,6 +78,10 @@ WHAT_IFS = {
     # The events writer is ~29 % of the source thread (JFR): dictionary pages and Snappy are candidates.
     "flink_parquet_plain": WhatIf(("--lake-option", "parquet.enable.dictionary=false")),
     "flink_parquet_uncompressed": WhatIf(("--lake-option", "parquet.compression=UNCOMPRESSED")),
+    # Floors: what the first stages alone cost (Kafka -> parse -> events Parquet; -> parse; the source).
+    "floor_archive_only": WhatIf(floor="archive"),
+    "floor_parse_only": WhatIf(floor="parse"),
+    "floor_source_only": WhatIf(floor="source"),
 }
 WHAT_IF_VARIANTS = tuple(WHAT_IFS)
 JOB_SCRIPTS = {"flink_python_udf": "pyudf_job.py"}
@@ -134,12 +142,16 @@ def _command(variant: str, workload: Workload, lake_dir: Path, bootstrap: str) -
     if variant == "flink_java_udf":
         return flink_job.job_command(job_args)
     if variant in WHAT_IFS:
-        return flink_job.job_command([*job_args, *WHAT_IFS[variant].job_args])
+        what_if = WHAT_IFS[variant]
+        if what_if.floor:
+            return [sys.executable, str(BENCH_DIR / "floor_job.py"), "--floor", what_if.floor, *job_args]
+        return flink_job.job_command([*job_args, *what_if.job_args])
     return [sys.executable, str(BENCH_DIR / JOB_SCRIPTS[variant]), *job_args]
 
 
-def verify_lake(lake_dir: Path, expected: int) -> dict:
-    """Counts in the committed lake; `exact` when every event is archived and aggregated once."""
+def verify_lake(lake_dir: Path, expected: int, floor: str | None = None) -> dict:
+    """Counts in the committed lake; `exact` when every event is archived and aggregated once (for the
+    archive floor: archived once; the other floors write no lake, so there is nothing to check)."""
     con = open_lake(lake_dir)
     try:
         archived = con.execute("select count(*) from events").fetchone()[0]
@@ -163,8 +175,15 @@ def verify_lake(lake_dir: Path, expected: int) -> dict:
             for name, table_files in files.items()
             if table_files
         },
-        "exact": archived == expected and windowed + late == expected,
+        "exact": archived == expected and (floor == "archive" or windowed + late == expected),
     }
+
+
+def _check_lake(variant: str, lake_dir: Path, expected: int) -> dict:
+    floor = WHAT_IFS[variant].floor if variant in WHAT_IFS else None
+    if floor in ("parse", "source"):  # into the blackhole: no lake to check
+        return {"exact": None, "floor": floor}
+    return verify_lake(lake_dir, expected, floor)
 
 
 def run_variant(variant: str, workload: Workload, work_dir: Path, bootstrap: str, timeout_s: float) -> dict:
@@ -237,7 +256,7 @@ def run_variant(variant: str, workload: Workload, work_dir: Path, bootstrap: str
         "cpu_s": cpu,
         # throughput per core: what a quiet core would sustain, whatever the machine's load
         "events_per_cpu_s": round(workload.events / job_cpu_s) if job_cpu_s else None,
-        "lake": verify_lake(lake_dir, workload.events),
+        "lake": _check_lake(variant, lake_dir, workload.events),
     }
     shutil.rmtree(lake_dir, ignore_errors=True)
     shutil.rmtree(checkpoint_dir(lake_dir), ignore_errors=True)

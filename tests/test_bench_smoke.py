@@ -147,3 +147,30 @@ def test_cluster_section_is_opt_in_on_its_own_ports_and_spans_both_taskmanagers(
     # a developer's `usagewatch cluster up` (the defaults) and the benchmark's cluster can run side by side
     assert not ports(spec) & ports(cluster.ClusterSpec())
     assert spec.root == tmp_path / "cluster"
+
+
+def test_floors_run_the_jobs_own_first_stages_and_nothing_after_them(bench_main, tmp_path):
+    """A floor is only evidence if it is the shipped job cut short, not a job of its own."""
+    floor_job = importlib.import_module("bench.floor_job")
+    flink_job = importlib.import_module("pipelines.stream.flink_job")
+    config = flink_job.JobConfig(lake_dir=str(tmp_path))
+    job_ddl, job_inserts = flink_job.statements(config)
+
+    ddl, (archive_insert,) = floor_job.floor_statements("archive", config)
+    assert ddl == job_ddl and archive_insert in job_inserts
+    assert archive_insert.startswith("insert into lake_events\n")
+
+    ddl, (parse_insert,) = floor_job.floor_statements("parse", config)
+    assert ddl[:-1] == job_ddl and "'connector' = 'blackhole'" in ddl[-1]
+    # the archive's own select, only its sink swapped
+    assert parse_insert.split("\n", 1)[1] == archive_insert.split("\n", 1)[1]
+    assert parse_insert.startswith("insert into parse_floor\n")
+
+    ddl, (source_insert,) = floor_job.floor_statements("source", config)
+    assert ddl[:-1] == job_ddl and "parse" not in source_insert
+    assert "from access_events_source" in source_insert
+
+    with pytest.raises(SystemExit, match="--floor must be one of"):
+        floor_job._pop_floor(["--floor", "windows", "--lake", "x"])
+    argv = ["--bounded", "--floor", "parse", "--lake", "x"]
+    assert floor_job._pop_floor(argv) == "parse" and argv == ["--bounded", "--lake", "x"]

@@ -58,13 +58,6 @@ def _flink_settings(*settings: str) -> tuple[str, ...]:
 WHAT_IFS = {
     "flink_no_object_reuse": WhatIf(_flink_settings("pipeline.object-reuse=false")),
     "flink_one_phase_agg": WhatIf(_flink_settings("table.optimizer.agg-phase-strategy=ONE_PHASE")),
-    "flink_mini_batch": WhatIf(
-        _flink_settings(
-            "table.exec.mini-batch.enabled=true",
-            "table.exec.mini-batch.allow-latency=2 s",
-            "table.exec.mini-batch.size=20000",
-        )
-    ),
     "flink_split_distinct": WhatIf(_flink_settings("table.optimizer.distinct-agg.split.enabled=true")),
     # Every operator its own thread: the source chain (parse, events writer, local aggregates) is the
     # busiest thread at parallelism 1.

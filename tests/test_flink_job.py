@@ -12,7 +12,7 @@ from pipelines.commands import stream as stream_commands
 from pipelines.commands.cli import main as usagewatch
 from pipelines.commands.job_args import build_job_arg_parser, config_from_args
 from pipelines.lake import layout as lake
-from pipelines.stream import flink_job
+from pipelines.stream import flink_job, overrides
 from pipelines.stream.flink_job import (
     JobConfig,
     flink_configuration,
@@ -216,7 +216,7 @@ def test_tuning_settings_and_table_options_from_the_command_line_override_the_jo
         [
             "--lake", "/data/lake",
             "--set", "pipeline.object-reuse=false",
-            "--set", "execution.checkpointing.mode=AT_LEAST_ONCE",
+            "--set", "execution.checkpointing.timeout=5 min",
             "--source-option", "properties.fetch.min.bytes=1048576",
             "--lake-option", "parquet.compression=ZSTD",
             "--pipeline-jars", "none",
@@ -225,7 +225,8 @@ def test_tuning_settings_and_table_options_from_the_command_line_override_the_jo
     config = config_from_args(args)
     settings = flink_configuration(config)
     assert settings["pipeline.object-reuse"] == "false"
-    assert settings["execution.checkpointing.mode"] == "AT_LEAST_ONCE"
+    assert settings["execution.checkpointing.timeout"] == "5 min"
+    assert settings["execution.checkpointing.mode"] == "EXACTLY_ONCE"
     ddl, _ = statements(config)
     assert "'properties.fetch.min.bytes' = '1048576'" in source_ddl(config)
     sinks = [statement for statement in ddl if statement.startswith("create temporary table lake_")]
@@ -239,6 +240,39 @@ def test_job_start_passes_tuning_settings_on_to_the_job_script():
     args = parser.parse_args(["--lake", "lake", "--set", "a.b=1", "--set", "c=x=y", "--lake-option", "k=v"])
     argv = job_args.job_argv(args)
     assert argv == ["--lake", "lake", "--set", "a.b=1", "--set", "c=x=y", "--lake-option", "k=v"]
+
+
+PROTECTED = [
+    (flag, key)
+    for kind, flag in (
+        ("extra_settings", "--set"),
+        ("source_options", "--source-option"),
+        ("lake_options", "--lake-option"),
+    )
+    for key in overrides.PROTECTED_OPTIONS[kind]
+]
+
+
+@pytest.mark.parametrize(("flag", "key"), PROTECTED, ids=[f"{flag}-{key}" for flag, key in PROTECTED])
+def test_an_override_of_what_the_guarantees_rest_on_is_refused_before_anything_starts(flag, key, capsys):
+    # e.g. AT_LEAST_ONCE checkpoints, mini-batch (measured: every event counted twice), a lake table
+    # path outside --lake, a fresh group starting at the latest offset (the backlog silently skipped)
+    setting = f"{key}=x"
+    with pytest.raises(SystemExit) as exit_info:
+        build_job_arg_parser().parse_args(["--lake", "l", flag, setting])
+    assert exit_info.value.code == 2
+    assert f"{flag} {setting} is refused:" in capsys.readouterr().err
+    # the same through `usagewatch job start` / `cluster submit`, which share the stream options
+    parser = argparse.ArgumentParser()
+    job_args.add_stream_options(parser, lake_from_config=True)
+    with pytest.raises(SystemExit):
+        parser.parse_args([flag, setting])
+    # and for a JobConfig built in code
+    kind = {"--set": "extra_settings", "--source-option": "source_options", "--lake-option": "lake_options"}[
+        flag
+    ]
+    with pytest.raises(ValueError, match="is refused"):
+        JobConfig(lake_dir="/tmp/lake", **{kind: ((key, "x"),)})
 
 
 @pytest.mark.parametrize("bad", ["novalue", "=1", ""])

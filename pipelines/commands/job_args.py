@@ -15,6 +15,7 @@ from pipelines.infra import paths
 from pipelines.infra.kafka_broker import DLQ_TOPIC, EVENTS_TOPIC, bootstrap_servers
 from pipelines.lake.layout import lake_path
 from pipelines.stream.flink_job import JobConfig
+from pipelines.stream.overrides import refuse_protected_option
 
 
 def add_event_time_bounds(parser: argparse.ArgumentParser) -> None:
@@ -68,18 +69,28 @@ def add_stream_options(parser: argparse.ArgumentParser, lake_from_config: bool =
             flag,
             dest=dest,
             action="append",
-            type=_setting,
+            type=_setting_of(dest),
             default=[],
             metavar="KEY=VALUE",
             help=f"a Flink setting (--set) or table option over the job's own (repeatable): {flag} {example}",
         )
 
 
-def _setting(text: str) -> tuple[str, str]:
-    key, separator, value = text.partition("=")
-    if not separator or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value.strip()
+def _setting_of(kind: str):
+    """The argparse type of one override flag: KEY=VALUE, refused at once if the job's guarantees rest on
+    KEY (so `job start` and `cluster submit` fail before anything starts, not in the job's log)."""
+
+    def setting(text: str) -> tuple[str, str]:
+        key, separator, value = text.partition("=")
+        if not separator or not key.strip():
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+        try:
+            refuse_protected_option(kind, key.strip(), value.strip())
+        except ValueError as refused:
+            raise argparse.ArgumentTypeError(str(refused)) from None
+        return key.strip(), value.strip()
+
+    return setting
 
 
 def build_job_arg_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from pathlib import Path
 from pipelines.infra import paths, processes
 from pipelines.infra.kafka_broker import DLQ_TOPIC, EVENTS_TOPIC
 from pipelines.lake import layout as lake
+from pipelines.stream.overrides import PROTECTED_OPTIONS, refuse_protected_option
 
 JOB_SCRIPT = paths.REPO_ROOT / "jobs" / "usage_aggregates.py"
 JOB_RUN_DIR = paths.RUN_DIR / "job"
@@ -63,6 +64,9 @@ class JobConfig:
     lake_options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        for kind in PROTECTED_OPTIONS:
+            for key, value in getattr(self, kind):
+                refuse_protected_option(kind, key, value)
         if self.source not in ("kafka", "file"):
             raise ValueError(f"source must be 'kafka' or 'file', not {self.source!r}")
         if self.source == "file" and not self.input_path:

@@ -11,8 +11,8 @@ from __future__ import annotations
 PROTECTED_OPTIONS = {
     "extra_settings": {
         "execution.checkpointing.mode": "the lake commits each event exactly once only with EXACTLY_ONCE",
-        # bench what-if run, 2026-11-30: with mini-batch on, the late/on-time split before the windows saw
-        # two watermarks; all 1M events were counted in a window and in late_events too.
+        # bench what-if run, 2026-11-30: with mini-batch on, the late/on-time split before the windows put
+        # every event on both sides; all 1M were counted in a window and in late_events too.
         "table.exec.mini-batch.enabled": "mini-batch made the late/on-time split count every event twice",
     },
     "source_options": {

@@ -72,7 +72,8 @@ def add_stream_options(parser: argparse.ArgumentParser, lake_from_config: bool =
             type=_setting_of(dest),
             default=[],
             metavar="KEY=VALUE",
-            help=f"a Flink setting (--set) or table option over the job's own (repeatable): {flag} {example}",
+            help=f"a Flink setting (--set) or table option over the job's own (repeatable): {flag} {example};"
+            " what the job's guarantees rest on is refused (pipelines/stream/overrides.py)",
         )
 
 

@@ -81,7 +81,7 @@ def test_plain_consumer_and_detection_suite_smoke(bench_main, tmp_path, kafka_bo
 @pytest.mark.integration
 @pytest.mark.slow
 def test_flink_variants_and_event_to_alert_smoke(bench_main, tmp_path, kafka_bootstrap):
-    """Several minutes on a busy 2-core machine: two Flink jobs and the continuous stack."""
+    """Several minutes on a busy 2-core machine: three Flink jobs and the continuous stack."""
     results = _run(
         bench_main,
         tmp_path,
@@ -89,12 +89,14 @@ def test_flink_variants_and_event_to_alert_smoke(bench_main, tmp_path, kafka_boo
         "--sections",
         "throughput,latency",
         "--variants",
-        "flink_java_udf,flink_python_udf",
+        "flink_java_udf,flink_python_udf,floor_archive_only",
     )
 
     runs = {run["variant"]: run for run in results["throughput"]["runs"]}
-    assert set(runs) == {"flink_java_udf", "flink_python_udf"}
+    assert set(runs) == {"flink_java_udf", "flink_python_udf", "floor_archive_only"}
+    # the floor archives every event once and writes no window table
     assert all(run["lake"]["exact"] for run in runs.values()), runs
+    assert runs["floor_archive_only"]["lake"]["windowed_events"] == 0
     assert runs["flink_java_udf"]["ratio_to_a"] == 1.0
     assert runs["flink_java_udf"]["peak_rss_mib"]["flink_jvm"] > 0
     latency = results["latency"]

@@ -243,18 +243,18 @@ def test_job_start_passes_tuning_settings_on_to_the_job_script():
 
 
 PROTECTED = [
-    (flag, key)
-    for kind, flag in (
-        ("extra_settings", "--set"),
-        ("source_options", "--source-option"),
-        ("lake_options", "--lake-option"),
-    )
+    (kind, flag, key)
+    for kind, flag in overrides.OVERRIDE_FLAGS.items()
     for key in overrides.PROTECTED_OPTIONS[kind]
 ]
 
 
-@pytest.mark.parametrize(("flag", "key"), PROTECTED, ids=[f"{flag}-{key}" for flag, key in PROTECTED])
-def test_an_override_of_what_the_guarantees_rest_on_is_refused_before_anything_starts(flag, key, capsys):
+@pytest.mark.parametrize(
+    ("kind", "flag", "key"), PROTECTED, ids=[f"{flag}-{key}" for _, flag, key in PROTECTED]
+)
+def test_an_override_of_what_the_guarantees_rest_on_is_refused_before_anything_starts(
+    kind, flag, key, capsys
+):
     # e.g. AT_LEAST_ONCE checkpoints, mini-batch (measured: every event counted twice), a lake table
     # path outside --lake, a fresh group starting at the latest offset (the backlog silently skipped)
     setting = f"{key}=x"
@@ -268,9 +268,6 @@ def test_an_override_of_what_the_guarantees_rest_on_is_refused_before_anything_s
     with pytest.raises(SystemExit):
         parser.parse_args([flag, setting])
     # and for a JobConfig built in code
-    kind = {"--set": "extra_settings", "--source-option": "source_options", "--lake-option": "lake_options"}[
-        flag
-    ]
     with pytest.raises(ValueError, match="is refused"):
         JobConfig(lake_dir="/tmp/lake", **{kind: ((key, "x"),)})
 

@@ -15,7 +15,7 @@ from pipelines.infra import paths
 from pipelines.infra.kafka_broker import DLQ_TOPIC, EVENTS_TOPIC, bootstrap_servers
 from pipelines.lake.layout import lake_path
 from pipelines.stream.flink_job import JobConfig
-from pipelines.stream.overrides import refuse_protected_option
+from pipelines.stream.overrides import OVERRIDE_FLAGS, refuse_protected_option
 
 
 def add_event_time_bounds(parser: argparse.ArgumentParser) -> None:
@@ -60,11 +60,12 @@ def add_stream_options(parser: argparse.ArgumentParser, lake_from_config: bool =
     parser.add_argument(
         "--resume-from", default=None, metavar="URI", help="checkpoint or savepoint to restore from"
     )
-    for flag, dest, example in (
-        ("--set", "extra_settings", "pipeline.object-reuse=true"),
-        ("--source-option", "source_options", "properties.fetch.min.bytes=1048576"),
-        ("--lake-option", "lake_options", "parquet.block.size=67108864"),
-    ):
+    examples = {
+        "extra_settings": "pipeline.object-reuse=true",
+        "source_options": "properties.fetch.min.bytes=1048576",
+        "lake_options": "parquet.block.size=67108864",
+    }
+    for dest, flag in OVERRIDE_FLAGS.items():
         parser.add_argument(
             flag,
             dest=dest,
@@ -72,8 +73,9 @@ def add_stream_options(parser: argparse.ArgumentParser, lake_from_config: bool =
             type=_setting_of(dest),
             default=[],
             metavar="KEY=VALUE",
-            help=f"a Flink setting (--set) or table option over the job's own (repeatable): {flag} {example};"
-            " what the job's guarantees rest on is refused (pipelines/stream/overrides.py)",
+            help="a Flink setting (--set) or table option over the job's own (repeatable):"
+            f" {flag} {examples[dest]}; what the job's guarantees rest on is refused"
+            " (pipelines/stream/overrides.py)",
         )
 
 
@@ -82,14 +84,14 @@ def _setting_of(kind: str):
     KEY (so `job start` and `cluster submit` fail before anything starts, not in the job's log)."""
 
     def setting(text: str) -> tuple[str, str]:
-        key, separator, value = text.partition("=")
-        if not separator or not key.strip():
+        key, separator, value = (part.strip() for part in text.partition("="))
+        if not separator or not key:
             raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
         try:
-            refuse_protected_option(kind, key.strip(), value.strip())
+            refuse_protected_option(kind, key, value)
         except ValueError as refused:
             raise argparse.ArgumentTypeError(str(refused)) from None
-        return key.strip(), value.strip()
+        return key, value
 
     return setting
 

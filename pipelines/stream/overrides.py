@@ -34,7 +34,8 @@ PROTECTED_OPTIONS = {
         "parquet.timestamp.time.unit": "readers expect INT64 millisecond timestamps",
     },
 }
-_OVERRIDE_FLAGS = {
+# Each override's JobConfig field and its command-line flag (declared from this in commands/job_args).
+OVERRIDE_FLAGS = {
     "extra_settings": "--set",
     "source_options": "--source-option",
     "lake_options": "--lake-option",
@@ -46,4 +47,4 @@ def refuse_protected_option(kind: str, key: str, value: str) -> None:
     job's guarantees rest on, naming the flag, the key and why."""
     reason = PROTECTED_OPTIONS[kind].get(key.strip().lower())
     if reason:
-        raise ValueError(f"{_OVERRIDE_FLAGS[kind]} {key}={value} is refused: {reason}")
+        raise ValueError(f"{OVERRIDE_FLAGS[kind]} {key}={value} is refused: {reason}")
